@@ -1,0 +1,30 @@
+# Two commands do all the set-up: `make run` (train the default experiment) and `make test`.
+# Both create .venv and install dlexp into it when needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: install run test clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Train the default experiment (MLP on the bundled digits); extra overrides via ARGS="model=softmax ...".
+run: $(STAMP)
+	@start=$$(date +%s%N); \
+	$(PY) -m dlexp $(ARGS) || exit $$?; \
+	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
+	echo "make run: finished in $$((ms / 1000)).$$(printf %03d $$((ms % 1000))) s wall time"
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

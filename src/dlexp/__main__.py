@@ -1,0 +1,4 @@
+"""``python -m dlexp``: the same app as the ``dlexp`` console script."""
+from dlexp.train import cli
+
+cli()

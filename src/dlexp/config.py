@@ -1,0 +1,269 @@
+"""Config schemas and validation.
+
+Two kinds of group:
+- fixed groups (``trainer``, ``regularizer``) have a dataclass schema below;
+- open groups (``model``, ``dataset``, ``split``, ``optim``, ``scheduler``) select a
+  registry entry by ``name:``, and the schema is that builder's keyword-only
+  signature (see ``dlexp.registry``), so adding an entry needs no schema code.
+
+``validate`` runs right after Hydra composes the config and before any data is
+loaded: a mistyped key or a value of the wrong type fails at once with the key's
+full path (``model.hiden``), never silently ignored.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from dlexp.errors import ConfigError
+from dlexp.registry import Registry
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "auto"  # "auto" = the task's val metric, e.g. val/acc; or val/loss, ...
+    mode: str = "auto"  # "auto" | "min" | "max"
+    patience: Optional[int] = None  # epochs without improvement before stopping; None = off
+    min_delta: float = 0.0  # smallest change that counts as an improvement
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None  # None = 4 x batch_size (no gradients to hold)
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    num_threads: Optional[int] = None  # CPU intra-op threads; None = PyTorch's default
+    loss: str = "auto"  # "auto" = the task's loss (cross_entropy / mse); or a LOSSES name
+    metric: str = "auto"  # "auto" = the task's metric (acc / rmse); or a METRICS name
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    grad_clip: Optional[float] = None  # max global grad norm; None = no clipping
+    limit_train_batches: Optional[int] = None  # smoke runs: stop each epoch after N batches
+    limit_eval_batches: Optional[int] = None
+    progress: bool = True  # live progress bar on a terminal
+    log_every_n_steps: int = 20  # progress-bar refresh; each refresh reads the loss (a device sync)
+    checkpoints: bool = True  # write checkpoints/last.pt and best.pt
+
+
+@dataclass
+class RegularizerConfig:
+    weight_decay: float = 0.0  # L2, applied by the optimizer to weights (not biases or norms)
+    l1: float = 0.0  # coefficient of sum(|w|) added to the loss, biases excluded
+    dropout: Optional[float] = None  # None = each model's own default
+
+
+FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
+TOP_LEVEL_KEYS = {"seed": int}
+
+
+def open_groups() -> dict[str, Registry]:
+    """Group name -> the registry its ``name:`` selects from (imported lazily: torch)."""
+    from dlexp.data import DATASETS, SPLITS
+    from dlexp.models import MODELS
+    from dlexp.optim import OPTIMIZERS, SCHEDULERS
+
+    return {"model": MODELS, "dataset": DATASETS, "split": SPLITS, "optim": OPTIMIZERS, "scheduler": SCHEDULERS}
+
+
+def builder_schema(registry: Registry, name: str) -> type:
+    """A dataclass with ``name`` plus one field per keyword-only builder parameter."""
+    hints = typing.get_type_hints(registry.get(name))
+    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
+    for key, param in registry.config_keys(name).items():
+        default = param.default
+        if default is inspect.Parameter.empty:
+            spec = field(default=MISSING)  # required: must be set in the YAML
+        elif isinstance(default, (list, tuple, dict)):
+            value = list(default) if isinstance(default, tuple) else default
+            spec = field(default_factory=lambda v=value: copy.deepcopy(v))
+        else:
+            spec = field(default=default)
+        fields.append((key, hints.get(key, Any), spec))
+    return dataclasses.make_dataclass(f"{registry.kind}_{name}_config", fields)
+
+
+def _check(path: str, schema: type, node: Any) -> DictConfig:
+    """Merge ``node`` into ``schema``; any unknown key, bad type or missing value is a ConfigError."""
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"config '{path}' must be a mapping, got {node!r}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+    except ConfigKeyError as err:
+        key = f"{path}.{err.full_key}" if err.full_key else path
+        raise ConfigError(f"unknown config key '{key}'. {_key_hint(schema, path)}") from None
+    except OmegaConfBaseException as err:
+        key = f"{path}.{err.full_key}" if getattr(err, "full_key", None) else path
+        raise ConfigError(f"bad value for '{key}': {_first_line(err)}; fix it in the YAML or with {key}=...") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"config '{path}.{missing[0]}' is required; set it in the YAML or with {path}.{missing[0]}=...")
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def _first_line(err: Exception) -> str:
+    text = getattr(err, "msg", None) or str(err)
+    return text.strip().splitlines()[0].rstrip(".")
+
+
+def _key_hint(schema: type, path: str) -> str:
+    keys = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
+    return f"Valid keys for {path}: {', '.join(keys) or '(none)'}"
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Return a typed copy of a composed run config, or raise ConfigError naming the bad key."""
+    groups = open_groups()
+    known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS)
+    for key in cfg.keys():
+        if key not in known:
+            raise ConfigError(f"unknown top-level config key '{key}'. Valid keys: {', '.join(sorted(known))}")
+    out: dict[str, Any] = {}
+    for group, registry in groups.items():
+        node = cfg.get(group)
+        if node is None or not isinstance(node, DictConfig) or "name" not in node:
+            raise ConfigError(f"config group '{group}' needs a 'name:'; choose one with {group}=<option>")
+        name = node.name
+        if name not in registry:
+            raise ConfigError(f"{group}.name: {registry.unknown_message(name)}")
+        out[group] = _check(group, builder_schema(registry, name), node)
+    for group, schema in FIXED_GROUPS.items():
+        out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
+    for key, typ in TOP_LEVEL_KEYS.items():
+        value = cfg.get(key)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise ConfigError(f"config '{key}' must be of type {typ.__name__}, got {value!r}")
+        out[key] = value
+    typed = OmegaConf.create(out)
+    OmegaConf.set_struct(typed, True)
+    return typed
+
+
+def builder_kwargs(node: DictConfig) -> dict[str, Any]:
+    """A validated group node as plain keyword arguments for its builder (``name`` dropped)."""
+    kwargs = OmegaConf.to_container(node, resolve=True)
+    kwargs.pop("name")
+    return kwargs
+
+
+# --------------------------------------------------------------------------
+# Where the configs live, and a check of command-line overrides before Hydra.
+
+
+def _find_config_dir() -> str:
+    packaged = Path(__file__).resolve().parent / "conf"  # non-editable install (shipped in the wheel)
+    source = Path(__file__).resolve().parents[2] / "conf"  # source checkout / editable install
+    return str(packaged if packaged.is_dir() else source)
+
+
+CONFIG_DIR = _find_config_dir()
+_SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
+_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
+
+
+def _extra_config_dirs(argv: list[str]) -> list[str]:
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+    return dirs
+
+
+def _group_options(dirs: list[str], group: str) -> list[str]:
+    options = set()
+    for d in dirs:
+        options.update(p.stem for p in (Path(d) / group).glob("*.yaml"))
+    return sorted(options)
+
+
+def _default_choices(dirs: list[str]) -> dict[str, str]:
+    """group -> option chosen by the defaults list of train.yaml."""
+    primary = Path(CONFIG_DIR) / "train.yaml"
+    choices: dict[str, str] = {}
+    for entry in OmegaConf.load(primary).get("defaults", []):
+        if isinstance(entry, DictConfig):
+            for key, value in entry.items():
+                if isinstance(value, str):
+                    choices[str(key).lstrip("/")] = value
+    return choices
+
+
+def preflight(argv: list[str]) -> None:
+    """Reject a mistyped group option (``model=lenett``) or key (``model.hiden=3``) with a one-line hint.
+
+    Hydra would also refuse these, but with a multi-line report; anything this
+    check does not understand (sweep functions, packages, ``+``/``~`` edits) is
+    left to Hydra.
+    """
+    if any(arg in _INFO_FLAGS or arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv):
+        return
+    dirs = [CONFIG_DIR, *_extra_config_dirs(argv)]
+    groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
+    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
+    chosen = _default_choices(dirs)
+    for arg in overrides:
+        key, value = arg.lstrip("+").split("=", 1)
+        if key in groups and "@" not in key and not any(f in value for f in _SWEEP_FUNCS):
+            options = _group_options(dirs, key)
+            for option in value.split(","):
+                if option not in options:
+                    hint = difflib.get_close_matches(option, options, n=1)
+                    mean = f" Did you mean '{hint[0]}'?" if hint else ""
+                    raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
+            if "," not in value:
+                chosen[key] = value
+    _check_output_dir(argv)
+    for arg in overrides:
+        if arg.startswith("+"):
+            continue  # an explicit addition; the schema check after composing still applies
+        key = arg.split("=", 1)[0]
+        group, _, rest = key.partition(".")
+        if group in groups and rest and group in chosen:
+            _check_key_exists(dirs, group, chosen[group], rest)
+
+
+def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
+    for d in dirs:
+        path = Path(d) / group / f"{option}.yaml"
+        if path.is_file():
+            node: Any = OmegaConf.load(path)
+            break
+    else:
+        return
+    if "defaults" in node:
+        return  # composed from other files: let Hydra decide
+    walked = group
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            keys = ", ".join(k for k in node.keys() if k != "name") if isinstance(node, DictConfig) else "(none)"
+            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}. Valid keys: {keys}")
+        node = node[part]
+        walked += "." + part
+
+
+def _check_output_dir(argv: list[str]) -> None:
+    """Hydra creates the run dir before dlexp runs; make sure it can, or say how to fix it."""
+    multirun = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    target = next((a.split("=", 1)[1] for a in argv if a.startswith(key + "=")), "outputs")
+    if "${" in target:
+        return
+    path = Path(target).expanduser().absolute()
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        reason = "not a directory" if not ancestor.is_dir() else "not writable"
+        raise ConfigError(f"cannot create output dir {path}: {ancestor} is {reason}; set {key}=<writable path>")

@@ -1,0 +1,48 @@
+"""Preprocessing fitted on the training split only, then applied to every split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dlexp.errors import ConfigError
+
+NORMALIZE_MODES = ("none", "channel", "feature")
+
+
+@dataclass
+class Normalizer:
+    """x -> (x - mean) / std with statistics from the training split."""
+
+    mean: Optional[Tensor] = None
+    std: Optional[Tensor] = None
+
+    @classmethod
+    def fit(cls, x: Tensor, mode: str) -> "Normalizer":
+        if mode not in NORMALIZE_MODES:
+            raise ConfigError(f"dataset.normalize must be one of {', '.join(NORMALIZE_MODES)}, got '{mode}'")
+        if mode == "none":
+            return cls()
+        if mode == "channel":  # one statistic per channel of (N, C, ...) data
+            dims = [0] + list(range(2, x.dim()))
+            mean, std = x.mean(dim=dims, keepdim=True)[0], x.std(dim=dims, keepdim=True)[0]
+        else:  # one statistic per feature: every position of an example
+            mean, std = x.mean(dim=0), x.std(dim=0)
+        return cls(mean=mean, std=std.clamp_min(1e-6))  # constant features stay finite
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.mean is None:
+            return x
+        return (x - self.mean) / self.std
+
+
+def resize_images(x: Tensor, size: Optional[int]) -> Tensor:
+    """(N, C, H, W) -> (N, C, size, size), bilinear, done once for the whole tensor."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    if x.dim() != 4:
+        raise ConfigError(f"dataset.resize needs image data (N, C, H, W); this dataset has shape {tuple(x.shape)}")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -1,0 +1,70 @@
+"""Where and how the run executes: device choice, CPU threads, seeding.
+
+Everything device-specific is decided here once and carried in a ``Runtime``,
+so the training loop never branches on the hardware. Mixed precision,
+channels_last, torch.compile and multi-process ranks belong on this object.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dlexp.errors import ConfigError
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0  # process rank; only rank 0 writes files
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def describe(self) -> str:
+        if self.device.type == "cuda":
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return f"cpu ({torch.get_num_threads()} threads)"
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu. Asking for CUDA without it is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"trainer.device='{requested}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.device={requested} but CUDA is not available on this machine; use trainer.device=auto or cpu"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"trainer.device='{requested}' is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"trainer.device={requested}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+def setup_runtime(trainer_cfg) -> Runtime:
+    if trainer_cfg.num_threads is not None:
+        if trainer_cfg.num_threads < 1:
+            raise ConfigError(f"trainer.num_threads must be >= 1, got {trainer_cfg.num_threads}")
+        torch.set_num_threads(trainer_cfg.num_threads)
+    return Runtime(device=resolve_device(trainer_cfg.device))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG a run touches, so the same seed gives the same numbers on the CPU."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))

@@ -1,0 +1,35 @@
+"""Model registry. Each family lives in its own module and registers its builders.
+
+A model builder takes ``(input_shape, num_classes)`` positionally, where
+``input_shape`` is one example's shape, e.g. (C, H, W) or (D,), and
+``num_classes`` is the number of outputs (targets, for regression); its
+keyword-only parameters are the keys of its YAML in ``conf/model/``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from omegaconf import DictConfig
+from torch import nn
+
+from dlexp.config import builder_kwargs
+from dlexp.registry import Registry
+
+MODELS = Registry("model")
+
+# Import the families so their @MODELS.register decorators run.
+from dlexp.models import linear, mlp  # noqa: E402,F401
+
+
+def build_model(
+    cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, dropout: Optional[float] = None
+) -> nn.Module:
+    """Build ``cfg.name``; ``dropout`` (regularizer.dropout) overrides the model's own when given."""
+    kwargs = builder_kwargs(cfg)
+    if dropout is not None and "dropout" in MODELS.config_keys(cfg.name):
+        kwargs["dropout"] = dropout
+    return MODELS.build(cfg.name, tuple(input_shape), num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,34 @@
+"""Multilayer perceptron: [Linear -> (BatchNorm) -> activation -> (Dropout)] x len(hidden) -> Linear."""
+from __future__ import annotations
+
+from typing import List
+
+from torch import nn
+
+from dlexp.models import MODELS
+from dlexp.models.layers import activation as make_activation
+from dlexp.models.layers import flat_features
+
+
+@MODELS.register("mlp")
+def mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    hidden: List[int] = (256,),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]  # (B, *input_shape) -> (B, D)
+    width = flat_features(input_shape)
+    for units in hidden:
+        layers.append(nn.Linear(width, units))
+        if batchnorm:  # BN before the nonlinearity, as in Ioffe & Szegedy
+            layers.append(nn.BatchNorm1d(units))
+        layers.append(make_activation(activation))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = units
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)

@@ -1,0 +1,141 @@
+"""Optimizers, LR schedulers and the explicit L1 penalty.
+
+Optimizer builders take the parameter groups positionally and their
+hyper-parameters as keyword-only arguments (the keys of ``conf/optim/*.yaml``).
+``weight_decay`` is not an optim key: it comes from the ``regularizer`` group so
+that L2 is set in one place for every optimizer.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+from dlexp.config import builder_kwargs
+from dlexp.errors import ConfigError
+from dlexp.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULERS = Registry("scheduler")
+
+ParamGroups = List[dict[str, Any]]
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params: ParamGroups, *, lr: float, momentum: float = 0.0, nesterov: bool = False, dampening: float = 0.0):
+    if nesterov and momentum <= 0:
+        raise ConfigError("optim.nesterov=true needs optim.momentum > 0 (e.g. optim.momentum=0.9)")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening)
+
+
+@OPTIMIZERS.register("adagrad")
+def adagrad(params: ParamGroups, *, lr: float = 0.01, eps: float = 1e-10):
+    return torch.optim.Adagrad(params, lr=lr, eps=eps)
+
+
+@OPTIMIZERS.register("adadelta")
+def adadelta(params: ParamGroups, *, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6):
+    return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=eps)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(params: ParamGroups, *, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0):
+    return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum)
+
+
+@OPTIMIZERS.register("adam")
+def adam(params: ParamGroups, *, lr: float = 1e-3, betas: List[float] = (0.9, 0.999), eps: float = 1e-8):
+    """Adam; weight decay here is the classic L2 term added to the gradient."""
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params: ParamGroups, *, lr: float = 1e-3, betas: List[float] = (0.9, 0.999), eps: float = 1e-8):
+    """AdamW: weight decay decoupled from the adaptive gradient step (Loshchilov & Hutter)."""
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def _decays(param: nn.Parameter) -> bool:
+    """Weights of linear/conv layers decay; biases and norm scales (1-D) do not."""
+    return param.ndim > 1
+
+
+def build_optimizer(cfg: Any, model: nn.Module, weight_decay: float) -> torch.optim.Optimizer:
+    """``cfg`` is the validated ``optim`` group; L2 goes on weights only (the textbook's choice)."""
+    kwargs = builder_kwargs(cfg)
+    if "lr" in kwargs and not kwargs["lr"] > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {kwargs['lr']}")
+    if weight_decay < 0:
+        raise ConfigError(f"regularizer.weight_decay must be >= 0, got {weight_decay}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if _decays(p)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if not _decays(p)], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return OPTIMIZERS.build(cfg.name, groups, **kwargs)
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """sum |w| over the decaying weights (biases excluded); a scalar on the model's device."""
+    terms = [p.abs().sum() for n, p in model.named_parameters() if p.requires_grad and _decays(p)]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+# Schedulers are stepped once per epoch. Context: (optimizer, epochs, mode of the monitored metric).
+
+
+@SCHEDULERS.register("none")
+def no_schedule(optimizer: torch.optim.Optimizer, epochs: int, mode: str) -> Optional[Any]:
+    return None
+
+
+@SCHEDULERS.register("step")
+def step(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, step_size: int = 10, gamma: float = 0.1):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+@SCHEDULERS.register("multistep")
+def multistep(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, milestones: List[int] = (15, 25), gamma: float = 0.1):
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+
+
+@SCHEDULERS.register("exponential")
+def exponential(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, gamma: float = 0.95):
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+@SCHEDULERS.register("cosine")
+def cosine(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, t_max: Optional[int] = None, eta_min: float = 0.0):
+    """Cosine decay to ``eta_min`` over ``t_max`` epochs (None = the whole run)."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max or epochs, eta_min=eta_min)
+
+
+@SCHEDULERS.register("plateau")
+def plateau(
+    optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, factor: float = 0.1, patience: int = 5, min_lr: float = 0.0
+):
+    """Cut the lr by ``factor`` when the monitored val metric stalls ``patience`` epochs.
+
+    ``mode`` (min/max) follows the monitored metric.
+    """
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, min_lr=min_lr)
+
+
+def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, epochs: int, monitor_mode: str) -> Optional[Any]:
+    return SCHEDULERS.build(cfg.name, optimizer, epochs, monitor_mode, **builder_kwargs(cfg))
+
+
+def step_scheduler(scheduler: Optional[Any], monitored_value: float) -> None:
+    """Advance one epoch; ReduceLROnPlateau needs the monitored value."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitored_value)
+    else:
+        scheduler.step()
+
+
+def iter_lrs(optimizer: torch.optim.Optimizer) -> Iterable[float]:
+    return (group["lr"] for group in optimizer.param_groups)

@@ -1,0 +1,217 @@
+"""The dlexp entrypoint: Hydra composes the config, ``train`` runs it, results land in the run dir.
+
+``train(cfg, run_dir)`` is a plain function (tests call it directly); ``main`` is
+the thin ``@hydra.main`` wrapper behind ``python -m dlexp`` and the ``dlexp``
+console script. Heavy imports (torch) happen inside ``train`` so that
+``--help`` and ``--cfg job`` stay fast.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dlexp.config import CONFIG_DIR, preflight, validate
+from dlexp.errors import UserError
+
+
+@dataclass
+class RunResult:
+    objective: float  # best value of the monitored val metric (what a sweeper optimizes)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> RunResult:
+    """Train the composed config ``cfg``, writing metrics, summary and checkpoints into ``run_dir``."""
+    started = time.perf_counter()
+    cfg = validate(cfg)
+    run_dir = _prepare_run_dir(Path(run_dir))
+
+    import torch
+
+    from dlexp.checkpoint import save_checkpoint
+    from dlexp.data import load_data
+    from dlexp.device import seed_everything, setup_runtime
+    from dlexp.engine import EarlyStopping, StepConfig, run_epoch
+    from dlexp.models import build_model, count_parameters
+    from dlexp.optim import build_optimizer, build_scheduler, iter_lrs, step_scheduler
+    from dlexp.runlog import RunLog
+    from dlexp.tasks import monitor_mode, resolve_task
+
+    trainer, reg = cfg.trainer, cfg.regularizer
+    if trainer.epochs < 1:
+        raise UserError(f"trainer.epochs must be >= 1, got {trainer.epochs}")
+    if reg.l1 < 0:
+        raise UserError(f"regularizer.l1 must be >= 0, got {reg.l1}")
+    runtime = setup_runtime(trainer)
+    seed_everything(cfg.seed)
+    log = RunLog(run_dir, is_main=runtime.is_main, progress=trainer.progress)
+
+    data = load_data(cfg, seed=cfg.seed, device=runtime.device)
+    loss_fn, metric = resolve_task(data.task, trainer.loss, trainer.metric)
+    es = trainer.early_stopping
+    monitor = f"val/{metric.name}" if es.monitor == "auto" else es.monitor
+    mode = monitor_mode(monitor, metric) if es.mode == "auto" else es.mode
+    if mode not in ("min", "max"):
+        raise UserError(f"trainer.early_stopping.mode must be auto, min or max, got '{mode}'")
+    if monitor not in (f"val/{metric.name}", "val/loss"):
+        raise UserError(f"trainer.early_stopping.monitor='{monitor}' is not logged; use val/{metric.name} or val/loss")
+    stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
+
+    if reg.dropout is not None and not 0.0 <= reg.dropout < 1.0:
+        raise UserError(f"regularizer.dropout must be in [0, 1), got {reg.dropout}")
+    model = runtime.prepare_model(build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout))
+    optimizer = build_optimizer(cfg.optim, model, reg.weight_decay)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, trainer.epochs, mode)
+    step = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip)
+    num_params = count_parameters(model)
+    plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+
+    log.info(
+        f"[bold]dlexp[/bold] model={cfg.model.name} dataset={cfg.dataset.name} optim={cfg.optim.name} "
+        f"params={num_params:,} device={runtime.describe()} train/val/test="
+        f"{data.train.num_examples}/{data.val.num_examples}/{data.test.num_examples if data.test else 0}"
+    )
+    best_state: Optional[dict[str, Any]] = None
+    stop_reason = "max_epochs"
+    epoch = 0
+    with log.progress_bar() as bar:
+        for epoch in range(1, trainer.epochs + 1):
+            bar_epoch = bar if log.show_progress else None
+            if bar_epoch is not None:
+                bar.columns[0].text_format = f"[bold]epoch {epoch}/{trainer.epochs}" + " {task.description}"
+            t0 = time.perf_counter()
+            lr = next(iter(iter_lrs(optimizer)))  # the lr used during this epoch
+            train_stats = run_epoch(
+                model, data.train, loss_fn, metric, optimizer=optimizer, step=step,
+                limit_batches=trainer.limit_train_batches, progress=bar_epoch, log_every=trainer.log_every_n_steps,
+            )
+            val_stats = run_epoch(model, data.val, loss_fn, metric, limit_batches=trainer.limit_eval_batches, progress=bar_epoch)
+            row = {"epoch": epoch, "lr": lr}
+            row.update({f"train/{k}": v for k, v in train_stats.items()})
+            row.update({f"val/{k}": v for k, v in val_stats.items()})
+            row["epoch_seconds"] = round(time.perf_counter() - t0, 4)
+            log.log_epoch(row)
+
+            improved = stopper.update(row[monitor], epoch)
+            step_scheduler(scheduler, row[monitor])
+            if improved:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if trainer.checkpoints and runtime.is_main:
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "epoch": epoch,
+                    "early_stopping": stopper.state_dict(),
+                    "config": plain_cfg,
+                }
+                save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
+                if improved:
+                    save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
+            if stopper.should_stop:
+                stop_reason = "early_stopping"
+                log.info(f"early stopping: {monitor} has not improved for {stopper.patience} epochs (best {stopper.best:.4f} at epoch {stopper.best_epoch})")
+                break
+
+    summary: dict[str, Any] = {
+        "status": "completed",
+        "stop_reason": stop_reason,
+        "epochs_run": epoch,
+        "best_epoch": stopper.best_epoch,
+        "monitor": monitor,
+        "mode": mode,
+        f"best/{monitor}": stopper.best,
+    }
+    if data.test is not None:
+        if best_state is not None:  # score the test set with the weights chosen on val
+            model.load_state_dict(best_state)
+        test_stats = run_epoch(model, data.test, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
+        summary.update({f"test/{k}": v for k, v in test_stats.items()})
+    summary.update(
+        {
+            "num_params": num_params,
+            "device": str(runtime.device),
+            "seed": cfg.seed,
+            "model": cfg.model.name,
+            "dataset": cfg.dataset.name,
+            "optim": cfg.optim.name,
+            "wall_seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    log.write_summary(summary)
+    log.summary_table(summary)
+    return RunResult(objective=stopper.best, summary=summary)
+
+
+def _prepare_run_dir(run_dir: Path) -> Path:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write to output dir {run_dir} ({err.strerror}); set hydra.run.dir=<writable path>") from None
+    return run_dir
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return train(cfg, run_dir).objective
+    except UserError as err:
+        if os.environ.get("DLEXP_TRACEBACK"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        if _is_multirun():  # one bad job must not stop the rest of the sweep
+            _write_failed_summary(run_dir, str(err))
+            return math.nan
+        sys.exit(err.exit_code)
+    except Exception as err:  # a bug, not a user mistake: keep the trace, but let the sweep go on
+        if not _is_multirun():
+            raise
+        import traceback
+
+        traceback.print_exc()
+        _write_failed_summary(run_dir, f"{type(err).__name__}: {err}")
+        return math.nan
+
+
+def _write_failed_summary(run_dir: Path, error: str) -> None:
+    from dlexp.runlog import SUMMARY_FILE, write_json_atomic
+
+    try:
+        write_json_atomic(run_dir / SUMMARY_FILE, {"status": "failed", "error": error})
+    except OSError:
+        pass  # the run dir itself is unusable; the error was already printed
+
+
+def cli() -> None:
+    """Console-script entry: catch common command-line mistakes before Hydra does, then run."""
+    try:
+        preflight(sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,48 @@
+"""Shared helpers: compose the real config with Hydra's compose API, and run the real CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from dlexp.config import CONFIG_DIR
+
+# Small, fast runs: one thread, no progress bar, no checkpoints unless a test asks.
+FAST = ["trainer.num_threads=1", "trainer.progress=false"]
+
+
+def compose_cfg(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.fixture
+def run_train(tmp_path):
+    """Call ``train`` in-process on a composed config; returns (result, run_dir)."""
+    from dlexp.train import train
+
+    def _run(*overrides: str, run_dir: Path | None = None):
+        run_dir = run_dir or tmp_path / "run"
+        cfg = compose_cfg(*FAST, *overrides)
+        return train(cfg, run_dir), run_dir
+
+    return _run
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m dlexp ARGS`` in a subprocess, as a user would run it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("DLEXP_TRACEBACK", None)
+    return subprocess.run(
+        [sys.executable, "-m", "dlexp", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,165 @@
+"""End to end through the real CLI (subprocess): files on disk, sweeps, and errors for user mistakes."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_json, run_cli
+
+SMOKE = ["trainer=smoke", "trainer.progress=false"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(*SMOKE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+    rows = _rows(run_dir / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert list(rows[0]) == ["epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "epoch_seconds"]
+    for row in rows:
+        assert float(row["lr"]) == pytest.approx(1e-3)
+        assert 0.0 <= float(row["val/acc"]) <= 1.0
+        assert float(row["train/loss"]) > 0
+    assert float(rows[1]["train/loss"]) < float(rows[0]["train/loss"])  # it learns
+
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "completed"
+    assert summary["epochs_run"] == 2
+    assert summary["best_epoch"] in (1, 2)
+    assert summary["best/val/acc"] == max(float(r["val/acc"]) for r in rows)
+    assert 0.0 < summary["test/acc"] <= 1.0 and summary["test/loss"] > 0
+    assert summary["num_params"] == 64 * 256 + 256 + 256 * 10 + 10
+    assert summary["device"] == "cpu"
+    assert summary["wall_seconds"] > 0
+
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert last["epoch"] == 2 and best["epoch"] == summary["best_epoch"]
+    assert last["config"]["model"]["name"] == "mlp"
+    assert set(last["model"]) == {"1.weight", "1.bias", "3.weight", "3.bias"}
+    assert "epoch   2 |" in proc.stdout and "Run summary" in proc.stdout
+
+
+def test_console_script_runs_the_same_app(tmp_path):
+    exe = Path(sys.executable).with_name("dlexp")
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    import subprocess
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [str(exe), *SMOKE, "model=softmax", "optim=adam", "optim.lr=0.01", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_json(run_dir / "summary.json")["model"] == "softmax"
+
+
+def test_default_run_dirs_do_not_collide(tmp_path):
+    procs = [run_cli(*SMOKE, "trainer.epochs=1", "trainer.checkpoints=false", cwd=tmp_path) for _ in range(2)]
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
+    run_dirs = [p.parent for p in (tmp_path / "outputs").glob("*/*/summary.json")]
+    assert len(run_dirs) == 2
+
+
+def test_multirun_2x2_yields_4_run_dirs(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", *SMOKE, "trainer.epochs=1", "regularizer.weight_decay=0,1e-3", "regularizer.dropout=0,0.5",
+        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summaries = sorted(sweep_dir.glob("*/summary.json"))
+    assert len(summaries) == 4
+    seen = set()
+    for path in summaries:
+        assert read_json(path)["status"] == "completed"
+        cfg = (path.parent / ".hydra" / "config.yaml").read_text()
+        seen.add(cfg)
+    assert len(seen) == 4  # four different configs
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    proc = run_cli("--cfg", "job", "model=softmax", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "name: softmax" in proc.stdout and "trainer:" in proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model=lenett"], "unknown model 'lenett'"),
+        (["model.hiden=3"], "unknown key 'model.hiden'"),
+        (["+model.hiden=3"], "unknown config key 'model.hiden'"),
+        (["trainer.epochs=abc"], "bad value for 'trainer.epochs'"),
+        (["trainer.device=cuda"], "CUDA is not available"),
+        (["optim.lr=-0.1"], "optim.lr must be > 0"),
+        (["optim.lr=0"], "optim.lr must be > 0"),
+        (["trainer.batch_size=100000"], "larger than the"),
+        (["regularizer.dropout=1.5"], "regularizer.dropout must be in [0, 1)"),
+        (["split.val_fraction=1.5"], "split.val_fraction must be in (0, 1)"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_nonzero_exit(tmp_path, args, message):
+    if "CUDA" in message and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("error: ") and message in errors[0]
+
+
+def test_traceback_on_request(tmp_path):
+    proc = run_cli(*SMOKE, "optim.lr=-1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={})
+    assert "Traceback" not in proc.stderr
+    env = {**os.environ, "DLEXP_TRACEBACK": "1", "HYDRA_FULL_ERROR": "1"}
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlexp", *SMOKE, "optim.lr=-1", f"hydra.run.dir={tmp_path / 'run2'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_unusable_output_dir_is_refused_before_anything_is_written(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    proc = run_cli(*SMOKE, f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "cannot create output dir" in proc.stderr and "hydra.run.dir=" in proc.stderr
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_output_dir(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        proc = run_cli(*SMOKE, f"hydra.run.dir={locked / 'run'}", cwd=tmp_path)
+    finally:
+        locked.chmod(0o700)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "not writable" in proc.stderr
+
+
+def test_failing_job_does_not_stop_the_sweep(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", *SMOKE, "trainer.epochs=1", "optim.lr=-1,0.001", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    statuses = sorted(read_json(p)["status"] for p in sweep_dir.glob("*/summary.json"))
+    assert statuses == ["completed", "failed"], proc.stderr

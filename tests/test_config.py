@@ -1,0 +1,134 @@
+"""Every YAML under conf/ composes, validates and builds; typos and bad types fail with the key's path."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import compose_cfg
+from dlexp.config import CONFIG_DIR, FIXED_GROUPS, builder_schema, open_groups, preflight, validate
+from dlexp.errors import ConfigError
+
+OPTION_FILES = sorted(p for p in Path(CONFIG_DIR).glob("*/*.yaml"))
+
+
+def _id(path: Path) -> str:
+    return f"{path.parent.name}={path.stem}"
+
+
+def test_there_are_options_in_every_group():
+    groups = {p.parent.name for p in OPTION_FILES}
+    assert {"model", "dataset", "split", "optim", "regularizer", "scheduler", "trainer"} <= groups
+
+
+@pytest.mark.parametrize("path", OPTION_FILES, ids=_id)
+def test_option_composes_validates_and_builds(path):
+    from dlexp.data import load_data
+    from dlexp.models import build_model
+    from dlexp.optim import build_optimizer, build_scheduler
+
+    group, option = path.parent.name, path.stem
+    extra = ["model=linreg"] if group == "dataset" and option == "synthetic_linear" else []
+    if group == "model" and option == "linreg":
+        extra = ["dataset=synthetic_linear"]
+    cfg = validate(compose_cfg(f"{group}={option}", *extra))
+    data = load_data(cfg, seed=0, device=torch.device("cpu"))
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout)
+    x, _ = next(iter(data.train))
+    assert model(x).shape == (x.shape[0], data.num_classes)
+    optimizer = build_optimizer(cfg.optim, model, cfg.regularizer.weight_decay)
+    build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs, "max")
+
+
+@pytest.mark.parametrize("path", [p for p in OPTION_FILES if p.parent.name in open_groups()], ids=_id)
+def test_yaml_lists_every_key_of_its_builder(path):
+    """Every builder parameter appears in its YAML, so users can override it without '+'."""
+    node = OmegaConf.load(path)
+    registry = open_groups()[path.parent.name]
+    schema = builder_schema(registry, node.name)
+    assert set(node.keys()) == {f.name for f in dataclasses.fields(schema)}
+
+
+@pytest.mark.parametrize("group", sorted(FIXED_GROUPS))
+def test_fixed_group_yamls_list_every_schema_key(group):
+    schema_keys = {f.name for f in dataclasses.fields(FIXED_GROUPS[group])}
+    for path in Path(CONFIG_DIR, group).glob("*.yaml"):
+        node = OmegaConf.load(path)
+        if "defaults" in node:
+            continue
+        assert set(node.keys()) == schema_keys, path
+
+
+def test_validate_converts_types():
+    cfg = validate(compose_cfg("regularizer.weight_decay=0", "model.hidden=[32,16]"))
+    assert isinstance(cfg.regularizer.weight_decay, float)
+    assert list(cfg.model.hidden) == [32, 16]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["+model.hiden=3"], "unknown config key 'model.hiden'"),
+        (["+trainer.epoch=3"], "unknown config key 'trainer.epoch'"),
+        (["trainer.epochs=abc"], "bad value for 'trainer.epochs'"),
+        (["trainer.early_stopping.patience=soon"], "bad value for 'trainer.early_stopping.patience'"),
+        (["model.hidden=wide"], "bad value for 'model.hidden'"),
+        (["+lr=0.1"], "unknown top-level config key 'lr'"),
+        (["seed=abc"], "config 'seed' must be of type int"),
+    ],
+)
+def test_bad_keys_and_types_name_the_full_path(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(compose_cfg(*overrides))
+
+
+def test_schema_is_checked_for_a_yaml_typo(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "typo.yaml").write_text("name: mlp\nhiden: [3]\n")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra.searchpath=[file://{tmp_path}]", "model=typo"])
+    with pytest.raises(ConfigError, match="unknown config key 'model.hiden'"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["model=lenett"], "unknown model 'lenett'"),
+        (["optim=adamm"], "Did you mean 'adam'?"),
+        (["-m", "optim=adam,sgdd"], "unknown optim 'sgdd'"),
+        (["model.hiden=3"], "unknown key 'model.hiden' for model=mlp"),
+        (["model=softmax", "model.hidden=[3]"], "unknown key 'model.hidden' for model=softmax"),
+        (["trainer.early_stopping.patiense=3"], "unknown key 'trainer.early_stopping.patiense'"),
+    ],
+)
+def test_preflight_rejects_typos_on_the_command_line(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        preflight(argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["model=mlp", "model.hidden=[3]", "optim=sgd_momentum", "optim.lr=0.1"],
+        ["-m", "optim=adam,sgd", "regularizer.weight_decay=0,1e-4"],
+        ["+model.extra=1"],  # left to the schema check after composing
+        ["--cfg", "job", "model=whatever"],
+        ["trainer=smoke", "trainer.epochs=1"],
+    ],
+)
+def test_preflight_accepts_valid_command_lines(argv):
+    preflight(argv)
+
+
+def test_user_config_dir_adds_options(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "wide_mlp.yaml").write_text("name: mlp\nhidden: [512]\nactivation: relu\ndropout: 0.0\nbatchnorm: false\n")
+    preflight(["--config-dir", str(tmp_path), "model=wide_mlp", "model.hidden=[64]"])
+    with pytest.raises(ConfigError):
+        preflight(["model=wide_mlp"])

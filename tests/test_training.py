@@ -1,0 +1,130 @@
+"""The training loop's behaviour: regularizers, early stopping, schedulers, determinism, accuracy."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import compose_cfg, read_json
+from dlexp.config import validate
+from dlexp.engine import EarlyStopping, StepConfig, training_step
+from dlexp.models import build_model
+
+
+def _metrics(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+
+
+def test_default_experiment_reaches_95_percent_on_digits(run_train):
+    result, run_dir = run_train()
+    summary = read_json(run_dir / "summary.json")
+    assert summary["test/acc"] >= 0.95
+    assert result.objective == summary["best/val/acc"]
+
+
+def test_regression_reports_rmse_and_recovers_the_true_weights(run_train):
+    result, run_dir = run_train(
+        "dataset=synthetic_linear", "model=linreg", "optim=sgd", "optim.lr=0.03", "trainer.batch_size=10", "trainer.epochs=5"
+    )
+    summary = read_json(run_dir / "summary.json")
+    assert summary["monitor"] == "val/rmse" and summary["mode"] == "min"
+    assert summary["test/rmse"] < 0.05  # noise std is 0.01
+    weights = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert torch.allclose(weights["1.weight"], torch.tensor([[2.0, -3.4]]), atol=0.02)
+    assert torch.allclose(weights["1.bias"], torch.tensor([4.2]), atol=0.02)
+
+
+def test_l1_penalty_changes_the_weight_gradients_but_not_the_biases():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    grads = {}
+    for l1 in (0.0, 0.1):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: keep the weights, inspect the grads
+        training_step(model, x, y, nn.CrossEntropyLoss(), optimizer, StepConfig(l1=l1))
+        grads[l1] = {n: p.grad.clone() for n, p in model.named_parameters()}
+        weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for name, g in grads[0.1].items():
+        if name.endswith("weight"):
+            # d/dw of 0.1 * sum|w| is 0.1 * sign(w)
+            assert torch.allclose(g - grads[0.0][name], 0.1 * torch.sign(weights[name]), atol=1e-6)
+        else:
+            assert torch.equal(g, grads[0.0][name])
+
+
+def test_weight_decay_shrinks_the_weight_norm(run_train, tmp_path):
+    norms = {}
+    for wd in (0.0, 1.0):
+        _, run_dir = run_train(
+            "dataset=synthetic_linear", "model=linreg", "optim=sgd", "optim.lr=0.03", "trainer.epochs=3",
+            f"regularizer.weight_decay={wd}", run_dir=tmp_path / f"wd{wd}",
+        )
+        state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+        norms[wd] = state["1.weight"].norm().item()
+    assert norms[1.0] < 0.8 * norms[0.0]
+
+
+def test_early_stopping_stops_when_the_monitor_stalls(run_train):
+    # lr so small that val accuracy cannot move: no improvement after epoch 1
+    _, run_dir = run_train("optim=sgd", "optim.lr=1e-12", "trainer.epochs=50", "trainer.early_stopping.patience=2")
+    summary = read_json(run_dir / "summary.json")
+    assert summary["stop_reason"] == "early_stopping"
+    assert summary["epochs_run"] == 3 and summary["best_epoch"] == 1
+    assert len(_metrics(run_dir)) == 3
+
+
+def test_early_stopping_modes():
+    stopper = EarlyStopping("val/loss", "min", patience=2, min_delta=0.1)
+    assert stopper.update(1.0, 1)
+    assert not stopper.update(0.95, 2)  # within min_delta: not an improvement
+    assert not stopper.should_stop
+    assert not stopper.update(2.0, 3)
+    assert stopper.should_stop and stopper.best_epoch == 1
+
+
+def test_plateau_scheduler_cuts_the_lr_when_val_stalls(run_train):
+    _, run_dir = run_train(
+        "optim=sgd", "optim.lr=1e-6", "scheduler=plateau", "scheduler.patience=1", "scheduler.factor=0.5",
+        "trainer.epochs=4", "trainer.early_stopping.patience=null",
+    )
+    lrs = [float(r["lr"]) for r in _metrics(run_dir)]
+    assert lrs[0] == pytest.approx(1e-6) and lrs[-1] <= 0.5 * lrs[0]
+
+
+def test_step_scheduler_follows_its_schedule(run_train):
+    _, run_dir = run_train("scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5", "trainer=smoke", "trainer.epochs=4")
+    lrs = [float(r["lr"]) for r in _metrics(run_dir)]
+    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
+
+
+def test_same_seed_same_metrics_other_seed_different(run_train, tmp_path):
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        _, run_dir = run_train("trainer=smoke", "trainer.epochs=2", f"seed={seed}", run_dir=tmp_path / name)
+        runs[name] = (_metrics(run_dir), read_json(run_dir / "summary.json")["test/loss"])
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
+def test_regularizer_dropout_reaches_models_with_dropout():
+    cfg = validate(compose_cfg("model=mlp", "model.hidden=[8,8]", "regularizer=dropout"))
+    model = build_model(cfg.model, (1, 8, 8), 10, cfg.regularizer.dropout)
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 2 and all(m.p == 0.5 for m in dropouts)
+    # models without dropout layers are built unchanged
+    cfg = validate(compose_cfg("model=softmax", "regularizer=dropout"))
+    assert not any(isinstance(m, nn.Dropout) for m in build_model(cfg.model, (1, 8, 8), 10, 0.5).modules())
+
+
+def test_weight_decay_skips_biases():
+    from dlexp.optim import build_optimizer
+
+    cfg = validate(compose_cfg("optim=sgd"))
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    optimizer = build_optimizer(cfg.optim, model, weight_decay=0.1)
+    decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decay == {id(model[0].weight), id(model[2].weight)}
