@@ -32,41 +32,67 @@ def train(cfg: DictConfig, run_dir: Path) -> RunResult:
     """Train the composed config ``cfg``, writing metrics, summary and checkpoints into ``run_dir``."""
     started = time.perf_counter()
     cfg = validate(cfg)
+    _check_values(cfg)
     run_dir = _prepare_run_dir(Path(run_dir))
 
-    import torch
-
-    from dlexp.checkpoint import save_checkpoint
     from dlexp.data import load_data
     from dlexp.device import seed_everything, setup_runtime
-    from dlexp.engine import EarlyStopping, StepConfig, run_epoch
-    from dlexp.models import build_model, count_parameters
-    from dlexp.optim import build_optimizer, build_scheduler, iter_lrs, step_scheduler
     from dlexp.runlog import RunLog
-    from dlexp.tasks import monitor_mode, resolve_task
 
+    runtime = setup_runtime(cfg.trainer)
+    seed_everything(cfg.seed)
+    log = RunLog(run_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
+    data = load_data(cfg, seed=cfg.seed, device=runtime.device)
+
+    summary = fit(cfg, data, runtime, log, run_dir)
+    summary.update(
+        {
+            "device": str(runtime.device),
+            "seed": cfg.seed,
+            "model": cfg.model.name,
+            "dataset": cfg.dataset.name,
+            "optim": cfg.optim.name,
+            "wall_seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    log.write_summary(summary)
+    log.summary_table(summary)
+    return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Range checks that the type schema cannot express."""
     trainer, reg = cfg.trainer, cfg.regularizer
     if trainer.epochs < 1:
         raise UserError(f"trainer.epochs must be >= 1, got {trainer.epochs}")
     if reg.l1 < 0:
         raise UserError(f"regularizer.l1 must be >= 0, got {reg.l1}")
-    runtime = setup_runtime(trainer)
-    seed_everything(cfg.seed)
-    log = RunLog(run_dir, is_main=runtime.is_main, progress=trainer.progress)
+    if reg.dropout is not None and not 0.0 <= reg.dropout < 1.0:
+        raise UserError(f"regularizer.dropout must be in [0, 1), got {reg.dropout}")
+    if trainer.early_stopping.mode not in ("auto", "min", "max"):
+        raise UserError(f"trainer.early_stopping.mode must be auto, min or max, got '{trainer.early_stopping.mode}'")
 
-    data = load_data(cfg, seed=cfg.seed, device=runtime.device)
+
+def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> dict[str, Any]:
+    """One training run on ``data`` (a DataBundle): epochs, checkpoints, then the test set.
+
+    Returns the run's summary entries (status, epochs, best and test metrics, ...).
+    """
+    from dlexp.checkpoint import save_checkpoint
+    from dlexp.engine import EarlyStopping, StepConfig, run_epoch
+    from dlexp.models import build_model, count_parameters
+    from dlexp.optim import build_optimizer, build_scheduler, iter_lrs, step_scheduler
+    from dlexp.tasks import monitor_mode, resolve_task
+
+    trainer, reg = cfg.trainer, cfg.regularizer
     loss_fn, metric = resolve_task(data.task, trainer.loss, trainer.metric)
     es = trainer.early_stopping
     monitor = f"val/{metric.name}" if es.monitor == "auto" else es.monitor
     mode = monitor_mode(monitor, metric) if es.mode == "auto" else es.mode
-    if mode not in ("min", "max"):
-        raise UserError(f"trainer.early_stopping.mode must be auto, min or max, got '{mode}'")
     if monitor not in (f"val/{metric.name}", "val/loss"):
         raise UserError(f"trainer.early_stopping.monitor='{monitor}' is not logged; use val/{metric.name} or val/loss")
     stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
 
-    if reg.dropout is not None and not 0.0 <= reg.dropout < 1.0:
-        raise UserError(f"regularizer.dropout must be in [0, 1), got {reg.dropout}")
     model = runtime.prepare_model(build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout))
     optimizer = build_optimizer(cfg.optim, model, reg.weight_decay)
     scheduler = build_scheduler(cfg.scheduler, optimizer, trainer.epochs, mode)
@@ -118,7 +144,10 @@ def train(cfg: DictConfig, run_dir: Path) -> RunResult:
                     save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
             if stopper.should_stop:
                 stop_reason = "early_stopping"
-                log.info(f"early stopping: {monitor} has not improved for {stopper.patience} epochs (best {stopper.best:.4f} at epoch {stopper.best_epoch})")
+                log.info(
+                    f"early stopping: {monitor} has not improved for {stopper.patience} epochs "
+                    f"(best {stopper.best:.4f} at epoch {stopper.best_epoch})"
+                )
                 break
 
     summary: dict[str, Any] = {
@@ -135,20 +164,8 @@ def train(cfg: DictConfig, run_dir: Path) -> RunResult:
             model.load_state_dict(best_state)
         test_stats = run_epoch(model, data.test, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
         summary.update({f"test/{k}": v for k, v in test_stats.items()})
-    summary.update(
-        {
-            "num_params": num_params,
-            "device": str(runtime.device),
-            "seed": cfg.seed,
-            "model": cfg.model.name,
-            "dataset": cfg.dataset.name,
-            "optim": cfg.optim.name,
-            "wall_seconds": round(time.perf_counter() - started, 3),
-        }
-    )
-    log.write_summary(summary)
-    log.summary_table(summary)
-    return RunResult(objective=stopper.best, summary=summary)
+    summary["num_params"] = num_params
+    return summary
 
 
 def _prepare_run_dir(run_dir: Path) -> Path:
