@@ -35,16 +35,26 @@ def train(cfg: DictConfig, run_dir: Path) -> RunResult:
     _check_values(cfg)
     run_dir = _prepare_run_dir(Path(run_dir))
 
-    from dlexp.data import load_data
+    from dlexp.data import load_folds
     from dlexp.device import seed_everything, setup_runtime
     from dlexp.runlog import RunLog
 
     runtime = setup_runtime(cfg.trainer)
     seed_everything(cfg.seed)
     log = RunLog(run_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
-    data = load_data(cfg, seed=cfg.seed, device=runtime.device)
+    folds = load_folds(cfg, seed=cfg.seed, device=runtime.device)
 
-    summary = fit(cfg, data, runtime, log, run_dir)
+    if len(folds) == 1:
+        summary = fit(cfg, folds[0], runtime, log, run_dir)
+    else:  # k-fold: one training per fold in fold_<i>/; the run summary holds their mean and std
+        fold_summaries = []
+        for i, data in enumerate(folds, 1):
+            log.info(f"[bold]fold {i}/{len(folds)}[/bold]")
+            fold_dir = _prepare_run_dir(run_dir / f"fold_{i}")
+            fold_log = RunLog(fold_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
+            fold_summaries.append(fit(cfg, data, runtime, fold_log, fold_dir))
+            fold_log.write_summary(fold_summaries[-1])
+        summary = folds.combine(fold_summaries, run_dir)
     summary.update(
         {
             "device": str(runtime.device),
@@ -85,7 +95,7 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
     from dlexp.tasks import monitor_mode, resolve_task
 
     trainer, reg = cfg.trainer, cfg.regularizer
-    loss_fn, metric = resolve_task(data.task, trainer.loss, trainer.metric)
+    loss_fn, metric = resolve_task(data.task, trainer.loss, data.metric if trainer.metric == "auto" else trainer.metric)
     es = trainer.early_stopping
     monitor = f"val/{metric.name}" if es.monitor == "auto" else es.monitor
     mode = monitor_mode(monitor, metric) if es.mode == "auto" else es.mode
@@ -159,11 +169,14 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
         "mode": mode,
         f"best/{monitor}": stopper.best,
     }
-    if data.test is not None:
-        if best_state is not None:  # score the test set with the weights chosen on val
-            model.load_state_dict(best_state)
-        test_stats = run_epoch(model, data.test, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
-        summary.update({f"test/{k}": v for k, v in test_stats.items()})
+    if best_state is not None:  # score the test sets with the weights chosen on val
+        model.load_state_dict(best_state)
+    for name, loader in {"test": data.test, **data.extra_tests}.items():
+        if loader is not None:
+            test_stats = run_epoch(model, loader, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
+            summary.update({f"{name}/{k}": v for k, v in test_stats.items()})
+    if data.after_fit is not None and runtime.is_main:  # e.g. predictions for an unlabeled test file
+        data.after_fit(model, run_dir)
     summary["num_params"] = num_params
     return summary
 

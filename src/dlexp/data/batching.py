@@ -7,7 +7,7 @@ gives the shuffle, and the generator's state makes the order reproducible.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -24,6 +24,8 @@ class TensorLoader:
         *,
         shuffle: bool = False,
         seed: int = 0,
+        transform: Optional[Callable[[Tensor], Tensor]] = None,
+        augment: Optional[Callable[[Tensor], Tensor]] = None,
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -33,6 +35,8 @@ class TensorLoader:
         # CPU generator: its state is a plain tensor, so it checkpoints and
         # reproduces the same order on any device.
         self.generator = torch.Generator().manual_seed(seed)
+        self.transform = transform  # every batch, e.g. a resize too big to apply to the whole set at once
+        self.augment = augment  # random per-example ops on whole batches; only the training loader gets one
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -42,6 +46,17 @@ class TensorLoader:
         return len(self.x)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.transform is None and self.augment is None:
+            yield from self._batches()
+            return
+        for x, y in self._batches():
+            if self.transform is not None:
+                x = self.transform(x)
+            if self.augment is not None:
+                x = self.augment(x)
+            yield x, y
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.x)
         if self.shuffle:
             order: Optional[Tensor] = torch.randperm(n, generator=self.generator).to(self.x.device)
