@@ -116,7 +116,8 @@ def write_image_csv(root: Path, n: int = 40, binary: bool = False, size: int = 1
 
 
 def write_house_prices(folder: Path, n_train: int = 120, n_test: int = 30, seed: int = 0) -> tuple[Path, Path]:
-    """Kaggle's layout: train.csv (Id, features, SalePrice) and test.csv (Id, features), with NAs."""
+    """Kaggle's layout: train.csv (Id, features, SalePrice) and test.csv (Id, features), with NAs;
+    test_prices.csv holds the test set's true prices."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
@@ -138,6 +139,7 @@ def write_house_prices(folder: Path, n_train: int = 120, n_test: int = 30, seed:
     folder.mkdir(parents=True, exist_ok=True)
     frame.iloc[:n_train].to_csv(folder / "train.csv", index=False)
     frame.iloc[n_train:].drop(columns="SalePrice").to_csv(folder / "test.csv", index=False)
+    frame.iloc[n_train:][["Id", "SalePrice"]].to_csv(folder / "test_prices.csv", index=False)  # the answers
     return folder / "train.csv", folder / "test.csv"
 
 

@@ -142,7 +142,8 @@ def fit_stream_normalizer(files: ImageFiles, mode: str, stats: Optional[tuple]) 
         squares += (x**2).sum(dim=(0, 2, 3))
         count += x.shape[0] * x.shape[2] * x.shape[3]
     mean = total / count
-    std = (squares / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+    variance = (squares / count - mean**2).clamp_min(0) * count / max(count - 1, 1)  # unbiased, as Tensor.std
+    std = variance.sqrt().clamp_min(1e-6)
     return Normalizer(mean=mean.float().view(-1, 1, 1), std=std.float().view(-1, 1, 1))
 
 
