@@ -84,7 +84,8 @@ def test_offline_and_missing_files_name_the_files_and_the_folder(tmp_path, monke
     assert "\n" not in message and message.startswith("could not download fashion_mnist")
     assert "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte" in message
     assert str(tmp_path / "cache" / "FashionMNIST" / "raw") in message
-    with pytest.raises(DataError, match=r"cifar10 files missing: data_batch_1.*batches.meta; place .* in .*cifar-10-batches-py"):
+    with pytest.raises(DataError, match=r"cifar10 files missing in .*cifar-10-batches-py: data_batch_1.*batches.meta; "
+                                         r"place them there \(or cifar-10-python.tar.gz in"):
         DATASETS.build("cifar10", root=str(tmp_path), download=False)
 
 
@@ -386,3 +387,26 @@ def test_kfold_refuses_a_fixed_val_set():
     with pytest.raises(ConfigError, match="split=kfold needs one training pool, but dataset 'poly' comes with its own val set"):
         folds_for("dataset=poly", "model=linreg", "split=kfold")
     assert len(folds_for("dataset=poly", "dataset.n_val=0", "model=linreg", "split=kfold", "split.k=4")) == 4
+
+
+def test_archives_placed_by_hand_are_unpacked_without_a_download(tmp_path):
+    import gzip
+    import tarfile
+
+    write_mnist(tmp_path / "plain", "MNIST", n_train=30, n_test=10)
+    raw = tmp_path / "gz" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (tmp_path / "plain" / "MNIST" / "raw").iterdir():  # only the .gz files, as downloaded by hand
+        (raw / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+    source = DATASETS.build("mnist", root=str(tmp_path / "gz"), download=False, normalize="none")
+    plain = DATASETS.build("mnist", root=str(tmp_path / "plain"), download=False, normalize="none")
+    assert torch.equal(source.train[0], plain.train[0]) and torch.equal(source.test[1], plain.test[1])
+
+    write_cifar(tmp_path / "files", per_file=4, n_test=4)
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "files" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    (tmp_path / "tar").mkdir()
+    (tmp_path / "cifar-10-python.tar.gz").rename(tmp_path / "tar" / "cifar-10-python.tar.gz")
+    with pytest.raises(DataError, match="fail the published md5"):  # unpacked, then checked like any download
+        DATASETS.build("cifar10", root=str(tmp_path / "tar"), download=False)
+    assert (tmp_path / "tar" / "cifar-10-batches-py" / "data_batch_5").is_file()

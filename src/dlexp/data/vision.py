@@ -66,8 +66,11 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _where(name: str, spec: VisionSpec, root: Path) -> str:
-    return f"place {', '.join(spec.files)} in {root / spec.folder} (or set dataset.root=<folder that has {spec.folder}/>)"
+def _archive_hint(spec: VisionSpec, root: Path) -> str:
+    import torchvision.datasets
+
+    tarball = getattr(getattr(torchvision.datasets, spec.cls), "filename", None)  # CIFAR ships as one archive
+    return f" (or {tarball} in {root})" if tarball else " (or the same names + .gz)"
 
 
 def _open(name: str, spec: VisionSpec, root: Path, download: bool, train: bool) -> Any:
@@ -76,6 +79,7 @@ def _open(name: str, spec: VisionSpec, root: Path, download: bool, train: bool) 
 
     cls = getattr(torchvision.datasets, spec.cls)
     folder = root / spec.folder
+    _unpack_archives(spec, cls, root)
     missing = [f for f in spec.files if not (folder / f).is_file()]
     if missing and download:
         try:
@@ -83,13 +87,32 @@ def _open(name: str, spec: VisionSpec, root: Path, download: bool, train: bool) 
                 return cls(str(root), train=train, download=True)
         except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision wraps some in RuntimeError
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            raise DataError(f"could not download {name} ({reason}); {_where(name, spec, root)}") from None
+            raise DataError(
+                f"could not download {name} ({reason}); place {', '.join(spec.files)} in {folder}"
+                f"{_archive_hint(spec, root)}, or set dataset.root=<folder that has {spec.folder}/>"
+            ) from None
     if missing:
-        raise DataError(f"{name} files missing: {', '.join(missing)}; {_where(name, spec, root)}, or set dataset.download=true")
+        raise DataError(
+            f"{name} files missing in {folder}: {', '.join(missing)}; place them there{_archive_hint(spec, root)}, "
+            f"set dataset.root=<folder that has {spec.folder}/>, or set dataset.download=true"
+        )
     try:
         return cls(str(root), train=train, download=False)
     except RuntimeError as err:
         raise DataError(_corrupt_message(name, spec, root, cls) or f"could not read {name} from {folder}: {err}") from None
+
+
+def _unpack_archives(spec: VisionSpec, cls: Any, root: Path) -> None:
+    """Archives placed by hand (MNIST's .gz IDX files, CIFAR's .tar.gz) are unpacked, no download needed."""
+    from torchvision.datasets.utils import extract_archive
+
+    folder = root / spec.folder
+    for f in spec.files:
+        if not (folder / f).is_file() and (folder / f"{f}.gz").is_file():
+            extract_archive(str(folder / f"{f}.gz"), str(folder))
+    tarball = root / getattr(cls, "filename", "")  # CIFAR's cifar-10-python.tar.gz
+    if hasattr(cls, "filename") and tarball.is_file() and not all((folder / f).is_file() for f in spec.files):
+        extract_archive(str(tarball), str(root))
 
 
 def _corrupt_message(name: str, spec: VisionSpec, root: Path, cls: Any) -> Optional[str]:
