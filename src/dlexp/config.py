@@ -63,7 +63,7 @@ class RegularizerConfig:
 
 
 FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
-TOP_LEVEL_KEYS = {"seed": int}
+TOP_LEVEL_KEYS: dict[str, Any] = {"seed": int, "resume": Optional[str]}
 
 
 def open_groups() -> dict[str, Registry]:
@@ -141,9 +141,12 @@ def validate(cfg: DictConfig) -> DictConfig:
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, typ in TOP_LEVEL_KEYS.items():
         value = cfg.get(key)
-        if not isinstance(value, typ) or isinstance(value, bool):
-            raise ConfigError(f"config '{key}' must be of type {typ.__name__}, got {value!r}")
-        out[key] = value
+        optional = typing.get_origin(typ) is typing.Union
+        base = typing.get_args(typ)[0] if optional else typ
+        if (value is None and optional) or (isinstance(value, base) and not isinstance(value, bool)):
+            out[key] = value
+            continue
+        raise ConfigError(f"config '{key}' must be of type {base.__name__}, got {value!r}")
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
@@ -167,6 +170,18 @@ def _find_config_dir() -> str:
 
 
 CONFIG_DIR = _find_config_dir()
+
+
+def _register_resolvers() -> None:
+    """Resolvers that conf/train.yaml uses to put a resumed run back in its own directory."""
+    from dlexp import resume
+
+    if not OmegaConf.has_resolver("dlexp_run_dir"):
+        OmegaConf.register_new_resolver("dlexp_run_dir", resume.run_dir_of)
+        OmegaConf.register_new_resolver("dlexp_hydra_subdir", resume.hydra_subdir)
+
+
+_register_resolvers()
 _SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
 
@@ -225,6 +240,11 @@ def preflight(argv: list[str]) -> None:
             if "," not in value:
                 chosen[key] = value
     _check_output_dir(argv)
+    for arg in overrides:
+        if arg.startswith("resume=") and arg != "resume=null":
+            from dlexp.resume import checkpoint_path
+
+            checkpoint_path(arg.split("=", 1)[1])  # must exist before Hydra creates a run dir there
     for arg in overrides:
         if arg.startswith("+"):
             continue  # an explicit addition; the schema check after composing still applies
