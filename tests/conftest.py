@@ -15,6 +15,9 @@ from dlexp.config import CONFIG_DIR
 
 # Small, fast runs: one thread, no progress bar, no checkpoints unless a test asks.
 FAST = ["trainer.num_threads=1", "trainer.progress=false"]
+# Every conv net of the model zoo, cheap on the CPU: narrow widths, and the digits
+# resized just past the largest minimum input size (NiN needs 67x67).
+TINY_CONV = ["dataset.resize=68", "model.width_div=8"]
 
 
 def compose_cfg(*overrides: str) -> DictConfig:

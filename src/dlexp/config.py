@@ -76,7 +76,7 @@ def open_groups() -> dict[str, Registry]:
 
 
 def builder_schema(registry: Registry, name: str) -> type:
-    """A dataclass with ``name`` plus one field per keyword-only builder parameter."""
+    """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys."""
     hints = typing.get_type_hints(registry.get(name))
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
     for key, param in registry.config_keys(name).items():
@@ -89,6 +89,9 @@ def builder_schema(registry: Registry, name: str) -> type:
         else:
             spec = field(default=default)
         fields.append((key, hints.get(key, Any), spec))
+    if registry.common is not None:  # keys shared by every entry, e.g. model.init
+        common_hints = typing.get_type_hints(registry.common)
+        fields += [(f.name, common_hints[f.name], field(default=f.default)) for f in dataclasses.fields(registry.common)]
     return dataclasses.make_dataclass(f"{registry.kind}_{name}_config", fields)
 
 
@@ -222,8 +225,7 @@ def preflight(argv: list[str]) -> None:
                     hint = difflib.get_close_matches(option, options, n=1)
                     mean = f" Did you mean '{hint[0]}'?" if hint else ""
                     raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
-            if "," not in value:
-                chosen[key] = value
+            chosen[key] = value  # a sweep (a,b) is checked against each of its options
     _check_output_dir(argv)
     for arg in overrides:
         if arg.startswith("+"):
@@ -231,7 +233,8 @@ def preflight(argv: list[str]) -> None:
         key = arg.split("=", 1)[0]
         group, _, rest = key.partition(".")
         if group in groups and rest and group in chosen:
-            _check_key_exists(dirs, group, chosen[group], rest)
+            for option in chosen[group].split(","):
+                _check_key_exists(dirs, group, option, rest)
 
 
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:

@@ -81,6 +81,7 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
     from dlexp.checkpoint import save_checkpoint
     from dlexp.engine import EarlyStopping, StepConfig, run_epoch
     from dlexp.models import build_model, count_parameters
+    from dlexp.models.init import init_summary
     from dlexp.optim import build_optimizer, build_scheduler, iter_lrs, step_scheduler
     from dlexp.tasks import monitor_mode, resolve_task
 
@@ -165,6 +166,7 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
         test_stats = run_epoch(model, data.test, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
         summary.update({f"test/{k}": v for k, v in test_stats.items()})
     summary["num_params"] = num_params
+    summary.update(init_summary(cfg.model))  # e.g. init: normal, init_sigma: 0.01
     return summary
 
 
