@@ -203,12 +203,13 @@ def _default_choices(dirs: list[str]) -> dict[str, str]:
     return choices
 
 
-def preflight(argv: list[str]) -> None:
+def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     """Reject a mistyped group option (``model=lenett``) or key (``model.hiden=3``) with a one-line hint.
 
     Hydra would also refuse these, but with a multi-line report; anything this
     check does not understand (sweep functions, packages, ``+``/``~`` edits) is
-    left to Hydra.
+    left to Hydra. ``writes_outputs=False`` (commands that write nothing, such
+    as ``dlexp.summary``) skips the output-dir check.
     """
     if any(arg in _INFO_FLAGS or arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv):
         return
@@ -226,7 +227,8 @@ def preflight(argv: list[str]) -> None:
                     mean = f" Did you mean '{hint[0]}'?" if hint else ""
                     raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
-    _check_output_dir(argv)
+    if writes_outputs:
+        _check_output_dir(argv)
     for arg in overrides:
         if arg.startswith("+"):
             continue  # an explicit addition; the schema check after composing still applies
