@@ -38,12 +38,14 @@ def run_train(tmp_path):
     return _run
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m dlexp ARGS`` in a subprocess, as a user would run it."""
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module: str = "dlexp"
+) -> subprocess.CompletedProcess:
+    """``python -m dlexp ARGS`` (or another ``module``) in a subprocess, as a user would run it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("DLEXP_TRACEBACK", None)
     return subprocess.run(
-        [sys.executable, "-m", "dlexp", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
 
 
