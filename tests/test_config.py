@@ -110,6 +110,8 @@ def test_schema_is_checked_for_a_yaml_typo(tmp_path):
         (["model=softmax", "model.hidden=[3]"], "unknown key 'model.hidden' for model=softmax"),
         (["trainer.early_stopping.patiense=3"], "unknown key 'trainer.early_stopping.patiense'"),
         (["-m", "model=lenet,mlp", "model.width_div=2"], "unknown key 'model.width_div' for model=mlp"),
+        (["-m", "model=lenet,vgg11", "model.pool=max"], "unknown key 'model.pool' for model=vgg11"),
+        (["-m", "model=vgg11,alexnet", "model.width_div=4"], r"lacks.*write \+\+model.width_div=4"),
     ],
 )
 def test_preflight_rejects_typos_on_the_command_line(argv, message):
@@ -125,7 +127,8 @@ def test_preflight_rejects_typos_on_the_command_line(argv, message):
         ["+model.extra=1"],  # left to the schema check after composing
         ["--cfg", "job", "model=whatever"],
         ["trainer=smoke", "trainer.epochs=1"],
-        ["-m", "model=vgg11,alexnet", "model.width_div=4"],  # a key of every swept option
+        ["-m", "model=vgg11,alexnet", "++model.width_div=4"],  # a key of the swept options only: ++
+        ["-m", "model=mlp,lenet", "model.activation=tanh"],  # a key of every option and of the default
     ],
 )
 def test_preflight_accepts_valid_command_lines(argv):

@@ -216,7 +216,8 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     dirs = [CONFIG_DIR, *_extra_config_dirs(argv)]
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
-    chosen = _default_choices(dirs)
+    defaults = _default_choices(dirs)
+    chosen = dict(defaults)
     for arg in overrides:
         key, value = arg.lstrip("+").split("=", 1)
         if key in groups and "@" not in key and not any(f in value for f in _SWEEP_FUNCS):
@@ -237,6 +238,8 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
         if group in groups and rest and group in chosen:
             for option in chosen[group].split(","):
                 _check_key_exists(dirs, group, option, rest)
+            if "," in chosen[group] and group in defaults:
+                _check_sweep_key(dirs, group, defaults[group], chosen[group], arg)
 
 
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
@@ -256,6 +259,19 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
             raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}. Valid keys: {keys}")
         node = node[part]
         walked += "." + part
+
+
+def _check_sweep_key(dirs: list[str], group: str, default: str, swept: str, arg: str) -> None:
+    """Hydra composes a sweep's master config with the group's default option and applies
+    plain overrides to it, so ``-m model=vgg11,alexnet model.width_div=4`` fails when the
+    default model has no ``width_div``; ``++`` (add or override) works for every job."""
+    try:
+        _check_key_exists(dirs, group, default, arg.split("=", 1)[0].partition(".")[2])
+    except ConfigError:
+        raise ConfigError(
+            f"'{arg}' sets a key that the default {group}={default} lacks, and Hydra applies it there "
+            f"before sweeping {group}={swept}; write ++{arg}"
+        ) from None
 
 
 def _check_output_dir(argv: list[str]) -> None:
