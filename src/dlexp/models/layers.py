@@ -98,7 +98,8 @@ def _smallest_size(body: nn.Module, channels: int, limit: int = 1024) -> int:
     while _probe(body, (channels, works, works)) is None:
         works *= 2
         if works > limit:  # not a size problem: let the real error surface
-            body(torch.zeros(1, channels, limit, limit))
+            with torch.no_grad():
+                body(torch.zeros(1, channels, limit, limit))
             raise RuntimeError(f"no input size up to {limit}x{limit} fits this model")
     fails = works // 2 if works > 8 else 0  # invariant: fails does not fit, works fits
     while works - fails > 1:
