@@ -76,7 +76,7 @@ def open_groups() -> dict[str, Registry]:
 
 
 def builder_schema(registry: Registry, name: str) -> type:
-    """A dataclass with ``name`` plus one field per keyword-only builder parameter."""
+    """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys."""
     hints = typing.get_type_hints(registry.get(name))
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
     for key, param in registry.config_keys(name).items():
@@ -89,6 +89,9 @@ def builder_schema(registry: Registry, name: str) -> type:
         else:
             spec = field(default=default)
         fields.append((key, hints.get(key, Any), spec))
+    if registry.common is not None:  # keys shared by every entry, e.g. model.init
+        common_hints = typing.get_type_hints(registry.common)
+        fields += [(f.name, common_hints[f.name], field(default=f.default)) for f in dataclasses.fields(registry.common)]
     return dataclasses.make_dataclass(f"{registry.kind}_{name}_config", fields)
 
 
@@ -215,19 +218,21 @@ def _default_choices(dirs: list[str]) -> dict[str, str]:
     return choices
 
 
-def preflight(argv: list[str]) -> None:
+def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     """Reject a mistyped group option (``model=lenett``) or key (``model.hiden=3``) with a one-line hint.
 
     Hydra would also refuse these, but with a multi-line report; anything this
     check does not understand (sweep functions, packages, ``+``/``~`` edits) is
-    left to Hydra.
+    left to Hydra. ``writes_outputs=False`` (commands that write nothing, such
+    as ``dlexp.summary``) skips the output-dir check.
     """
     if any(arg in _INFO_FLAGS or arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv):
         return
     dirs = [CONFIG_DIR, *_extra_config_dirs(argv)]
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
-    chosen = _default_choices(dirs)
+    defaults = _default_choices(dirs)
+    chosen = dict(defaults)
     for arg in overrides:
         key, value = arg.lstrip("+").split("=", 1)
         if key in groups and "@" not in key and not any(f in value for f in _SWEEP_FUNCS):
@@ -237,9 +242,9 @@ def preflight(argv: list[str]) -> None:
                     hint = difflib.get_close_matches(option, options, n=1)
                     mean = f" Did you mean '{hint[0]}'?" if hint else ""
                     raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
-            if "," not in value:
-                chosen[key] = value
-    _check_output_dir(argv)
+            chosen[key] = value  # a sweep (a,b) is checked against each of its options
+    if writes_outputs:
+        _check_output_dir(argv)
     for arg in overrides:
         if arg.startswith("resume=") and arg != "resume=null":
             from dlexp.resume import checkpoint_path
@@ -251,7 +256,10 @@ def preflight(argv: list[str]) -> None:
         key = arg.split("=", 1)[0]
         group, _, rest = key.partition(".")
         if group in groups and rest and group in chosen:
-            _check_key_exists(dirs, group, chosen[group], rest)
+            for option in chosen[group].split(","):
+                _check_key_exists(dirs, group, option, rest)
+            if "," in chosen[group] and group in defaults:
+                _check_sweep_key(dirs, group, defaults[group], chosen[group], arg)
 
 
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
@@ -271,6 +279,19 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
             raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}. Valid keys: {keys}")
         node = node[part]
         walked += "." + part
+
+
+def _check_sweep_key(dirs: list[str], group: str, default: str, swept: str, arg: str) -> None:
+    """Hydra composes a sweep's master config with the group's default option and applies
+    plain overrides to it, so ``-m model=vgg11,alexnet model.width_div=4`` fails when the
+    default model has no ``width_div``; ``++`` (add or override) works for every job."""
+    try:
+        _check_key_exists(dirs, group, default, arg.split("=", 1)[0].partition(".")[2])
+    except ConfigError:
+        raise ConfigError(
+            f"'{arg}' sets a key that the default {group}={default} lacks, and Hydra applies it there "
+            f"before sweeping {group}={swept}; write ++{arg}"
+        ) from None
 
 
 def _check_output_dir(argv: list[str]) -> None:

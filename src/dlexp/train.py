@@ -120,6 +120,7 @@ def fit(
     from dlexp.engine import Diverged, EarlyStopping, EpochProgress, StepConfig, run_epoch
     from dlexp.interrupt import StopRequest
     from dlexp.models import build_model, count_parameters
+    from dlexp.models.init import init_summary
     from dlexp.optim import build_optimizer, build_scheduler, iter_lrs, step_scheduler
     from dlexp.tasks import monitor_mode, resolve_task
 
@@ -245,6 +246,7 @@ def fit(
         test_stats = run_epoch(model, data.test, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
         summary.update({f"test/{k}": v for k, v in test_stats.items()})
     summary["num_params"] = num_params
+    summary.update(init_summary(cfg.model))  # e.g. init: normal, init_sigma: 0.01
     return summary
 
 
