@@ -313,15 +313,27 @@ def test_flip_and_crop_are_exact_per_example():
     from dlexp.data.augment import Augmenter, Crop, Flip
 
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5).repeat(50, 1, 1, 1)  # (100, 3, 5, 5)
-    flipped = Augmenter([Flip(0.5, True, False)], seed=0, device=CPU)(x)
+    flipped = Augmenter([Flip(0.5, True, False)], device=CPU)(x, 0)
     same = (flipped == x).flatten(1).all(1)
     mirrored = (flipped == x.flip(3)).flatten(1).all(1)
     assert torch.all(same | mirrored) and 25 < int(mirrored.sum()) < 75
-    cropped = Augmenter([Crop(2)], seed=0, device=CPU)(x)
+    cropped = Augmenter([Crop(2)], device=CPU)(x, 0)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(0, 100, 9):  # each output is one 5x5 window of the padded example
         windows = [padded[i, :, dy : dy + 5, dx : dx + 5] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(cropped[i], w) for w in windows)
+
+
+def test_augmented_epoch_replays_exactly_from_a_mid_epoch_checkpoint():
+    loader = folds_for("augment=standard", "trainer.batch_size=64")[0].train
+    list(loader)  # epoch 1
+    epoch = [x for x, _ in loader]  # epoch 2, as trained
+    state = loader.state_dict(mid_epoch=True)  # what a checkpoint taken during epoch 2 holds
+    list(loader)  # the run goes on (or is killed); a resumed run restores the state
+    loader.load_state_dict(state)
+    resumed = [x for x, _ in loader.batches(skip=3)]
+    assert len(resumed) == len(epoch) - 3
+    assert all(torch.equal(a, b) for a, b in zip(resumed, epoch[3:]))
 
 
 def test_augment_that_needs_images_refuses_vectors():
@@ -381,6 +393,18 @@ def test_kfold_run_writes_every_fold_and_their_mean_and_std(run_train):
         with open(run_dir / f"fold_{i}" / "metrics.csv", newline="") as handle:
             assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2]
         assert torch.load(run_dir / f"fold_{i}" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_a_fold_that_stops_gives_the_run_its_status():
+    from dlexp.data.folds import summarize_folds
+
+    done = {"status": "completed", "stop_reason": "max_epochs", "best/val/acc": 0.9, "test/acc": 0.8}
+    diverged = {"status": "diverged", "stop_reason": "non_finite", "best/val/acc": 0.5, "hint": "lower optim.lr"}
+    summary = summarize_folds([done, diverged])
+    assert summary["status"] == "diverged" and summary["hint"] == "lower optim.lr"
+    assert summary["stop_reason"] == "mixed" and summary["best/val/acc"] == pytest.approx(0.7)
+    assert summary["test/acc"] == 0.8 and math.isnan(summary["test/acc_std"])  # only one fold was tested
+    assert [r["status"] for r in summary["fold_results"]] == ["completed", "diverged"]
 
 
 def test_kfold_refuses_a_fixed_val_set():

@@ -18,6 +18,7 @@ from rich.table import Table
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+LONG_KEYS = {"hint", "resume_with", "error"}
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -112,6 +113,24 @@ class RunLog:
             os.fsync(handle.fileno())
         self.console.print(format_epoch(row))
 
+    def keep_epochs_up_to(self, last_epoch: int) -> None:
+        """Drop metrics.csv rows after ``last_epoch`` (written, but not checkpointed, before a kill)."""
+        path = self.run_dir / METRICS_FILE
+        if not self.is_main or not path.exists():
+            return
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        self._csv_columns = rows[0]
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.is_main:
             write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
@@ -123,8 +142,8 @@ class RunLog:
         table.add_column("key")
         table.add_column("value", justify="right")
         for key, value in summary.items():
-            if isinstance(value, (dict, list)):
-                continue
+            if isinstance(value, (dict, list)) or key in LONG_KEYS:
+                continue  # printed as their own lines
             table.add_row(key, _fmt(value))
         self.console.print(table)
         self.console.print(f"results in {_display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")

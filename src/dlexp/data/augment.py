@@ -20,13 +20,18 @@ from dlexp.errors import ConfigError
 
 
 class Augmenter:
-    """Applies ``ops`` in order to a training batch, drawing from its own generator on the data's device."""
+    """Applies ``ops`` in order to a training batch, drawing from a generator on the data's device.
 
-    def __init__(self, ops: list, *, seed: int, device: torch.device):
+    The loader passes a seed per batch (drawn from its shuffle generator once per epoch, plus the
+    batch index), so the random parameters follow from the run seed and replay exactly on resume.
+    """
+
+    def __init__(self, ops: list, *, device: torch.device):
         self.ops = ops
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = torch.Generator(device=device)
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, seed: int) -> Tensor:
+        self.generator.manual_seed(seed)
         for op in self.ops:
             x = op(x, self.generator)
         return x

@@ -25,7 +25,7 @@ class TensorLoader:
         shuffle: bool = False,
         seed: int = 0,
         transform: Optional[Callable[[Tensor], Tensor]] = None,
-        augment: Optional[Callable[[Tensor], Tensor]] = None,
+        augment: Optional[Callable[[Tensor, int], Tensor]] = None,
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -35,8 +35,11 @@ class TensorLoader:
         # CPU generator: its state is a plain tensor, so it checkpoints and
         # reproduces the same order on any device.
         self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start_state = self.generator.get_state()
         self.transform = transform  # every batch, e.g. a resize too big to apply to the whole set at once
-        self.augment = augment  # random per-example ops on whole batches; only the training loader gets one
+        # (batch, seed) -> augmented batch; only the training loader gets one. Its seed is drawn from
+        # this loader's generator once per epoch, plus the batch index: a resumed epoch replays it exactly.
+        self.augment = augment
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -46,23 +49,43 @@ class TensorLoader:
         return len(self.x)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        if self.transform is None and self.augment is None:
-            yield from self._batches()
-            return
-        for x, y in self._batches():
-            if self.transform is not None:
-                x = self.transform(x)
-            if self.augment is not None:
-                x = self.augment(x)
-            yield x, y
+        return self.batches()
 
-    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of batches, leaving out the first ``skip`` (to resume mid-epoch)."""
         n = len(self.x)
+        starts = range(skip * self.batch_size, n, self.batch_size)
         if self.shuffle:
+            # Remember where this epoch's order came from, so a checkpoint taken
+            # mid-epoch can replay the same permutation.
+            self.epoch_start_state = self.generator.get_state()
             order: Optional[Tensor] = torch.randperm(n, generator=self.generator).to(self.x.device)
-            for start in range(0, n, self.batch_size):
+            seed = self._epoch_augment_seed()
+            for i, start in enumerate(starts, skip):
                 idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+                yield self._finish(self.x[idx], seed + i), self.y[idx]
         else:  # contiguous slices are views: no copy at all
-            for start in range(0, n, self.batch_size):
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            seed = self._epoch_augment_seed()
+            for i, start in enumerate(starts, skip):
+                yield self._finish(self.x[start : start + self.batch_size], seed + i), self.y[start : start + self.batch_size]
+
+    def _epoch_augment_seed(self) -> int:
+        """Drawn after the epoch's order, so the order is the same with and without augmentation."""
+        if self.augment is None:
+            return 0
+        return int(torch.randint(2**62, (1,), generator=self.generator))
+
+    def _finish(self, x: Tensor, seed: int) -> Tensor:
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.augment is not None:
+            x = self.augment(x, seed)
+        return x
+
+    def state_dict(self, mid_epoch: bool = False) -> dict[str, Tensor]:
+        """The shuffle generator's state: at the start of the current epoch if ``mid_epoch``, else now."""
+        state = self.epoch_start_state if mid_epoch else self.generator.get_state()
+        return {"generator": state.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])

@@ -7,6 +7,7 @@ The test set is never split, fitted on or used to choose anything.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -76,11 +77,23 @@ class Folds:
                 )
             self.indices: Optional[list] = None
         else:
-            labels = class_labels(_targets(source.train), source.task)
-            self.indices = SPLITS.build(cfg.split.name, _size(source.train), labels, seed, **builder_kwargs(cfg.split))
+            self.indices = self._split()
         self.shift = SHIFTS.build(cfg.shift.name, **builder_kwargs(cfg.shift))
         self.augment_ops = AUGMENTS.build(cfg.augment.name, **builder_kwargs(cfg.augment))
         self.shifted_test, self.shift_batch = self._shift_test()
+
+    def _split(self) -> list:
+        pool, cfg = self.source.train, self.cfg
+        if _size(pool) == 0:
+            raise DataError(f"dataset '{self.name}' has no training examples; check its files and settings")
+        labels = class_labels(_targets(pool), self.source.task)
+        try:
+            return SPLITS.build(cfg.split.name, _size(pool), labels, self.seed, **builder_kwargs(cfg.split))
+        except ValueError as err:  # e.g. too few examples of a class to stratify
+            raise DataError(
+                f"cannot split the {_size(pool)} training examples of '{self.name}' with split={cfg.split.name}: "
+                f"{str(err).splitlines()[0]}; change split.* (e.g. split.stratify=false)"
+            ) from None
 
     def __len__(self) -> int:
         return 1 if self.indices is None else len(self.indices)
@@ -202,9 +215,7 @@ class Folds:
                 f"augment={self.cfg.augment.name} needs image data (N, C, H, W), but dataset '{self.name}' has "
                 f"examples of shape {tuple(example.shape[1:])}; use augment=noise or augment=none"
             )
-        # Its own random stream, derived from the run seed (independent of the shuffle order).
-        seed = int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0])
-        return Augmenter(self.augment_ops, seed=seed, device=example.device)
+        return Augmenter(self.augment_ops, device=example.device)
 
     def _predictions_writer(self, prep: Callable, offset: Optional[Tensor], eval_bs: int) -> Optional[Callable]:
         pred = self.source.predict
@@ -253,21 +264,25 @@ def predict(model: torch.nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One summary for k folds: metric entries (``best/val/acc``, ``test/acc``, ...) become the mean
-    over folds plus ``<key>_std`` (sample standard deviation, ddof=1); other numbers the mean when
-    the folds differ; the per-fold summaries are kept under ``fold_results``."""
-    first = summaries[0]
+    over the folds that report them plus ``<key>_std`` (sample standard deviation, ddof=1); other
+    numbers the mean when the folds differ; the per-fold summaries are kept under ``fold_results``.
+    A fold that did not complete (the last one run) gives the run its status."""
     out: dict[str, Any] = {}
-    for key, value in first.items():
-        values = [s.get(key) for s in summaries]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if numeric and "/" in key:
-            arr = np.asarray(values, dtype=np.float64)
-            out[key], out[f"{key}_std"] = float(arr.mean()), float(arr.std(ddof=1))
-        elif numeric and any(v != value for v in values):
-            out[key] = float(np.mean(values))
+    for key, value in summaries[0].items():
+        values = [s[key] for s in summaries if key in s]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if "/" in key and numbers:
+            out[key] = float(np.mean(numbers))
+            out[f"{key}_std"] = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else math.nan
+        elif numbers and len(numbers) == len(values) and any(v != value for v in values):
+            out[key] = float(np.mean(numbers))
         else:
             out[key] = value if all(v == value for v in values) else "mixed"
         if key == "status":
             out["folds"] = len(summaries)
+    stopped = next((s for s in summaries if s.get("status") != "completed"), None)
+    if stopped is not None:  # an interrupted or diverged fold ended the run: its status and details lead
+        out["status"] = stopped["status"]
+        out.update({k: v for k, v in stopped.items() if k not in out})
     out["fold_results"] = [{"fold": i, **s} for i, s in enumerate(summaries, 1)]
     return out

@@ -93,7 +93,7 @@ class StreamLoader:
         preprocess: Callable[[Tensor], Tensor],
         shuffle: bool = False,
         seed: int = 0,
-        augment: Optional[Callable[[Tensor], Tensor]] = None,
+        augment: Optional[Callable[[Tensor, int], Tensor]] = None,
         shift: Optional[Callable[[Tensor], Tensor]] = None,
     ):
         from torch.utils.data import RandomSampler
@@ -101,6 +101,7 @@ class StreamLoader:
         self.files, self.batch_size, self.device = files, batch_size, device
         self.preprocess, self.augment, self.shift = preprocess, augment, shift
         self.generator = torch.Generator().manual_seed(seed)  # the shuffle order, as in TensorLoader
+        self.epoch_start_state = self.generator.get_state()
         dataset = files.dataset()
         sampler = RandomSampler(dataset, generator=self.generator) if shuffle else None
         self.loader = DataLoader(
@@ -116,14 +117,24 @@ class StreamLoader:
         return len(self.files)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y in self.loader:
+        """One epoch. Resuming mid-epoch restores ``epoch_start_state`` and skips batches (decoded again)."""
+        self.epoch_start_state = self.generator.get_state()
+        seed = int(torch.randint(2**62, (1,), generator=self.generator)) if self.augment is not None else 0
+        for i, (x, y) in enumerate(self.loader):  # the sampler draws this epoch's order from self.generator
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.shift is not None:
                 x = self.shift(x)
             x = self.preprocess(x)
             if self.augment is not None:
-                x = self.augment(x)
+                x = self.augment(x, seed + i)
             yield x, y
+
+    def state_dict(self, mid_epoch: bool = False) -> dict[str, Tensor]:
+        state = self.epoch_start_state if mid_epoch else self.generator.get_state()
+        return {"generator": state.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
 
 
 def fit_stream_normalizer(files: ImageFiles, mode: str, stats: Optional[tuple]) -> Normalizer:
