@@ -434,3 +434,17 @@ def test_archives_placed_by_hand_are_unpacked_without_a_download(tmp_path):
     with pytest.raises(DataError, match="fail the published md5"):  # unpacked, then checked like any download
         DATASETS.build("cifar10", root=str(tmp_path / "tar"), download=False)
     assert (tmp_path / "tar" / "cifar-10-batches-py" / "data_batch_5").is_file()
+
+
+def test_layer_summary_sees_inputs_resized_per_batch_and_streamed(tmp_path, monkeypatch):
+    from dlexp.summary import summarize
+
+    write_mnist(tmp_path, "MNIST", n_train=40, n_test=10)
+    monkeypatch.setattr("dlexp.data.folds.RESIZE_ONCE_MAX_BYTES", 0)  # as for 60,000 images at 224x224
+    facts, _, _ = summarize(compose_cfg("dataset=mnist", f"dataset.root={tmp_path}", "dataset.download=false",
+                                        "dataset.resize=36", "trainer.batch_size=8"))
+    assert facts["input"] == (1, 1, 36, 36)
+    root = write_png_folder(tmp_path / "photos", per_class=6, size=10)
+    facts, _, _ = summarize(compose_cfg("dataset=image_folder", f"dataset.root={root}", "dataset.in_memory=false",
+                                        "dataset.num_workers=0", "trainer.batch_size=4"))
+    assert facts["input"] == (1, 3, 10, 10)
