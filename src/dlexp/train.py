@@ -79,6 +79,7 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
     Returns the run's summary entries (status, epochs, best and test metrics, ...).
     """
     from dlexp.checkpoint import save_checkpoint
+    from dlexp.diagnostics import Diagnostics
     from dlexp.engine import EarlyStopping, StepConfig, run_epoch
     from dlexp.models import build_model, count_parameters
     from dlexp.optim import build_optimizer, build_scheduler, iter_lrs, step_scheduler
@@ -99,6 +100,7 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
     step = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip)
     num_params = count_parameters(model)
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+    diagnostics = Diagnostics(run_dir, is_main=runtime.is_main)
 
     log.info(
         f"[bold]dlexp[/bold] model={cfg.model.name} dataset={cfg.dataset.name} optim={cfg.optim.name} "
@@ -125,6 +127,7 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
             row.update({f"val/{k}": v for k, v in val_stats.items()})
             row["epoch_seconds"] = round(time.perf_counter() - t0, 4)
             log.log_epoch(row)
+            diagnostics.record(model, row)  # grad/weight norms left by the epoch's last step
 
             improved = stopper.update(row[monitor], epoch)
             step_scheduler(scheduler, row[monitor])
@@ -159,6 +162,7 @@ def fit(cfg: DictConfig, data: Any, runtime: Any, log: Any, run_dir: Path) -> di
         "mode": mode,
         f"best/{monitor}": stopper.best,
     }
+    summary.update(diagnostics.summarize(metric.name, stopper.best_epoch))  # generalization gap, diagnosis
     if data.test is not None:
         if best_state is not None:  # score the test set with the weights chosen on val
             model.load_state_dict(best_state)
