@@ -42,6 +42,7 @@ def train(cfg: DictConfig, run_dir: Path) -> RunResult:
     runtime = setup_runtime(cfg.trainer)
     seed_everything(cfg.seed)
     log = RunLog(run_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
+    log.log_hparams(OmegaConf.to_container(cfg, resolve=True))
     data = load_data(cfg, seed=cfg.seed, device=runtime.device)
 
     summary = fit(cfg, data, runtime, log, run_dir)
