@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config import CONFIG_DIR, preflight, validate
 from dlexp.errors import UserError
+from dlexp.sweep import share_threads  # also registers ${dlexp.direction:} for the Optuna preset
 
 
 @dataclass
@@ -201,6 +202,7 @@ def main(cfg: DictConfig) -> float:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        share_threads(cfg)  # parallel launchers: each job gets its share of the CPU cores
         return train(cfg, run_dir).objective
     except UserError as err:
         if os.environ.get("DLEXP_TRACEBACK"):
