@@ -47,7 +47,7 @@ class SweepSummary(Callback):
         from dlexp.report import summarize_sweep
 
         self.ended = True
-        report = summarize_sweep(Path(str(config.hydra.sweep.dir)))
+        report = summarize_sweep(self.sweep_dir or Path(str(config.hydra.sweep.dir)))
         problems = report.problems()
         if problems:
             names = ", ".join(j.name for j in problems)

@@ -1,0 +1,176 @@
+"""Unit tests of the results code: diagnosis rules, gaps, layer norms, sweep tables, threads per job, Optuna's direction."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch import nn
+
+from dlexp import report
+from dlexp.config import CONFIG_DIR
+from dlexp.diagnostics import generalization_gap, diagnose, layer_norms
+from dlexp.sweep import threads_per_job
+
+
+# -- diagnosis rules, on hand-made curves ------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "train, val, label",
+    [
+        ([2.0, 0.8, 0.4, 0.30, 0.28], [1.5, 0.7, 0.45, 0.40, 0.41], "fine"),
+        ([2.0, 0.5, 0.2, 0.05, 0.01], [1.0, 0.4, 0.35, 0.45, 0.60], "overfitting"),  # val rose 71% above its min
+        ([2.0, 1.6, 1.5, 1.45, 1.44], [1.9, 1.6, 1.5, 1.46, 1.45], "underfitting"),  # train fell only 28%
+        ([2.0, 0.9, 0.5, 0.30, 0.20], [1.5, 0.8, 0.5, 0.35, 0.25], "underfitting"),  # both still falling > 5%
+        ([2.0, 0.9], [1.4, 0.7], "underfitting"),  # a 2-epoch smoke run is still learning
+        ([2.3], [2.2], "underfitting"),  # one epoch: nothing fitted yet
+        ([2.0, 5.0, 40.0], [2.0, 6.0, 50.0], "diverging"),  # train loss above the first epoch's
+        ([2.0, 1.0, float("nan")], [1.8, 0.9, float("nan")], "diverging"),
+        ([2.0, 1.0, 0.5], [1.8, float("inf"), 0.6], "diverging"),
+    ],
+)
+def test_diagnosis_rules(train, val, label):
+    got, reason = diagnose(train, val)
+    assert got == label, reason
+    assert reason
+
+
+def test_diagnosis_reasons_quote_the_numbers():
+    assert diagnose([2.0, 1.0, float("nan")], [1.0, 1.0, 1.0]) == ("diverging", "train loss is nan at epoch 3")
+    label, reason = diagnose([2.0, 0.5, 0.2, 0.05], [1.0, 0.4, 0.5, 0.6])
+    assert label == "overfitting" and reason.startswith("val loss rose 50% above its minimum 0.4 (epoch 2)")
+
+
+def test_generalization_gap_at_best_and_final_epochs():
+    rows = [
+        {"epoch": 1, "train/loss": 1.0, "val/loss": 0.9, "train/acc": 0.6, "val/acc": 0.65},
+        {"epoch": 2, "train/loss": 0.4, "val/loss": 0.5, "train/acc": 0.9, "val/acc": 0.85},
+        {"epoch": 3, "train/loss": 0.1, "val/loss": 0.6, "train/acc": 0.99, "val/acc": 0.84},
+    ]
+    gap = generalization_gap(rows, "acc", best_epoch=2)
+    assert gap == pytest.approx({"gap/best/loss": -0.1, "gap/best/acc": 0.05, "gap/final/loss": -0.5, "gap/final/acc": 0.15})
+
+
+def test_layer_norms_per_parameter_owning_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.Linear(2, 2))
+    model(torch.randn(5, 4))[:, 0].sum().backward()
+    model[3].weight.grad = model[3].bias.grad = None  # a layer without gradients
+    rows = layer_norms(model)
+    assert [(r["depth"], r["layer"], r["type"]) for r in rows] == [(1, "0", "Linear"), (2, "2", "Linear"), (3, "3", "Linear")]
+    first = model[0]
+    grad = torch.cat([first.weight.grad.flatten(), first.bias.grad]).norm().item()
+    weight = torch.cat([first.weight.detach().flatten(), first.bias.detach()]).norm().item()
+    assert rows[0]["grad_norm"] == pytest.approx(grad, rel=1e-6)
+    assert rows[0]["weight_norm"] == pytest.approx(weight, rel=1e-6)
+    assert rows[0]["grad_to_weight"] == pytest.approx(grad / weight, rel=1e-6)
+    assert math.isnan(rows[2]["grad_norm"]) and rows[2]["weight_norm"] > 0
+
+
+# -- sweep tables from hand-made job dirs --------------------------------------------------------
+
+def _job(sweep: Path, name: str, overrides: list[str], summary: dict | None, epochs_logged: int = 0) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if summary is not None:
+        (job / "summary.json").write_text(json.dumps(summary))
+    if epochs_logged:
+        (job / "metrics.csv").write_text("epoch,val/loss\n" + "".join(f"{e},1.0\n" for e in range(1, epochs_logged + 1)))
+
+
+def _done(rmse: float, test: float) -> dict:
+    return {"status": "completed", "epochs_run": 5, "monitor": "val/rmse", "mode": "min", "best/val/rmse": rmse,
+            "test/rmse": test, "diagnosis": "fine"}
+
+
+@pytest.fixture
+def regression_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["optim.lr=0.1", "seed=0"], _done(0.30, 0.31))
+    _job(sweep, "1", ["optim.lr=0.1", "seed=1"], _done(0.50, 0.52))
+    _job(sweep, "2", ["optim.lr=0.01", "seed=0"], _done(0.20, 0.22))
+    _job(sweep, "3", ["optim.lr=0.01", "seed=1"], {"status": "failed", "error": "ConfigError: boom"})
+    _job(sweep, "10", ["optim.lr=1.0", "seed=0"], None, epochs_logged=3)  # still running, or killed
+    return sweep
+
+
+def test_report_groups_a_partial_sweep_with_failures(regression_sweep):
+    rep = report.build_report(regression_sweep)
+    assert [j.name for j in rep.jobs] == ["0", "1", "2", "3", "10"]
+    assert [j.status for j in rep.jobs] == ["completed", "completed", "completed", "failed", "incomplete"]
+    assert rep.jobs[-1].epochs == 3
+    assert rep.axes == ["optim.lr"] and rep.fixed == []
+    assert (rep.monitor, rep.mode) == ("val/rmse", "min")
+    rows = {r["optim.lr"]: r for r in report.group_rows(rep)}
+    assert float(rows["0.1"]["best/val/rmse_mean"]) == pytest.approx(0.40)
+    assert float(rows["0.1"]["best/val/rmse_std"]) == pytest.approx(math.sqrt(0.02))  # sample std of 0.3, 0.5
+    assert rows["0.01"]["best/val/rmse_std"] == ""  # one completed run: no std
+    assert (rows["0.01"]["completed"], rows["0.01"]["failed"]) == ("1", "1")
+    assert (rows["1.0"]["incomplete"], rows["1.0"]["rank"]) == ("1", "")
+    assert (rows["0.01"]["rank"], rows["0.01"]["best"]) == ("1", "true")  # lower rmse wins in mode min
+    assert rows["0.1"]["rank"] == "2"
+    md = report.markdown(rep)
+    assert "5 jobs in 3 configs: 3 completed, 1 failed, 1 incomplete." in md
+    assert "- job 3 (failed, `optim.lr=0.01 seed=1`): ConfigError: boom" in md
+    assert "- job 10 (incomplete, `optim.lr=1.0 seed=0`): no summary.json" in md
+    assert "Best: lr=0.01 with val/rmse 0.2000 over 1 run(s) (lower is better)" in md
+
+
+def test_report_command_writes_tables_and_plots(regression_sweep, capsys):
+    assert report.main([str(regression_sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "Sweep summary: 5 jobs in 3 configs" in out and "job 3 failed" in out
+    with open(regression_sweep / "summary.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+    assert (regression_sweep / "comparison.png").stat().st_size > 5000
+    assert not (regression_sweep / "heatmap.png").exists()  # one swept key: no heatmap
+
+
+def test_report_command_errors_are_one_line(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "no runs found" in err[1]
+
+
+# -- threads per job, Optuna's direction ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "launcher, cores, threads",
+    [
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 8, 1),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}, 8, 4),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -3}, 8, 1),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 3}, 8, 2),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 16}, 8, 1),
+        ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": 6}, 8, 6),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, None),
+    ],
+)
+def test_threads_per_job(launcher, cores, threads):
+    assert threads_per_job(OmegaConf.create(launcher), cores) == threads
+
+
+@pytest.mark.parametrize(
+    "overrides, direction",
+    [
+        ([], "maximize"),  # digits: val/acc
+        (["dataset=synthetic_linear", "model=linreg"], "minimize"),  # regression: val/rmse
+        (["trainer.early_stopping.monitor=val/loss"], "minimize"),
+        (["trainer.early_stopping.mode=min"], "minimize"),
+    ],
+)
+def test_optuna_direction_follows_the_monitored_metric(overrides, direction):
+    import dlexp.sweep  # noqa: F401  (registers the resolver)
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna", *overrides], return_hydra_config=True)
+    assert cfg.hydra.sweeper.direction == direction
+    assert set(cfg.hydra.sweeper.params) == {"optim.lr", "regularizer.weight_decay", "regularizer.dropout"}
