@@ -25,8 +25,11 @@ from dlexp.sweep import threads_per_job
     [
         ([2.0, 0.8, 0.4, 0.30, 0.28], [1.5, 0.7, 0.45, 0.40, 0.41], "fine"),
         ([2.0, 0.5, 0.2, 0.05, 0.01], [1.0, 0.4, 0.35, 0.45, 0.60], "overfitting"),  # val rose 71% above its min
+        ([2.0, 0.5, 0.2, 0.05, 0.01], [1.0, 0.4, 0.35, 0.40, 0.40], "fine"),  # val 14% above its min: noise
         ([2.0, 1.6, 1.5, 1.45, 1.44], [1.9, 1.6, 1.5, 1.46, 1.45], "underfitting"),  # train fell only 28%
-        ([2.0, 0.9, 0.5, 0.30, 0.20], [1.5, 0.8, 0.5, 0.35, 0.25], "underfitting"),  # both still falling > 5%
+        ([2.0, 1.2, 0.8, 0.50, 0.40], [1.5, 1.0, 0.7, 0.50, 0.42], "underfitting"),  # both still falling > 5%
+        ([1.0, 0.2, 0.05, 0.027, 0.023], [0.5, 0.2, 0.14, 0.137, 0.120], "fine"),  # still falling, but fitted
+        ([0.8, 0.2, 0.19, 0.35, 0.14], [0.25, 0.13, 0.2, 0.2, 0.15], "fine"),  # a dip in noisy curves, no new best
         ([2.0, 0.9], [1.4, 0.7], "underfitting"),  # a 2-epoch smoke run is still learning
         ([2.3], [2.2], "underfitting"),  # one epoch: nothing fitted yet
         ([2.0, 5.0, 40.0], [2.0, 6.0, 50.0], "diverging"),  # train loss above the first epoch's

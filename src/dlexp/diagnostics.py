@@ -10,12 +10,15 @@ in this order (``tr``/``va`` are the per-epoch train/val losses):
 
 1. ``diverging``: a train or val loss is NaN or infinite, or the final train loss
    is above the first epoch's (training made the training loss worse).
-2. ``overfitting``: the final val loss is more than ``OVERFIT_RISE`` (10%) above
-   its minimum while the train loss kept falling after that minimum.
+2. ``overfitting``: the final val loss is more than ``OVERFIT_RISE`` (20%) above
+   its minimum while the train loss kept falling after that minimum. (Smaller
+   rises are within the epoch-to-epoch noise of a small val set.)
 3. ``underfitting``: the final train loss is more than ``UNDERFIT_LEFT`` (half)
-   of the first epoch's (the model barely fitted the training data), or both
-   train and val loss still fell by more than ``STILL_FALLING`` (5%) in the last
-   epoch (training stopped while the model was still improving on unseen data).
+   of the first epoch's (the model barely fitted the training data); or it is
+   still above ``FITTED`` (a tenth) of it while the last epoch lowered the train
+   loss by more than ``STILL_FALLING`` (5%) and set a val loss more than 5% below
+   the best before it (training stopped while the model was still improving on
+   unseen data; a new best, not a mere dip, so that noisy curves do not count).
 4. ``fine`` otherwise.
 """
 from __future__ import annotations
@@ -32,8 +35,9 @@ from torch import nn
 GRAD_NORMS_FILE = "grad_norms.csv"
 GRAD_COLUMNS = ["epoch", "depth", "layer", "type", "grad_norm", "weight_norm", "grad_to_weight"]
 
-OVERFIT_RISE = 0.10  # val loss this far (relative) above its minimum counts as rising
+OVERFIT_RISE = 0.20  # val loss this far (relative) above its minimum counts as rising
 UNDERFIT_LEFT = 0.5  # final train loss above this fraction of the first epoch's: barely fitted
+FITTED = 0.1  # final train loss below this fraction of the first epoch's: the training data is fitted
 STILL_FALLING = 0.05  # relative drop of both losses in the last epoch that means "still learning"
 
 
@@ -99,10 +103,11 @@ def diagnose(train_loss: Sequence[float], val_loss: Sequence[float]) -> tuple[st
         )
     if tr[-1] > UNDERFIT_LEFT * tr[0]:
         return "underfitting", f"train loss fell only {1 - tr[-1] / tr[0]:.0%} ({tr[0]:.4g} -> {tr[-1]:.4g})"
-    if len(tr) >= 2 and tr[-1] < (1 - STILL_FALLING) * tr[-2] and va[-1] < (1 - STILL_FALLING) * va[-2]:
+    still_falling = len(tr) >= 2 and tr[-1] < (1 - STILL_FALLING) * tr[-2] and va[-1] < (1 - STILL_FALLING) * min(va[:-1])
+    if still_falling and tr[-1] > FITTED * tr[0]:
         return "underfitting", (
-            f"train and val loss still fell {1 - tr[-1] / tr[-2]:.0%} and {1 - va[-1] / va[-2]:.0%} "
-            "in the last epoch: train longer"
+            f"still learning when training stopped: the last epoch cut the train loss {1 - tr[-1] / tr[-2]:.0%} "
+            f"and set a val loss {1 - va[-1] / min(va[:-1]):.0%} below its previous best: train longer"
         )
     return "fine", f"train loss fell {1 - tr[-1] / tr[0]:.0%}; val loss within {OVERFIT_RISE:.0%} of its minimum"
 
