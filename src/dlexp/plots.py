@@ -185,7 +185,8 @@ def plot_comparison(
     ys = list(range(len(labels)))[::-1]  # first config at the top
     for y, values, mean, std, i in zip(ys, runs, means, stds, range(len(labels))):
         color = "tab:green" if i == best else "tab:blue"
-        ax.scatter(values, [y] * len(values), color="tab:gray", s=14, zorder=2, alpha=0.7)
+        offsets = [0.12 * (k - (len(values) - 1) / 2) for k in range(len(values))]  # spread equal values apart
+        ax.scatter(values, [y + o for o in offsets], color="tab:gray", s=14, zorder=4, alpha=0.8)
         if math.isfinite(mean):
             ax.errorbar([mean], [y], xerr=[std if math.isfinite(std) else 0.0], fmt="D", color=color,
                         capsize=4, markersize=6, zorder=3)

@@ -289,7 +289,7 @@ def display_rows(report: SweepReport) -> list[list[str]]:
         rank = "1 (best)" if group.rank == 1 else str(group.rank or "-")
         cells = [rank, *map(short_value, report.axis_values(group).values()), _runs(group)]
         epochs = group.stats("epochs_run")[0]
-        cells.append(f"{epochs:g}" if math.isfinite(epochs) else "-")
+        cells.append(f"{epochs:.1f}".removesuffix(".0") if math.isfinite(epochs) else "-")
         cells += [_mean_std(*group.stats(k)[:2]) for k in shown]
         cells.append(_diagnoses(group.completed()) or "-")
         rows.append(cells)
