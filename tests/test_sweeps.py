@@ -240,6 +240,29 @@ def test_optuna_preset_runs_trials_and_maximizes_the_val_metric(tmp_path):
     assert len(_csv(sweep_dir / "summary.csv")) == 3
 
 
+def test_optuna_study_goes_on_after_a_failed_trial(tmp_path):
+    """A failed trial is told to Optuna as failed (a NaN objective would abort hydra-optuna-sweeper 1.3's study)."""
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4", *SMOKE, "trainer.epochs=1", "optim.lr=choice(-1,0.001)",
+        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Failed experiment: optim.lr must be > 0, got -1.0" in proc.stdout + proc.stderr
+    jobs = _job_dirs(sweep_dir)
+    assert len(jobs) == 4  # every trial ran
+    completed = []
+    for job in jobs:
+        summary = read_json(job / "summary.json")
+        lr = next(o.split("=", 1)[1] for o in _overrides(job) if o.startswith("optim.lr="))
+        assert summary["status"] == ("failed" if lr == "-1" else "completed")
+        if lr != "-1":
+            completed.append(summary["best/val/acc"])
+    assert 1 <= len(completed) < 4 and read_json(jobs[-1] / "summary.json")["status"] == "completed"
+    assert yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"] == max(completed)
+    assert f"error: {4 - len(completed)} of 4 jobs did not complete" in proc.stderr
+
+
 def test_slurm_launcher_config_and_a_clear_error_off_cluster(tmp_path):
     from hydra import compose, initialize_config_dir
 

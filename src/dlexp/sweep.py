@@ -6,6 +6,7 @@
   job failure and then skips ``on_multirun_end``; so every failed job also gets
   a ``summary.json`` with its error (``on_job_end``), and a sweep that stops
   early is still summarized at exit.
+- ``failed_objective`` is what a failed job returns, so that no sweeper stops at it.
 - ``share_threads`` gives each job of a parallel launcher its share of the CPU.
 - ``${dlexp.direction:}`` resolves to ``maximize``/``minimize`` from the metric a
   run monitors; the Optuna preset (conf/hparams_search/optuna.yaml) uses it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import shutil
 import sys
@@ -88,6 +90,23 @@ def record_failure(run_dir: Path, error: str) -> None:
         write_json_atomic(path, {"status": "failed", "error": error})
     except OSError:
         pass  # the run dir is unusable; Hydra reports the error itself
+
+
+def failed_objective(error: BaseException) -> float:
+    """What a failed sweep job hands its sweeper, after it wrote its failed summary.json.
+
+    Hydra's basic sweeper stops the whole sweep at the end of a batch if a job
+    raised, so there a failed job returns NaN and the sweep goes on. Other
+    sweepers (Optuna) record a raising job as a failed trial and go on, while a
+    NaN objective aborts hydra-optuna-sweeper 1.3's study; there the error is
+    raised again.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    target = str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
+    if not target or target.endswith("BasicSweeper"):
+        return math.nan
+    raise error
 
 
 # --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config import CONFIG_DIR, preflight, validate
 from dlexp.errors import UserError
-from dlexp.sweep import share_threads  # also registers ${dlexp.direction:} for the Optuna preset
+from dlexp.sweep import failed_objective, share_threads  # also registers ${dlexp.direction:} (Optuna preset)
 
 
 @dataclass
@@ -210,7 +210,7 @@ def main(cfg: DictConfig) -> float:
         print(f"error: {err}", file=sys.stderr)
         if _is_multirun():  # one bad job must not stop the rest of the sweep
             _write_failed_summary(run_dir, str(err))
-            return math.nan
+            return failed_objective(err)  # NaN, or the error again for sweepers that record failed trials
         sys.exit(err.exit_code)
     except Exception as err:  # a bug, not a user mistake: keep the trace, but let the sweep go on
         if not _is_multirun():
@@ -219,7 +219,7 @@ def main(cfg: DictConfig) -> float:
 
         traceback.print_exc()
         _write_failed_summary(run_dir, f"{type(err).__name__}: {err}")
-        return math.nan
+        return failed_objective(err)
 
 
 def _write_failed_summary(run_dir: Path, error: str) -> None:
