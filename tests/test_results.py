@@ -177,3 +177,17 @@ def test_optuna_direction_follows_the_monitored_metric(overrides, direction):
         cfg = compose("train", overrides=["hparams_search=optuna", *overrides], return_hydra_config=True)
     assert cfg.hydra.sweeper.direction == direction
     assert set(cfg.hydra.sweeper.params) == {"optim.lr", "regularizer.weight_decay", "regularizer.dropout"}
+
+
+def test_a_plotting_failure_does_not_fail_the_run(tmp_path, monkeypatch, capsys):
+    from dlexp import plots
+
+    (tmp_path / "metrics.csv").write_text("epoch,lr,train/loss,val/loss\n1,0.1,1.0,1.1\n")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "plot_curves", broken)
+    plots.plots_after_training(tmp_path)  # no exception
+    err = capsys.readouterr().err
+    assert err.startswith("warning: could not draw the plots of") and "RuntimeError: no fonts" in err

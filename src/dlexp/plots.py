@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -85,6 +86,18 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     if norms:
         written.append(plot_grad_norms(norms, run_dir / GRAD_NORMS_PLOT, title=_run_title(run_dir, {})))
     return written
+
+
+def plots_after_training(run_dir: Path) -> None:
+    """``write_run_plots`` at the end of a run: a failure to draw is reported, never fatal.
+
+    The plots only re-read files the run has already written (its results are
+    safe), and ``python -m dlexp.report`` can draw them again.
+    """
+    try:
+        write_run_plots(run_dir)
+    except Exception as err:  # noqa: BLE001  (any drawing problem must not turn a finished run into a failed one)
+        print(f"warning: could not draw the plots of {run_dir}: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 def _run_title(run_dir: Path, summary: dict[str, Any]) -> str:

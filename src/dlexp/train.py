@@ -59,9 +59,9 @@ def train(cfg: DictConfig, run_dir: Path) -> RunResult:
     )
     log.write_summary(summary)
     if runtime.is_main:
-        from dlexp.plots import write_run_plots
+        from dlexp.plots import plots_after_training
 
-        write_run_plots(run_dir)  # curves.png, grad_norms.png
+        plots_after_training(run_dir)  # curves.png, grad_norms.png
     log.summary_table(summary)
     return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary)
 
