@@ -422,10 +422,11 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
         console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {reason}")
     if written:
         names = ", ".join(p.name for p in written)
-        console.print(f"sweep summary in {_display_dir(report.sweep_dir)}: {names}")
+        console.print(f"sweep summary in {display_path(report.sweep_dir)}: {names}")
 
 
-def _display_dir(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """Relative to the working directory when inside it (shorter, copy-pasteable)."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:

@@ -46,7 +46,7 @@ class SweepSummary(Callback):
             record_failure(Path(str(config.hydra.runtime.output_dir)), f"{type(error).__name__}: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from dlexp.report import summarize_sweep
+        from dlexp.report import display_path, summarize_sweep
 
         self.ended = True
         report = summarize_sweep(self.sweep_dir or Path(str(config.hydra.sweep.dir)))
@@ -54,7 +54,7 @@ class SweepSummary(Callback):
         if problems:
             names = ", ".join(j.name for j in problems)
             print(f"error: {len(problems)} of {len(report.jobs)} jobs did not complete (jobs {names}); "
-                  f"see {report.sweep_dir / 'summary.md'}", file=sys.stderr)
+                  f"see {display_path(report.sweep_dir / 'summary.md')}", file=sys.stderr)
             sys.exit(1)
 
     def _summarize_stopped_sweep(self) -> None:
