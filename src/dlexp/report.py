@@ -300,7 +300,8 @@ def headline(report: SweepReport) -> str:
     counts = Counter(j.status for j in report.jobs)
     parts = [f"{counts[s]} {s}" for s in ("completed", "failed", "incomplete") if counts[s]]
     parts += [f"{n} {s}" for s, n in counts.items() if s not in ("completed", "failed", "incomplete")]
-    return f"{len(report.jobs)} jobs in {len(report.groups)} configs: {', '.join(parts)}"
+    jobs, configs = len(report.jobs), len(report.groups)
+    return f"{jobs} job{'s' * (jobs != 1)} in {configs} config{'s' * (configs != 1)}: {', '.join(parts)}"
 
 
 def best_line(report: SweepReport) -> str:
