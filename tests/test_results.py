@@ -191,3 +191,14 @@ def test_a_plotting_failure_does_not_fail_the_run(tmp_path, monkeypatch, capsys)
     plots.plots_after_training(tmp_path)  # no exception
     err = capsys.readouterr().err
     assert err.startswith("warning: could not draw the plots of") and "RuntimeError: no fonts" in err
+
+
+def test_a_diverged_run_makes_its_config_mean_nan_instead_of_being_dropped(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["optim.lr=30", "seed=0"], {**_done(0.3, 0.3), "test/rmse": float("nan")})
+    _job(sweep, "1", ["optim.lr=30", "seed=1"], _done(0.5, 0.5))
+    rep = report.build_report(sweep)
+    (row,) = report.group_rows(rep)
+    assert row["test/rmse_mean"] == "nan" and row["test/rmse_std"] == ""
+    assert float(row["best/val/rmse_mean"]) == pytest.approx(0.4)
+    assert "| nan |" in report.markdown(rep)

@@ -20,7 +20,6 @@ import csv
 import json
 import math
 import re
-import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -66,10 +65,17 @@ class Group:
         return sum(j.status == status for j in self.jobs)
 
     def stats(self, key: str) -> tuple[float, float, list[float]]:
-        """(mean, sample std, values) of ``key`` over the completed jobs; NaN where undefined."""
-        values = [v for v in (j.value(key) for j in self.completed()) if math.isfinite(v)]
-        mean = statistics.fmean(values) if values else math.nan
-        std = statistics.stdev(values) if len(values) >= 2 else math.nan
+        """(mean, sample std, values) of ``key`` over the completed jobs that report it.
+
+        A NaN or infinite value (a diverged run) makes the mean NaN or infinite: it is
+        not dropped. The std needs two finite values; it is NaN otherwise.
+        """
+        values = [j.value(key) for j in self.completed() if key in j.summary]
+        if not values:
+            return math.nan, math.nan, values
+        mean = math.fsum(values) / len(values)
+        finite = len(values) >= 2 and all(math.isfinite(v) for v in values)
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if finite else math.nan
         return mean, std, values
 
 
@@ -208,19 +214,22 @@ def _rank(report: SweepReport) -> None:
 
 def _fmt(value: float) -> str:
     if not math.isfinite(value):
-        return "-" if math.isnan(value) else str(value)
+        return str(value)
     return f"{value:.3e}" if value != 0 and not 1e-3 <= abs(value) < 1e5 else f"{value:.4f}"
 
 
-def _mean_std(mean: float, std: float) -> str:
-    if not math.isfinite(mean):
+def _mean_std(mean: float, std: float, values: list[float]) -> str:
+    """``0.9722 ± 0.0046``; ``-`` when no completed job reports the value, ``nan`` when one diverged."""
+    if not values:
         return "-"
+    if not math.isfinite(mean):
+        return str(mean)
     return _fmt(mean) + (f" ± {_fmt(std)}" if math.isfinite(std) else "")
 
 
 def _num(value: float) -> str:
-    """Full precision for the CSV files (repr round-trips); empty when undefined."""
-    return repr(value) if math.isfinite(value) else ""
+    """Full precision for the CSV files (repr round-trips; nan and inf as such)."""
+    return repr(value)
 
 
 def _diagnoses(jobs: list[Job]) -> str:
@@ -248,10 +257,12 @@ def group_rows(report: SweepReport) -> list[dict[str, str]]:
         for status in ("completed", "failed", "incomplete"):
             row[status] = str(group.count(status))
         row["seeds"] = " ".join(j.seed or "" for j in group.jobs)
-        row["epochs_mean"] = _num(group.stats("epochs_run")[0])
+        epochs = group.stats("epochs_run")
+        row["epochs_mean"] = _num(epochs[0]) if epochs[2] else ""
         for key in report.metric_keys:
-            mean, std, _ = group.stats(key)
-            row[f"{key}_mean"], row[f"{key}_std"] = _num(mean), _num(std)
+            mean, std, values = group.stats(key)
+            row[f"{key}_mean"] = _num(mean) if values else ""
+            row[f"{key}_std"] = _num(std) if math.isfinite(std) else ""
         row["diagnosis"] = _diagnoses(group.completed())
         rows.append(row)
     return rows
@@ -264,9 +275,9 @@ def job_rows(report: SweepReport) -> list[dict[str, str]]:
         row = {"job": job.name, "overrides": " ".join(job.overrides), "seed": job.seed or "", "status": job.status,
                "epochs": "" if job.epochs is None else str(job.epochs),
                "best_epoch": str(job.summary.get("best_epoch", ""))}
-        row.update({key: _num(job.value(key)) for key in report.metric_keys})
+        row.update({key: _num(job.value(key)) if key in job.summary else "" for key in report.metric_keys})
         row["diagnosis"] = str(job.summary.get("diagnosis", ""))
-        row["wall_seconds"] = _num(job.value("wall_seconds"))
+        row["wall_seconds"] = _num(job.value("wall_seconds")) if "wall_seconds" in job.summary else ""
         row["error"] = str(job.summary.get("error", ""))
         rows.append(row)
     return rows
@@ -290,7 +301,7 @@ def display_rows(report: SweepReport) -> list[list[str]]:
         cells = [rank, *map(short_value, report.axis_values(group).values()), _runs(group)]
         epochs = group.stats("epochs_run")[0]
         cells.append(f"{epochs:.1f}".removesuffix(".0") if math.isfinite(epochs) else "-")
-        cells += [_mean_std(*group.stats(k)[:2]) for k in shown]
+        cells += [_mean_std(*group.stats(k)) for k in shown]
         cells.append(_diagnoses(group.completed()) or "-")
         rows.append(cells)
     return rows
@@ -310,7 +321,7 @@ def best_line(report: SweepReport) -> str:
         return "Best: none (no completed job)"
     mean, std, values = best.stats(report.val_key)
     better = "higher" if report.mode == "max" else "lower"
-    return (f"Best: {report.label(best)} with {report.monitor} {_mean_std(mean, std)} "
+    return (f"Best: {report.label(best)} with {report.monitor} {_mean_std(mean, std, values)} "
             f"over {len(values)} run(s) ({better} is better)")
 
 
@@ -339,7 +350,7 @@ def markdown(report: SweepReport) -> str:
     lines += ["| " + " | ".join(job_columns) + " |", "|" + "|".join("---" for _ in job_columns) + "|"]
     for job in report.jobs:
         cells = [job.name, f"`{' '.join(job.overrides)}`", job.status, "-" if job.epochs is None else str(job.epochs)]
-        cells += [_fmt(job.value(k)) for k in report.metric_keys if not k.startswith("gap/")]
+        cells += [_fmt(job.value(k)) if k in job.summary else "-" for k in report.metric_keys if not k.startswith("gap/")]
         cells.append(str(job.summary.get("diagnosis", "-")))
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     problems = report.problems()
