@@ -24,7 +24,7 @@ run: $(STAMP)
 	echo "make run: finished in $$((ms / 1000)).$$(printf %03d $$((ms % 1000))) s wall time"
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

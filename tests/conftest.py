@@ -15,6 +15,9 @@ from dlexp.config import CONFIG_DIR
 
 # Small, fast runs: one thread, no progress bar, no checkpoints unless a test asks.
 FAST = ["trainer.num_threads=1", "trainer.progress=false"]
+# Every conv net of the model zoo, cheap on the CPU: narrow widths, and the digits
+# resized just past the largest minimum input size (NiN needs 67x67).
+TINY_CONV = ["dataset.resize=68", "model.width_div=8"]
 
 
 def compose_cfg(*overrides: str) -> DictConfig:
@@ -35,12 +38,14 @@ def run_train(tmp_path):
     return _run
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m dlexp ARGS`` in a subprocess, as a user would run it."""
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module: str = "dlexp"
+) -> subprocess.CompletedProcess:
+    """``python -m dlexp ARGS`` (or another ``module``) in a subprocess, as a user would run it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("DLEXP_TRACEBACK", None)
     return subprocess.run(
-        [sys.executable, "-m", "dlexp", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg
+from conftest import TINY_CONV, compose_cfg
 from dlexp.config import CONFIG_DIR, FIXED_GROUPS, builder_schema, open_groups, preflight, validate
 from dlexp.errors import ConfigError
 
@@ -34,6 +34,8 @@ def test_option_composes_validates_and_builds(path):
     extra = ["model=linreg"] if group == "dataset" and option == "synthetic_linear" else []
     if group == "model" and option == "linreg":
         extra = ["dataset=synthetic_linear"]
+    if group == "model" and "width_div" in OmegaConf.load(path):
+        extra = TINY_CONV
     cfg = validate(compose_cfg(f"{group}={option}", *extra))
     data = load_data(cfg, seed=0, device=torch.device("cpu"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout)
@@ -50,6 +52,8 @@ def test_yaml_lists_every_key_of_its_builder(path):
     registry = open_groups()[path.parent.name]
     schema = builder_schema(registry, node.name)
     assert set(node.keys()) == {f.name for f in dataclasses.fields(schema)}
+    if registry.common is not None:  # keys every entry takes, e.g. model.init*
+        assert {f.name for f in dataclasses.fields(registry.common)} <= set(node.keys())
 
 
 @pytest.mark.parametrize("group", sorted(FIXED_GROUPS))
@@ -105,6 +109,9 @@ def test_schema_is_checked_for_a_yaml_typo(tmp_path):
         (["model.hiden=3"], "unknown key 'model.hiden' for model=mlp"),
         (["model=softmax", "model.hidden=[3]"], "unknown key 'model.hidden' for model=softmax"),
         (["trainer.early_stopping.patiense=3"], "unknown key 'trainer.early_stopping.patiense'"),
+        (["-m", "model=lenet,mlp", "model.width_div=2"], "unknown key 'model.width_div' for model=mlp"),
+        (["-m", "model=lenet,vgg11", "model.pool=max"], "unknown key 'model.pool' for model=vgg11"),
+        (["-m", "model=vgg11,alexnet", "model.width_div=4"], r"lacks.*write \+\+model.width_div=4"),
     ],
 )
 def test_preflight_rejects_typos_on_the_command_line(argv, message):
@@ -120,6 +127,8 @@ def test_preflight_rejects_typos_on_the_command_line(argv, message):
         ["+model.extra=1"],  # left to the schema check after composing
         ["--cfg", "job", "model=whatever"],
         ["trainer=smoke", "trainer.epochs=1"],
+        ["-m", "model=vgg11,alexnet", "++model.width_div=4"],  # a key of the swept options only: ++
+        ["-m", "model=mlp,lenet", "model.activation=tanh"],  # a key of every option and of the default
     ],
 )
 def test_preflight_accepts_valid_command_lines(argv):

@@ -42,7 +42,7 @@ def test_config_keys_are_the_keyword_only_parameters():
 @pytest.mark.parametrize(
     "registry, expected",
     [
-        (MODELS, {"linreg", "softmax", "mlp"}),
+        (MODELS, {"linreg", "softmax", "mlp", "lenet", "lenet_bn", "alexnet", "vgg", "nin", "googlenet", "resnet18", "densenet"}),
         (DATASETS, {"digits", "synthetic_linear"}),
         (SPLITS, {"holdout"}),
         (OPTIMIZERS, {"sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw"}),

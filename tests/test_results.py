@@ -202,3 +202,51 @@ def test_a_diverged_run_makes_its_config_mean_nan_instead_of_being_dropped(tmp_p
     assert row["test/rmse_mean"] == "nan" and row["test/rmse_std"] == ""
     assert float(row["best/val/rmse_mean"]) == pytest.approx(0.4)
     assert "| nan |" in report.markdown(rep)
+
+
+def test_a_diverged_job_is_a_result_listed_with_its_hint_not_a_failure(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["optim.lr=30", "seed=0"], {"status": "diverged", "stop_reason": "non_finite", "epochs_run": 1,
+                                                 "hint": "the training loss became non-finite at epoch 2, step 12",
+                                                 "diagnosis": "diverging"})
+    _job(sweep, "1", ["optim.lr=0.1", "seed=0"], _done(0.3, 0.3))
+    rep = report.build_report(sweep)
+    assert [j.name for j in rep.unfinished()] == ["0"] and rep.problems() == []
+    cells = dict(zip(report._display_columns(rep), report.display_rows(rep)[0]))
+    assert (cells["runs"], cells["diagnosis"], cells["rank"]) == ("0 of 1 (1 diverged)", "diverging", "-")
+    assert "- job 0 (diverged, `optim.lr=30 seed=0`): the training loss became non-finite at epoch 2" in report.markdown(rep)
+
+
+def test_resume_keeps_one_grad_norm_row_per_layer_and_epoch_and_diagnoses_every_epoch(run_train, tmp_path):
+    from conftest import read_json
+
+    run_dir = tmp_path / "run"
+    run_train("trainer=smoke", "trainer.epochs=2", run_dir=run_dir)
+    norms_path = run_dir / "grad_norms.csv"
+    with open(norms_path, newline="") as handle:
+        first = list(csv.DictReader(handle))
+    with open(norms_path, "a", newline="") as handle:  # as if killed after epoch 3's rows, before its checkpoint
+        csv.writer(handle).writerow([3, 1, "1", "Linear", 9.0, 9.0, 1.0])
+    run_train("trainer=smoke", "trainer.epochs=4", f"resume={run_dir}", run_dir=run_dir)
+
+    with open(norms_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[: len(first)] == first
+    assert [(r["epoch"], r["depth"]) for r in rows] == [(str(e), str(d)) for e in range(1, 5) for d in (1, 2)]
+    assert "9.0" not in {r["grad_norm"] for r in rows}
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        metrics = list(csv.DictReader(handle))
+    summary = read_json(run_dir / "summary.json")
+    assert summary["epochs_run"] == 4
+    label, reason = diagnose([float(r["train/loss"]) for r in metrics], [float(r["val/loss"]) for r in metrics])
+    assert (summary["diagnosis"], summary["diagnosis_reason"]) == (label, reason)
+    assert summary["gap/final/loss"] == pytest.approx(float(metrics[3]["train/loss"]) - float(metrics[3]["val/loss"]))
+
+
+def test_a_diverged_run_is_diagnosed_as_diverging_with_its_hint(run_train):
+    from conftest import read_json
+
+    _, run_dir = run_train("optim=sgd", "optim.lr=1e4", "trainer=smoke", "trainer.epochs=3")
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "diverged" and summary["diagnosis"] == "diverging"
+    assert summary["diagnosis_reason"] == summary["hint"]

@@ -48,17 +48,21 @@ def _assert_plotted(path: Path, min_size=(400, 200)) -> None:
     assert not_white > 0.02 and colours > 20, (path, not_white, colours)
 
 
-@pytest.fixture(scope="module")
-def grid_sweep(tmp_path_factory):
-    """A real 2 x 2 configs x 2 seeds multirun on digits, smoke-sized: (sweep dir, finished process)."""
-    root = tmp_path_factory.mktemp("grid")
-    sweep_dir = root / "sweep"
-    proc = run_cli("-m", *SMOKE, *GRID, f"hydra.sweep.dir={sweep_dir}", cwd=root)
+def test_grid_sweep_summary_run_files_plots_tensorboard_and_report(tmp_path):
+    """A real 2 x 2 configs x 2 seeds multirun on digits, smoke-sized, run once (one test, so that
+    parallel test workers do not repeat it); then every check on the files it wrote."""
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", *SMOKE, *GRID, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    return sweep_dir, proc
+    grid_sweep = (sweep_dir, proc)
+    _check_summary_groups_seeds_with_mean_and_std(grid_sweep)
+    _check_run_files_hold_grad_norms_gap_and_diagnosis(grid_sweep)
+    _check_plots_are_images_with_plotted_content(grid_sweep)
+    _check_tensorboard_events_hold_the_logged_scalars(grid_sweep)
+    _check_report_command_rebuilds_identical_tables_without_torch(grid_sweep)  # last: it deletes and rebuilds
 
 
-def test_sweep_summary_groups_seeds_with_mean_and_std(grid_sweep):
+def _check_summary_groups_seeds_with_mean_and_std(grid_sweep):
     sweep_dir, proc = grid_sweep
     jobs = _job_dirs(sweep_dir)
     assert len(jobs) == 8
@@ -101,7 +105,7 @@ def test_sweep_summary_groups_seeds_with_mean_and_std(grid_sweep):
     assert "1 (best)" in proc.stdout and "heatmap.png" in proc.stdout
 
 
-def test_run_files_hold_grad_norms_gap_and_diagnosis(grid_sweep):
+def _check_run_files_hold_grad_norms_gap_and_diagnosis(grid_sweep):
     sweep_dir, _ = grid_sweep
     job = _job_dirs(sweep_dir)[2]  # dropout 0.5: layers 1 (Linear), 2 (ReLU), 3 (Dropout), 4 (Linear)
     summary = read_json(job / "summary.json")
@@ -125,14 +129,14 @@ def test_run_files_hold_grad_norms_gap_and_diagnosis(grid_sweep):
     assert (summary["diagnosis"], summary["diagnosis_reason"]) == (label, reason)
 
 
-def test_plots_are_images_with_plotted_content(grid_sweep):
+def _check_plots_are_images_with_plotted_content(grid_sweep):
     sweep_dir, _ = grid_sweep
     job = _job_dirs(sweep_dir)[0]
     for path in (job / "curves.png", job / "grad_norms.png", sweep_dir / "comparison.png", sweep_dir / "heatmap.png"):
         _assert_plotted(path, min_size=(300, 200))
 
 
-def test_tensorboard_events_hold_the_logged_scalars(grid_sweep):
+def _check_tensorboard_events_hold_the_logged_scalars(grid_sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -157,7 +161,7 @@ def test_tensorboard_events_hold_the_logged_scalars(grid_sweep):
     assert {"best/val/acc", "test/acc", "test/loss"} <= {m.name.tag for m in experiment.metric_infos}
 
 
-def test_report_command_rebuilds_identical_tables_without_torch(grid_sweep):
+def _check_report_command_rebuilds_identical_tables_without_torch(grid_sweep):
     sweep_dir, _ = grid_sweep
     tables = {name: (sweep_dir / name).read_bytes() for name in ("summary.csv", "jobs.csv", "summary.md")}
     curves = _job_dirs(sweep_dir)[5] / "curves.png"

@@ -31,10 +31,22 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UserError(f"could not write checkpoint {path}: {err.strerror or err}; free disk space or change hydra.run.dir") from None
+        io_error = _os_error_in(err)
+        if io_error is not None:  # disk full, quota, file too large, ...: the old checkpoint is untouched
+            reason = io_error.strerror or str(io_error)
+            raise UserError(f"could not write checkpoint {path}: {reason}; free disk space or change hydra.run.dir") from None
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def _os_error_in(err: BaseException) -> "OSError | None":
+    """The OSError behind ``err``: torch.save re-raises a failed write as a RuntimeError."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -63,7 +63,7 @@ class RegularizerConfig:
 
 
 FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
-TOP_LEVEL_KEYS = {"seed": int}
+TOP_LEVEL_KEYS: dict[str, Any] = {"seed": int, "resume": Optional[str]}
 
 
 def open_groups() -> dict[str, Registry]:
@@ -76,7 +76,7 @@ def open_groups() -> dict[str, Registry]:
 
 
 def builder_schema(registry: Registry, name: str) -> type:
-    """A dataclass with ``name`` plus one field per keyword-only builder parameter."""
+    """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys."""
     hints = typing.get_type_hints(registry.get(name))
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
     for key, param in registry.config_keys(name).items():
@@ -89,6 +89,9 @@ def builder_schema(registry: Registry, name: str) -> type:
         else:
             spec = field(default=default)
         fields.append((key, hints.get(key, Any), spec))
+    if registry.common is not None:  # keys shared by every entry, e.g. model.init
+        common_hints = typing.get_type_hints(registry.common)
+        fields += [(f.name, common_hints[f.name], field(default=f.default)) for f in dataclasses.fields(registry.common)]
     return dataclasses.make_dataclass(f"{registry.kind}_{name}_config", fields)
 
 
@@ -141,9 +144,12 @@ def validate(cfg: DictConfig) -> DictConfig:
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, typ in TOP_LEVEL_KEYS.items():
         value = cfg.get(key)
-        if not isinstance(value, typ) or isinstance(value, bool):
-            raise ConfigError(f"config '{key}' must be of type {typ.__name__}, got {value!r}")
-        out[key] = value
+        optional = typing.get_origin(typ) is typing.Union
+        base = typing.get_args(typ)[0] if optional else typ
+        if (value is None and optional) or (isinstance(value, base) and not isinstance(value, bool)):
+            out[key] = value
+            continue
+        raise ConfigError(f"config '{key}' must be of type {base.__name__}, got {value!r}")
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
@@ -167,6 +173,18 @@ def _find_config_dir() -> str:
 
 
 CONFIG_DIR = _find_config_dir()
+
+
+def _register_resolvers() -> None:
+    """Resolvers that conf/train.yaml uses to put a resumed run back in its own directory."""
+    from dlexp import resume
+
+    if not OmegaConf.has_resolver("dlexp_run_dir"):
+        OmegaConf.register_new_resolver("dlexp_run_dir", resume.run_dir_of)
+        OmegaConf.register_new_resolver("dlexp_hydra_subdir", resume.hydra_subdir)
+
+
+_register_resolvers()
 _SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
 
@@ -200,19 +218,21 @@ def _default_choices(dirs: list[str]) -> dict[str, str]:
     return choices
 
 
-def preflight(argv: list[str]) -> None:
+def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     """Reject a mistyped group option (``model=lenett``) or key (``model.hiden=3``) with a one-line hint.
 
     Hydra would also refuse these, but with a multi-line report; anything this
     check does not understand (sweep functions, packages, ``+``/``~`` edits) is
-    left to Hydra.
+    left to Hydra. ``writes_outputs=False`` (commands that write nothing, such
+    as ``dlexp.summary``) skips the output-dir check.
     """
     if any(arg in _INFO_FLAGS or arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv):
         return
     dirs = [CONFIG_DIR, *_extra_config_dirs(argv)]
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
-    chosen = _default_choices(dirs)
+    defaults = _default_choices(dirs)
+    chosen = dict(defaults)
     for arg in overrides:
         key, value = arg.lstrip("+").split("=", 1)
         if key in groups and "@" not in key and not any(f in value for f in _SWEEP_FUNCS):
@@ -222,16 +242,24 @@ def preflight(argv: list[str]) -> None:
                     hint = difflib.get_close_matches(option, options, n=1)
                     mean = f" Did you mean '{hint[0]}'?" if hint else ""
                     raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
-            if "," not in value:
-                chosen[key] = value
-    _check_output_dir(argv)
+            chosen[key] = value  # a sweep (a,b) is checked against each of its options
+    if writes_outputs:
+        _check_output_dir(argv)
+    for arg in overrides:
+        if arg.startswith("resume=") and arg != "resume=null":
+            from dlexp.resume import checkpoint_path
+
+            checkpoint_path(arg.split("=", 1)[1])  # must exist before Hydra creates a run dir there
     for arg in overrides:
         if arg.startswith("+"):
             continue  # an explicit addition; the schema check after composing still applies
         key = arg.split("=", 1)[0]
         group, _, rest = key.partition(".")
         if group in groups and rest and group in chosen:
-            _check_key_exists(dirs, group, chosen[group], rest)
+            for option in chosen[group].split(","):
+                _check_key_exists(dirs, group, option, rest)
+            if "," in chosen[group] and group in defaults:
+                _check_sweep_key(dirs, group, defaults[group], chosen[group], arg)
 
 
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
@@ -251,6 +279,19 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
             raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}. Valid keys: {keys}")
         node = node[part]
         walked += "." + part
+
+
+def _check_sweep_key(dirs: list[str], group: str, default: str, swept: str, arg: str) -> None:
+    """Hydra composes a sweep's master config with the group's default option and applies
+    plain overrides to it, so ``-m model=vgg11,alexnet model.width_div=4`` fails when the
+    default model has no ``width_div``; ``++`` (add or override) works for every job."""
+    try:
+        _check_key_exists(dirs, group, default, arg.split("=", 1)[0].partition(".")[2])
+    except ConfigError:
+        raise ConfigError(
+            f"'{arg}' sets a key that the default {group}={default} lacks, and Hydra applies it there "
+            f"before sweeping {group}={swept}; write ++{arg}"
+        ) from None
 
 
 def _check_output_dir(argv: list[str]) -> None:

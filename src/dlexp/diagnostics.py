@@ -8,8 +8,9 @@ are stacked on the device and read back in one transfer.
 The diagnosis looks only at the loss curves (metrics.csv), by these rules, tried
 in this order (``tr``/``va`` are the per-epoch train/val losses):
 
-1. ``diverging``: a train or val loss is NaN or infinite, or the final train loss
-   is above the first epoch's (training made the training loss worse).
+1. ``diverging``: the run stopped on a non-finite loss (status ``diverged``), a
+   train or val loss is NaN or infinite, or the final train loss is above the
+   first epoch's (training made the training loss worse).
 2. ``overfitting``: the final val loss is more than ``OVERFIT_RISE`` (20%) above
    its minimum while the train loss kept falling after that minimum. (Smaller
    rises are within the epoch-to-epoch noise of a small val set.)
@@ -128,19 +129,43 @@ class Diagnostics:
             return
         norms = layer_norms(model)
         mode = "a" if self._started or (self.path.exists() and self.path.stat().st_size > 0) else "w"
+        # No fsync, unlike metrics.csv: this runs between the epoch's metrics.csv row and its
+        # checkpoint, a window kept short; a resume drops rows that the checkpoint does not cover.
         with open(self.path, mode, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=GRAD_COLUMNS)
             if mode == "w":
                 writer.writeheader()
             writer.writerows({"epoch": row["epoch"], **n} for n in norms)
-            handle.flush()
-            os.fsync(handle.fileno())
         self._started = True
 
-    def summarize(self, metric: str, best_epoch: Optional[int]) -> dict[str, Any]:
-        """Summary entries: the generalization gap at the best and final epochs, and the diagnosis."""
+    def keep_epochs_up_to(self, last_epoch: int) -> None:
+        """On resume: drop grad_norms.csv rows after ``last_epoch`` and take the earlier epochs from metrics.csv."""
+        metrics = self.path.with_name("metrics.csv")
+        if metrics.is_file():
+            with open(metrics, newline="") as handle:
+                self.rows = [{k: float(v) if v else math.nan for k, v in row.items()}
+                             for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
+        if not self.is_main or not self.path.is_file():
+            return
+        with open(self.path, newline="") as handle:
+            kept = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=GRAD_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+
+    def summarize(self, metric: str, best_epoch: Optional[int], *, diverged: Optional[str] = None) -> dict[str, Any]:
+        """Summary entries: the generalization gap at the best and final epochs, and the diagnosis.
+
+        ``diverged`` is the reason when the run stopped on a non-finite loss (its
+        last epoch never reached the curves).
+        """
         out: dict[str, Any] = generalization_gap(self.rows, metric, best_epoch or 0)
         label, reason = diagnose([r["train/loss"] for r in self.rows], [r["val/loss"] for r in self.rows])
+        if diverged:
+            label, reason = "diverging", diverged
         out["diagnosis"] = label
         out["diagnosis_reason"] = reason
         return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 from dlexp.errors import ConfigError
 
@@ -23,8 +23,11 @@ Builder = Callable[..., Any]
 class Registry:
     """A mapping from names to builders that refuses duplicates and typos."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, common: Optional[type] = None):
         self.kind = kind  # e.g. "model"; used in error messages
+        # A dataclass of config keys every entry accepts on top of its builder's
+        # own (e.g. model.init); the code that builds the entry applies them.
+        self.common = common
         self._builders: dict[str, Builder] = {}
 
     def register(self, name: str) -> Callable[[Builder], Builder]:

@@ -47,6 +47,13 @@ class Job:
     def seed(self) -> Optional[str]:
         return next((v for k, v in map(_split, self.overrides) if k == SEED_KEY), None)
 
+    @property
+    def reason(self) -> str:
+        """Why a job has no complete result: its error, its divergence hint, or a missing summary."""
+        if not self.summary:
+            return "no summary.json: still running, or killed"
+        return str(self.summary.get("error") or self.summary.get("hint") or self.summary.get("stop_reason", ""))
+
     def value(self, key: str) -> float:
         value = self.summary.get(key)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
@@ -98,8 +105,13 @@ class SweepReport:
     def best(self) -> Optional[Group]:
         return next((g for g in self.groups if g.rank == 1), None)
 
-    def problems(self) -> list[Job]:
+    def unfinished(self) -> list[Job]:
+        """Jobs without a complete result: failed, diverged, interrupted, incomplete."""
         return [j for j in self.jobs if j.status != "completed"]
+
+    def problems(self) -> list[Job]:
+        """Unfinished jobs that are not an experimental result (a diverged run is one)."""
+        return [j for j in self.unfinished() if j.status != "diverged"]
 
     def axis_values(self, group: Group) -> dict[str, str]:
         values = dict(map(_split, group.key))
@@ -242,7 +254,8 @@ def _diagnoses(jobs: list[Job]) -> str:
 def _runs(group: Group) -> str:
     done, total = len(group.completed()), len(group.jobs)
     text = f"{done}" if done == total else f"{done} of {total}"
-    extra = [f"{group.count(s)} {s}" for s in ("failed", "incomplete") if group.count(s)]
+    others = dict.fromkeys(j.status for j in group.jobs if j.status != "completed")
+    extra = [f"{group.count(s)} {s}" for s in others]
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -263,7 +276,7 @@ def group_rows(report: SweepReport) -> list[dict[str, str]]:
             mean, std, values = group.stats(key)
             row[f"{key}_mean"] = _num(mean) if values else ""
             row[f"{key}_std"] = _num(std) if math.isfinite(std) else ""
-        row["diagnosis"] = _diagnoses(group.completed())
+        row["diagnosis"] = _diagnoses(group.jobs)
         rows.append(row)
     return rows
 
@@ -302,7 +315,7 @@ def display_rows(report: SweepReport) -> list[list[str]]:
         epochs = group.stats("epochs_run")[0]
         cells.append(f"{epochs:.1f}".removesuffix(".0") if math.isfinite(epochs) else "-")
         cells += [_mean_std(*group.stats(k)) for k in shown]
-        cells.append(_diagnoses(group.completed()) or "-")
+        cells.append(_diagnoses(group.jobs) or "-")
         rows.append(cells)
     return rows
 
@@ -353,12 +366,11 @@ def markdown(report: SweepReport) -> str:
         cells += [_fmt(job.value(k)) if k in job.summary else "-" for k in report.metric_keys if not k.startswith("gap/")]
         cells.append(str(job.summary.get("diagnosis", "-")))
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    problems = report.problems()
-    if problems:
-        lines += ["", "## Failed or incomplete jobs", ""]
-        for job in problems:
-            reason = job.summary.get("error") or "no summary.json: still running, or killed"
-            lines.append(f"- job {job.name} ({job.status}, `{' '.join(job.overrides)}`): {reason}")
+    unfinished = report.unfinished()
+    if unfinished:
+        lines += ["", "## Jobs that did not complete", ""]
+        for job in unfinished:
+            lines.append(f"- job {job.name} ({job.status}, `{' '.join(job.overrides)}`): {job.reason}")
     return "\n".join(lines) + "\n"
 
 
@@ -429,9 +441,8 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
     if report.fixed:
         console.print(f"same in every job: {' '.join(report.fixed)}")
     console.print(best_line(report))
-    for job in report.problems():
-        reason = job.summary.get("error") or "no summary.json: still running, or killed"
-        console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {reason}")
+    for job in report.unfinished():
+        console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {job.reason}")
     if written:
         names = ", ".join(p.name for p in written)
         console.print(f"sweep summary in {display_path(report.sweep_dir)}: {names}")

@@ -19,6 +19,7 @@ from rich.table import Table
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+LONG_KEYS = {"hint", "resume_with", "error"}
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -120,6 +121,24 @@ class RunLog:
         """The run's resolved config (nested dict); TensorBoard shows it next to the final metrics."""
         self.hparams = flatten(config)
 
+    def keep_epochs_up_to(self, last_epoch: int) -> None:
+        """Drop metrics.csv rows after ``last_epoch`` (written, but not checkpointed, before a kill)."""
+        path = self.run_dir / METRICS_FILE
+        if not self.is_main or not path.exists():
+            return
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        self._csv_columns = rows[0]
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.is_main:
             write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
@@ -132,8 +151,8 @@ class RunLog:
         table.add_column("key")
         table.add_column("value", justify="right")
         for key, value in summary.items():
-            if isinstance(value, (dict, list)):
-                continue
+            if isinstance(value, (dict, list)) or key in LONG_KEYS:
+                continue  # printed as their own lines
             table.add_row(key, _fmt(value))
         self.console.print(table)
         self.console.print(f"results in {_display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
@@ -164,18 +183,21 @@ class TensorBoardSink:
     """TensorBoard event files in the run dir: each epoch's scalars, then the hparams with the final metrics.
 
     The writer is created on first use, so a run that never finishes an epoch
-    leaves no empty event file. ``tensorboard --logdir outputs/`` shows every run.
+    leaves no empty event file; its module is imported up front, so that the
+    first epoch's row is not followed by an import before its checkpoint.
+    ``tensorboard --logdir outputs/`` shows every run.
     """
 
     def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer_class = SummaryWriter
         self.log_dir = log_dir
         self._writer: Any = None
 
     def _get(self) -> Any:
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+            self._writer = self._writer_class(log_dir=str(self.log_dir))
         return self._writer
 
     def scalars(self, row: dict[str, Any]) -> None:

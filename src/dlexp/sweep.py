@@ -2,7 +2,7 @@
 
 - ``SweepSummary`` is a Hydra callback (``hydra.callbacks`` in conf/train.yaml).
   When a multirun ends it writes and prints the sweep summary (``dlexp.report``),
-  and exits with status 1 if any job failed. Hydra 1.3 re-raises only the first
+  and exits with status 1 if any job failed (a diverged job is a result, not a failure). Hydra 1.3 re-raises only the first
   job failure and then skips ``on_multirun_end``; so every failed job also gets
   a ``summary.json`` with its error (``on_job_end``), and a sweep that stops
   early is still summarized at exit.
@@ -50,7 +50,7 @@ class SweepSummary(Callback):
 
         self.ended = True
         report = summarize_sweep(self.sweep_dir or Path(str(config.hydra.sweep.dir)))
-        problems = report.problems()
+        problems = report.problems()  # failed or unfinished; a diverged job is a result
         if problems:
             names = ", ".join(j.name for j in problems)
             print(f"error: {len(problems)} of {len(report.jobs)} jobs did not complete (jobs {names}); "
@@ -77,12 +77,12 @@ def check_launcher(launcher: Any) -> None:
 
 
 def record_failure(run_dir: Path, error: str) -> None:
-    """Write ``summary.json`` with status failed, unless the job already reported its failure."""
+    """Write ``summary.json`` with status failed, unless the job already wrote its own (failed, diverged, ...)."""
     from dlexp.runlog import SUMMARY_FILE, write_json_atomic
 
     path = run_dir / SUMMARY_FILE
     try:
-        if json.loads(path.read_text()).get("status") == "failed":
+        if "status" in json.loads(path.read_text()):
             return
     except (OSError, ValueError):
         pass  # no summary yet (or an unreadable one): write it
@@ -96,10 +96,10 @@ def failed_objective(error: BaseException) -> float:
     """What a failed sweep job hands its sweeper, after it wrote its failed summary.json.
 
     Hydra's basic sweeper stops the whole sweep at the end of a batch if a job
-    raised, so there a failed job returns NaN and the sweep goes on. Other
-    sweepers (Optuna) record a raising job as a failed trial and go on, while a
-    NaN objective aborts hydra-optuna-sweeper 1.3's study; there the error is
-    raised again.
+    raised, so there a failed (or diverged) job returns NaN and the sweep goes
+    on. Other sweepers (Optuna) record a raising job as a failed trial and go on,
+    while a NaN objective aborts hydra-optuna-sweeper 1.3's study; there the
+    error is raised again.
     """
     from hydra.core.hydra_config import HydraConfig
 

@@ -56,6 +56,8 @@ def load_data(cfg: DictConfig, *, seed: int, device: torch.device) -> DataBundle
     source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
     if source.task not in TASKS:
         raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
+    if len(source.train[0]) == 0:
+        raise DataError(f"dataset '{cfg.dataset.name}' has no training examples; check its files and settings")
     train, val = _split(source, cfg, seed)
     for part, pair in (("train", train), ("val", val)):
         if len(pair[0]) == 0:
@@ -91,7 +93,13 @@ def _split(source: Source, cfg: DictConfig, seed: int) -> tuple[Pair, Pair]:
         return source.train, source.val
     x, y = source.train
     labels = y.numpy() if source.task == "classification" else None
-    folds = SPLITS.build(cfg.split.name, len(x), labels, seed, **builder_kwargs(cfg.split))
+    try:
+        folds = SPLITS.build(cfg.split.name, len(x), labels, seed, **builder_kwargs(cfg.split))
+    except ValueError as err:  # e.g. too few examples of a class to stratify
+        raise DataError(
+            f"cannot split the {len(x)} training examples of '{cfg.dataset.name}' with split={cfg.split.name}: "
+            f"{str(err).splitlines()[0]}; change split.* (e.g. split.stratify=false)"
+        ) from None
     train_idx, val_idx = folds[0]
     train_idx, val_idx = torch.from_numpy(np.asarray(train_idx)), torch.from_numpy(np.asarray(val_idx))
     return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])

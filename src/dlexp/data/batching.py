@@ -33,6 +33,7 @@ class TensorLoader:
         # CPU generator: its state is a plain tensor, so it checkpoints and
         # reproduces the same order on any device.
         self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start_state = self.generator.get_state()
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -42,12 +43,28 @@ class TensorLoader:
         return len(self.x)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.batches()
+
+    def batches(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of batches, leaving out the first ``skip`` (to resume mid-epoch)."""
         n = len(self.x)
+        starts = range(skip * self.batch_size, n, self.batch_size)
         if self.shuffle:
+            # Remember where this epoch's order came from, so a checkpoint taken
+            # mid-epoch can replay the same permutation.
+            self.epoch_start_state = self.generator.get_state()
             order: Optional[Tensor] = torch.randperm(n, generator=self.generator).to(self.x.device)
-            for start in range(0, n, self.batch_size):
+            for start in starts:
                 idx = order[start : start + self.batch_size]
                 yield self.x[idx], self.y[idx]
         else:  # contiguous slices are views: no copy at all
-            for start in range(0, n, self.batch_size):
+            for start in starts:
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+
+    def state_dict(self, mid_epoch: bool = False) -> dict[str, Tensor]:
+        """The shuffle generator's state: at the start of the current epoch if ``mid_epoch``, else now."""
+        state = self.epoch_start_state if mid_epoch else self.generator.get_state()
+        return {"generator": state.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])

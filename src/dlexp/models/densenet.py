@@ -1,0 +1,81 @@
+"""DenseNet (Huang et al., 2017) as the textbook builds it: dense blocks joined by transition layers.
+
+In a dense block each conv sees the concatenation of the block's input and every
+earlier conv's output, so a block of n convs adds n * growth_rate channels. A
+transition layer halves the channels (1x1 conv) and the size (2x2/2 average
+pool). Global average pooling feeds the FC layer; the textbook trains at 96x96.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import Tensor, nn
+
+from dlexp.errors import ConfigError
+from dlexp.models import MODELS
+from dlexp.models.layers import activation as make_activation
+from dlexp.models.layers import feature_shape, image_channels, narrow
+
+
+def _norm_act_conv(in_channels: int, out_channels: int, kernel: int, activation: str) -> nn.Sequential:
+    """The pre-activation order of DenseNet: BN -> act -> conv (size kept)."""
+    return nn.Sequential(
+        nn.BatchNorm2d(in_channels), make_activation(activation),
+        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2),
+    )
+
+
+class DenseBlock(nn.Module):
+    """(B, C, H, W) -> (B, C + num_convs * growth_rate, H, W)."""
+
+    def __init__(self, num_convs: int, in_channels: int, growth_rate: int, activation: str):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            _norm_act_conv(in_channels + i * growth_rate, growth_rate, 3, activation) for i in range(num_convs)
+        )
+        self.out_channels = in_channels + num_convs * growth_rate
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = torch.cat([x, conv(x)], dim=1)  # every later conv sees all earlier outputs
+        return x
+
+
+def _transition(in_channels: int, out_channels: int, activation: str) -> nn.Sequential:
+    """Halve the channels and the size: (B, C, H, W) -> (B, C', H/2, W/2)."""
+    return nn.Sequential(_norm_act_conv(in_channels, out_channels, 1, activation), nn.AvgPool2d(kernel_size=2, stride=2))
+
+
+@MODELS.register("densenet")
+def densenet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    block_convs: List[int] = (4, 4, 4, 4),
+    growth_rate: int = 32,
+    activation: str = "relu",
+    width_div: int = 1,
+) -> nn.Sequential:
+    """``width_div`` divides the stem's 64 channels and the growth rate."""
+    if not block_convs or any(n < 1 for n in block_convs):
+        raise ConfigError(f"model.block_convs must be a non-empty list of positive ints, e.g. [4,4,4,4]; got {block_convs}")
+    channels, growth = narrow(64, width_div), narrow(growth_rate, width_div)
+    layers: list[nn.Module] = [
+        nn.Sequential(  # (B, 64, 24, 24) at 96x96
+            nn.Conv2d(image_channels(input_shape, "DenseNet"), channels, kernel_size=7, stride=2, padding=3),
+            nn.BatchNorm2d(channels), make_activation(activation),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+    ]
+    for i, num_convs in enumerate(block_convs):
+        block = DenseBlock(num_convs, channels, growth, activation)
+        layers.append(block)
+        channels = block.out_channels
+        if i < len(block_convs) - 1:  # a transition between blocks, none after the last
+            layers.append(_transition(channels, channels // 2, activation))
+            channels //= 2
+    layers += [nn.BatchNorm2d(channels), make_activation(activation), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten()]
+    body = nn.Sequential(*layers)
+    feature_shape(body, input_shape, model="DenseNet", resize=96)  # each transition's 2x2 pool needs 2 pixels
+    return nn.Sequential(*body, nn.Linear(channels, num_classes))

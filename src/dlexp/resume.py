@@ -1,0 +1,89 @@
+"""Resuming a run: where its checkpoint is, which config it continues with, what may change.
+
+``resume=`` takes a run dir or a checkpoint path. The resumed run uses the
+original run's overrides plus the new command line, so ``python -m dlexp
+resume=DIR`` alone continues exactly the run in DIR; settings that do not change
+the result's meaning (more epochs, threads, the progress bar) may change, anything
+else (a different model, lr, seed, ...) is refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlexp.errors import ConfigError
+
+# Keys that may differ between a checkpoint's config and the resumed run.
+MAY_CHANGE = {
+    "resume",
+    "trainer.epochs",
+    "trainer.progress",
+    "trainer.log_every_n_steps",
+    "trainer.num_threads",
+    "trainer.device",
+    "trainer.early_stopping.patience",
+}
+
+
+def checkpoint_path(resume: str) -> Path:
+    """``resume`` may name a run dir (its checkpoints/last.pt is used) or a checkpoint file."""
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+        if not path.is_file():
+            raise ConfigError(f"resume={resume}: no checkpoints/last.pt in that run dir; was it run with trainer.checkpoints=true?")
+    elif not path.exists():
+        raise ConfigError(f"resume={resume}: no such run dir or checkpoint; check the path")
+    return path
+
+
+def run_dir_of(resume: Optional[str], default: str) -> str:
+    """The run dir a (possibly resumed) run writes to: the original one when resuming."""
+    if not resume:
+        return default
+    path = Path(resume).expanduser()
+    if path.is_file():  # outputs/.../checkpoints/last.pt -> outputs/...
+        path = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return str(path)
+
+
+def hydra_subdir(resume: Optional[str]) -> str:
+    """Keep the original run's .hydra/ record; a resume writes its own next to it."""
+    return ".hydra_resume" if resume else ".hydra"
+
+
+def recompose(cfg: DictConfig, saved_overrides: list[str]) -> DictConfig:
+    """Inside a Hydra app: compose the original overrides followed by today's command line."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    today = list(hydra_cfg.overrides.task)
+    return compose(config_name=hydra_cfg.job.config_name, overrides=[*saved_overrides, *today])
+
+
+def check_compatible(new: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Refuse to resume with settings that would change what the checkpoint means."""
+    new_flat, saved_flat = _flatten(new), _flatten(saved)
+    # component names first: "model.name differs" says more than any of its keys
+    for key in sorted(set(new_flat) | set(saved_flat), key=lambda k: (not k.endswith(".name"), k)):
+        if key in MAY_CHANGE:
+            continue
+        if new_flat.get(key, "<unset>") != saved_flat.get(key, "<unset>"):
+            raise ConfigError(
+                f"cannot resume with {key}={new_flat.get(key, '<unset>')!r}: the checkpoint was trained with "
+                f"{saved_flat.get(key, '<unset>')!r}; drop that override, or start a new run without resume="
+            )
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
