@@ -215,6 +215,8 @@ def test_a_diverged_job_is_a_result_listed_with_its_hint_not_a_failure(tmp_path)
     cells = dict(zip(report._display_columns(rep), report.display_rows(rep)[0]))
     assert (cells["runs"], cells["diagnosis"], cells["rank"]) == ("0 of 1 (1 diverged)", "diverging", "-")
     assert "- job 0 (diverged, `optim.lr=30 seed=0`): the training loss became non-finite at epoch 2" in report.markdown(rep)
+    row = report.group_rows(rep)[0]
+    assert (row["diverged"], row["completed"], row["failed"], row["best/val/rmse_mean"]) == ("1", "0", "0", "")
 
 
 def test_resume_keeps_one_grad_norm_row_per_layer_and_epoch_and_diagnoses_every_epoch(run_train, tmp_path):

@@ -32,6 +32,7 @@ SUMMARY_CSV = "summary.csv"
 JOBS_CSV = "jobs.csv"
 SUMMARY_MD = "summary.md"
 SEED_KEY = "seed"
+STATUSES = ("completed", "failed", "diverged", "interrupted", "incomplete")  # summary.csv has a count of each
 
 
 @dataclass
@@ -267,7 +268,7 @@ def group_rows(report: SweepReport) -> list[dict[str, str]]:
         row.update(report.axis_values(group))
         row["overrides"] = " ".join(group.key)
         row["jobs"] = str(len(group.jobs))
-        for status in ("completed", "failed", "incomplete"):
+        for status in STATUSES:
             row[status] = str(group.count(status))
         row["seeds"] = " ".join(j.seed or "" for j in group.jobs)
         epochs = group.stats("epochs_run")
@@ -322,8 +323,8 @@ def display_rows(report: SweepReport) -> list[list[str]]:
 
 def headline(report: SweepReport) -> str:
     counts = Counter(j.status for j in report.jobs)
-    parts = [f"{counts[s]} {s}" for s in ("completed", "failed", "incomplete") if counts[s]]
-    parts += [f"{n} {s}" for s, n in counts.items() if s not in ("completed", "failed", "incomplete")]
+    parts = [f"{counts[s]} {s}" for s in STATUSES if counts[s]]
+    parts += [f"{n} {s}" for s, n in counts.items() if s not in STATUSES]
     jobs, configs = len(report.jobs), len(report.groups)
     return f"{jobs} job{'s' * (jobs != 1)} in {configs} config{'s' * (configs != 1)}: {', '.join(parts)}"
 
