@@ -148,7 +148,11 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, *, title: str = "", summ
 
 
 def plot_grad_norms(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    """Gradient norm and weight norm against layer depth, one line per epoch (light = early, dark = late)."""
+    """Gradient norm and weight norm against layer depth, one line per epoch (light = early, dark = late).
+
+    The lines join the weight layers (Linear, Conv, ...); normalization layers,
+    whose scale parameters sit on another scale, are drawn as hollow points.
+    """
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -159,19 +163,27 @@ def plot_grad_norms(rows: list[dict[str, Any]], path: Path, *, title: str = "") 
         epochs = sorted({epochs[round(i * step)] for i in range(MAX_EPOCH_LINES)})
     layers = sorted({(int(r["depth"]), str(r["layer"]), str(r["type"])) for r in rows})
     cmap, norm = colormaps["viridis_r"], Normalize(min(epochs), max(max(epochs), min(epochs) + 1))
-    fig = _figure(11, 4)
+    fig = _figure(11, 4.5)
     axes = fig.subplots(1, 2)
     for ax, column, label in ((axes[0], "grad_norm", "gradient norm"), (axes[1], "weight_norm", "weight norm")):
         for epoch in epochs:
-            points = sorted((int(r["depth"]), r[column]) for r in rows if int(r["epoch"]) == epoch)
-            ax.plot([d for d, _ in points], [v for _, v in points], marker="o", markersize=3, color=cmap(norm(epoch)))
+            points = sorted((int(r["depth"]), r[column], "Norm" in str(r["type"])) for r in rows if int(r["epoch"]) == epoch)
+            color = cmap(norm(epoch))
+            weights = [(d, v) for d, v, is_norm in points if not is_norm]
+            ax.plot([d for d, _ in weights], [v for _, v in weights], marker="o", markersize=3, color=color)
+            normed = [(d, v) for d, v, is_norm in points if is_norm]
+            ax.scatter([d for d, _ in normed], [v for _, v in normed], s=12, facecolors="none", edgecolors=[color])
         if _wide_range([r[column] for r in rows], 10.0):  # norms spanning decades across depth
             ax.set_yscale("log")
-        ax.set_xticks([d for d, _, _ in layers], [f"{name}\n{kind}" for _, name, kind in layers], fontsize=7)
+        shown = layers[:: max(1, math.ceil(len(layers) / 16))]  # at most 16 labels
+        crowded = len(layers) > 8
+        ax.set_xticks([d for d, _, _ in shown], [f"{d}: {name} {kind}" if crowded else f"{name}\n{kind}"
+                                                 for d, name, kind in shown],
+                      fontsize=6 if crowded else 7, rotation=90 if crowded else 0)
         ax.set_xlabel("layer, by depth (input -> output)")
         ax.set_ylabel(f"{label} (L2, per layer)")
         ax.grid(True, alpha=0.3)
-    axes[0].set_title("gradients after each epoch's last step", fontsize=9)
+    axes[0].set_title("gradients after each epoch's last step (hollow: norm layers)", fontsize=9)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], label="epoch")
     _integer_ticks(bar.ax.yaxis)
     fig.suptitle(title, fontsize=10)
