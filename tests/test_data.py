@@ -386,7 +386,7 @@ def test_kfold_run_writes_every_fold_and_their_mean_and_std(run_train):
     assert not (run_dir / "fold_4").exists() and summary["folds"] == 3
     for key in ("best/val/acc", "test/acc", "test/loss"):
         values = [f[key] for f in folds]
-        assert summary[key] == pytest.approx(np.mean(values)) and summary[f"{key}_std"] == pytest.approx(np.std(values, ddof=1))
+        assert summary[key] == pytest.approx(np.mean(values)) and summary[f"std/{key}"] == pytest.approx(np.std(values, ddof=1))
     assert result.objective == summary["best/val/acc"]
     assert [r["best/val/acc"] for r in summary["fold_results"]] == [f["best/val/acc"] for f in folds]
     for i in (1, 2, 3):
@@ -403,7 +403,7 @@ def test_a_fold_that_stops_gives_the_run_its_status():
     summary = summarize_folds([done, diverged])
     assert summary["status"] == "diverged" and summary["hint"] == "lower optim.lr"
     assert summary["stop_reason"] == "mixed" and summary["best/val/acc"] == pytest.approx(0.7)
-    assert summary["test/acc"] == 0.8 and math.isnan(summary["test/acc_std"])  # only one fold was tested
+    assert summary["test/acc"] == 0.8 and math.isnan(summary["std/test/acc"])  # only one fold was tested
     assert [r["status"] for r in summary["fold_results"]] == ["completed", "diverged"]
 
 

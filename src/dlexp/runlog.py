@@ -1,7 +1,8 @@
-"""Everything a run reports: console lines, the progress bar, metrics.csv and summary.json.
+"""Everything a run reports: console lines, the progress bar, metrics.csv, summary.json and TensorBoard.
 
 The training loop hands over plain dicts of floats; this module decides how they
-are shown and stored. Only the main process (rank 0) writes files.
+are shown and stored. Only the main process (rank 0) writes files. metrics.csv is
+the record; the TensorBoard event files carry the same numbers for browsing.
 """
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ class RunLog:
         self.console = console if console.is_terminal else Console(highlight=False, width=200)
         self.show_progress = progress and is_main and self.console.is_terminal
         self._csv_columns: Optional[list[str]] = None
+        self.tensorboard = TensorBoardSink(self.run_dir) if is_main else None
+        self.hparams: dict[str, Any] = {}
 
     # -- console ---------------------------------------------------------
     def info(self, message: str) -> None:
@@ -111,7 +114,12 @@ class RunLog:
             csv.DictWriter(handle, fieldnames=self._csv_columns, extrasaction="ignore").writerow(row)
             handle.flush()
             os.fsync(handle.fileno())
+        self.tensorboard.scalars(row)
         self.console.print(format_epoch(row))
+
+    def log_hparams(self, config: dict[str, Any]) -> None:
+        """The run's resolved config (nested dict); TensorBoard shows it next to the final metrics."""
+        self.hparams = flatten(config)
 
     def keep_epochs_up_to(self, last_epoch: int) -> None:
         """Drop metrics.csv rows after ``last_epoch`` (written, but not checkpointed, before a kill)."""
@@ -134,6 +142,7 @@ class RunLog:
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.is_main:
             write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+            self.tensorboard.finish(self.hparams, summary)
 
     def summary_table(self, summary: dict[str, Any]) -> None:
         if not self.is_main:
@@ -147,3 +156,70 @@ class RunLog:
             table.add_row(key, _fmt(value))
         self.console.print(table)
         self.console.print(f"results in {_display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists become their text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _result_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The summary's numbers worth comparing across runs (best/*, test/*, gap/*, epochs_run)."""
+    return {
+        k: float(v) for k, v in summary.items()
+        if (k.startswith(("best/", "test/", "gap/")) or k == "epochs_run")
+        and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+class TensorBoardSink:
+    """TensorBoard event files in the run dir: each epoch's scalars, then the hparams with the final metrics.
+
+    The writer is created on first use, so a run that never finishes an epoch
+    leaves no empty event file; its module is imported up front, so that the
+    first epoch's row is not followed by an import before its checkpoint.
+    ``tensorboard --logdir outputs/`` shows every run.
+    """
+
+    def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer_class = SummaryWriter
+        self.log_dir = log_dir
+        self._writer: Any = None
+
+    def _get(self) -> Any:
+        if self._writer is None:
+            self._writer = self._writer_class(log_dir=str(self.log_dir))
+        return self._writer
+
+    def scalars(self, row: dict[str, Any]) -> None:
+        writer = self._get()
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(key, value, global_step=row["epoch"])
+        writer.flush()  # an epoch is visible in TensorBoard as soon as it is in metrics.csv
+
+    def finish(self, hparams: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Hparams (TensorBoard's HParams tab) and the final metrics, written into this run's own event file."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        writer = self._get()
+        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        metrics = _result_metrics(summary)
+        for proto in hparams_summary(values, metrics):  # experiment, session start, session end
+            writer.file_writer.add_summary(proto)
+        step = summary.get("epochs_run", 0)
+        for key, value in metrics.items():
+            writer.add_scalar(key, value, global_step=step)
+        if summary.get("diagnosis"):
+            writer.add_text("diagnosis", f"{summary['diagnosis']}: {summary.get('diagnosis_reason', '')}", global_step=step)
+        writer.close()
+        self._writer = None

@@ -7,7 +7,6 @@ console script. Heavy imports (torch) happen inside ``train`` so that
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlexp.config import CONFIG_DIR, preflight, validate
 from dlexp.errors import UserError
 from dlexp.resume import check_compatible, checkpoint_path, recompose
+from dlexp.sweep import failed_objective, share_threads  # also registers ${dlexp.direction:} (Optuna preset)
 
 
 @dataclass
@@ -55,6 +55,7 @@ def train(
     runtime = setup_runtime(cfg.trainer)
     seed_everything(cfg.seed)
     log = RunLog(run_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
+    log.log_hparams(OmegaConf.to_container(cfg, resolve=True))
     folds = load_folds(cfg, seed=cfg.seed, device=runtime.device)
 
     if len(folds) == 1:
@@ -75,6 +76,10 @@ def train(
         }
     )
     log.write_summary(summary)
+    if runtime.is_main:
+        from dlexp.plots import plots_after_training
+
+        plots_after_training(run_dir)  # curves.png, grad_norms.png
     log.summary_table(summary)
     return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
 
@@ -122,6 +127,7 @@ def fit(
     """
     from dlexp.checkpoint import load_checkpoint, save_checkpoint
     from dlexp.device import capture_rng, restore_rng
+    from dlexp.diagnostics import Diagnostics
     from dlexp.engine import Diverged, EarlyStopping, EpochProgress, StepConfig, run_epoch
     from dlexp.interrupt import StopRequest
     from dlexp.models import build_model, count_parameters
@@ -144,6 +150,7 @@ def fit(
     step = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip)
     num_params = count_parameters(model)
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+    diagnostics = Diagnostics(run_dir, is_main=runtime.is_main)
     ckpt_dir = run_dir / "checkpoints"
 
     def save(epochs_done: int, partial: Optional[EpochProgress] = None, best: bool = False) -> None:
@@ -177,6 +184,7 @@ def fit(
         restore_rng(checkpoint["rng"])
         completed, partial = checkpoint["epoch"], checkpoint.get("partial")
         log.keep_epochs_up_to(completed)  # a kill between the CSV row and the checkpoint: redo that epoch
+        diagnostics.keep_epochs_up_to(completed)  # the same for grad_norms.csv; earlier epochs feed the diagnosis
         where = f"epoch {completed + 1}, batch {partial['batches'] + 1}" if partial else f"epoch {completed + 1}"
         log.info(f"resuming from {where} (checkpoint of {completed} finished epochs)")
 
@@ -217,6 +225,7 @@ def fit(
             row.update({f"val/{k}": v for k, v in val_stats.items()})
             row["epoch_seconds"] = round(time.perf_counter() - t0, 4)
             log.log_epoch(row)
+            diagnostics.record(model, row)  # grad/weight norms left by the epoch's last step
 
             improved = stopper.update(row[monitor], epoch)
             step_scheduler(scheduler, row[monitor])
@@ -243,6 +252,7 @@ def fit(
         "mode": mode,
         f"best/{monitor}": stopper.best,
     }
+    summary.update(diagnostics.summarize(metric.name, stopper.best_epoch, diverged=outcome.get("hint")))  # gap, diagnosis
     if outcome["status"] == "completed":
         if best_state is None and (ckpt_dir / "best.pt").is_file():  # best epoch came before a resume
             best_state = load_checkpoint(ckpt_dir / "best.pt")["model"]
@@ -268,9 +278,14 @@ def _fit_folds(cfg: DictConfig, folds: Any, runtime: Any, log: Any, run_dir: Pat
         log.info(f"[bold]fold {i}/{len(folds)}[/bold]")
         fold_dir = _prepare_run_dir(run_dir / f"fold_{i}")
         fold_log = RunLog(fold_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
+        fold_log.log_hparams(OmegaConf.to_container(cfg, resolve=True))
         summary = fit(cfg, data, runtime, fold_log, fold_dir, overrides=overrides)
         exit_code = summary.pop("exit_code", 0)
         fold_log.write_summary(summary)
+        if runtime.is_main:
+            from dlexp.plots import plots_after_training
+
+            plots_after_training(fold_dir)  # the fold's curves.png, grad_norms.png
         summaries.append(summary)
         if summary["status"] != "completed":
             break  # interrupted or diverged: the remaining folds do not run
@@ -321,6 +336,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg, overrides, checkpoint = _resolve_resume(cfg)
+        share_threads(cfg)  # parallel launchers: each job gets its share of the CPU cores
         result = train(cfg, run_dir, overrides=overrides, checkpoint=checkpoint)
     except UserError as err:
         if os.environ.get("DLEXP_TRACEBACK"):
@@ -328,7 +344,7 @@ def main(cfg: DictConfig) -> float:
         print(f"error: {err}", file=sys.stderr)
         if _is_multirun():  # one bad job must not stop the rest of the sweep
             _write_failed_summary(run_dir, str(err))
-            return math.nan
+            return failed_objective(err)  # NaN, or the error again for sweepers that record failed trials
         sys.exit(err.exit_code)
     except Exception as err:  # a bug, not a user mistake: keep the trace, but let the sweep go on
         if not _is_multirun():
@@ -337,14 +353,14 @@ def main(cfg: DictConfig) -> float:
 
         traceback.print_exc()
         _write_failed_summary(run_dir, f"{type(err).__name__}: {err}")
-        return math.nan
+        return failed_objective(err)
     if result.exit_code:  # interrupted: stop here, a sweep included
         sys.exit(result.exit_code)
     if result.summary["status"] == "diverged":
         print(f"error: training diverged: {result.summary['hint']}", file=sys.stderr)
         if not _is_multirun():  # in a sweep a diverged job is a result, not a crash
             sys.exit(DIVERGED_EXIT_CODE)
-        return math.nan
+        return failed_objective(RuntimeError(f"training diverged: {result.summary['hint']}"))
     return result.objective
 
 

@@ -264,7 +264,8 @@ def predict(model: torch.nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One summary for k folds: metric entries (``best/val/acc``, ``test/acc``, ...) become the mean
-    over the folds that report them plus ``<key>_std`` (sample standard deviation, ddof=1); other
+    over the folds that report them, plus ``std/<key>`` (sample standard deviation, ddof=1: a prefix
+    that sweep tables, which compare ``best/*`` and ``test/*`` across jobs, leave alone); other
     numbers the mean when the folds differ; the per-fold summaries are kept under ``fold_results``.
     A fold that did not complete (the last one run) gives the run its status."""
     out: dict[str, Any] = {}
@@ -273,7 +274,7 @@ def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if "/" in key and numbers:
             out[key] = float(np.mean(numbers))
-            out[f"{key}_std"] = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else math.nan
+            out[f"std/{key}"] = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else math.nan
         elif numbers and len(numbers) == len(values) and any(v != value for v in values):
             out[key] = float(np.mean(numbers))
         else:

@@ -1,0 +1,171 @@
+"""Training diagnostics: per-layer gradient and weight norms, the generalization gap, and a diagnosis.
+
+Gradients are measured once per epoch, right after the training pass, from the
+``.grad`` tensors left by the epoch's *last* optimizer step (after clipping when
+``trainer.grad_clip`` is set). The hot loop is untouched: all norms of an epoch
+are stacked on the device and read back in one transfer.
+
+The diagnosis looks only at the loss curves (metrics.csv), by these rules, tried
+in this order (``tr``/``va`` are the per-epoch train/val losses):
+
+1. ``diverging``: the run stopped on a non-finite loss (status ``diverged``), a
+   train or val loss is NaN or infinite, or the final train loss is above the
+   first epoch's (training made the training loss worse).
+2. ``overfitting``: the final val loss is more than ``OVERFIT_RISE`` (20%) above
+   its minimum while the train loss kept falling after that minimum. (Smaller
+   rises are within the epoch-to-epoch noise of a small val set.)
+3. ``underfitting``: the final train loss is more than ``UNDERFIT_LEFT`` (half)
+   of the first epoch's (the model barely fitted the training data); or it is
+   still above ``FITTED`` (a tenth) of it while the last epoch lowered the train
+   loss by more than ``STILL_FALLING`` (5%) and set a val loss more than 5% below
+   the best before it (training stopped while the model was still improving on
+   unseen data; a new best, not a mere dip, so that noisy curves do not count).
+4. ``fine`` otherwise.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+GRAD_NORMS_FILE = "grad_norms.csv"
+GRAD_COLUMNS = ["epoch", "depth", "layer", "type", "grad_norm", "weight_norm", "grad_to_weight"]
+
+OVERFIT_RISE = 0.20  # val loss this far (relative) above its minimum counts as rising
+UNDERFIT_LEFT = 0.5  # final train loss above this fraction of the first epoch's: barely fitted
+FITTED = 0.1  # final train loss below this fraction of the first epoch's: the training data is fitted
+STILL_FALLING = 0.05  # relative drop of both losses in the last epoch that means "still learning"
+
+
+def parameter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules that own parameters directly, input to output (their order of definition)."""
+    return [(name or type(m).__name__, m) for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+def layer_norms(model: nn.Module) -> list[dict[str, Any]]:
+    """One row per parameter-owning layer: L2 norms over all of that layer's parameters (weight and bias).
+
+    A layer whose parameters have no gradient yet gets NaN as its gradient norm.
+    """
+    layers = parameter_layers(model)
+    grads, weights = [], []
+    for _, module in layers:
+        params = list(module.parameters(recurse=False))
+        weights.append(torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in params])))
+        g = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+        grads.append(torch.linalg.vector_norm(torch.stack(g)) if g else torch.full_like(weights[-1], math.nan))
+    values = torch.stack([torch.stack(grads), torch.stack(weights)]).cpu().tolist()  # (2, L): one sync
+    rows = []
+    for depth, ((name, module), grad, weight) in enumerate(zip(layers, values[0], values[1]), start=1):
+        ratio = grad / weight if weight > 0 else math.nan
+        rows.append({"depth": depth, "layer": name, "type": type(module).__name__,
+                     "grad_norm": grad, "weight_norm": weight, "grad_to_weight": ratio})
+    return rows
+
+
+def generalization_gap(rows: Sequence[dict[str, Any]], metric: str, best_epoch: int) -> dict[str, float]:
+    """train minus val, for the loss and the metric, at the best epoch and at the last one.
+
+    With a loss, a negative gap (train below val) is the usual sign of overfitting;
+    with a higher-is-better metric such as acc, a positive one.
+    """
+    gap: dict[str, float] = {}
+    by_epoch = {int(r["epoch"]): r for r in rows}
+    for label, epoch in (("best", best_epoch), ("final", int(rows[-1]["epoch"]) if rows else 0)):
+        row = by_epoch.get(epoch)
+        for name in ("loss", metric):
+            if row is not None and f"train/{name}" in row and f"val/{name}" in row:
+                gap[f"gap/{label}/{name}"] = float(row[f"train/{name}"]) - float(row[f"val/{name}"])
+    return gap
+
+
+def diagnose(train_loss: Sequence[float], val_loss: Sequence[float]) -> tuple[str, str]:
+    """(label, reason) from per-epoch train and val losses, by the rules in this module's docstring."""
+    tr, va = [float(v) for v in train_loss], [float(v) for v in val_loss]
+    if not tr or not va:
+        return "underfitting", "no epoch finished"
+    for name, curve in (("train", tr), ("val", va)):
+        bad = next((i for i, v in enumerate(curve) if not math.isfinite(v)), None)
+        if bad is not None:
+            return "diverging", f"{name} loss is {curve[bad]} at epoch {bad + 1}"
+    if tr[-1] > tr[0]:
+        return "diverging", f"train loss rose from {tr[0]:.4g} (epoch 1) to {tr[-1]:.4g} (epoch {len(tr)})"
+    best = min(range(len(va)), key=va.__getitem__)
+    if va[-1] > (1 + OVERFIT_RISE) * va[best] and tr[-1] < tr[best]:
+        rise = va[-1] / va[best] - 1
+        return "overfitting", (
+            f"val loss rose {rise:.0%} above its minimum {va[best]:.4g} (epoch {best + 1}) "
+            f"while train loss fell to {tr[-1]:.4g}"
+        )
+    if tr[-1] > UNDERFIT_LEFT * tr[0]:
+        return "underfitting", f"train loss fell only {1 - tr[-1] / tr[0]:.0%} ({tr[0]:.4g} -> {tr[-1]:.4g})"
+    still_falling = len(tr) >= 2 and tr[-1] < (1 - STILL_FALLING) * tr[-2] and va[-1] < (1 - STILL_FALLING) * min(va[:-1])
+    if still_falling and tr[-1] > FITTED * tr[0]:
+        return "underfitting", (
+            f"still learning when training stopped: the last epoch cut the train loss {1 - tr[-1] / tr[-2]:.0%} "
+            f"and set a val loss {1 - va[-1] / min(va[:-1]):.0%} below its previous best: train longer"
+        )
+    return "fine", f"train loss fell {1 - tr[-1] / tr[0]:.0%}; val loss within {OVERFIT_RISE:.0%} of its minimum"
+
+
+class Diagnostics:
+    """Collects each epoch's row and layer norms; writes grad_norms.csv (main process only)."""
+
+    def __init__(self, run_dir: Path, *, is_main: bool = True):
+        self.path = Path(run_dir) / GRAD_NORMS_FILE
+        self.is_main = is_main
+        self.rows: list[dict[str, Any]] = []
+        self._started = False
+
+    def record(self, model: nn.Module, row: dict[str, Any]) -> None:
+        """Call once per epoch, after the training pass (``row`` is the epoch's metrics.csv row)."""
+        self.rows.append(dict(row))
+        if not self.is_main:
+            return
+        norms = layer_norms(model)
+        mode = "a" if self._started or (self.path.exists() and self.path.stat().st_size > 0) else "w"
+        # No fsync, unlike metrics.csv: this runs between the epoch's metrics.csv row and its
+        # checkpoint, a window kept short; a resume drops rows that the checkpoint does not cover.
+        with open(self.path, mode, newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=GRAD_COLUMNS)
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows({"epoch": row["epoch"], **n} for n in norms)
+        self._started = True
+
+    def keep_epochs_up_to(self, last_epoch: int) -> None:
+        """On resume: drop grad_norms.csv rows after ``last_epoch`` and take the earlier epochs from metrics.csv."""
+        metrics = self.path.with_name("metrics.csv")
+        if metrics.is_file():
+            with open(metrics, newline="") as handle:
+                self.rows = [{k: float(v) if v else math.nan for k, v in row.items()}
+                             for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
+        if not self.is_main or not self.path.is_file():
+            return
+        with open(self.path, newline="") as handle:
+            kept = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=GRAD_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+
+    def summarize(self, metric: str, best_epoch: Optional[int], *, diverged: Optional[str] = None) -> dict[str, Any]:
+        """Summary entries: the generalization gap at the best and final epochs, and the diagnosis.
+
+        ``diverged`` is the reason when the run stopped on a non-finite loss (its
+        last epoch never reached the curves).
+        """
+        out: dict[str, Any] = generalization_gap(self.rows, metric, best_epoch or 0)
+        label, reason = diagnose([r["train/loss"] for r in self.rows], [r["val/loss"] for r in self.rows])
+        if diverged:
+            label, reason = "diverging", diverged
+        out["diagnosis"] = label
+        out["diagnosis_reason"] = reason
+        return out

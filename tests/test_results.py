@@ -1,0 +1,254 @@
+"""Unit tests of the results code: diagnosis rules, gaps, layer norms, sweep tables, threads per job, Optuna's direction."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch import nn
+
+from dlexp import report
+from dlexp.config import CONFIG_DIR
+from dlexp.diagnostics import generalization_gap, diagnose, layer_norms
+from dlexp.sweep import threads_per_job
+
+
+# -- diagnosis rules, on hand-made curves ------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "train, val, label",
+    [
+        ([2.0, 0.8, 0.4, 0.30, 0.28], [1.5, 0.7, 0.45, 0.40, 0.41], "fine"),
+        ([2.0, 0.5, 0.2, 0.05, 0.01], [1.0, 0.4, 0.35, 0.45, 0.60], "overfitting"),  # val rose 71% above its min
+        ([2.0, 0.5, 0.2, 0.05, 0.01], [1.0, 0.4, 0.35, 0.40, 0.40], "fine"),  # val 14% above its min: noise
+        ([2.0, 1.6, 1.5, 1.45, 1.44], [1.9, 1.6, 1.5, 1.46, 1.45], "underfitting"),  # train fell only 28%
+        ([2.0, 1.2, 0.8, 0.50, 0.40], [1.5, 1.0, 0.7, 0.50, 0.42], "underfitting"),  # both still falling > 5%
+        ([1.0, 0.2, 0.05, 0.027, 0.023], [0.5, 0.2, 0.14, 0.137, 0.120], "fine"),  # still falling, but fitted
+        ([0.8, 0.2, 0.19, 0.35, 0.14], [0.25, 0.13, 0.2, 0.2, 0.15], "fine"),  # a dip in noisy curves, no new best
+        ([2.0, 0.9], [1.4, 0.7], "underfitting"),  # a 2-epoch smoke run is still learning
+        ([2.3], [2.2], "underfitting"),  # one epoch: nothing fitted yet
+        ([2.0, 5.0, 40.0], [2.0, 6.0, 50.0], "diverging"),  # train loss above the first epoch's
+        ([2.0, 1.0, float("nan")], [1.8, 0.9, float("nan")], "diverging"),
+        ([2.0, 1.0, 0.5], [1.8, float("inf"), 0.6], "diverging"),
+    ],
+)
+def test_diagnosis_rules(train, val, label):
+    got, reason = diagnose(train, val)
+    assert got == label, reason
+    assert reason
+
+
+def test_diagnosis_reasons_quote_the_numbers():
+    assert diagnose([2.0, 1.0, float("nan")], [1.0, 1.0, 1.0]) == ("diverging", "train loss is nan at epoch 3")
+    label, reason = diagnose([2.0, 0.5, 0.2, 0.05], [1.0, 0.4, 0.5, 0.6])
+    assert label == "overfitting" and reason.startswith("val loss rose 50% above its minimum 0.4 (epoch 2)")
+
+
+def test_generalization_gap_at_best_and_final_epochs():
+    rows = [
+        {"epoch": 1, "train/loss": 1.0, "val/loss": 0.9, "train/acc": 0.6, "val/acc": 0.65},
+        {"epoch": 2, "train/loss": 0.4, "val/loss": 0.5, "train/acc": 0.9, "val/acc": 0.85},
+        {"epoch": 3, "train/loss": 0.1, "val/loss": 0.6, "train/acc": 0.99, "val/acc": 0.84},
+    ]
+    gap = generalization_gap(rows, "acc", best_epoch=2)
+    assert gap == pytest.approx({"gap/best/loss": -0.1, "gap/best/acc": 0.05, "gap/final/loss": -0.5, "gap/final/acc": 0.15})
+
+
+def test_layer_norms_per_parameter_owning_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.Linear(2, 2))
+    model(torch.randn(5, 4))[:, 0].sum().backward()
+    model[3].weight.grad = model[3].bias.grad = None  # a layer without gradients
+    rows = layer_norms(model)
+    assert [(r["depth"], r["layer"], r["type"]) for r in rows] == [(1, "0", "Linear"), (2, "2", "Linear"), (3, "3", "Linear")]
+    first = model[0]
+    grad = torch.cat([first.weight.grad.flatten(), first.bias.grad]).norm().item()
+    weight = torch.cat([first.weight.detach().flatten(), first.bias.detach()]).norm().item()
+    assert rows[0]["grad_norm"] == pytest.approx(grad, rel=1e-6)
+    assert rows[0]["weight_norm"] == pytest.approx(weight, rel=1e-6)
+    assert rows[0]["grad_to_weight"] == pytest.approx(grad / weight, rel=1e-6)
+    assert math.isnan(rows[2]["grad_norm"]) and rows[2]["weight_norm"] > 0
+
+
+# -- sweep tables from hand-made job dirs --------------------------------------------------------
+
+def _job(sweep: Path, name: str, overrides: list[str], summary: dict | None, epochs_logged: int = 0) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if summary is not None:
+        (job / "summary.json").write_text(json.dumps(summary))
+    if epochs_logged:
+        (job / "metrics.csv").write_text("epoch,val/loss\n" + "".join(f"{e},1.0\n" for e in range(1, epochs_logged + 1)))
+
+
+def _done(rmse: float, test: float) -> dict:
+    return {"status": "completed", "epochs_run": 5, "monitor": "val/rmse", "mode": "min", "best/val/rmse": rmse,
+            "test/rmse": test, "diagnosis": "fine"}
+
+
+@pytest.fixture
+def regression_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["optim.lr=0.1", "seed=0"], _done(0.30, 0.31))
+    _job(sweep, "1", ["optim.lr=0.1", "seed=1"], _done(0.50, 0.52))
+    _job(sweep, "2", ["optim.lr=0.01", "seed=0"], _done(0.20, 0.22))
+    _job(sweep, "3", ["optim.lr=0.01", "seed=1"], {"status": "failed", "error": "ConfigError: boom"})
+    _job(sweep, "10", ["optim.lr=1.0", "seed=0"], None, epochs_logged=3)  # still running, or killed
+    return sweep
+
+
+def test_report_groups_a_partial_sweep_with_failures(regression_sweep):
+    rep = report.build_report(regression_sweep)
+    assert [j.name for j in rep.jobs] == ["0", "1", "2", "3", "10"]
+    assert [j.status for j in rep.jobs] == ["completed", "completed", "completed", "failed", "incomplete"]
+    assert rep.jobs[-1].epochs == 3
+    assert rep.axes == ["optim.lr"] and rep.fixed == []
+    assert (rep.monitor, rep.mode) == ("val/rmse", "min")
+    rows = {r["optim.lr"]: r for r in report.group_rows(rep)}
+    assert float(rows["0.1"]["best/val/rmse_mean"]) == pytest.approx(0.40)
+    assert float(rows["0.1"]["best/val/rmse_std"]) == pytest.approx(math.sqrt(0.02))  # sample std of 0.3, 0.5
+    assert rows["0.01"]["best/val/rmse_std"] == ""  # one completed run: no std
+    assert (rows["0.01"]["completed"], rows["0.01"]["failed"]) == ("1", "1")
+    assert (rows["1.0"]["incomplete"], rows["1.0"]["rank"]) == ("1", "")
+    assert (rows["0.01"]["rank"], rows["0.01"]["best"]) == ("1", "true")  # lower rmse wins in mode min
+    assert rows["0.1"]["rank"] == "2"
+    md = report.markdown(rep)
+    assert "5 jobs in 3 configs: 3 completed, 1 failed, 1 incomplete." in md
+    assert "- job 3 (failed, `optim.lr=0.01 seed=1`): ConfigError: boom" in md
+    assert "- job 10 (incomplete, `optim.lr=1.0 seed=0`): no summary.json" in md
+    assert "Best: lr=0.01 with val/rmse 0.2000 over 1 run(s) (lower is better)" in md
+
+
+def test_report_command_writes_tables_and_plots(regression_sweep, capsys):
+    assert report.main([str(regression_sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "Sweep summary: 5 jobs in 3 configs" in out and "job 3 failed" in out
+    with open(regression_sweep / "summary.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+    assert (regression_sweep / "comparison.png").stat().st_size > 5000
+    assert not (regression_sweep / "heatmap.png").exists()  # one swept key: no heatmap
+
+
+def test_report_command_errors_are_one_line(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "no runs found" in err[1]
+
+
+# -- threads per job, Optuna's direction ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "launcher, cores, threads",
+    [
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 8, 1),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}, 8, 4),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -3}, 8, 1),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 3}, 8, 2),
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 16}, 8, 1),
+        ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": 6}, 8, 6),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, None),
+    ],
+)
+def test_threads_per_job(launcher, cores, threads):
+    assert threads_per_job(OmegaConf.create(launcher), cores) == threads
+
+
+@pytest.mark.parametrize(
+    "overrides, direction",
+    [
+        ([], "maximize"),  # digits: val/acc
+        (["dataset=synthetic_linear", "model=linreg"], "minimize"),  # regression: val/rmse
+        (["trainer.early_stopping.monitor=val/loss"], "minimize"),
+        (["trainer.early_stopping.mode=min"], "minimize"),
+    ],
+)
+def test_optuna_direction_follows_the_monitored_metric(overrides, direction):
+    import dlexp.sweep  # noqa: F401  (registers the resolver)
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna", *overrides], return_hydra_config=True)
+    assert cfg.hydra.sweeper.direction == direction
+    assert set(cfg.hydra.sweeper.params) == {"optim.lr", "regularizer.weight_decay", "regularizer.dropout"}
+
+
+def test_a_plotting_failure_does_not_fail_the_run(tmp_path, monkeypatch, capsys):
+    from dlexp import plots
+
+    (tmp_path / "metrics.csv").write_text("epoch,lr,train/loss,val/loss\n1,0.1,1.0,1.1\n")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "plot_curves", broken)
+    plots.plots_after_training(tmp_path)  # no exception
+    err = capsys.readouterr().err
+    assert err.startswith("warning: could not draw the plots of") and "RuntimeError: no fonts" in err
+
+
+def test_a_diverged_run_makes_its_config_mean_nan_instead_of_being_dropped(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["optim.lr=30", "seed=0"], {**_done(0.3, 0.3), "test/rmse": float("nan")})
+    _job(sweep, "1", ["optim.lr=30", "seed=1"], _done(0.5, 0.5))
+    rep = report.build_report(sweep)
+    (row,) = report.group_rows(rep)
+    assert row["test/rmse_mean"] == "nan" and row["test/rmse_std"] == ""
+    assert float(row["best/val/rmse_mean"]) == pytest.approx(0.4)
+    assert "| nan |" in report.markdown(rep)
+
+
+def test_a_diverged_job_is_a_result_listed_with_its_hint_not_a_failure(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["optim.lr=30", "seed=0"], {"status": "diverged", "stop_reason": "non_finite", "epochs_run": 1,
+                                                 "hint": "the training loss became non-finite at epoch 2, step 12",
+                                                 "diagnosis": "diverging"})
+    _job(sweep, "1", ["optim.lr=0.1", "seed=0"], _done(0.3, 0.3))
+    rep = report.build_report(sweep)
+    assert [j.name for j in rep.unfinished()] == ["0"] and rep.problems() == []
+    cells = dict(zip(report._display_columns(rep), report.display_rows(rep)[0]))
+    assert (cells["runs"], cells["diagnosis"], cells["rank"]) == ("0 of 1 (1 diverged)", "diverging", "-")
+    assert "- job 0 (diverged, `optim.lr=30 seed=0`): the training loss became non-finite at epoch 2" in report.markdown(rep)
+    row = report.group_rows(rep)[0]
+    assert (row["diverged"], row["completed"], row["failed"], row["best/val/rmse_mean"]) == ("1", "0", "0", "")
+
+
+def test_resume_keeps_one_grad_norm_row_per_layer_and_epoch_and_diagnoses_every_epoch(run_train, tmp_path):
+    from conftest import read_json
+
+    run_dir = tmp_path / "run"
+    run_train("trainer=smoke", "trainer.epochs=2", run_dir=run_dir)
+    norms_path = run_dir / "grad_norms.csv"
+    with open(norms_path, newline="") as handle:
+        first = list(csv.DictReader(handle))
+    with open(norms_path, "a", newline="") as handle:  # as if killed after epoch 3's rows, before its checkpoint
+        csv.writer(handle).writerow([3, 1, "1", "Linear", 9.0, 9.0, 1.0])
+    run_train("trainer=smoke", "trainer.epochs=4", f"resume={run_dir}", run_dir=run_dir)
+
+    with open(norms_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[: len(first)] == first
+    assert [(r["epoch"], r["depth"]) for r in rows] == [(str(e), str(d)) for e in range(1, 5) for d in (1, 2)]
+    assert "9.0" not in {r["grad_norm"] for r in rows}
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        metrics = list(csv.DictReader(handle))
+    summary = read_json(run_dir / "summary.json")
+    assert summary["epochs_run"] == 4
+    label, reason = diagnose([float(r["train/loss"]) for r in metrics], [float(r["val/loss"]) for r in metrics])
+    assert (summary["diagnosis"], summary["diagnosis_reason"]) == (label, reason)
+    assert summary["gap/final/loss"] == pytest.approx(float(metrics[3]["train/loss"]) - float(metrics[3]["val/loss"]))
+
+
+def test_a_diverged_run_is_diagnosed_as_diverging_with_its_hint(run_train):
+    from conftest import read_json
+
+    _, run_dir = run_train("optim=sgd", "optim.lr=1e4", "trainer=smoke", "trainer.epochs=3")
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "diverged" and summary["diagnosis"] == "diverging"
+    assert summary["diagnosis_reason"] == summary["hint"]

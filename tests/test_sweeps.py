@@ -1,0 +1,287 @@
+"""Sweeps end to end through the real CLI: the summary table, the report command, plots, TensorBoard, failures, Optuna."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import read_json, run_cli
+from dlexp.diagnostics import diagnose
+from dlexp.sweep import available_cores
+
+SMOKE = ["trainer=smoke", "trainer.progress=false"]
+GRID = ["regularizer.weight_decay=0,1e-3", "regularizer.dropout=0,0.5", "seed=0,1"]
+METRICS = ["best/val/acc", "test/acc", "test/loss"]
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name))
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    return yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+
+
+def _assert_plotted(path: Path, min_size=(400, 200)) -> None:
+    """A real PNG with drawn content: not blank, more than a couple of colours."""
+    image = Image.open(path)
+    image.verify()  # a valid PNG stream
+    pixels = np.asarray(Image.open(path).convert("RGB"))  # (H, W, 3)
+    assert pixels.shape[1] >= min_size[0] and pixels.shape[0] >= min_size[1], (path, pixels.shape)
+    not_white = (pixels < 250).any(axis=2).mean()
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert not_white > 0.02 and colours > 20, (path, not_white, colours)
+
+
+def test_grid_sweep_summary_run_files_plots_tensorboard_and_report(tmp_path):
+    """A real 2 x 2 configs x 2 seeds multirun on digits, smoke-sized, run once (one test, so that
+    parallel test workers do not repeat it); then every check on the files it wrote."""
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", *SMOKE, *GRID, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    grid_sweep = (sweep_dir, proc)
+    _check_summary_groups_seeds_with_mean_and_std(grid_sweep)
+    _check_run_files_hold_grad_norms_gap_and_diagnosis(grid_sweep)
+    _check_plots_are_images_with_plotted_content(grid_sweep)
+    _check_tensorboard_events_hold_the_logged_scalars(grid_sweep)
+    _check_report_command_rebuilds_identical_tables_without_torch(grid_sweep)  # last: it deletes and rebuilds
+
+
+def _check_summary_groups_seeds_with_mean_and_std(grid_sweep):
+    sweep_dir, proc = grid_sweep
+    jobs = _job_dirs(sweep_dir)
+    assert len(jobs) == 8
+    # the expected table, computed here from the per-run files
+    groups = defaultdict(list)
+    for job in jobs:
+        key = tuple(o for o in _overrides(job) if not o.startswith("seed="))
+        groups[key].append(read_json(job / "summary.json"))
+    rows = _csv(sweep_dir / "summary.csv")
+    assert len(rows) == 4 == len(groups)
+    for row in rows:
+        runs = groups[tuple(row["overrides"].split())]
+        assert [r["seed"] for r in runs] == [0, 1] and row["seeds"] == "0 1"
+        assert (row["jobs"], row["completed"], row["failed"]) == ("2", "2", "0")
+        assert row["regularizer.weight_decay"] in ("0", "0.001") and row["regularizer.dropout"] in ("0", "0.5")
+        for key in METRICS:
+            values = np.array([r[key] for r in runs])
+            assert float(row[f"{key}_mean"]) == pytest.approx(values.mean(), rel=1e-12)
+            assert float(row[f"{key}_std"]) == pytest.approx(values.std(ddof=1), rel=1e-9, abs=1e-15)
+        assert float(row["epochs_mean"]) == 2.0
+    means = [float(r["best/val/acc_mean"]) for r in rows]
+    best = [r for r in rows if r["best"] == "true"]
+    assert len(best) == 1 and best[0]["rank"] == "1" and float(best[0]["best/val/acc_mean"]) == max(means)
+    assert sorted(int(r["rank"]) for r in rows) == [1, 2, 3, 4]
+
+    jobs_csv = _csv(sweep_dir / "jobs.csv")
+    assert [r["job"] for r in jobs_csv] == [str(i) for i in range(8)]
+    for row, job in zip(jobs_csv, jobs):
+        summary = read_json(job / "summary.json")
+        assert row["status"] == "completed" and float(row["test/acc"]) == summary["test/acc"]
+        assert row["diagnosis"] == summary["diagnosis"]
+
+    md = (sweep_dir / "summary.md").read_text()
+    assert "8 jobs in 4 configs: 8 completed." in md
+    assert md.count("| **1 (best)** |") == 1
+    bold = next(line for line in md.splitlines() if line.startswith("| **1 (best)**"))
+    assert f"**{float(best[0]['best/val/acc_mean']):.4f} ± " in bold
+    # the console shows the same table at the end of the sweep
+    assert "Sweep summary: 8 jobs in 4 configs: 8 completed" in proc.stdout
+    assert "1 (best)" in proc.stdout and "heatmap.png" in proc.stdout
+
+
+def _check_run_files_hold_grad_norms_gap_and_diagnosis(grid_sweep):
+    sweep_dir, _ = grid_sweep
+    job = _job_dirs(sweep_dir)[2]  # dropout 0.5: layers 1 (Linear), 2 (ReLU), 3 (Dropout), 4 (Linear)
+    summary = read_json(job / "summary.json")
+    metrics = _csv(job / "metrics.csv")
+    norms = _csv(job / "grad_norms.csv")
+    assert [(r["epoch"], r["depth"], r["layer"], r["type"]) for r in norms] == [
+        ("1", "1", "1", "Linear"), ("1", "2", "4", "Linear"), ("2", "1", "1", "Linear"), ("2", "2", "4", "Linear")]
+    assert all(float(r["grad_norm"]) > 0 and math.isfinite(float(r["grad_norm"])) for r in norms)
+    # weight norms of the last epoch are those of the weights in checkpoints/last.pt
+    state = torch.load(job / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for row in norms[2:]:
+        expected = torch.cat([state[f"{row['layer']}.weight"].flatten(), state[f"{row['layer']}.bias"]]).norm().item()
+        assert float(row["weight_norm"]) == pytest.approx(expected, rel=1e-5)
+        assert float(row["grad_to_weight"]) == pytest.approx(float(row["grad_norm"]) / expected, rel=1e-5)
+
+    best = metrics[summary["best_epoch"] - 1]
+    assert summary["gap/best/loss"] == pytest.approx(float(best["train/loss"]) - float(best["val/loss"]))
+    assert summary["gap/best/acc"] == pytest.approx(float(best["train/acc"]) - float(best["val/acc"]))
+    assert summary["gap/final/loss"] == pytest.approx(float(metrics[-1]["train/loss"]) - float(metrics[-1]["val/loss"]))
+    label, reason = diagnose([float(r["train/loss"]) for r in metrics], [float(r["val/loss"]) for r in metrics])
+    assert (summary["diagnosis"], summary["diagnosis_reason"]) == (label, reason)
+
+
+def _check_plots_are_images_with_plotted_content(grid_sweep):
+    sweep_dir, _ = grid_sweep
+    job = _job_dirs(sweep_dir)[0]
+    for path in (job / "curves.png", job / "grad_norms.png", sweep_dir / "comparison.png", sweep_dir / "heatmap.png"):
+        _assert_plotted(path, min_size=(300, 200))
+
+
+def _check_tensorboard_events_hold_the_logged_scalars(grid_sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    sweep_dir, _ = grid_sweep
+    job = _job_dirs(sweep_dir)[3]  # weight_decay 0, dropout 0.5, seed 1
+    events = EventAccumulator(str(job), size_guidance={"scalars": 0})
+    events.Reload()
+    metrics = _csv(job / "metrics.csv")
+    summary = read_json(job / "summary.json")
+    for tag in ("lr", "train/loss", "train/acc", "val/loss", "val/acc"):
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == [1, 2]
+        assert [e.value for e in logged] == pytest.approx([float(r[tag]) for r in metrics], rel=1e-6)
+    for tag in ("best/val/acc", "test/acc", "gap/best/loss"):
+        (final,) = events.Scalars(tag)
+        assert final.value == pytest.approx(summary[tag], rel=1e-6) and final.step == summary["epochs_run"]
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["regularizer.dropout"].number_value == 0.5
+    assert start.hparams["seed"].number_value == 1 and start.hparams["model.name"].string_value == "mlp"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {"best/val/acc", "test/acc", "test/loss"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+def _check_report_command_rebuilds_identical_tables_without_torch(grid_sweep):
+    sweep_dir, _ = grid_sweep
+    tables = {name: (sweep_dir / name).read_bytes() for name in ("summary.csv", "jobs.csv", "summary.md")}
+    curves = _job_dirs(sweep_dir)[5] / "curves.png"
+    for path in [*(sweep_dir / n for n in tables), sweep_dir / "heatmap.png", sweep_dir / "comparison.png", curves]:
+        path.unlink()
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dlexp.report", str(sweep_dir)],
+        cwd=sweep_dir.parent, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name, content in tables.items():
+        assert (sweep_dir / name).read_bytes() == content, name
+    _assert_plotted(sweep_dir / "heatmap.png", min_size=(300, 200))
+    _assert_plotted(curves)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "matplotlib" in imported and "torch" not in imported  # the report command stays light
+    assert "Sweep summary: 8 jobs in 4 configs: 8 completed" in proc.stdout
+
+
+def test_failed_job_is_reported_while_the_others_complete_with_joblib(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", *SMOKE, "trainer.num_threads=null", "trainer.epochs=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "optim.lr=-1,0.001,0.01", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr  # a sweep with a failed job exits non-zero, after all jobs ran
+    assert "error: 1 of 3 jobs did not complete (jobs 0)" in proc.stderr
+    rows = {r["optim.lr"]: r for r in _csv(sweep_dir / "summary.csv")}
+    assert (rows["-1"]["failed"], rows["-1"]["completed"], rows["-1"]["best/val/acc_mean"], rows["-1"]["rank"]) == ("1", "0", "", "")
+    for lr in ("0.001", "0.01"):
+        assert rows[lr]["completed"] == "1" and 0 < float(rows[lr]["best/val/acc_mean"]) <= 1
+    md = (sweep_dir / "summary.md").read_text()
+    assert "3 jobs in 3 configs: 2 completed, 1 failed." in md
+    assert "- job 0 (failed, `" in md and "optim.lr must be > 0, got -1.0" in md
+    # each of the 2 parallel jobs got its share of the cores
+    config = torch.load(sweep_dir / "1" / "checkpoints" / "last.pt", weights_only=True)["config"]
+    assert config["trainer"]["num_threads"] == max(1, available_cores() // 2)
+
+
+def test_failures_that_reach_hydra_are_all_recorded_and_summarized(tmp_path):
+    """With DLEXP_TRACEBACK=1 a job's error reaches Hydra, which re-raises only the first failure at the end."""
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlexp", "-m", *SMOKE, "trainer.epochs=1", "optim.lr=-1,0.001,-2", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, env={**os.environ, "DLEXP_TRACEBACK": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "the sweep stopped early" in proc.stderr
+    statuses = [read_json(d / "summary.json") for d in _job_dirs(sweep_dir)]
+    assert [s["status"] for s in statuses] == ["failed", "completed", "failed"]
+    assert statuses[2]["error"] == "ConfigError: optim.lr must be > 0, got -2.0"
+    rows = _csv(sweep_dir / "jobs.csv")
+    assert [r["status"] for r in rows] == ["failed", "completed", "failed"]
+    assert "optim.lr must be > 0, got -2.0" in rows[2]["error"]
+
+
+def test_optuna_preset_runs_trials_and_maximizes_the_val_metric(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *SMOKE, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Directions: ['maximize']" in proc.stdout
+    jobs = _job_dirs(sweep_dir)
+    assert len(jobs) == 3
+    values, params = [], []
+    for job in jobs:
+        summary = read_json(job / "summary.json")
+        assert summary["status"] == "completed" and summary["epochs_run"] == 2
+        values.append(summary["best/val/acc"])
+        sampled = dict(o.split("=", 1) for o in _overrides(job) if o.split("=")[0] in (
+            "optim.lr", "regularizer.weight_decay", "regularizer.dropout"))
+        assert 1e-4 <= float(sampled["optim.lr"]) <= 1e-1
+        assert 1e-6 <= float(sampled["regularizer.weight_decay"]) <= 1e-2
+        assert 0.0 <= float(sampled["regularizer.dropout"]) <= 0.6
+        params.append(tuple(sorted(sampled.items())))
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        assert config["optim"]["lr"] == float(sampled["optim.lr"])  # the trial's value reached the run
+    assert len(set(params)) == 3
+    result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert result["best_value"] == max(values)
+    assert len(_csv(sweep_dir / "summary.csv")) == 3
+
+
+def test_optuna_study_goes_on_after_a_failed_trial(tmp_path):
+    """A failed trial is told to Optuna as failed (a NaN objective would abort hydra-optuna-sweeper 1.3's study)."""
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4", *SMOKE, "trainer.epochs=1", "optim.lr=choice(-1,0.001)",
+        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Failed experiment: optim.lr must be > 0, got -1.0" in proc.stdout + proc.stderr
+    jobs = _job_dirs(sweep_dir)
+    assert len(jobs) == 4  # every trial ran
+    completed = []
+    for job in jobs:
+        summary = read_json(job / "summary.json")
+        lr = next(o.split("=", 1)[1] for o in _overrides(job) if o.startswith("optim.lr="))
+        assert summary["status"] == ("failed" if lr == "-1" else "completed")
+        if lr != "-1":
+            completed.append(summary["best/val/acc"])
+    assert 1 <= len(completed) < 4 and read_json(jobs[-1] / "summary.json")["status"] == "completed"
+    assert yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"] == max(completed)
+    assert f"error: {4 - len(completed)} of 4 jobs did not complete" in proc.stderr
+
+
+def test_slurm_launcher_config_and_a_clear_error_off_cluster(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from dlexp.config import CONFIG_DIR
+    from dlexp.sweep import threads_per_job
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.cpus_per_task, launcher.gpus_per_node) == ("gpu", 4, 1)
+    assert threads_per_job(launcher, cores=64) == 4
+    if os.environ.get("SLURM_JOB_ID") or any((Path(p) / "srun").exists() for p in os.environ["PATH"].split(os.pathsep)):
+        pytest.skip("SLURM is installed here")
+    proc = run_cli("-m", "hydra/launcher=slurm", *SMOKE, "optim.lr=0.001,0.01", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("error: hydra/launcher=slurm needs a SLURM cluster")
