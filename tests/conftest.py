@@ -38,6 +38,14 @@ def run_train(tmp_path):
     return _run
 
 
+@pytest.fixture(scope="session")
+def tiny_datasets(tmp_path_factory):
+    """Tiny files in every real dataset format, and the overrides that point each dataset option at them."""
+    from datafiles import TinyDatasets
+
+    return TinyDatasets(tmp_path_factory.mktemp("tiny_datasets"))
+
+
 def run_cli(
     *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module: str = "dlexp"
 ) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ def test_there_are_options_in_every_group():
 
 
 @pytest.mark.parametrize("path", OPTION_FILES, ids=_id)
-def test_option_composes_validates_and_builds(path):
+def test_option_composes_validates_and_builds(path, tiny_datasets, monkeypatch):
     from dlexp.data import load_data
     from dlexp.models import build_model
     from dlexp.optim import build_optimizer, build_scheduler
@@ -36,6 +36,8 @@ def test_option_composes_validates_and_builds(path):
         extra = ["dataset=synthetic_linear"]
     if group == "model" and "width_div" in OmegaConf.load(path):
         extra = TINY_CONV
+    if group == "dataset":  # file-based datasets read tiny files in their real formats
+        extra += tiny_datasets.overrides(option, monkeypatch)
     cfg = validate(compose_cfg(f"{group}={option}", *extra))
     data = load_data(cfg, seed=0, device=torch.device("cpu"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout)

@@ -2,7 +2,7 @@
 
 Two kinds of group:
 - fixed groups (``trainer``, ``regularizer``) have a dataclass schema below;
-- open groups (``model``, ``dataset``, ``split``, ``optim``, ``scheduler``) select a
+- open groups (``model``, ``dataset``, ``split``, ``augment``, ``shift``, ``optim``, ``scheduler``) select a
   registry entry by ``name:``, and the schema is that builder's keyword-only
   signature (see ``dlexp.registry``), so adding an entry needs no schema code.
 
@@ -68,11 +68,14 @@ TOP_LEVEL_KEYS: dict[str, Any] = {"seed": int, "resume": Optional[str]}
 
 def open_groups() -> dict[str, Registry]:
     """Group name -> the registry its ``name:`` selects from (imported lazily: torch)."""
-    from dlexp.data import DATASETS, SPLITS
+    from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS
     from dlexp.models import MODELS
     from dlexp.optim import OPTIMIZERS, SCHEDULERS
 
-    return {"model": MODELS, "dataset": DATASETS, "split": SPLITS, "optim": OPTIMIZERS, "scheduler": SCHEDULERS}
+    return {
+        "model": MODELS, "dataset": DATASETS, "split": SPLITS, "optim": OPTIMIZERS, "scheduler": SCHEDULERS,
+        "augment": AUGMENTS, "shift": SHIFTS,
+    }
 
 
 def builder_schema(registry: Registry, name: str) -> type:
@@ -274,9 +277,11 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
         return  # composed from other files: let Hydra decide
     walked = group
     for part in dotted.split("."):
-        if not isinstance(node, DictConfig) or part not in node:
+        if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a required ??? value counts
             keys = ", ".join(k for k in node.keys() if k != "name") if isinstance(node, DictConfig) else "(none)"
             raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}. Valid keys: {keys}")
+        if OmegaConf.is_missing(node, part):
+            return
         node = node[part]
         walked += "." + part
 

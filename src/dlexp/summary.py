@@ -77,7 +77,7 @@ def summarize(cfg: Any, depth: int = 1) -> tuple[dict[str, Any], list[LayerRow],
     seed_everything(cfg.seed)  # the same weights a training run with this seed starts from
     data = load_data(cfg, seed=cfg.seed, device=torch.device("cpu"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout)
-    x = data.train.x[:1]  # one real example: (1, *input_shape)
+    x = next(iter(data.val))[0][:1]  # one real example as the model sees it (resized, streamed): (1, *input_shape)
     facts = {
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,

@@ -19,7 +19,11 @@ LOSSES = Registry("loss")
 METRICS = Registry("metric")
 
 # task -> (default loss, default metric)
-TASK_DEFAULTS = {"classification": ("cross_entropy", "acc"), "regression": ("mse", "rmse")}
+TASK_DEFAULTS = {
+    "classification": ("cross_entropy", "acc"),
+    "regression": ("mse", "rmse"),
+    "binary": ("bce", "binary_acc"),  # 0/1 targets: logistic regression on one logit
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ def mse() -> nn.Module:
     return nn.MSELoss()  # outputs and targets both (B, targets)
 
 
+@LOSSES.register("bce")
+def bce() -> nn.Module:
+    return nn.BCEWithLogitsLoss()  # takes logits (B, 1) and 0/1 float targets (B, 1)
+
+
 @METRICS.register("acc")
 def accuracy() -> Metric:
     return Metric(
@@ -61,6 +70,31 @@ def rmse() -> Metric:
         name="rmse",
         mode="min",
         batch_sum=lambda out, y: ((out - y) ** 2).sum(),  # sum of squared errors
+        per_element=True,
+        reduce=lambda total, n: math.sqrt(total / n),
+    )
+
+
+@METRICS.register("binary_acc")
+def binary_accuracy() -> Metric:
+    """Accuracy of 0/1 predictions from logits: logit > 0 means class 1. Logged as ``acc``."""
+    return Metric(
+        name="acc",
+        mode="max",
+        batch_sum=lambda out, y: ((out > 0) == (y > 0.5)).sum(),
+        per_element=True,
+        reduce=lambda total, n: total / n,
+    )
+
+
+@METRICS.register("log_rmse")
+def log_rmse() -> Metric:
+    """RMSE between log predictions and log targets (Kaggle's house-prices score). For datasets whose
+    targets are already logarithms (house_prices learns log SalePrice), so it is the RMSE of the outputs."""
+    return Metric(
+        name="log_rmse",
+        mode="min",
+        batch_sum=lambda out, y: ((out - y) ** 2).sum(),
         per_element=True,
         reduce=lambda total, n: math.sqrt(total / n),
     )

@@ -48,7 +48,7 @@ def train(
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
 
-    from dlexp.data import load_data
+    from dlexp.data import load_folds
     from dlexp.device import seed_everything, setup_runtime
     from dlexp.runlog import RunLog
 
@@ -56,9 +56,14 @@ def train(
     seed_everything(cfg.seed)
     log = RunLog(run_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
     log.log_hparams(OmegaConf.to_container(cfg, resolve=True))
-    data = load_data(cfg, seed=cfg.seed, device=runtime.device)
+    folds = load_folds(cfg, seed=cfg.seed, device=runtime.device)
 
-    summary = fit(cfg, data, runtime, log, run_dir, overrides=list(overrides), checkpoint=checkpoint)
+    if len(folds) == 1:
+        summary = fit(cfg, folds[0], runtime, log, run_dir, overrides=list(overrides), checkpoint=checkpoint)
+    elif checkpoint is not None:
+        raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
+    else:
+        summary = _fit_folds(cfg, folds, runtime, log, run_dir, list(overrides))
     exit_code = summary.pop("exit_code", 0)
     summary.update(
         {
@@ -131,7 +136,7 @@ def fit(
     from dlexp.tasks import monitor_mode, resolve_task
 
     trainer, reg = cfg.trainer, cfg.regularizer
-    loss_fn, metric = resolve_task(data.task, trainer.loss, trainer.metric)
+    loss_fn, metric = resolve_task(data.task, trainer.loss, data.metric if trainer.metric == "auto" else trainer.metric)
     es = trainer.early_stopping
     monitor = f"val/{metric.name}" if es.monitor == "auto" else es.monitor
     mode = monitor_mode(monitor, metric) if es.mode == "auto" else es.mode
@@ -248,16 +253,43 @@ def fit(
         f"best/{monitor}": stopper.best,
     }
     summary.update(diagnostics.summarize(metric.name, stopper.best_epoch, diverged=outcome.get("hint")))  # gap, diagnosis
-    if data.test is not None and outcome["status"] == "completed":
+    if outcome["status"] == "completed":
         if best_state is None and (ckpt_dir / "best.pt").is_file():  # best epoch came before a resume
             best_state = load_checkpoint(ckpt_dir / "best.pt")["model"]
-        if best_state is not None:  # score the test set with the weights chosen on val
+        if best_state is not None:  # score the test sets with the weights chosen on val
             model.load_state_dict(best_state)
-        test_stats = run_epoch(model, data.test, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
-        summary.update({f"test/{k}": v for k, v in test_stats.items()})
+        for name, loader in {"test": data.test, **data.extra_tests}.items():
+            if loader is not None:
+                test_stats = run_epoch(model, loader, loss_fn, metric, limit_batches=trainer.limit_eval_batches)
+                summary.update({f"{name}/{k}": v for k, v in test_stats.items()})
+        if data.after_fit is not None and runtime.is_main:  # e.g. predictions for an unlabeled test file
+            data.after_fit(model, run_dir)
     summary["num_params"] = num_params
     summary.update(init_summary(cfg.model))  # e.g. init: normal, init_sigma: 0.01
     return summary
+
+
+def _fit_folds(cfg: DictConfig, folds: Any, runtime: Any, log: Any, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """k-fold: one training per fold in ``fold_<i>/``; the run summary holds their mean and std."""
+    from dlexp.runlog import RunLog
+
+    summaries, exit_code = [], 0
+    for i, data in enumerate(folds, 1):
+        log.info(f"[bold]fold {i}/{len(folds)}[/bold]")
+        fold_dir = _prepare_run_dir(run_dir / f"fold_{i}")
+        fold_log = RunLog(fold_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
+        fold_log.log_hparams(OmegaConf.to_container(cfg, resolve=True))
+        summary = fit(cfg, data, runtime, fold_log, fold_dir, overrides=overrides)
+        exit_code = summary.pop("exit_code", 0)
+        fold_log.write_summary(summary)
+        if runtime.is_main:
+            from dlexp.plots import plots_after_training
+
+            plots_after_training(fold_dir)  # the fold's curves.png, grad_norms.png
+        summaries.append(summary)
+        if summary["status"] != "completed":
+            break  # interrupted or diverged: the remaining folds do not run
+    return {**folds.combine(summaries, run_dir), "exit_code": exit_code}
 
 
 def _diverged(err: Any, epoch: int, cfg: DictConfig) -> dict[str, Any]:

@@ -7,7 +7,7 @@ gives the shuffle, and the generator's state makes the order reproducible.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -24,6 +24,8 @@ class TensorLoader:
         *,
         shuffle: bool = False,
         seed: int = 0,
+        transform: Optional[Callable[[Tensor], Tensor]] = None,
+        augment: Optional[Callable[[Tensor, int], Tensor]] = None,
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -34,6 +36,10 @@ class TensorLoader:
         # reproduces the same order on any device.
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch_start_state = self.generator.get_state()
+        self.transform = transform  # every batch, e.g. a resize too big to apply to the whole set at once
+        # (batch, seed) -> augmented batch; only the training loader gets one. Its seed is drawn from
+        # this loader's generator once per epoch, plus the batch index: a resumed epoch replays it exactly.
+        self.augment = augment
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -54,12 +60,27 @@ class TensorLoader:
             # mid-epoch can replay the same permutation.
             self.epoch_start_state = self.generator.get_state()
             order: Optional[Tensor] = torch.randperm(n, generator=self.generator).to(self.x.device)
-            for start in starts:
+            seed = self._epoch_augment_seed()
+            for i, start in enumerate(starts, skip):
                 idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+                yield self._finish(self.x[idx], seed + i), self.y[idx]
         else:  # contiguous slices are views: no copy at all
-            for start in starts:
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            seed = self._epoch_augment_seed()
+            for i, start in enumerate(starts, skip):
+                yield self._finish(self.x[start : start + self.batch_size], seed + i), self.y[start : start + self.batch_size]
+
+    def _epoch_augment_seed(self) -> int:
+        """Drawn after the epoch's order, so the order is the same with and without augmentation."""
+        if self.augment is None:
+            return 0
+        return int(torch.randint(2**62, (1,), generator=self.generator))
+
+    def _finish(self, x: Tensor, seed: int) -> Tensor:
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.augment is not None:
+            x = self.augment(x, seed)
+        return x
 
     def state_dict(self, mid_epoch: bool = False) -> dict[str, Tensor]:
         """The shuffle generator's state: at the start of the current epoch if ``mid_epoch``, else now."""

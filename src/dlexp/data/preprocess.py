@@ -10,7 +10,8 @@ from torch import Tensor
 
 from dlexp.errors import ConfigError
 
-NORMALIZE_MODES = ("none", "channel", "feature")
+# channel/feature: statistics of the train split; dataset: the published per-channel statistics
+NORMALIZE_MODES = ("none", "channel", "feature", "dataset")
 
 
 @dataclass
@@ -21,11 +22,14 @@ class Normalizer:
     std: Optional[Tensor] = None
 
     @classmethod
-    def fit(cls, x: Tensor, mode: str) -> "Normalizer":
+    def fit(cls, x: Tensor, mode: str, stats: Optional[tuple] = None) -> "Normalizer":
+        """``stats`` = the dataset's published per-channel (mean, std), used by mode "dataset"."""
         if mode not in NORMALIZE_MODES:
             raise ConfigError(f"dataset.normalize must be one of {', '.join(NORMALIZE_MODES)}, got '{mode}'")
         if mode == "none":
             return cls()
+        if mode == "dataset":
+            return cls.published(stats, x.dim())
         if mode == "channel":  # one statistic per channel of (N, C, ...) data
             dims = [0] + list(range(2, x.dim()))
             mean, std = x.mean(dim=dims, keepdim=True)[0], x.std(dim=dims, keepdim=True)[0]
@@ -33,9 +37,20 @@ class Normalizer:
             mean, std = x.mean(dim=0), x.std(dim=0)
         return cls(mean=mean, std=std.clamp_min(1e-6))  # constant features stay finite
 
+    @classmethod
+    def published(cls, stats: Optional[tuple], dim: int) -> "Normalizer":
+        if stats is None:
+            raise ConfigError("dataset.normalize=dataset needs published statistics, which this dataset has not; use channel")
+        if dim != 4:
+            raise ConfigError(f"dataset.normalize=dataset is for images (N, C, H, W); this data has {dim} dims; use feature")
+        shape = (len(stats[0]), 1, 1)  # broadcasts over (N, C, H, W)
+        return cls(mean=torch.tensor(stats[0]).view(shape), std=torch.tensor(stats[1]).view(shape))
+
     def __call__(self, x: Tensor) -> Tensor:
         if self.mean is None:
             return x
+        if self.mean.device != x.device:  # fitted on the CPU, applied to batches on the device (streamed data)
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         return (x - self.mean) / self.std
 
 

@@ -64,3 +64,39 @@ def synthetic_linear(
     return Source(
         train=draw(num_examples), test=draw(num_test), task="regression", num_classes=1, normalize="none"
     )
+
+
+@DATASETS.register("poly")
+def poly(
+    *,
+    degree: int = 20,
+    n_train: int = 100,
+    n_val: int = 100,
+    n_test: int = 100,
+    noise: float = 0.1,
+    data_seed: int = 0,
+) -> Source:
+    """The textbook's polynomial: y = 5 + 1.2x - 3.4x^2/2! + 5.6x^3/3! + eps, x ~ N(0, 1), eps ~ N(0, noise^2).
+
+    Features are x^i/i! for i = 0..degree (the i! keeps high powers from exploding). degree=3 is the true
+    model; degree=1 underfits; degree=20 with few training examples overfits. ``n_val`` > 0 gives a fixed
+    val set, so ``n_train`` examples are trained on; n_val=0 lets the split group carve val out of them.
+    """
+    if degree < 0 or n_train < 1 or n_val < 0 or n_test < 0:
+        raise ConfigError("dataset.degree, n_val and n_test must be >= 0 and dataset.n_train >= 1")
+    gen = torch.Generator().manual_seed(data_seed)
+    powers = torch.arange(max(degree, 3) + 1, dtype=torch.float32)
+    scale = torch.exp(torch.lgamma(powers + 1))  # i!
+    true_w = torch.tensor([5.0, 1.2, -3.4, 5.6])
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 1, generator=gen)
+        features = x**powers / scale  # (n, max(degree, 3) + 1)
+        y = features[:, :4] @ true_w + noise * torch.randn(n, generator=gen)  # (n,)
+        return features[:, : degree + 1], y.unsqueeze(1)
+
+    train, val, test = draw(n_train), draw(n_val), draw(n_test)
+    return Source(
+        train=train, val=val if n_val else None, test=test if n_test else None,
+        task="regression", num_classes=1, normalize="none",
+    )

@@ -1,15 +1,28 @@
-"""Train/validation splits of the training pool. The test set is never touched here."""
+"""Train/validation splits of the training pool. The test set is never touched here.
+
+A split builder returns a list of folds, each a (train indices, val indices) pair
+into the pool: one for ``holdout``, k for ``kfold`` (one training per fold).
+"""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from dlexp.data import SPLITS
-from dlexp.errors import ConfigError
+from dlexp.errors import ConfigError, DataError
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, val indices)
+
+
+def _can_stratify(labels: Optional[np.ndarray], min_per_class: int, min_part: int) -> bool:
+    """Stratify only when every class has enough members, and the smaller part room for every class."""
+    if labels is None:
+        return False
+    counts = np.unique(labels, return_counts=True)[1]
+    return counts.min() >= min_per_class and min_part >= len(counts)
 
 
 @SPLITS.register("holdout")
@@ -19,8 +32,26 @@ def holdout(
     """One seeded split; stratified by class when ``labels`` are given and ``stratify``."""
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"split.val_fraction must be in (0, 1), got {val_fraction}")
+    if num_examples < 2:
+        raise DataError(f"a train/val split needs at least 2 examples, got {num_examples}")
     idx = np.arange(num_examples)
-    train_idx, val_idx = train_test_split(
-        idx, test_size=val_fraction, random_state=seed, stratify=labels if stratify else None
-    )
+    n_val = math.ceil(val_fraction * num_examples)  # as train_test_split rounds
+    strata = labels if stratify and _can_stratify(labels, 2, min(n_val, num_examples - n_val)) else None
+    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, random_state=seed % 2**32, stratify=strata)
     return [(np.sort(train_idx), np.sort(val_idx))]
+
+
+@SPLITS.register("kfold")
+def kfold(num_examples: int, labels: Optional[np.ndarray], seed: int, *, k: int = 5, stratify: bool = True) -> list[Fold]:
+    """k seeded folds whose val parts are disjoint and cover the pool once; stratified by class
+    when ``labels`` are given, ``stratify`` is set and every class has at least k members."""
+    if k < 2:
+        raise ConfigError(f"split.k must be >= 2, got {k}")
+    if k > num_examples:
+        raise ConfigError(f"split.k={k} is more than the {num_examples} examples in the pool; use split.k<={num_examples}")
+    idx = np.arange(num_examples)
+    if stratify and _can_stratify(labels, k, num_examples // k):
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed % 2**32).split(idx, labels)
+    else:
+        folds = KFold(n_splits=k, shuffle=True, random_state=seed % 2**32).split(idx)
+    return [(np.sort(train_idx), np.sort(val_idx)) for train_idx, val_idx in folds]

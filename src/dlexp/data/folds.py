@@ -1,0 +1,289 @@
+"""Fold assembly: from a ``Source`` and the run config to the ``DataBundle`` of each fold.
+
+For every (train, val) fold of the pool: fit preprocessing on the train part only,
+apply it to val, test and the shifted test, move the tensors to the device once,
+and wrap each part in a loader. Augmentation goes on the training loader only.
+The test set is never split, fitted on or used to choose anything.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from dlexp.config import builder_kwargs
+from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, TASKS, DataBundle, Pair, Pool, Source
+from dlexp.data.augment import Augmenter
+from dlexp.data.batching import TensorLoader
+from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
+from dlexp.data.preprocess import Normalizer, resize_images
+from dlexp.errors import ConfigError, DataError
+
+RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of float32; beyond that, per batch
+
+
+def load_folds(cfg: DictConfig, *, seed: int, device: torch.device) -> "Folds":
+    """Build the dataset named in ``cfg`` (a validated run config) and split it into folds."""
+    source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
+    if source.task not in TASKS:
+        raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
+    return Folds(cfg, source, seed=seed, device=device)
+
+
+def class_labels(y: Tensor, task: str) -> Optional[np.ndarray]:
+    """(N,) class index per example, for stratified splits and label shift; None for regression."""
+    if task == "classification":
+        return y.cpu().numpy()
+    if task == "binary":
+        return y[:, 0].long().cpu().numpy()
+    return None
+
+
+def _size(pool: Pool) -> int:
+    return len(pool) if isinstance(pool, ImageFiles) else len(pool[0])
+
+
+def _targets(pool: Pool) -> Tensor:
+    return pool.y if isinstance(pool, ImageFiles) else pool[1]
+
+
+def _take(pool: Pool, idx: np.ndarray) -> Pool:
+    if isinstance(pool, ImageFiles):
+        return pool.subset(idx)
+    index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    return pool[0][index], pool[1][index]
+
+
+class Folds:
+    """The data bundles of one run: k for ``split=kfold``, one for a holdout split.
+
+    Bundles are built on demand (``folds[i]``), so only one fold's tensors live at a time.
+    """
+
+    def __init__(self, cfg: DictConfig, source: Source, *, seed: int, device: torch.device):
+        self.cfg, self.source, self.seed, self.device = cfg, source, seed, device
+        self.name = cfg.dataset.name
+        if source.val is not None:
+            if cfg.split.name != "holdout":
+                raise ConfigError(
+                    f"split={cfg.split.name} needs one training pool, but dataset '{self.name}' comes with its own "
+                    f"val set; use split=holdout (the given val set is used as is)"
+                )
+            self.indices: Optional[list] = None
+        else:
+            self.indices = self._split()
+        self.shift = SHIFTS.build(cfg.shift.name, **builder_kwargs(cfg.shift))
+        self.augment_ops = AUGMENTS.build(cfg.augment.name, **builder_kwargs(cfg.augment))
+        self.shifted_test, self.shift_batch = self._shift_test()
+
+    def _split(self) -> list:
+        pool, cfg = self.source.train, self.cfg
+        if _size(pool) == 0:
+            raise DataError(f"dataset '{self.name}' has no training examples; check its files and settings")
+        labels = class_labels(_targets(pool), self.source.task)
+        try:
+            return SPLITS.build(cfg.split.name, _size(pool), labels, self.seed, **builder_kwargs(cfg.split))
+        except ValueError as err:  # e.g. too few examples of a class to stratify
+            raise DataError(
+                f"cannot split the {_size(pool)} training examples of '{self.name}' with split={cfg.split.name}: "
+                f"{str(err).splitlines()[0]}; change split.* (e.g. split.stratify=false)"
+            ) from None
+
+    def __len__(self) -> int:
+        return 1 if self.indices is None else len(self.indices)
+
+    def __getitem__(self, i: int) -> DataBundle:
+        if not 0 <= i < len(self):
+            raise IndexError(f"fold {i} of {len(self)}")
+        if self.indices is None:
+            return self._bundle(self.source.train, self.source.val)
+        train_idx, val_idx = self.indices[i]
+        return self._bundle(_take(self.source.train, train_idx), _take(self.source.train, val_idx))
+
+    def __iter__(self) -> Iterator[DataBundle]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def combine(self, summaries: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+        """The run summary of a k-fold run; writes the fold-averaged predictions when the dataset has any."""
+        if self.source.predict is not None:
+            self.source.predict.write_mean(run_dir)
+        return summarize_folds(summaries)
+
+    # -- shift -------------------------------------------------------------
+    def _shift_test(self) -> tuple[Optional[Pool], Optional[Callable[[Tensor], Tensor]]]:
+        """The shifted copy of the raw test set, plus a per-batch input shift for streamed images."""
+        shift, src = self.shift, self.source
+        if shift is None:
+            return None, None
+        if src.test is None:
+            raise DataError(
+                f"shift={self.cfg.shift.name} is applied to the test set, but dataset '{self.name}' has none; "
+                f"give it one (e.g. dataset.test_fraction=0.2) or use shift=none"
+            )
+        test = src.test
+        if shift.select is not None:
+            labels = class_labels(_targets(test), src.task)
+            if labels is None:
+                raise ConfigError(
+                    f"shift={self.cfg.shift.name} resamples class priors, but dataset '{self.name}' is a "
+                    f"{src.task} task; use shift=covariate"
+                )
+            test = _take(test, shift.select(labels))
+        if shift.inputs is None:
+            return test, None
+        if isinstance(test, ImageFiles):
+            return test, shift.inputs  # per-image ops: the same whether applied per batch or to the whole set
+        return (shift.inputs(test[0].float(), src.covariate_mask), test[1]), None
+
+    # -- one fold ------------------------------------------------------------
+    def _batch_sizes(self, n_train: int) -> tuple[int, int]:
+        trainer = self.cfg.trainer
+        if trainer.batch_size < 1:
+            raise ConfigError(f"trainer.batch_size must be >= 1, got {trainer.batch_size}")
+        if trainer.batch_size > n_train:
+            raise ConfigError(
+                f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "
+                f"use trainer.batch_size<={n_train}"
+            )
+        return trainer.batch_size, trainer.eval_batch_size or 4 * trainer.batch_size
+
+    def _bundle(self, train: Pool, val: Pool) -> DataBundle:
+        for part, pool in (("train", train), ("val", val)):
+            if _size(pool) == 0:
+                raise DataError(f"the {part} split of dataset '{self.name}' is empty; use more data or change split.*")
+        batch_size, eval_bs = self._batch_sizes(_size(train))
+        if isinstance(train, ImageFiles):
+            return self._stream_bundle(train, val, batch_size, eval_bs)
+        src = self.source
+        prep = src.preprocess(train[0].float()) if src.preprocess else Normalizer.fit(train[0].float(), src.normalize, src.stats)
+        # (targets,) mean of the train part, subtracted from every split's targets: the model starts near it
+        offset = train[1].mean(dim=0) if src.center_targets and src.task == "regression" else None
+
+        def prepared(pair: Optional[Pair]) -> Optional[Pair]:
+            if pair is None:
+                return None
+            y = pair[1] if offset is None else pair[1] - offset
+            return prep(pair[0].float()).to(self.device), y.to(self.device)
+
+        parts = {"train": prepared(train), "val": prepared(val), "test": prepared(src.test), "shifted": prepared(self.shifted_test)}
+        parts, transform = self._resize(parts)
+        example = parts["train"][0][:1] if transform is None else transform(parts["train"][0][:1])
+        augment = self._augmenter(example)
+
+        def loader(pair: Optional[Pair], bs: int, **kw: Any) -> Optional[TensorLoader]:
+            return None if pair is None else TensorLoader(*pair, bs, transform=transform, **kw)
+
+        return DataBundle(
+            train=loader(parts["train"], batch_size, shuffle=True, seed=self.seed, augment=augment),
+            val=loader(parts["val"], eval_bs),
+            test=loader(parts["test"], eval_bs),
+            task=src.task,
+            input_shape=tuple(example.shape[1:]),
+            num_classes=src.num_classes,
+            metric=src.metric,
+            extra_tests={"test_shifted": loader(parts["shifted"], eval_bs)} if parts["shifted"] else {},
+            after_fit=self._predictions_writer(prep, offset, eval_bs),
+            preprocess=prep,
+        )
+
+    def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
+        """Resize images once when the result is small, else return a per-batch resize."""
+        size = self.source.resize
+        if size is None:
+            return parts, None
+        x = parts["train"][0]
+        if x.dim() != 4:
+            raise ConfigError(f"dataset.resize needs image data (N, C, H, W); this dataset has shape {tuple(x.shape)}")
+        resize = partial(resize_images, size=size)
+        total = sum(len(p[0]) for p in parts.values() if p is not None) * x.shape[1] * size * size * 4
+        if total > RESIZE_ONCE_MAX_BYTES:
+            return parts, resize
+        return {k: None if p is None else (resize(p[0]), p[1]) for k, p in parts.items()}, None
+
+    def _augmenter(self, example: Tensor) -> Optional[Augmenter]:
+        if not self.augment_ops:
+            return None
+        if example.dim() != 4 and any(op.needs_images for op in self.augment_ops):
+            raise ConfigError(
+                f"augment={self.cfg.augment.name} needs image data (N, C, H, W), but dataset '{self.name}' has "
+                f"examples of shape {tuple(example.shape[1:])}; use augment=noise or augment=none"
+            )
+        return Augmenter(self.augment_ops, device=example.device)
+
+    def _predictions_writer(self, prep: Callable, offset: Optional[Tensor], eval_bs: int) -> Optional[Callable]:
+        pred = self.source.predict
+        if pred is None:
+            return None
+        x = prep(pred.x.float()).to(self.device)
+        if self.source.resize is not None:
+            x = resize_images(x, self.source.resize)
+
+        def write(model: torch.nn.Module, run_dir: Path) -> None:
+            outputs = predict(model, x, eval_bs)
+            pred.write(run_dir, outputs if offset is None else outputs + offset)
+
+        return write
+
+    def _stream_bundle(self, train: ImageFiles, val: ImageFiles, batch_size: int, eval_bs: int) -> DataBundle:
+        """Image files too big for memory: DataLoader workers decode, the device normalizes and augments."""
+        src = self.source
+        prep = fit_stream_normalizer(train, src.normalize, src.stats)
+        example = torch.zeros(1, train.channels, *train.size, device=self.device)
+        augment = self._augmenter(example)
+
+        def loader(files: Optional[ImageFiles], bs: int, **kw: Any) -> Optional[StreamLoader]:
+            return None if files is None else StreamLoader(files, bs, device=self.device, preprocess=prep, **kw)
+
+        shifted = loader(self.shifted_test, eval_bs, shift=self.shift_batch)
+        return DataBundle(
+            train=loader(train, batch_size, shuffle=True, seed=self.seed, augment=augment),
+            val=loader(val, eval_bs),
+            test=loader(src.test, eval_bs),
+            task=src.task,
+            input_shape=tuple(example.shape[1:]),
+            num_classes=src.num_classes,
+            metric=src.metric,
+            extra_tests={"test_shifted": shifted} if shifted is not None else {},
+            preprocess=prep,
+        )
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    """Model outputs for ``x`` (already preprocessed, on the model's device), in eval mode, on the CPU."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary for k folds: metric entries (``best/val/acc``, ``test/acc``, ...) become the mean
+    over the folds that report them, plus ``std/<key>`` (sample standard deviation, ddof=1: a prefix
+    that sweep tables, which compare ``best/*`` and ``test/*`` across jobs, leave alone); other
+    numbers the mean when the folds differ; the per-fold summaries are kept under ``fold_results``.
+    A fold that did not complete (the last one run) gives the run its status."""
+    out: dict[str, Any] = {}
+    for key, value in summaries[0].items():
+        values = [s[key] for s in summaries if key in s]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if "/" in key and numbers:
+            out[key] = float(np.mean(numbers))
+            out[f"std/{key}"] = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else math.nan
+        elif numbers and len(numbers) == len(values) and any(v != value for v in values):
+            out[key] = float(np.mean(numbers))
+        else:
+            out[key] = value if all(v == value for v in values) else "mixed"
+        if key == "status":
+            out["folds"] = len(summaries)
+    stopped = next((s for s in summaries if s.get("status") != "completed"), None)
+    if stopped is not None:  # an interrupted or diverged fold ended the run: its status and details lead
+        out["status"] = stopped["status"]
+        out.update({k: v for k, v in stopped.items() if k not in out})
+    out["fold_results"] = [{"fold": i, **s} for i, s in enumerate(summaries, 1)]
+    return out
