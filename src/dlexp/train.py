@@ -118,6 +118,7 @@ def fit(
     *,
     overrides: Sequence[str] = (),
     checkpoint: Optional[dict[str, Any]] = None,
+    resumable: bool = True,
 ) -> dict[str, Any]:
     """One training run on ``data`` (a DataBundle): epochs, checkpoints, then the test set.
 
@@ -241,8 +242,11 @@ def fit(
                 )
     if stop():
         outcome = {"status": "interrupted", "signal": signal_name(stop.signum), "exit_code": stop.exit_code,
-                   "resume_with": f"python -m dlexp resume={run_dir}"}
-        log.info(f"interrupted: checkpoint saved; continue with: python -m dlexp resume={run_dir}")
+                   "resume_with": f"python -m dlexp resume={run_dir}" if resumable else "(k-fold runs start again)"}
+        if resumable:
+            log.info(f"interrupted: checkpoint saved; continue with: python -m dlexp resume={run_dir}")
+        else:
+            log.info("interrupted: k-fold runs cannot be resumed; run the same command again to start over")
 
     summary: dict[str, Any] = {
         **outcome,
@@ -279,7 +283,7 @@ def _fit_folds(cfg: DictConfig, folds: Any, runtime: Any, log: Any, run_dir: Pat
         fold_dir = _prepare_run_dir(run_dir / f"fold_{i}")
         fold_log = RunLog(fold_dir, is_main=runtime.is_main, progress=cfg.trainer.progress)
         fold_log.log_hparams(OmegaConf.to_container(cfg, resolve=True))
-        summary = fit(cfg, data, runtime, fold_log, fold_dir, overrides=overrides)
+        summary = fit(cfg, data, runtime, fold_log, fold_dir, overrides=overrides, resumable=False)
         exit_code = summary.pop("exit_code", 0)
         fold_log.write_summary(summary)
         if runtime.is_main:
