@@ -125,13 +125,13 @@ def run_epoch(
                 outputs = model(x)
                 loss = loss_fn(outputs, y)
             batch = y.shape[0]
-            state.loss_sum += loss * batch
-            state.stat_sum += metric.batch_sum(outputs, y)
+            state.loss_sum.add_(loss, alpha=batch)  # one fused op: sum of per-example losses
+            state.stat_sum.add_(metric.batch_sum(outputs, y))
             state.examples += batch
             state.elements += metric.count(y)
             state.batches += 1
             if training and (state.batches % check_every == 0 or state.batches == total):
-                _check_finite(state.loss_sum, grad_sum, state.batches)
+                _check_finite(state.loss_sum, grad_sum if step.grad_clip is not None else None, state.batches)
             if task is not None and (state.batches % log_every == 0 or state.batches == total):
                 speed = (state.examples - start_examples) / max(time.perf_counter() - start, 1e-9)
                 progress.update(task, completed=state.batches, loss=f"{state.loss_sum.item() / state.examples:.4f}", speed=f"{speed:,.0f}")
@@ -144,11 +144,11 @@ def run_epoch(
     return state.result(metric)
 
 
-def _check_finite(loss_sum: Tensor, grad_sum: Tensor, step: int) -> None:
+def _check_finite(loss_sum: Tensor, grad_sum: Optional[Tensor], step: int) -> None:
     """One host sync: a non-finite loss or grad norm poisons its running sum."""
-    if not torch.isfinite(loss_sum):
+    if not math.isfinite(loss_sum.item()):
         raise Diverged(step, "the training loss")
-    if not torch.isfinite(grad_sum):
+    if grad_sum is not None and not math.isfinite(grad_sum.item()):
         raise Diverged(step, "the gradient norm")
 
 
