@@ -59,3 +59,11 @@ def run_cli(
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    """A user mistake: non-zero exit, no traceback, exactly one ``error: ...`` line naming the problem."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr

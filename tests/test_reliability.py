@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_json, run_cli
+from conftest import assert_one_line_error, read_json, run_cli
 from dlexp.checkpoint import load_checkpoint, save_checkpoint
 
 # Big enough that an epoch takes a fraction of a second, so signals land mid-run.
@@ -161,13 +161,6 @@ def _copy(run: Path, tmp_path: Path) -> Path:
     return target
 
 
-def _one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
-
-
 def test_corrupt_checkpoint_on_resume(tmp_path, finished_run):
     run_dir = _copy(finished_run, tmp_path)
     last = run_dir / "checkpoints" / "last.pt"
@@ -175,15 +168,15 @@ def test_corrupt_checkpoint_on_resume(tmp_path, finished_run):
     last.write_bytes(damaged)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     proc = run_cli(f"resume={run_dir}", "trainer.epochs=4", cwd=tmp_path)
-    _one_line_error(proc, "is corrupt or truncated")
+    assert_one_line_error(proc, "is corrupt or truncated")
     assert last.read_bytes() == damaged
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
 def test_resume_refuses_a_conflicting_config_and_accepts_more_epochs(tmp_path, finished_run):
     run_dir = _copy(finished_run, tmp_path)
-    _one_line_error(run_cli(f"resume={run_dir}", "model=softmax", cwd=tmp_path), "cannot resume with model.name='softmax'")
-    _one_line_error(run_cli(f"resume={run_dir}", "optim.lr=0.5", cwd=tmp_path), "cannot resume with optim.lr=0.5")
+    assert_one_line_error(run_cli(f"resume={run_dir}", "model=softmax", cwd=tmp_path), "cannot resume with model.name='softmax'")
+    assert_one_line_error(run_cli(f"resume={run_dir}", "optim.lr=0.5", cwd=tmp_path), "cannot resume with optim.lr=0.5")
     proc = run_cli(f"resume={run_dir / 'checkpoints' / 'last.pt'}", "trainer.epochs=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [int(r["epoch"]) for r in _metrics(run_dir)] == [1, 2, 3]
@@ -203,7 +196,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, finishe
         [sys.executable, "-m", "dlexp", f"resume={run_dir}", "trainer.epochs=3"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size,
     )
-    _one_line_error(proc, "could not write checkpoint")
+    assert_one_line_error(proc, "could not write checkpoint")
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.endswith(".tmp")]
@@ -222,5 +215,5 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, finishe
 )
 def test_bad_inputs_fail_cleanly(tmp_path, args, message):
     proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    _one_line_error(proc, message)
+    assert_one_line_error(proc, message)
     assert not (tmp_path / "does").exists()
