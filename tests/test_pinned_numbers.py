@@ -1,0 +1,89 @@
+"""Pinned numbers: fixed explicit configs must give the same metrics, to the last digit, on the CPU.
+
+The reference (``tests/reference/pinned_metrics.json``) was written by the code
+before the training core was restructured; a change that alters any number here
+must say why and regenerate the file on purpose:
+
+    DLEXP_UPDATE_REFERENCE=1 .venv/bin/python -m pytest tests/test_pinned_numbers.py
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import read_json
+from datafiles import write_arrays
+
+REFERENCE = Path(__file__).parent / "reference" / "pinned_metrics.json"
+NO_STOP = ["trainer.early_stopping.patience=null"]
+
+# name -> (array file options or None, overrides). Explicit on purpose: a default that changes later
+# must not move these numbers.
+CONFIGS = {
+    "arrays_mlp_sgd_momentum": (
+        {"task": "classification"},
+        ["dataset=arrays", "model=mlp", "model.hidden=[32]", "optim=sgd_momentum", "optim.lr=0.05",
+         "trainer.epochs=4", "trainer.batch_size=8", *NO_STOP],
+    ),
+    "arrays_binary_clip_l1_step": (
+        {"task": "binary"},
+        ["dataset=arrays", "model=mlp", "model.hidden=[16]", "optim=adam", "optim.lr=0.01", "regularizer=l1",
+         "regularizer.l1=0.001", "trainer.grad_clip=1.0", "scheduler=step", "scheduler.step_size=2",
+         "augment=noise", "trainer.epochs=4", "trainer.batch_size=8", *NO_STOP],
+    ),
+    "arrays_regression_kfold": (
+        {"task": "regression"},
+        ["dataset=arrays", "model=mlp", "model.hidden=[16]", "optim=sgd", "optim.lr=0.01", "split=kfold",
+         "split.k=3", "trainer.epochs=2", "trainer.batch_size=8", *NO_STOP],
+    ),
+    "digits_lenet_bn_dropout_wd": (
+        None,
+        ["dataset=digits", "dataset.resize=28", "model=lenet_bn", "optim=sgd_momentum", "optim.lr=0.05",
+         "regularizer.weight_decay=0.0005", "regularizer.dropout=0.3", "trainer.epochs=2",
+         "trainer.batch_size=64", "trainer.limit_train_batches=6", *NO_STOP],
+    ),
+}
+
+
+def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv rows as written (strings: the last digit counts), without the timing column."""
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+
+
+def _summary_numbers(summary: dict) -> dict:
+    keep = ("best/", "test/", "gap/", "std/", "mean/")
+    out = {k: v for k, v in summary.items() if k.startswith(keep)}
+    out.update({k: summary[k] for k in ("epochs_run", "best_epoch", "monitor", "mode", "diagnosis") if k in summary})
+    return out
+
+
+def _run(name: str, run_train, tmp_path: Path) -> dict:
+    arrays, overrides = CONFIGS[name]
+    extra = []
+    if arrays is not None:
+        path = write_arrays(tmp_path / f"{name}.npz", n=120, seed=3, extra=("test",), **arrays)
+        extra = [f"dataset.path={path}"]
+    _, run_dir = run_train(*overrides, *extra, "seed=7", run_dir=tmp_path / name)
+    summary = read_json(run_dir / "summary.json")
+    record = {"summary": _summary_numbers(summary)}
+    fold_dirs = sorted(run_dir.glob("fold_*"))
+    for d in fold_dirs or [run_dir]:
+        record[f"metrics:{d.name if fold_dirs else 'run'}"] = _metrics_rows(d)
+    return record
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_fixed_config_gives_the_pinned_metrics(name, run_train, tmp_path):
+    got = json.loads(json.dumps(_run(name, run_train, tmp_path)))  # floats as JSON stores them
+    if os.environ.get("DLEXP_UPDATE_REFERENCE"):
+        reference = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else {}
+        reference[name] = got
+        REFERENCE.parent.mkdir(exist_ok=True)
+        REFERENCE.write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n")
+        pytest.skip("reference updated")
+    assert got == json.loads(REFERENCE.read_text())[name]
