@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ run: $(STAMP)
 	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
 	echo "make run: finished in $$((ms / 1000)).$$(printf %03d $$((ms % 1000))) s wall time"
 
-test: $(STAMP)
+# The linter runs first: an undefined name fails the build before any test does.
+test: lint
 	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 
 # Data-path benchmark (not part of the tests): BENCH_ARGS="--model lenet --repeats 3".
 bench: $(STAMP)

@@ -180,8 +180,8 @@ def main() -> None:
     for key in ("bare loop", "dlexp run_epoch"):
         print(f"{key:<62}{best[key]:>9.3f}{n / best[key]:>12,.0f}{best[key] / best['bare loop']:>16.3f}x")
 
-    a0 = best[f"epoch | torchvision DataLoader, num_workers=0"] / best[f"epoch | {fast}"]
-    a2 = best[f"epoch | torchvision DataLoader, num_workers=2"] / best[f"epoch | {fast}"]
+    a0 = best["epoch | torchvision DataLoader, num_workers=0"] / best[f"epoch | {fast}"]
+    a2 = best["epoch | torchvision DataLoader, num_workers=2"] / best[f"epoch | {fast}"]
     b = best["dlexp run_epoch"] / best["bare loop"]
     print(f"\nratios: (a) epoch speedup vs DataLoader: {a0:.2f}x (num_workers=0), {a2:.2f}x (num_workers=2) "
           f"[goal >= 10x]; (b) dlexp / bare loop: {b:.3f}x [goal <= 1.03x]")

@@ -283,7 +283,7 @@ def test_normalization_statistics_come_from_the_training_part_only():
     folds = folds_for("split=kfold", "split.k=3")  # digits, normalize=channel
     pool_x = folds.source.train[0]
     means = []
-    for (train_idx, val_idx), bundle in zip(folds.indices, folds):
+    for (train_idx, _val_idx), bundle in zip(folds.indices, folds):
         train_mean, train_std = pool_x[train_idx].mean(), pool_x[train_idx].std()
         assert bundle.preprocess.mean.item() == pytest.approx(train_mean.item(), abs=1e-6)
         assert bundle.preprocess.std.item() == pytest.approx(train_std.item(), abs=1e-6)

@@ -88,7 +88,7 @@ def run_epoch(
     metric: Metric,
     *,
     optimizer: Optional[torch.optim.Optimizer] = None,
-    step: StepConfig = StepConfig(),
+    step: Optional[StepConfig] = None,
     limit_batches: Optional[int] = None,
     progress: Any = None,
     log_every: int = 20,
@@ -105,6 +105,7 @@ def run_epoch(
     ``check_every`` steps and raises ``Diverged`` when one is not finite.
     """
     training = optimizer is not None
+    step = step or StepConfig()
     model.train(training)
     device = next(model.parameters()).device
     state = state or EpochProgress.start(device)

@@ -9,6 +9,7 @@ from sklearn.model_selection import train_test_split
 
 from dlexp.data import DATASETS, Source
 from dlexp.data.preprocess import resize_images
+from dlexp.errors import ConfigError
 
 
 @DATASETS.register("digits")
