@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -60,12 +60,17 @@ def model_factory(name: str) -> tuple[Callable[[], nn.Module], str]:
     return (lambda: MODELS.build(name, IMAGE_SHAPE, 10)), f"{name} (dlexp registry)"
 
 
+def pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a DataLoader's [x, y] or a dlexp ``Batch``."""
+    return (batch.inputs, batch.targets) if hasattr(batch, "inputs") else (batch[0], batch[1])
+
+
 def train_batches(model: nn.Module, batches: Iterable, lr: float = 0.1) -> None:
     """The same SGD step for every pipeline in (a)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for x, y in batches:
+    for x, y in map(pair, batches):
         loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -75,7 +80,7 @@ def train_batches(model: nn.Module, batches: Iterable, lr: float = 0.1) -> None:
 def touch_batches(batches: Iterable) -> None:
     """The data path alone: every batch produced, read once."""
     total = torch.zeros(())
-    for x, _ in batches:
+    for x, _ in map(pair, batches):
         total += x[:, 0, 0, 0].sum()
 
 
@@ -117,8 +122,8 @@ def main() -> None:
     from dlexp.data import DATASETS
     from dlexp.data.batching import TensorLoader
     from dlexp.data.preprocess import Normalizer
-    from dlexp.engine import run_epoch
-    from dlexp.tasks import resolve_task
+    from dlexp.engine import Pass, run_epoch
+    from dlexp.tasks import build_task
 
     make_model, model_desc = model_factory(args.model)
     bs = args.batch_size
@@ -146,7 +151,7 @@ def main() -> None:
             torch.manual_seed(0)
             return make_model()
 
-        loss_fn, metric = resolve_task("classification")
+        task = build_task("classification")
         gen = torch.Generator().manual_seed(0)
         warm = fresh_model()  # first-call costs (allocator, kernels, worker start-up) stay out of the timings
         train_batches(warm, [(x[:bs], y[:bs])] * 3)
@@ -160,7 +165,7 @@ def main() -> None:
             model = fresh_model()
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
             times.setdefault("dlexp run_epoch", []).append(
-                timed(lambda: run_epoch(model, ours, loss_fn, metric, optimizer=optimizer))
+                timed(lambda: run_epoch(model, ours, task, Pass(optimizer=optimizer)))
             )
             model = fresh_model()
             times.setdefault("bare loop", []).append(timed(lambda: bare_epoch(model, x, y, bs, gen)))

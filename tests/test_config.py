@@ -41,7 +41,7 @@ def test_option_composes_validates_and_builds(path, tiny_datasets, monkeypatch):
     cfg = validate(compose_cfg(f"{group}={option}", *extra))
     data = load_data(cfg, seed=0, device=torch.device("cpu"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout)
-    x, _ = next(iter(data.train))
+    x = next(iter(data.train)).inputs
     assert model(x).shape == (x.shape[0], data.num_classes)
     optimizer = build_optimizer(cfg.optim, model, cfg.regularizer.weight_decay)
     build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs, "max")

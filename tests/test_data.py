@@ -31,8 +31,8 @@ def folds_for(*overrides: str, seed: int = 0):
 
 
 def everything(loader) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*loader)
-    return torch.cat(xs), torch.cat(ys)
+    batches = list(loader)
+    return torch.cat([b.inputs for b in batches]), torch.cat([b.targets for b in batches])
 
 
 # -- vision datasets through torchvision's classes ---------------------------------------------
@@ -327,11 +327,11 @@ def test_flip_and_crop_are_exact_per_example():
 def test_augmented_epoch_replays_exactly_from_a_mid_epoch_checkpoint():
     loader = folds_for("augment=standard", "trainer.batch_size=64")[0].train
     list(loader)  # epoch 1
-    epoch = [x for x, _ in loader]  # epoch 2, as trained
+    epoch = [batch.inputs for batch in loader]  # epoch 2, as trained
     state = loader.state_dict(mid_epoch=True)  # what a checkpoint taken during epoch 2 holds
     list(loader)  # the run goes on (or is killed); a resumed run restores the state
     loader.load_state_dict(state)
-    resumed = [x for x, _ in loader.batches(skip=3)]
+    resumed = [batch.inputs for batch in loader.batches(skip=3)]
     assert len(resumed) == len(epoch) - 3
     assert all(torch.equal(a, b) for a, b in zip(resumed, epoch[3:]))
 

@@ -10,6 +10,7 @@ from torch import nn
 from conftest import compose_cfg, read_json
 from dlexp.config import validate
 from dlexp.engine import EarlyStopping, StepConfig, training_step
+from dlexp.tasks import Batch, build_task
 from dlexp.models import build_model
 
 
@@ -45,7 +46,7 @@ def test_l1_penalty_changes_the_weight_gradients_but_not_the_biases():
         torch.manual_seed(1)
         model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: keep the weights, inspect the grads
-        training_step(model, x, y, nn.CrossEntropyLoss(), optimizer, StepConfig(l1=l1))
+        training_step(model, Batch(x, y), build_task("classification"), optimizer, StepConfig(l1=l1))
         grads[l1] = {n: p.grad.clone() for n, p in model.named_parameters()}
         weights = {n: p.detach().clone() for n, p in model.named_parameters()}
     for name, g in grads[0.1].items():

@@ -158,13 +158,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     return typed
 
 
-def builder_kwargs(node: DictConfig) -> dict[str, Any]:
-    """A validated group node as plain keyword arguments for its builder (``name`` dropped)."""
-    kwargs = OmegaConf.to_container(node, resolve=True)
-    kwargs.pop("name")
-    return kwargs
-
-
 # --------------------------------------------------------------------------
 # Where the configs live, and a check of command-line overrides before Hydra.
 
@@ -246,6 +239,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                     mean = f" Did you mean '{hint[0]}'?" if hint else ""
                     raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
+    chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     if writes_outputs:
         _check_output_dir(argv)
     for arg in overrides:
@@ -263,6 +257,28 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                 _check_key_exists(dirs, group, option, rest)
             if "," in chosen[group] and group in defaults:
                 _check_sweep_key(dirs, group, defaults[group], chosen[group], arg)
+
+
+def _with_experiment_choices(dirs: list[str], chosen: dict[str, str], explicit: set[str]) -> dict[str, str]:
+    """The group options after ``experiment=NAME``: its ``override /group: option`` entries switch groups
+    that the command line does not set itself. A group that a sweep over experiments may switch is
+    dropped (its keys are left to Hydra and the schema check after composing)."""
+    names = [n for n in chosen.get("experiment", "null").split(",") if n != "null"]
+    switched: dict[str, set[str]] = {}
+    for name in names:
+        path = next((Path(d) / "experiment" / f"{name}.yaml" for d in dirs if (Path(d) / "experiment" / f"{name}.yaml").is_file()), None)
+        for entry in (OmegaConf.load(path).get("defaults", []) if path is not None else []):
+            for key, value in (entry.items() if isinstance(entry, DictConfig) else []):
+                group = str(key).removeprefix("override").strip().lstrip("/")
+                if group not in explicit and isinstance(value, str):
+                    switched.setdefault(group, set()).add(value)
+    out = dict(chosen)
+    for group, options in switched.items():
+        if len(names) == 1:
+            out[group] = options.pop()
+        else:
+            out.pop(group, None)
+    return out
 
 
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:

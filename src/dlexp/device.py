@@ -32,8 +32,19 @@ class Runtime:
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         return f"cpu ({torch.get_num_threads()} threads)"
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self.device)
+    def prepare_model(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """(the model to call, the raw model to save and inspect).
+
+        Wrappers (``torch.compile``, DDP) go on the first only, so checkpoint keys and
+        layer names never carry their prefixes (``_orig_mod.``, ``module.``).
+        """
+        model = model.to(self.device)
+        return model, model
+
+    def prepare_batch(self, batch: Any) -> Any:
+        """A batch as the model should see it (precision or memory format, later); the loaders
+        already deliver it on the device."""
+        return batch
 
     @property
     def check_every(self) -> int:

@@ -1,11 +1,12 @@
-"""The training step, the epoch loop over a loader, and early stopping.
+"""The training step, one pass over a loader, and early stopping.
 
 Running sums stay on the device as tensors and are read once per epoch (and
 once per progress-bar refresh), so the hot loop does not stall on host syncs.
+The batch layout belongs to the task: this module only adds up what
+``task.step`` returns.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from dlexp.metrics import LossMean, Metric
 from dlexp.optim import l1_penalty
-from dlexp.tasks import Metric
+from dlexp.tasks import Batch, StepOutput, Task
 
 
 @dataclass
@@ -33,116 +35,140 @@ class Diverged(Exception):
 
 
 def training_step(
-    model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, step: StepConfig
-) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    """One optimizer step on a batch; returns (data loss, outputs, grad norm or None), all detached."""
-    outputs = model(x)  # (B, num_classes)
-    loss = loss_fn(outputs, y)
-    objective = loss + step.l1 * l1_penalty(model) if step.l1 > 0 else loss
+    model: nn.Module, batch: Batch, task: Task, optimizer: torch.optim.Optimizer, step: StepConfig
+) -> tuple[StepOutput, Optional[Tensor]]:
+    """One optimizer step on a batch; returns the task's output (loss detached) and the grad norm or None.
+
+    The hook for precision: autocast around the forward and a gradient scaler
+    (unscaled before clipping) go here, and only here.
+    """
+    out = task.step(model, batch)
+    objective = out.loss + step.l1 * l1_penalty(model) if step.l1 > 0 else out.loss
     optimizer.zero_grad(set_to_none=True)
     objective.backward()
     grad_norm = None
     if step.grad_clip is not None:  # the total norm before clipping comes for free
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
     optimizer.step()
-    return loss.detach(), outputs.detach(), grad_norm
+    return StepOutput(out.loss.detach(), out.weight, out.outputs.detach()), grad_norm
 
 
 @dataclass
 class EpochProgress:
     """Running sums of one pass; checkpointed when a run stops mid-epoch."""
 
-    loss_sum: Tensor  # sum of per-example losses, 0-d tensor on the device
-    stat_sum: Tensor  # the metric's running statistic
-    examples: int = 0
-    elements: int = 0  # target elements, for per-element metrics
-    batches: int = 0  # batches done so far this epoch
+    loss: LossMean
+    metrics: list[Metric]
+    batches: int = 0  # batches done so far this pass
 
     @classmethod
-    def start(cls, device: torch.device, saved: Optional[dict[str, Any]] = None) -> "EpochProgress":
-        saved = saved or {}
-        return cls(
-            loss_sum=torch.tensor(saved.get("loss_sum", 0.0), device=device),
-            stat_sum=torch.tensor(saved.get("stat_sum", 0.0), device=device),
-            examples=saved.get("examples", 0),
-            elements=saved.get("elements", 0),
-            batches=saved.get("batches", 0),
-        )
+    def start(cls, task: Task, device: torch.device, saved: Optional[dict[str, Any]] = None) -> "EpochProgress":
+        loss, metrics = LossMean(), task.metrics()
+        for acc in (loss, *metrics):
+            acc.reset(device)
+        progress = cls(loss, metrics)
+        if saved:
+            loss.load_state_dict(saved["loss"])
+            for acc, state in zip(metrics, saved["metrics"]):
+                acc.load_state_dict(state)
+            progress.batches = saved["batches"]
+        return progress
+
+    def update(self, out: StepOutput, batch: Batch, decoded: Any = None) -> None:
+        self.loss.add(out.loss, out.weight)
+        for metric in self.metrics:
+            metric.update(decoded if metric.needs_decode else out.outputs, batch)
+        self.batches += 1
+
+    @property
+    def examples(self) -> int:
+        return int(self.loss.count)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "loss_sum": self.loss_sum.item(), "stat_sum": self.stat_sum.item(),
-            "examples": self.examples, "elements": self.elements, "batches": self.batches,
-        }
+        return {"loss": self.loss.state_dict(), "metrics": [m.state_dict() for m in self.metrics], "batches": self.batches}
 
-    def result(self, metric: Metric) -> dict[str, float]:
-        if self.examples == 0:
-            return {"loss": math.nan, metric.name: math.nan}
-        return {"loss": self.loss_sum.item() / self.examples, metric.name: metric.reduce(self.stat_sum.item(), self.elements)}
+    def result(self) -> dict[str, float]:
+        return {"loss": self.loss.compute(), **{m.name: m.compute() for m in self.metrics}}
 
 
-def run_epoch(
-    model: nn.Module,
-    loader: Any,
-    loss_fn: nn.Module,
-    metric: Metric,
-    *,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    step: Optional[StepConfig] = None,
-    limit_batches: Optional[int] = None,
-    progress: Any = None,
-    log_every: int = 20,
-    state: Optional[EpochProgress] = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    check_every: int = 1,
-) -> Optional[dict[str, float]]:
-    """Train (when ``optimizer`` is given) or evaluate for one pass over ``loader``.
+@dataclass
+class Pass:
+    """How one pass over a loader runs: training (with an optimizer) or evaluation."""
 
-    Returns the example-weighted mean loss and the metric, e.g.
-    ``{"loss": 0.12, "acc": 0.97}``, or None when ``should_stop()`` turned true
-    between two training steps (``state`` then holds the partial sums).
-    Training checks the loss (and the gradient norm, when clipping) every
-    ``check_every`` steps and raises ``Diverged`` when one is not finite.
+    optimizer: Optional[torch.optim.Optimizer] = None
+    step: StepConfig = field(default_factory=StepConfig)
+    limit_batches: Optional[int] = None
+    progress: Any = None  # a rich Progress, or None
+    log_every: int = 20
+    should_stop: Callable[[], bool] = lambda: False
+    check_every: int = 1  # steps between divergence checks (each is a host sync)
+    prepare: Callable[[Batch], Batch] = lambda batch: batch  # the Runtime's per-batch hook
+
+
+def run_epoch(model: nn.Module, loader: Any, task: Task, how: Optional[Pass] = None,
+              state: Optional[EpochProgress] = None) -> Optional[dict[str, float]]:
+    """Train (when ``how.optimizer`` is given) or evaluate for one pass over ``loader``.
+
+    Returns the weighted mean loss and the metrics, e.g. ``{"loss": 0.12, "acc": 0.97}``,
+    or None when ``how.should_stop()`` turned true between two training steps
+    (``state`` then holds the partial sums). Training checks the loss (and the
+    gradient norm, when clipping) every ``check_every`` steps and raises
+    ``Diverged`` when one is not finite.
     """
-    training = optimizer is not None
-    step = step or StepConfig()
+    how = how or Pass()
+    training = how.optimizer is not None
     model.train(training)
     device = next(model.parameters()).device
-    state = state or EpochProgress.start(device)
+    state = state or EpochProgress.start(task, device)
     grad_sum = torch.zeros((), device=device)  # non-finite iff some clipped step's grad norm was
-    total = len(loader) if limit_batches is None else min(len(loader), limit_batches)
-    task = progress.add_task("train" if training else "eval", total=total, completed=state.batches, loss="-", speed="-") if progress else None
-    start, start_examples = time.perf_counter(), state.examples
-    batches = loader.batches(skip=state.batches) if hasattr(loader, "batches") else itertools.islice(loader, state.batches, None)
+    total = len(loader) if how.limit_batches is None else min(len(loader), how.limit_batches)
+    bar = _Bar(how.progress, "train" if training else "eval", total, state, how.log_every)
     with torch.set_grad_enabled(training):
-        for x, y in batches:
+        for batch in loader.batches(skip=state.batches):
             if state.batches >= total:
                 break
+            batch = how.prepare(batch)
             if training:
-                loss, outputs, grad_norm = training_step(model, x, y, loss_fn, optimizer, step)
+                out, grad_norm = training_step(model, batch, task, how.optimizer, how.step)
                 if grad_norm is not None:
                     grad_sum += grad_norm
+                state.update(out, batch)
             else:
-                outputs = model(x)
-                loss = loss_fn(outputs, y)
-            batch = y.shape[0]
-            state.loss_sum.add_(loss, alpha=batch)  # one fused op: sum of per-example losses
-            state.stat_sum.add_(metric.batch_sum(outputs, y))
-            state.examples += batch
-            state.elements += metric.count(y)
-            state.batches += 1
-            if training and (state.batches % check_every == 0 or state.batches == total):
-                _check_finite(state.loss_sum, grad_sum if step.grad_clip is not None else None, state.batches)
-            if task is not None and (state.batches % log_every == 0 or state.batches == total):
-                speed = (state.examples - start_examples) / max(time.perf_counter() - start, 1e-9)
-                progress.update(task, completed=state.batches, loss=f"{state.loss_sum.item() / state.examples:.4f}", speed=f"{speed:,.0f}")
-            if training and should_stop():
+                _eval_update(state, task, model, batch)
+            if training and (state.batches % how.check_every == 0 or state.batches == total):
+                _check_finite(state.loss.total, grad_sum if how.step.grad_clip is not None else None, state.batches)
+            bar.update(state)
+            if training and how.should_stop():
                 break
-    if task is not None:
-        progress.remove_task(task)
+    bar.close()
     if training and state.batches < total:
         return None  # stopped early on request
-    return state.result(metric)
+    return state.result()
+
+
+def _eval_update(state: EpochProgress, task: Task, model: nn.Module, batch: Batch) -> None:
+    out, decoded = task.evaluate_batch(model, batch)
+    state.update(out, batch, decoded)
+
+
+class _Bar:
+    """The progress-bar row of one pass: batches done, running loss, examples per second."""
+
+    def __init__(self, progress: Any, label: str, total: int, state: EpochProgress, log_every: int):
+        self.progress, self.total, self.log_every = progress, total, log_every
+        self.task = progress.add_task(label, total=total, completed=state.batches, loss="-", speed="-") if progress else None
+        self.start = time.perf_counter()
+        self.start_examples = state.examples if progress else 0  # a resumed pass counts only its own speed
+
+    def update(self, state: EpochProgress) -> None:
+        if self.task is None or not (state.batches % self.log_every == 0 or state.batches == self.total):
+            return
+        speed = (state.examples - self.start_examples) / max(time.perf_counter() - self.start, 1e-9)
+        self.progress.update(self.task, completed=state.batches, loss=f"{state.loss.compute():.4f}", speed=f"{speed:,.0f}")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
 
 
 def _check_finite(loss_sum: Tensor, grad_sum: Optional[Tensor], step: int) -> None:

@@ -47,3 +47,8 @@ class StopRequest:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def signal_name(signum: Optional[int]) -> str:
+    """``SIGTERM`` for 15; empty when no signal arrived."""
+    return signal.Signals(signum).name if signum else ""

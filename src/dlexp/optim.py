@@ -7,12 +7,12 @@ that L2 is set in one place for every optimizer.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
-from dlexp.config import builder_kwargs
+from dlexp.registry import builder_kwargs
 from dlexp.errors import ConfigError
 from dlexp.registry import Registry
 
@@ -137,5 +137,6 @@ def step_scheduler(scheduler: Optional[Any], monitored_value: float) -> None:
         scheduler.step()
 
 
-def iter_lrs(optimizer: torch.optim.Optimizer) -> Iterable[float]:
-    return (group["lr"] for group in optimizer.param_groups)
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate of the first parameter group (every group shares it)."""
+    return optimizer.param_groups[0]["lr"]

@@ -15,9 +15,18 @@ import difflib
 import inspect
 from typing import Any, Callable, Iterator, Optional
 
+from omegaconf import DictConfig, OmegaConf
+
 from dlexp.errors import ConfigError
 
 Builder = Callable[..., Any]
+
+
+def builder_kwargs(node: DictConfig) -> dict[str, Any]:
+    """A validated group node as plain keyword arguments for its builder (``name`` dropped)."""
+    kwargs = OmegaConf.to_container(node, resolve=True)
+    kwargs.pop("name")
+    return kwargs
 
 
 class Registry:

@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 import yaml
 
+from dlexp.util import display_path
+
 SUMMARY_CSV = "summary.csv"
 JOBS_CSV = "jobs.csv"
 SUMMARY_MD = "summary.md"
@@ -447,14 +449,6 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
     if written:
         names = ", ".join(p.name for p in written)
         console.print(f"sweep summary in {display_path(report.sweep_dir)}: {names}")
-
-
-def display_path(path: Path) -> str:
-    """Relative to the working directory when inside it (shorter, copy-pasteable)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def summarize_sweep(sweep_dir: Path, *, run_plots: bool = False, console: Any = None) -> SweepReport:

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.errors import ConfigError
+from dlexp.util import flatten
 
 # Keys that may differ between a checkpoint's config and the resumed run.
 MAY_CHANGE = {
@@ -66,7 +67,7 @@ def recompose(cfg: DictConfig, saved_overrides: list[str]) -> DictConfig:
 
 def check_compatible(new: dict[str, Any], saved: dict[str, Any]) -> None:
     """Refuse to resume with settings that would change what the checkpoint means."""
-    new_flat, saved_flat = _flatten(new), _flatten(saved)
+    new_flat, saved_flat = flatten(_plain(new)), flatten(_plain(saved))
     # component names first: "model.name differs" says more than any of its keys
     for key in sorted(set(new_flat) | set(saved_flat), key=lambda k: (not k.endswith(".name"), k)):
         if key in MAY_CHANGE:
@@ -78,12 +79,5 @@ def check_compatible(new: dict[str, Any], saved: dict[str, Any]) -> None:
             )
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
+def _plain(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dlexp.util import display_path, flatten
+
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 LONG_KEYS = {"hint", "resume_with", "error"}
@@ -33,18 +35,24 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def record_failure(run_dir: Path, error: str) -> None:
+    """Write ``summary.json`` with status failed, unless the run already wrote its own (failed, diverged, ...)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        if "status" in json.loads(path.read_text()):
+            return
+    except (OSError, ValueError):
+        pass  # no summary yet (or an unreadable one): write it
+    try:
+        write_json_atomic(path, {"status": "failed", "error": error})
+    except OSError:
+        pass  # the run dir itself is unusable; the error was already printed
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-def _display_path(path: Path) -> str:
-    """Relative to the working directory when inside it (shorter, copy-pasteable)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _fmt(value: Any) -> str:
@@ -155,19 +163,7 @@ class RunLog:
                 continue  # printed as their own lines
             table.add_row(key, _fmt(value))
         self.console.print(table)
-        self.console.print(f"results in {_display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists become their text."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+        self.console.print(f"results in {display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
 
 
 def _result_metrics(summary: dict[str, Any]) -> dict[str, float]:

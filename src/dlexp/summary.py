@@ -36,8 +36,9 @@ class LayerRow:
     shape: Optional[tuple[int, ...]] = None  # output shape for one example; None if never called
 
 
-def layer_rows(model: Any, x: Any, depth: int = 1) -> list[LayerRow]:
-    """Run ``x`` (a batch, e.g. (1, C, H, W)) through ``model`` and describe every layer down to ``depth``."""
+def layer_rows(model: Any, batch: Any, depth: int = 1, task: Any = None) -> list[LayerRow]:
+    """Run ``batch`` (a ``Batch`` of one example) through ``model`` as ``task`` feeds it, and describe
+    every layer down to ``depth``."""
     import torch
 
     from dlexp.models import count_parameters
@@ -57,7 +58,7 @@ def layer_rows(model: Any, x: Any, depth: int = 1) -> list[LayerRow]:
     model.eval()  # BatchNorm on one example; no dropout
     try:
         with torch.no_grad():
-            model(x)
+            task.forward(model, batch) if task is not None else model(batch.inputs)
     finally:
         for hook in hooks:
             hook.remove()
@@ -72,20 +73,23 @@ def summarize(cfg: Any, depth: int = 1) -> tuple[dict[str, Any], list[LayerRow],
     from dlexp.device import seed_everything
     from dlexp.models import build_model, count_parameters
     from dlexp.models.init import init_summary
+    from dlexp.tasks import Batch, build_task
 
     cfg = validate(cfg)
     seed_everything(cfg.seed)  # the same weights a training run with this seed starts from
     data = load_data(cfg, seed=cfg.seed, device=torch.device("cpu"))
-    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout)
-    x = next(iter(data.val))[0][:1]  # one real example as the model sees it (resized, streamed): (1, *input_shape)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout, data.context)
+    task = build_task(data.task, data.task_args)
+    first = next(iter(data.val))  # one real example as the model sees it (resized, streamed): (1, *input_shape)
+    batch = Batch(first.inputs[:1], first.targets[:1], {k: v[:1] for k, v in first.extras.items()})
     facts = {
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,
-        "input": tuple(x.shape),
+        "input": tuple(batch.inputs.shape),
         "outputs": data.num_classes,
         **init_summary(cfg.model),
     }
-    return facts, layer_rows(model, x, depth), count_parameters(model)
+    return facts, layer_rows(model, batch, depth, task), count_parameters(model)
 
 
 def print_summary(facts: dict[str, Any], rows: list[LayerRow], total: int) -> None:

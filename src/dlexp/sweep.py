@@ -16,7 +16,6 @@ Importing this module must stay light (no torch): Hydra imports it in every run.
 from __future__ import annotations
 
 import atexit
-import json
 import math
 import os
 import shutil
@@ -43,10 +42,13 @@ class SweepSummary(Callback):
         """A job whose error escaped the task function still gets a failed summary.json."""
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # the exception; .return_value would re-raise it
+            from dlexp.runlog import record_failure
+
             record_failure(Path(str(config.hydra.runtime.output_dir)), f"{type(error).__name__}: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from dlexp.report import display_path, summarize_sweep
+        from dlexp.report import summarize_sweep
+        from dlexp.util import display_path
 
         self.ended = True
         report = summarize_sweep(self.sweep_dir or Path(str(config.hydra.sweep.dir)))
@@ -74,22 +76,6 @@ def check_launcher(launcher: Any) -> None:
         print("error: hydra/launcher=slurm needs a SLURM cluster (srun and sbatch not found on PATH); run it on "
               "the cluster's login node, or use hydra/launcher=joblib for parallel jobs on this machine", file=sys.stderr)
         sys.exit(2)
-
-
-def record_failure(run_dir: Path, error: str) -> None:
-    """Write ``summary.json`` with status failed, unless the job already wrote its own (failed, diverged, ...)."""
-    from dlexp.runlog import SUMMARY_FILE, write_json_atomic
-
-    path = run_dir / SUMMARY_FILE
-    try:
-        if "status" in json.loads(path.read_text()):
-            return
-    except (OSError, ValueError):
-        pass  # no summary yet (or an unreadable one): write it
-    try:
-        write_json_atomic(path, {"status": "failed", "error": error})
-    except OSError:
-        pass  # the run dir is unusable; Hydra reports the error itself
 
 
 def failed_objective(error: BaseException) -> float:
@@ -165,18 +151,13 @@ def monitored_mode(cfg: DictConfig) -> str:
         return es.mode
     if es.monitor == "val/loss":
         return "min"
-    from dlexp.tasks import METRICS, TASK_DEFAULTS, monitor_mode
+    from dlexp.data import DATASETS
+    from dlexp.registry import builder_kwargs
+    from dlexp.tasks import build_task, resolve_monitor
 
-    name = cfg.trainer.metric
-    if name == "auto":
-        from dlexp.config import builder_kwargs
-        from dlexp.data import DATASETS
-
-        task = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset)).task
-        name = TASK_DEFAULTS[task][1]
-    metric = METRICS.build(name)
-    monitor = f"val/{metric.name}" if es.monitor == "auto" else es.monitor
-    return monitor_mode(monitor, metric)
+    source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
+    task = build_task(source.task, source.task_args, loss=cfg.trainer.loss, metric=cfg.trainer.metric)
+    return resolve_monitor(es.monitor, es.mode, task)[1]
 
 
 def _direction(*, _root_: DictConfig) -> str:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlexp.data import DATASETS, Source
-from dlexp.data.splits import holdout
+from dlexp.data.base import DATASETS, Source
+from dlexp.data.splits import carve_test
 from dlexp.errors import ConfigError, DataError
 
 ARRAY_TASKS = ("auto", "classification", "regression", "binary")
@@ -89,8 +89,7 @@ def arrays(
     outputs = _outputs(parts, task, num_classes, path)
     if "test" not in parts and test_fraction > 0:
         x, y = parts["train"]
-        labels = y.numpy() if task == "classification" else (y[:, 0].long().numpy() if task == "binary" else None)
-        pool_idx, test_idx = holdout(len(x), labels, test_seed, val_fraction=test_fraction)[0]
+        pool_idx, test_idx = carve_test(y, task, test_fraction, test_seed)
         parts["train"], parts["test"] = (x[pool_idx], y[pool_idx]), (x[test_idx], y[test_idx])
     return Source(
         train=parts["train"], val=parts.get("val"), test=parts.get("test"),

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dlexp.data import AUGMENTS
+from dlexp.data.base import AUGMENTS
 from dlexp.errors import ConfigError
 
 

@@ -12,9 +12,44 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import Tensor
 
+from dlexp.tasks.base import Batch
 
-class TensorLoader:
-    """Iterate over (x, y) batches of tensors that already live on ``x.device``."""
+
+class ShuffleState:
+    """The loaders' shared order state: a CPU generator for the shuffle and the augmentation seeds.
+
+    A CPU generator's state is a plain tensor, so it checkpoints and reproduces the
+    same order on any device. ``epoch_start_state`` lets a checkpoint taken
+    mid-epoch replay the same permutation.
+    """
+
+    augment: Optional[Callable[[Tensor, int], Tensor]] = None
+
+    def _init_order(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start_state = self.generator.get_state()
+
+    def _start_epoch(self) -> None:
+        """Mark where this epoch's order comes from."""
+        self.epoch_start_state = self.generator.get_state()
+
+    def _epoch_augment_seed(self) -> int:
+        """Drawn after the epoch's order, so the order is the same with and without augmentation."""
+        if self.augment is None:
+            return 0
+        return int(torch.randint(2**62, (1,), generator=self.generator))
+
+    def state_dict(self, mid_epoch: bool = False) -> dict[str, Tensor]:
+        """The shuffle generator's state: at the start of the current epoch if ``mid_epoch``, else now."""
+        state = self.epoch_start_state if mid_epoch else self.generator.get_state()
+        return {"generator": state.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class TensorLoader(ShuffleState):
+    """Iterate over ``Batch``es of tensors that already live on ``x.device``."""
 
     def __init__(
         self,
@@ -32,10 +67,7 @@ class TensorLoader:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
-        # CPU generator: its state is a plain tensor, so it checkpoints and
-        # reproduces the same order on any device.
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch_start_state = self.generator.get_state()
+        self._init_order(seed)
         self.transform = transform  # every batch, e.g. a resize too big to apply to the whole set at once
         # (batch, seed) -> augmented batch; only the training loader gets one. Its seed is drawn from
         # this loader's generator once per epoch, plus the batch index: a resumed epoch replays it exactly.
@@ -48,32 +80,25 @@ class TensorLoader:
     def num_examples(self) -> int:
         return len(self.x)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         return self.batches()
 
-    def batches(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, skip: int = 0) -> Iterator[Batch]:
         """One epoch of batches, leaving out the first ``skip`` (to resume mid-epoch)."""
         n = len(self.x)
         starts = range(skip * self.batch_size, n, self.batch_size)
         if self.shuffle:
-            # Remember where this epoch's order came from, so a checkpoint taken
-            # mid-epoch can replay the same permutation.
-            self.epoch_start_state = self.generator.get_state()
+            self._start_epoch()
             order: Optional[Tensor] = torch.randperm(n, generator=self.generator).to(self.x.device)
             seed = self._epoch_augment_seed()
             for i, start in enumerate(starts, skip):
                 idx = order[start : start + self.batch_size]
-                yield self._finish(self.x[idx], seed + i), self.y[idx]
+                yield Batch(self._finish(self.x[idx], seed + i), self.y[idx])
         else:  # contiguous slices are views: no copy at all
             seed = self._epoch_augment_seed()
             for i, start in enumerate(starts, skip):
-                yield self._finish(self.x[start : start + self.batch_size], seed + i), self.y[start : start + self.batch_size]
-
-    def _epoch_augment_seed(self) -> int:
-        """Drawn after the epoch's order, so the order is the same with and without augmentation."""
-        if self.augment is None:
-            return 0
-        return int(torch.randint(2**62, (1,), generator=self.generator))
+                end = start + self.batch_size
+                yield Batch(self._finish(self.x[start:end], seed + i), self.y[start:end])
 
     def _finish(self, x: Tensor, seed: int) -> Tensor:
         if self.transform is not None:
@@ -81,11 +106,3 @@ class TensorLoader:
         if self.augment is not None:
             x = self.augment(x, seed)
         return x
-
-    def state_dict(self, mid_epoch: bool = False) -> dict[str, Tensor]:
-        """The shuffle generator's state: at the start of the current epoch if ``mid_epoch``, else now."""
-        state = self.epoch_start_state if mid_epoch else self.generator.get_state()
-        return {"generator": state.clone()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["generator"])

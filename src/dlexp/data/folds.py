@@ -17,13 +17,14 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from dlexp.config import builder_kwargs
-from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, TASKS, DataBundle, Pair, Pool, Source
+from dlexp.registry import builder_kwargs
+from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source
 from dlexp.data.augment import Augmenter
 from dlexp.data.batching import TensorLoader
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, resize_images
 from dlexp.errors import ConfigError, DataError
+from dlexp.tasks import TASKS, Batch, Task, build_task, labels_of
 
 RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of float32; beyond that, per batch
 
@@ -34,15 +35,6 @@ def load_folds(cfg: DictConfig, *, seed: int, device: torch.device) -> "Folds":
     if source.task not in TASKS:
         raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
     return Folds(cfg, source, seed=seed, device=device)
-
-
-def class_labels(y: Tensor, task: str) -> Optional[np.ndarray]:
-    """(N,) class index per example, for stratified splits and label shift; None for regression."""
-    if task == "classification":
-        return y.cpu().numpy()
-    if task == "binary":
-        return y[:, 0].long().cpu().numpy()
-    return None
 
 
 def _size(pool: Pool) -> int:
@@ -86,7 +78,7 @@ class Folds:
         pool, cfg = self.source.train, self.cfg
         if _size(pool) == 0:
             raise DataError(f"dataset '{self.name}' has no training examples; check its files and settings")
-        labels = class_labels(_targets(pool), self.source.task)
+        labels = labels_of(self.source.task, _targets(pool))
         try:
             return SPLITS.build(cfg.split.name, _size(pool), labels, self.seed, **builder_kwargs(cfg.split))
         except ValueError as err:  # e.g. too few examples of a class to stratify
@@ -129,7 +121,7 @@ class Folds:
             )
         test = src.test
         if shift.select is not None:
-            labels = class_labels(_targets(test), src.task)
+            labels = labels_of(src.task, _targets(test))
             if labels is None:
                 raise ConfigError(
                     f"shift={self.cfg.shift.name} resamples class priors, but dataset '{self.name}' is a "
@@ -187,7 +179,8 @@ class Folds:
             task=src.task,
             input_shape=tuple(example.shape[1:]),
             num_classes=src.num_classes,
-            metric=src.metric,
+            task_args=src.task_args,
+            context=src.context,
             extra_tests={"test_shifted": loader(parts["shifted"], eval_bs)} if parts["shifted"] else {},
             after_fit=self._predictions_writer(prep, offset, eval_bs),
             preprocess=prep,
@@ -226,7 +219,7 @@ class Folds:
             x = resize_images(x, self.source.resize)
 
         def write(model: torch.nn.Module, run_dir: Path) -> None:
-            outputs = predict(model, x, eval_bs)
+            outputs = predict(model, x, eval_bs, build_task(self.source.task, self.source.task_args))
             pred.write(run_dir, outputs if offset is None else outputs + offset)
 
         return write
@@ -249,17 +242,19 @@ class Folds:
             task=src.task,
             input_shape=tuple(example.shape[1:]),
             num_classes=src.num_classes,
-            metric=src.metric,
+            task_args=src.task_args,
+            context=src.context,
             extra_tests={"test_shifted": shifted} if shifted is not None else {},
             preprocess=prep,
         )
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    """Model outputs for ``x`` (already preprocessed, on the model's device), in eval mode, on the CPU."""
+def predict(model: torch.nn.Module, x: Tensor, batch_size: int, task: Task) -> Tensor:
+    """Model outputs for unlabeled ``x`` (preprocessed, on the model's device), in eval mode, on the CPU."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
+    chunks = (Batch(x[i : i + batch_size], targets=None) for i in range(0, len(x), batch_size))
+    return torch.cat([task.forward(model, batch).float().cpu() for batch in chunks])
 
 
 def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:

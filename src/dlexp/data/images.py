@@ -17,10 +17,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from dlexp.data import DATASETS, Source
+from dlexp.data.base import DATASETS, Source
+from dlexp.data.batching import ShuffleState
 from dlexp.data.preprocess import Normalizer
-from dlexp.data.splits import holdout
+from dlexp.data.splits import carve_test
 from dlexp.errors import ConfigError, DataError
+from dlexp.tasks.base import Batch
 
 STATS_MAX_IMAGES = 5000  # channel statistics of a streamed train split come from at most this many of its images
 DECODE_BATCH = 256
@@ -80,7 +82,7 @@ class ImageFiles:
             raise DataError(str(err).strip().splitlines()[-1].removeprefix("dlexp.errors.DataError: ")) from None
 
 
-class StreamLoader:
+class StreamLoader(ShuffleState):
     """Batches of ``ImageFiles`` decoded by DataLoader workers, then on the device: the test shift
     (if any), the normalization fitted on the train split, and augmentation (training only)."""
 
@@ -100,8 +102,7 @@ class StreamLoader:
 
         self.files, self.batch_size, self.device = files, batch_size, device
         self.preprocess, self.augment, self.shift = preprocess, augment, shift
-        self.generator = torch.Generator().manual_seed(seed)  # the shuffle order, as in TensorLoader
-        self.epoch_start_state = self.generator.get_state()
+        self._init_order(seed)  # the shuffle order, as in TensorLoader
         dataset = files.dataset()
         sampler = RandomSampler(dataset, generator=self.generator) if shuffle else None
         self.loader = DataLoader(
@@ -116,25 +117,24 @@ class StreamLoader:
     def num_examples(self) -> int:
         return len(self.files)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(self, skip: int = 0) -> Iterator[Batch]:
         """One epoch. Resuming mid-epoch restores ``epoch_start_state`` and skips batches (decoded again)."""
-        self.epoch_start_state = self.generator.get_state()
-        seed = int(torch.randint(2**62, (1,), generator=self.generator)) if self.augment is not None else 0
+        self._start_epoch()
+        seed = self._epoch_augment_seed()
         for i, (x, y) in enumerate(self.loader):  # the sampler draws this epoch's order from self.generator
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if i < skip:
+                continue
+            batch = Batch(x, y).to(self.device, non_blocking=True)
+            x = batch.inputs
             if self.shift is not None:
                 x = self.shift(x)
             x = self.preprocess(x)
             if self.augment is not None:
                 x = self.augment(x, seed + i)
-            yield x, y
-
-    def state_dict(self, mid_epoch: bool = False) -> dict[str, Tensor]:
-        state = self.epoch_start_state if mid_epoch else self.generator.get_state()
-        return {"generator": state.clone()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["generator"])
+            yield Batch(x, batch.targets)
 
 
 def fit_stream_normalizer(files: ImageFiles, mode: str, stats: Optional[tuple]) -> Normalizer:
@@ -199,8 +199,7 @@ def image_source(
     _check_common(channels, test_fraction, num_workers)
     paths, y = parts["train"]
     if "test" not in parts and test_fraction > 0:
-        labels = y.numpy() if task == "classification" else (y[:, 0].long().numpy() if task == "binary" else None)
-        pool_idx, test_idx = holdout(len(paths), labels, test_seed, val_fraction=test_fraction)[0]
+        pool_idx, test_idx = carve_test(y, task, test_fraction, test_seed)
         parts = {**parts, "train": ([paths[i] for i in pool_idx], y[pool_idx]), "test": ([paths[i] for i in test_idx], y[test_idx])}
     size = (image_size, image_size) if image_size else _first_size(parts["train"][0][0])
     files = {k: ImageFiles(p, t, size, channels, num_workers) for k, (p, t) in parts.items()}

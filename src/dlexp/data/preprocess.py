@@ -61,3 +61,11 @@ def resize_images(x: Tensor, size: Optional[int]) -> Tensor:
     if x.dim() != 4:
         raise ConfigError(f"dataset.resize needs image data (N, C, H, W); this dataset has shape {tuple(x.shape)}")
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def nan_mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-column mean and (population) std of (N, D) ``x`` over the values present; NaN means missing."""
+    count = (~x.isnan()).sum(dim=0).clamp_min(1)
+    mean = x.nan_to_num(0.0).sum(dim=0) / count
+    std = (((x - mean).nan_to_num(0.0) ** 2).sum(dim=0) / count).sqrt()
+    return mean, std

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dlexp.data import SHIFTS
+from dlexp.data.base import SHIFTS
+from dlexp.data.preprocess import nan_mean_std
 from dlexp.errors import ConfigError
 
 
@@ -48,10 +49,7 @@ def feature_shift(x: Tensor, shift: float, mask: Optional[Tensor]) -> Tensor:
     ``mask`` (features,) picks the features that may move (e.g. numeric columns, not category codes).
     """
     flat = x.reshape(len(x), -1)  # (N, features)
-    present = ~flat.isnan()
-    count = present.sum(0).clamp_min(1)
-    mean = flat.nan_to_num(0.0).sum(0) / count
-    std = (((flat - mean).nan_to_num(0.0) ** 2).sum(0) / count).sqrt()
+    _, std = nan_mean_std(flat)
     delta = shift * std
     if mask is not None:
         delta = delta * mask.to(delta)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from dlexp.data import DATASETS, Source
+from dlexp.data.base import DATASETS, Source
 from dlexp.data.preprocess import resize_images
 from dlexp.errors import ConfigError
 

@@ -11,8 +11,9 @@ from typing import Optional
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from dlexp.data import SPLITS
+from dlexp.data.base import SPLITS
 from dlexp.errors import ConfigError, DataError
+from dlexp.tasks import labels_of
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, val indices)
 
@@ -55,3 +56,9 @@ def kfold(num_examples: int, labels: Optional[np.ndarray], seed: int, *, k: int 
     else:
         folds = KFold(n_splits=k, shuffle=True, random_state=seed % 2**32).split(idx)
     return [(np.sort(train_idx), np.sort(val_idx)) for train_idx, val_idx in folds]
+
+
+def carve_test(targets, task: str, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool indices, test indices): a seeded holdout of ``fraction`` of the examples as a fixed test set,
+    stratified by class for classification tasks. ``seed`` is the dataset's ``test_seed``, not the run's."""
+    return holdout(len(targets), labels_of(task, targets), seed, val_fraction=fraction)[0]

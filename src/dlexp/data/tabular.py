@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlexp.data import DATASETS, Source
-from dlexp.data.splits import holdout
+from dlexp.data.base import DATASETS, Source
+from dlexp.data.preprocess import nan_mean_std
+from dlexp.data.splits import carve_test
 from dlexp.errors import ConfigError, DataError
 
 SUBMISSION_FILE = "submission.csv"
@@ -56,9 +57,7 @@ class TabularEncoder:
     @classmethod
     def fit(cls, x: Tensor, *, n_numeric: int) -> "TabularEncoder":
         num = x[:, :n_numeric]
-        count = (~num.isnan()).sum(dim=0).clamp_min(1)
-        mean = num.nan_to_num(0.0).sum(dim=0) / count  # mean of the values present
-        std = (((num - mean).nan_to_num(0.0) ** 2).sum(dim=0) / count).sqrt()
+        mean, std = nan_mean_std(num)  # over the values present
         std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant or empty columns stay finite
         categories = [torch.unique(col[~col.isnan()]) for col in x[:, n_numeric:].T]
         return cls(n_numeric, mean, std, categories)
@@ -156,7 +155,7 @@ def house_prices(
     labeled_test = test is not None and target_column in test.columns and test[target_column].notna().all()
     test_pair = (raw[len(train) :], _log_target(test, target_column, test_csv)) if labeled_test else None
     if test_pair is None and test_fraction > 0:
-        pool_idx, test_idx = holdout(len(x), None, test_seed, val_fraction=test_fraction)[0]
+        pool_idx, test_idx = carve_test(y, "regression", test_fraction, test_seed)
         (x, y), test_pair = (x[pool_idx], y[pool_idx]), (x[test_idx], y[test_idx])
     predict = None
     if test is not None:
@@ -169,7 +168,7 @@ def house_prices(
         task="regression",
         num_classes=1,
         preprocess=partial(TabularEncoder.fit, n_numeric=len(numeric)),
-        metric="log_rmse",
+        task_args={"metric": "log_rmse"},  # Kaggle's score: the RMSE of log prices
         center_targets=True,  # log prices sit near 12: start the model at the train mean, not at 0
         covariate_mask=mask,
         predict=predict,

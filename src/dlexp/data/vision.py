@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from dlexp.data import DATASETS, Source
+from dlexp.data.base import DATASETS, Source
 from dlexp.errors import DataError
 
 DEFAULT_ROOT = "~/.cache/dlexp/data"

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS
+from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import feature_shape, image_channels, narrow
 

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from dlexp.models import MODELS
+from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import image_channels, narrow
 

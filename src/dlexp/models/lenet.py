@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS
+from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import feature_shape, flat_features, image_channels, narrow
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dlexp.models import MODELS
+from dlexp.models.base import MODELS
 from dlexp.models.layers import flat_features
 
 

@@ -5,7 +5,7 @@ from typing import List
 
 from torch import nn
 
-from dlexp.models import MODELS
+from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import flat_features
 

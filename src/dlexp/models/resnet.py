@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dlexp.models import MODELS
+from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import image_channels, narrow
 

@@ -11,7 +11,7 @@ from typing import List
 from torch import nn
 
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS
+from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import dropout_layer, feature_shape, flat_features, image_channels, narrow, positive
 

@@ -1,0 +1,173 @@
+"""Metrics as accumulators: a state updated per batch, computed once at the end of a pass.
+
+The hot loop only calls ``update`` (device ops, no host sync); ``compute`` reads
+the state once per epoch. Two kinds share one interface:
+
+- ``MeanMetric``: a mean of per-example (or per-element, per-token) values. Its
+  state is a running sum and a count, reducible across processes with one
+  all-reduce of ``state_tensor()``.
+- a corpus metric (e.g. corpus BLEU) that is not a mean: it collects hypotheses
+  and references and scores them together; across processes they are gathered.
+
+``LossMean`` is the weighted mean of the loss the optimizer minimizes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Union
+
+import torch
+from torch import Tensor
+
+from dlexp.registry import Registry
+
+METRICS = Registry("metric")
+Count = Union[int, Tensor]  # examples known on the host, or a device tensor (e.g. non-pad tokens)
+
+
+class Metric:
+    """The interface every metric implements. ``outputs`` is what the task produced for the batch."""
+
+    name: str = ""
+    mode: str = "max"  # "max" if higher is better, else "min"
+    needs_decode: bool = False  # True: ``update`` receives the task's decoded outputs, not the logits
+
+    def reset(self, device: torch.device) -> None:
+        raise NotImplementedError
+
+    def update(self, outputs: Any, batch: Any) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> float:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class MeanMetric(Metric):
+    """sum / count, then ``finish``. Subclasses give the batch's (sum, count) in ``batch_stat``."""
+
+    def reset(self, device: torch.device) -> None:
+        self.total = torch.zeros((), device=device)  # float32 running sum on the device
+        self.count: Count = 0
+
+    def batch_stat(self, outputs: Tensor, batch: Any) -> tuple[Tensor, Count]:
+        raise NotImplementedError
+
+    def update(self, outputs: Tensor, batch: Any) -> None:
+        value, count = self.batch_stat(outputs, batch)
+        self.total.add_(value)
+        self.count += count
+
+    def finish(self, mean: float) -> float:
+        return mean
+
+    def compute(self) -> float:
+        count = int(self.count)
+        return math.nan if count == 0 else self.finish(self.total.item() / count)
+
+    def state_tensor(self) -> Tensor:
+        """(2,) [sum, count] in float64: what an all-reduce sums across processes."""
+        return torch.stack([self.total.double(), torch.as_tensor(self.count, device=self.total.device).double()])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total.item(), "count": int(self.count)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total = torch.tensor(state["total"], device=self.total.device)
+        self.count = state["count"]
+
+
+class CorpusMetric(Metric):
+    """A score of a whole corpus, not a mean of per-example values (e.g. corpus BLEU).
+
+    ``update`` receives the task's decoded outputs: a list of hypothesis strings for
+    the batch; the references come from ``references(batch)``. Across processes the
+    string lists are gathered, not summed.
+    """
+
+    needs_decode = True
+
+    def __init__(self, name: str, mode: str, score: Callable[[list[str], list[str]], float],
+                 references: Callable[[Any], list[str]]):
+        self.name, self.mode, self.score, self.references = name, mode, score, references
+
+    def reset(self, device: torch.device) -> None:
+        self.hypotheses: list[str] = []
+        self.refs: list[str] = []
+
+    def update(self, outputs: list[str], batch: Any) -> None:
+        self.hypotheses.extend(outputs)
+        self.refs.extend(self.references(batch))
+
+    def compute(self) -> float:
+        return self.score(self.hypotheses, self.refs) if self.hypotheses else math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"hypotheses": list(self.hypotheses), "refs": list(self.refs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.hypotheses, self.refs = list(state["hypotheses"]), list(state["refs"])
+
+
+class LossMean(MeanMetric):
+    """The weight-averaged training objective: per-example losses, or per-token ones."""
+
+    name = "loss"
+    mode = "min"
+
+    def add(self, loss: Tensor, weight: Count) -> None:
+        """``loss`` is a batch mean over ``weight`` items; one fused op adds loss x weight to the sum."""
+        if isinstance(weight, Tensor):
+            self.total.add_(loss * weight)
+        else:
+            self.total.add_(loss, alpha=weight)
+        self.count += weight
+
+
+class _Elementwise(MeanMetric):
+    """A mean over target elements of ``stat(outputs, targets)`` (summed)."""
+
+    def __init__(self, name: str, mode: str, stat: Callable[[Tensor, Tensor], Tensor], finish=None, per_element=True):
+        self.name, self.mode, self.stat, self.per_element = name, mode, stat, per_element
+        self._finish = finish
+
+    def batch_stat(self, outputs: Tensor, batch: Any) -> tuple[Tensor, Count]:
+        targets = batch.targets
+        return self.stat(outputs, targets), targets.numel() if self.per_element else targets.shape[0]
+
+    def finish(self, mean: float) -> float:
+        return self._finish(mean) if self._finish is not None else mean
+
+
+@METRICS.register("acc")
+def accuracy() -> Metric:
+    """Fraction of examples whose arg-max logit is the class: outputs (B, C), targets (B,)."""
+    return _Elementwise("acc", "max", lambda out, y: (out.argmax(dim=1) == y).sum(), per_element=False)
+
+
+@METRICS.register("binary_acc")
+def binary_accuracy() -> Metric:
+    """Accuracy of 0/1 predictions from logits (logit > 0 means class 1). Logged as ``acc``."""
+    return _Elementwise("acc", "max", lambda out, y: ((out > 0) == (y > 0.5)).sum())
+
+
+def _root_mean_squared_error(name: str) -> Metric:
+    return _Elementwise(name, "min", lambda out, y: ((out - y) ** 2).sum(), finish=math.sqrt)
+
+
+@METRICS.register("rmse")
+def rmse() -> Metric:
+    """Root mean squared error over every target element."""
+    return _root_mean_squared_error("rmse")
+
+
+@METRICS.register("log_rmse")
+def log_rmse() -> Metric:
+    """RMSE between log predictions and log targets (Kaggle's house-prices score). For datasets whose
+    targets are already logarithms (house_prices learns log SalePrice), so it is the RMSE of the outputs."""
+    return _root_mean_squared_error("log_rmse")

@@ -1,0 +1,112 @@
+"""What a task is: how a batch feeds the model, its loss and weight, its metrics, its monitor.
+
+The training loop knows nothing of the batch layout: it calls ``task.step`` and
+``task.evaluate_batch`` and adds up what they return. A task is one class in one
+file of this package, registered in ``TASKS`` under the name a dataset's
+``Source.task`` gives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dlexp.errors import ConfigError
+from dlexp.metrics import METRICS, Metric
+from dlexp.registry import Registry
+
+TASKS = Registry("task")
+LOSSES = Registry("loss")
+
+
+@dataclass
+class Batch:
+    """One batch: the model's inputs, the targets, and optional extras (masks, lengths, weights)."""
+
+    inputs: Tensor  # (B, ...) e.g. images (B, C, H, W) or token ids (B, S)
+    targets: Optional[Tensor]  # (B,) class indices, (B, targets) floats, (B, T) token ids; None: unlabeled
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        """The batch on ``device``: the one place a batch moves between devices."""
+        return Batch(
+            self.inputs.to(device, non_blocking=non_blocking),
+            None if self.targets is None else self.targets.to(device, non_blocking=non_blocking),
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
+        )
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor  # 0-d: the batch mean that is differentiated
+    weight: Union[int, Tensor]  # how many items the mean is over: examples, or tokens
+    outputs: Tensor  # the model's outputs, for the metrics
+
+
+class Task:
+    """Supervised learning of ``targets`` from ``inputs`` with one loss; subclasses set the defaults."""
+
+    name = ""
+    default_loss = ""
+    default_metric = ""
+
+    def __init__(self, *, loss: str = "auto", metric: str = "auto", context: Optional[dict[str, Any]] = None):
+        self.loss_fn: nn.Module = LOSSES.build(self.default_loss if loss == "auto" else loss)
+        self.metric_name = self.default_metric if metric == "auto" else metric
+        self.metrics()  # an unknown metric name fails here, before any data moves
+        self.context = context or {}
+
+    def metrics(self) -> list[Metric]:
+        """Fresh accumulators for one pass."""
+        return [METRICS.build(self.metric_name)]
+
+    @property
+    def monitor_metric(self) -> Metric:
+        return self.metrics()[0]
+
+    def forward(self, model: nn.Module, batch: Batch) -> Tensor:
+        return model(batch.inputs)
+
+    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
+        """Forward and loss; the weight is the number of examples."""
+        outputs = self.forward(model, batch)
+        return StepOutput(self.loss_fn(outputs, batch.targets), len(batch), outputs)
+
+    def evaluate_batch(self, model: nn.Module, batch: Batch) -> tuple[StepOutput, Optional[Any]]:
+        """The step without gradients, plus decoded outputs for metrics that need them (None here)."""
+        return self.step(model, batch), None
+
+    @staticmethod
+    def labels(targets: Tensor) -> Optional[np.ndarray]:
+        """(N,) class index per example, for stratified splits and label shift; None without classes."""
+        return None
+
+
+def build_task(name: str, task_args: Optional[dict[str, Any]] = None, *, loss: str = "auto", metric: str = "auto") -> Task:
+    """The task ``name`` with the data's ``task_args``; ``auto`` loss and metric (``trainer.loss``,
+    ``trainer.metric``) mean the data's choice (e.g. house_prices' log_rmse), else the task's default."""
+    args = dict(task_args or {})
+    data_metric = args.pop("metric", "auto")
+    return TASKS.build(name, loss=loss, metric=data_metric if metric == "auto" else metric, **args)
+
+
+def resolve_monitor(monitor: str, mode: str, task: Task) -> tuple[str, str]:
+    """(monitored key, min|max) from ``trainer.early_stopping``; ``auto`` means the task's val metric."""
+    metric = task.monitor_metric
+    name = f"val/{metric.name}" if monitor == "auto" else monitor
+    if name not in (f"val/{metric.name}", "val/loss"):
+        raise ConfigError(f"trainer.early_stopping.monitor='{name}' is not logged; use val/{metric.name} or val/loss")
+    if mode == "auto":
+        mode = metric.mode if name == f"val/{metric.name}" else "min"
+    return name, mode
+
+
+def labels_of(task: str, targets: Tensor) -> Optional[np.ndarray]:
+    """Class labels of ``targets`` for the task named ``task`` (data code that has no Task object yet)."""
+    return TASKS.get(task).labels(targets)

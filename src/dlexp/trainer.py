@@ -1,0 +1,220 @@
+"""The ``Trainer``: one training run on one fold, as a sequence of named steps.
+
+    for epoch in epochs:
+        train_stats = self.train_epoch(...)     # task.step per batch; may stop mid-epoch on a signal
+        val_stats = self.evaluate(data.val)      # task metrics (and decoding, for tasks that decode)
+        self.end_epoch(...)                      # log, diagnostics, early stopping, scheduler, checkpoint
+
+Everything device-specific comes from the ``Runtime``; everything about the batch
+layout, the loss and the metrics from the ``Task``; checkpoint files from the
+``Checkpointer``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlexp.checkpoint import Checkpointer
+from dlexp.device import Runtime, capture_rng, restore_rng
+from dlexp.diagnostics import Diagnostics
+from dlexp.engine import Diverged, EarlyStopping, EpochProgress, Pass, StepConfig, run_epoch
+from dlexp.interrupt import StopRequest, signal_name
+from dlexp.models import build_model, count_parameters
+from dlexp.models.init import init_summary
+from dlexp.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
+from dlexp.runlog import RunLog
+from dlexp.tasks import build_task, resolve_monitor
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, data: Any, runtime: Runtime, log: RunLog, run_dir: Path, *,
+                 overrides: Sequence[str] = (), resumable: bool = True):
+        trainer, reg = cfg.trainer, cfg.regularizer
+        self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
+        self.resumable = resumable
+        self.task = build_task(data.task, data.task_args, loss=trainer.loss, metric=trainer.metric)
+        es = trainer.early_stopping
+        monitor, mode = resolve_monitor(es.monitor, es.mode, self.task)
+        self.stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, data.context)
+        self.model, self.raw_model = runtime.prepare_model(model)
+        self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)
+        self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip)
+        self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
+        self.checkpointer = Checkpointer(
+            self.run_dir / "checkpoints", enabled=trainer.checkpoints and runtime.is_main,
+            config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides),
+        )
+        self.stop = StopRequest()
+        self.completed = 0  # epochs finished (and checkpointed)
+        self.best_state: Optional[dict[str, Any]] = None  # CPU copy of the weights of the best epoch
+
+    # -- the loop ---------------------------------------------------------------
+    def fit(self, checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """Train, then score the test sets with the best weights; returns the run's summary entries."""
+        partial = self.restore(checkpoint) if checkpoint is not None else None
+        self.log_header()
+        outcome: dict[str, Any] = {"status": "completed", "stop_reason": "max_epochs"}
+        with self.stop.installed(), self.log.progress_bar() as bar:
+            for epoch in range(self.completed + 1, self.cfg.trainer.epochs + 1):
+                if self.stop() or self.stopper.should_stop:
+                    break
+                started, lr = time.perf_counter(), current_lr(self.optimizer)  # the lr used during this epoch
+                try:
+                    train_stats = self.train_epoch(epoch, bar, partial)
+                except Diverged as err:
+                    outcome = diverged_outcome(err, epoch, self.cfg)
+                    break
+                partial = None
+                if train_stats is None:  # a signal arrived mid-epoch; the partial epoch is saved
+                    break
+                val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar)
+                self.end_epoch(epoch, lr, train_stats, val_stats, started)
+                if self.stopper.should_stop:
+                    outcome["stop_reason"] = "early_stopping"
+                    self.log_early_stop()
+        if self.stop():
+            outcome = self.interrupted_outcome()
+        return self.finish(outcome)
+
+    def train_epoch(self, epoch: int, bar: Any, partial: Optional[dict[str, Any]]) -> Optional[dict[str, float]]:
+        """One pass over the training data; None if a signal stopped it (then it is checkpointed)."""
+        trainer = self.cfg.trainer
+        if self.log.show_progress:
+            bar.columns[0].text_format = f"[bold]epoch {epoch}/{trainer.epochs}" + " {task.description}"
+        progress = EpochProgress.start(self.task, self.runtime.device, partial)
+        how = Pass(
+            optimizer=self.optimizer, step=self.step_cfg, limit_batches=trainer.limit_train_batches,
+            progress=bar if self.log.show_progress else None, log_every=trainer.log_every_n_steps,
+            should_stop=self.stop, check_every=self.runtime.check_every, prepare=self.runtime.prepare_batch,
+        )
+        stats = run_epoch(self.model, self.data.train, self.task, how, progress)
+        if stats is None:
+            self.checkpointer.save(self.state(partial=progress))
+        return stats
+
+    def evaluate(self, loader: Any, limit_batches: Optional[int], bar: Any = None) -> dict[str, float]:
+        """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
+        how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None,
+                   prepare=self.runtime.prepare_batch)
+        return run_epoch(self.model, loader, self.task, how)
+
+    def end_epoch(self, epoch: int, lr: float, train_stats: dict, val_stats: dict, started: float) -> None:
+        """Log the epoch, update diagnostics, early stopping and the scheduler, then checkpoint."""
+        row = {"epoch": epoch, "lr": lr}
+        row.update({f"train/{k}": v for k, v in train_stats.items()})
+        row.update({f"val/{k}": v for k, v in val_stats.items()})
+        row["epoch_seconds"] = round(time.perf_counter() - started, 4)
+        self.log.log_epoch(row)
+        self.diagnostics.record(self.raw_model, row)  # grad/weight norms left by the epoch's last step
+        improved = self.stopper.update(row[self.stopper.monitor], epoch)
+        step_scheduler(self.scheduler, row[self.stopper.monitor])
+        if improved:
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.raw_model.state_dict().items()}
+        self.completed = epoch
+        self.checkpointer.save(self.state(), best=improved)
+
+    # -- checkpoint state -----------------------------------------------------
+    def state(self, partial: Optional[EpochProgress] = None) -> dict[str, Any]:
+        """A flat checkpoint; ``partial`` holds the sums of an epoch stopped midway."""
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": self.completed,
+            "partial": partial.state_dict() if partial is not None else None,
+            "early_stopping": self.stopper.state_dict(),
+            "rng": capture_rng(),
+            "loader": self.data.train.state_dict(mid_epoch=partial is not None),
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """Continue exactly where ``checkpoint`` stopped; returns the partial epoch's sums, if any."""
+        self.raw_model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint["scheduler"] is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.stopper.load_state_dict(checkpoint["early_stopping"])
+        self.data.train.load_state_dict(checkpoint["loader"])
+        restore_rng(checkpoint["rng"])
+        self.completed, partial = checkpoint["epoch"], checkpoint.get("partial")
+        self.log.keep_epochs_up_to(self.completed)  # a kill between the CSV row and the checkpoint: redo that epoch
+        self.diagnostics.keep_epochs_up_to(self.completed)  # the same for grad_norms.csv
+        where = f"epoch {self.completed + 1}, batch {partial['batches'] + 1}" if partial else f"epoch {self.completed + 1}"
+        self.log.info(f"resuming from {where} (checkpoint of {self.completed} finished epochs)")
+        return partial
+
+    # -- the end of the run -----------------------------------------------------
+    def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        """The run's summary entries; a completed run scores its test sets with the weights chosen on val."""
+        summary: dict[str, Any] = {
+            **outcome,
+            "epochs_run": self.completed,
+            "best_epoch": self.stopper.best_epoch,
+            "monitor": self.stopper.monitor,
+            "mode": self.stopper.mode,
+            f"best/{self.stopper.monitor}": self.stopper.best,
+        }
+        metric = self.task.monitor_metric.name
+        summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint")))
+        if outcome["status"] == "completed":
+            summary.update(self.test())
+        summary["num_params"] = count_parameters(self.raw_model)
+        summary.update(init_summary(self.cfg.model))  # e.g. init: normal, init_sigma: 0.01
+        return summary
+
+    def test(self) -> dict[str, float]:
+        """Load the best weights, score every test set, then write the data's own outputs (predictions)."""
+        best = self.best_state if self.best_state is not None else self.checkpointer.load_best_model()
+        if best is not None:  # None: no epoch improved, or the best came before a resume without checkpoints
+            self.raw_model.load_state_dict(best)
+        scores: dict[str, float] = {}
+        for name, loader in {"test": self.data.test, **self.data.extra_tests}.items():
+            if loader is not None:
+                stats = self.evaluate(loader, self.cfg.trainer.limit_eval_batches)
+                scores.update({f"{name}/{k}": v for k, v in stats.items()})
+        if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
+            self.data.after_fit(self.raw_model, self.run_dir)
+        return scores
+
+    # -- console ------------------------------------------------------------------
+    def log_header(self) -> None:
+        cfg, data = self.cfg, self.data
+        test_size = data.test.num_examples if data.test else 0
+        self.log.info(
+            f"[bold]dlexp[/bold] model={cfg.model.name} dataset={cfg.dataset.name} optim={cfg.optim.name} "
+            f"params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
+            f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
+        )
+
+    def log_early_stop(self) -> None:
+        s = self.stopper
+        self.log.info(
+            f"early stopping: {s.monitor} has not improved for {s.patience} epochs (best {s.best:.4f} at epoch {s.best_epoch})"
+        )
+
+    def interrupted_outcome(self) -> dict[str, Any]:
+        resume = f"python -m dlexp resume={self.run_dir}"
+        if self.resumable:
+            self.log.info(f"interrupted: checkpoint saved; continue with: {resume}")
+        else:
+            self.log.info("interrupted: k-fold runs cannot be resumed; run the same command again to start over")
+        return {"status": "interrupted", "signal": signal_name(self.stop.signum), "exit_code": self.stop.exit_code,
+                "resume_with": resume if self.resumable else "(k-fold runs start again)"}
+
+
+def diverged_outcome(err: Diverged, epoch: int, cfg: DictConfig) -> dict[str, Any]:
+    lr = cfg.optim.get("lr")
+    hint = f"lower optim.lr (now {lr})" if lr is not None else "lower the learning rate"
+    if cfg.trainer.grad_clip is None:
+        hint += " or set trainer.grad_clip=1.0"
+    return {
+        "status": "diverged",
+        "stop_reason": "non_finite",
+        "diverged_at": {"epoch": epoch, "step": err.step, "what": err.what},
+        "hint": f"{err.what} became non-finite at epoch {epoch}, step {err.step}; {hint}",
+    }

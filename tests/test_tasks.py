@@ -1,0 +1,122 @@
+"""The task layer and the metric accumulators."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dlexp.errors import ConfigError
+from dlexp.metrics import METRICS, CorpusMetric, LossMean
+from dlexp.tasks import TASKS, Batch, build_task, labels_of, resolve_monitor
+
+CPU = torch.device("cpu")
+
+
+def _batches(n_batches: int = 3, size: int = 7, classes: int = 4, seed: int = 0) -> list[tuple[torch.Tensor, Batch]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, classes, generator=gen), Batch(torch.zeros(size, 2), torch.randint(classes, (size,), generator=gen)))
+            for _ in range(n_batches)]
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_an_accumulated_metric_equals_the_metric_of_all_batches_at_once(name):
+    classes = 1 if name in ("binary_acc", "rmse", "log_rmse") else 4
+    pairs = _batches(classes=classes)
+    if classes == 1:  # one output column: 0/1 or float targets of the same shape
+        pairs = [(out, Batch(b.inputs, (out + torch.randn_like(out) > 0).float())) for out, b in pairs]
+    split, whole = METRICS.build(name), METRICS.build(name)
+    split.reset(CPU)
+    whole.reset(CPU)
+    for out, batch in pairs:
+        split.update(out, batch)
+    whole.update(torch.cat([o for o, _ in pairs]), Batch(torch.zeros(1), torch.cat([b.targets for _, b in pairs])))
+    assert split.compute() == pytest.approx(whole.compute(), rel=1e-6)
+    assert whole.compute() == pytest.approx(whole.finish(float(whole.total) / whole.count), rel=1e-12)
+
+
+def test_metric_states_of_two_processes_add_up_to_the_global_metric():
+    """What one all-reduce of state_tensor() does under torchrun: sum [sum, count] over ranks."""
+    pairs = _batches(n_batches=4)
+    ranks = [METRICS.build("acc") for _ in range(2)]
+    everything = METRICS.build("acc")
+    for m in (*ranks, everything):
+        m.reset(CPU)
+    for i, (out, batch) in enumerate(pairs):
+        ranks[i % 2].update(out, batch)
+        everything.update(out, batch)
+    total, count = (ranks[0].state_tensor() + ranks[1].state_tensor()).tolist()
+    assert total / count == pytest.approx(everything.compute())
+
+
+def test_a_mean_metric_survives_a_checkpoint_round_trip():
+    out, batch = _batches(n_batches=1)[0]
+    metric = METRICS.build("acc")
+    metric.reset(CPU)
+    metric.update(out, batch)
+    restored = METRICS.build("acc")
+    restored.reset(CPU)
+    restored.load_state_dict(metric.state_dict())
+    restored.update(out, batch)
+    metric.update(out, batch)
+    assert restored.compute() == metric.compute()
+
+
+def test_a_corpus_metric_scores_the_whole_corpus_not_a_mean_of_batches():
+    # the share of all characters that sit in exactly matched hypotheses: long sentences weigh more
+    def score(hyps, refs):
+        return 100 * sum(len(r) for h, r in zip(hyps, refs) if h == r) / sum(len(r) for r in refs)
+
+    metric = CorpusMetric("match", "max", score, references=lambda batch: batch.extras["refs"])
+    metric.reset(CPU)
+    assert math.isnan(metric.compute())
+    metric.update(["a"], Batch(torch.zeros(1), None, {"refs": ["b"]}))
+    metric.update(["long sentence"], Batch(torch.zeros(1), None, {"refs": ["long sentence"]}))
+    assert metric.compute() == pytest.approx(100 * 13 / 14)  # a mean of batch scores would give 50
+    copy = CorpusMetric("match", "max", score, references=lambda batch: batch.extras["refs"])
+    copy.reset(CPU)
+    copy.load_state_dict(metric.state_dict())
+    assert copy.compute() == metric.compute()
+
+
+def test_loss_mean_weighs_each_batch_by_its_items():
+    loss = LossMean()
+    loss.reset(CPU)
+    loss.add(torch.tensor(1.0), 3)
+    loss.add(torch.tensor(2.0), torch.tensor(1))  # e.g. a token count on the device
+    assert loss.compute() == pytest.approx((3 * 1.0 + 1 * 2.0) / 4)
+
+
+def test_batch_to_moves_inputs_targets_and_extras():
+    batch = Batch(torch.zeros(2, 3), torch.ones(2), {"lengths": torch.tensor([3, 1])}).to(torch.device("meta"))
+    assert {batch.inputs.device.type, batch.targets.device.type, batch.extras["lengths"].device.type} == {"meta"}
+    assert len(batch) == 2
+
+
+@pytest.mark.parametrize(("task", "metric", "mode"), [("classification", "acc", "max"), ("regression", "rmse", "min"),
+                                                     ("binary", "acc", "max")])
+def test_each_task_names_its_monitor_and_mode(task, metric, mode):
+    built = build_task(task)
+    assert resolve_monitor("auto", "auto", built) == (f"val/{metric}", mode)
+    assert resolve_monitor("val/loss", "auto", built) == ("val/loss", "min")
+    with pytest.raises(ConfigError, match=f"not logged; use val/{metric} or val/loss"):
+        resolve_monitor("val/f1", "auto", built)
+
+
+def test_the_data_can_choose_the_metric_and_the_trainer_can_override_it():
+    assert build_task("regression", {"metric": "log_rmse"}).monitor_metric.name == "log_rmse"
+    assert build_task("regression", {"metric": "log_rmse"}, metric="rmse").monitor_metric.name == "rmse"
+    with pytest.raises(ConfigError, match="unknown metric 'acuracy'"):
+        build_task("classification", metric="acuracy")
+
+
+def test_a_step_weighs_the_loss_by_examples_and_labels_come_from_the_task():
+    model = torch.nn.Linear(2, 3)
+    batch = Batch(torch.randn(5, 2), torch.tensor([0, 1, 2, 1, 0]))
+    out = build_task("classification").step(model, batch)
+    assert out.weight == 5 and out.outputs.shape == (5, 3)
+    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(model(batch.inputs), batch.targets).item())
+    assert labels_of("classification", batch.targets).tolist() == [0, 1, 2, 1, 0]
+    assert labels_of("binary", torch.tensor([[1.0], [0.0]])).tolist() == [1, 0]
+    assert labels_of("regression", torch.randn(3, 1)) is None
+    assert set(TASKS.names()) >= {"classification", "regression", "binary"}
