@@ -53,6 +53,10 @@ class TrainerConfig:
     progress: bool = True  # live progress bar on a terminal
     log_every_n_steps: int = 20  # progress-bar refresh; each refresh reads the loss (a device sync)
     checkpoints: bool = True  # write checkpoints/last.pt and best.pt
+    precision: str = "32"  # "32" | "bf16" | "16" (float16 with a gradient scaler), through torch.autocast
+    compile: Any = False  # false | true | a torch.compile mode: default, reduce-overhead, max-autotune, ...
+    channels_last: Any = "auto"  # auto (on for conv nets on CUDA) | true | false
+    sync_batchnorm: bool = False  # under torchrun on CUDA: BatchNorm statistics over every rank's batch
 
 
 @dataclass

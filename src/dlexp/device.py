@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -17,34 +17,79 @@ import torch
 from dlexp.errors import ConfigError
 
 
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class Runtime:
+    """Where and how the model runs: device, precision, compile, memory format and process ranks."""
+
     device: torch.device
     rank: int = 0  # process rank; only rank 0 writes files
     world_size: int = 1
+    precision: str = "32"
+    compile: Union[bool, str] = False  # False, True or a torch.compile mode name
+    channels_last: Union[bool, str] = False  # "auto": decided in prepare_model (conv nets on CUDA)
+    sync_batchnorm: bool = False
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
     def describe(self) -> str:
         if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
-        return f"cpu ({torch.get_num_threads()} threads)"
+            where = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        else:
+            where = f"cpu ({torch.get_num_threads()} threads)"
+        extras = [f"precision {self.precision}"] if self.precision != "32" else []
+        extras += ["compiled"] if self.compile else []
+        extras += ["channels_last"] if self.channels_last else []
+        extras += [f"{self.world_size} processes"] if self.distributed else []
+        return where + (f", {', '.join(extras)}" if extras else "")
 
     def prepare_model(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
         """(the model to call, the raw model to save and inspect).
 
-        Wrappers (``torch.compile``, DDP) go on the first only, so checkpoint keys and
-        layer names never carry their prefixes (``_orig_mod.``, ``module.``).
+        Wrappers (DDP, ``torch.compile``) go on the first only, so checkpoint keys and
+        layer names never carry their prefixes (``module.``, ``_orig_mod.``).
         """
+        if self.sync_batchnorm and self.distributed:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
-        return model, model
+        if self.channels_last == "auto":
+            is_conv_net = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+            self.channels_last = self.device.type == "cuda" and is_conv_net
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        raw, wrapped = model, model
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            wrapped = DistributedDataParallel(wrapped, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.compile:
+            mode = None if self.compile is True else self.compile
+            wrapped = torch.compile(wrapped, mode=mode)
+        return wrapped, raw
 
     def prepare_batch(self, batch: Any) -> Any:
-        """A batch as the model should see it (precision or memory format, later); the loaders
-        already deliver it on the device."""
+        """A batch as the model should see it: 4-D inputs in channels_last when the model is."""
+        if self.channels_last and batch.inputs.dim() == 4:
+            batch.inputs = batch.inputs.contiguous(memory_format=torch.channels_last)
         return batch
+
+    def autocast(self) -> Any:
+        """The forward pass's precision context (a no-op at 32)."""
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def grad_scaler(self) -> Optional[Any]:
+        """float16 needs loss scaling (its range is small); bf16 and fp32 do not."""
+        return torch.amp.GradScaler(self.device.type) if self.precision == "16" else None
 
     @property
     def check_every(self) -> int:
@@ -52,10 +97,13 @@ class Runtime:
         return 1 if self.device.type == "cpu" else 50
 
 
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. Asking for CUDA without it is an error."""
+def resolve_device(requested: str, local_rank: Optional[int] = None) -> torch.device:
+    """``auto`` -> cuda when available, else cpu. Asking for CUDA without it is an error.
+    Under torchrun (``local_rank`` given) each process takes the GPU of its local rank."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if local_rank is not None and requested == "cuda":
+        requested = f"cuda:{local_rank}"
     try:
         device = torch.device(requested)
     except RuntimeError:
@@ -71,12 +119,52 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def setup_runtime(trainer_cfg) -> Runtime:
+def setup_runtime(trainer_cfg: Any, ranks: tuple[int, int, int] = (0, 1, 0)) -> Runtime:
+    """The Runtime for ``trainer.*``; ``ranks`` is (rank, world size, local rank) under torchrun."""
     if trainer_cfg.num_threads is not None:
         if trainer_cfg.num_threads < 1:
             raise ConfigError(f"trainer.num_threads must be >= 1, got {trainer_cfg.num_threads}")
         torch.set_num_threads(trainer_cfg.num_threads)
-    return Runtime(device=resolve_device(trainer_cfg.device))
+    rank, world_size, local_rank = ranks
+    device = resolve_device(trainer_cfg.device, local_rank if world_size > 1 else None)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    return Runtime(
+        device=device, rank=rank, world_size=world_size,
+        precision=_precision(trainer_cfg.precision, device),
+        compile=_compile_mode(trainer_cfg.compile),
+        channels_last=_channels_last(trainer_cfg.channels_last),
+        sync_batchnorm=_sync_batchnorm(trainer_cfg.sync_batchnorm, device),
+    )
+
+
+def _precision(value: Any, device: torch.device) -> str:
+    text = str(value)
+    if text not in PRECISIONS:
+        raise ConfigError(f"trainer.precision must be 32, bf16 or 16, got '{value}'")
+    if text == "16" and device.type == "cpu":
+        raise ConfigError("trainer.precision=16 (float16) needs a GPU; on the CPU use trainer.precision=bf16")
+    return text
+
+
+def _compile_mode(value: Any) -> Union[bool, str]:
+    if isinstance(value, bool):
+        return value
+    if value in COMPILE_MODES:
+        return "default" if value == "default" else value
+    raise ConfigError(f"trainer.compile must be true, false or a mode ({', '.join(COMPILE_MODES)}), got '{value}'")
+
+
+def _channels_last(value: Any) -> Union[bool, str]:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ConfigError(f"trainer.channels_last must be auto, true or false, got '{value}'")
+
+
+def _sync_batchnorm(value: bool, device: torch.device) -> bool:
+    if value and device.type != "cuda":
+        raise ConfigError("trainer.sync_batchnorm=true needs CUDA (SyncBatchNorm does not run on CPU tensors); set it to false")
+    return value
 
 
 def seed_everything(seed: int) -> None:

@@ -7,6 +7,7 @@ The batch layout belongs to the task: this module only adds up what
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,10 +21,16 @@ from dlexp.optim import l1_penalty
 from dlexp.tasks import Batch, StepOutput, Task
 
 
+def _no_autocast() -> Any:
+    return contextlib.nullcontext()
+
+
 @dataclass
 class StepConfig:
     l1: float = 0.0  # coefficient of the L1 penalty added to the training loss
     grad_clip: Optional[float] = None  # max global L2 norm of the gradients
+    autocast: Callable[[], Any] = _no_autocast  # the forward pass's precision context (Runtime.autocast)
+    scaler: Optional[Any] = None  # a GradScaler for float16; None otherwise
 
 
 class Diverged(Exception):
@@ -39,18 +46,30 @@ def training_step(
 ) -> tuple[StepOutput, Optional[Tensor]]:
     """One optimizer step on a batch; returns the task's output (loss detached) and the grad norm or None.
 
-    The hook for precision: autocast around the forward and a gradient scaler
-    (unscaled before clipping) go here, and only here.
+    Precision lives here and only here: the forward under autocast, and for float16
+    a gradient scaler, unscaled before clipping. A step the scaler skips for an
+    overflow reports a zero grad norm: it is not a divergence (the loss check still is).
     """
-    out = task.step(model, batch)
-    objective = out.loss + step.l1 * l1_penalty(model) if step.l1 > 0 else out.loss
+    with step.autocast():
+        out = task.step(model, batch)
+        objective = out.loss + step.l1 * l1_penalty(model) if step.l1 > 0 else out.loss
     optimizer.zero_grad(set_to_none=True)
-    objective.backward()
+    scaler = step.scaler
+    (scaler.scale(objective) if scaler is not None else objective).backward()
     grad_norm = None
     if step.grad_clip is not None:  # the total norm before clipping comes for free
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
-    optimizer.step()
-    return StepOutput(out.loss.detach(), out.weight, out.outputs.detach()), grad_norm
+        if scaler is not None:  # inf/nan here means the scaler skips this step and lowers its scale
+            grad_norm = torch.nan_to_num(grad_norm, nan=0.0, posinf=0.0)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    outputs = out.outputs.detach()
+    return StepOutput(out.loss.detach().float(), out.weight, outputs.float() if outputs.is_floating_point() else outputs), grad_norm
 
 
 @dataclass
@@ -103,6 +122,7 @@ class Pass:
     should_stop: Callable[[], bool] = lambda: False
     check_every: int = 1  # steps between divergence checks (each is a host sync)
     prepare: Callable[[Batch], Batch] = lambda batch: batch  # the Runtime's per-batch hook
+    autocast: Callable[[], Any] = _no_autocast  # evaluation's precision context (training uses step.autocast)
 
 
 def run_epoch(model: nn.Module, loader: Any, task: Task, how: Optional[Pass] = None,
@@ -134,7 +154,8 @@ def run_epoch(model: nn.Module, loader: Any, task: Task, how: Optional[Pass] = N
                     grad_sum += grad_norm
                 state.update(out, batch)
             else:
-                _eval_update(state, task, model, batch)
+                with how.autocast():
+                    _eval_update(state, task, model, batch)
             if training and (state.batches % how.check_every == 0 or state.batches == total):
                 _check_finite(state.loss.total, grad_sum if how.step.grad_clip is not None else None, state.batches)
             bar.update(state)

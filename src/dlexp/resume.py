@@ -25,6 +25,8 @@ MAY_CHANGE = {
     "trainer.num_threads",
     "trainer.device",
     "trainer.early_stopping.patience",
+    "trainer.compile",
+    "trainer.channels_last",
 }
 
 

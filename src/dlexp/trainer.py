@@ -43,7 +43,8 @@ class Trainer:
         self.model, self.raw_model = runtime.prepare_model(model)
         self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)
-        self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip)
+        self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
+                                   scaler=runtime.grad_scaler())
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
             self.run_dir / "checkpoints", enabled=trainer.checkpoints and runtime.is_main,
@@ -100,7 +101,7 @@ class Trainer:
     def evaluate(self, loader: Any, limit_batches: Optional[int], bar: Any = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
         how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None,
-                   prepare=self.runtime.prepare_batch)
+                   prepare=self.runtime.prepare_batch, autocast=self.runtime.autocast)
         return run_epoch(self.model, loader, self.task, how)
 
     def end_epoch(self, epoch: int, lr: float, train_stats: dict, val_stats: dict, started: float) -> None:
@@ -130,6 +131,7 @@ class Trainer:
             "early_stopping": self.stopper.state_dict(),
             "rng": capture_rng(),
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
+            "scaler": self.step_cfg.scaler.state_dict() if self.step_cfg.scaler is not None else None,
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -139,6 +141,8 @@ class Trainer:
         if self.scheduler is not None and checkpoint["scheduler"] is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.stopper.load_state_dict(checkpoint["early_stopping"])
+        if self.step_cfg.scaler is not None and checkpoint.get("scaler"):
+            self.step_cfg.scaler.load_state_dict(checkpoint["scaler"])
         self.data.train.load_state_dict(checkpoint["loader"])
         restore_rng(checkpoint["rng"])
         self.completed, partial = checkpoint["epoch"], checkpoint.get("partial")

@@ -13,3 +13,4 @@ from dlexp.models.init import InitConfig
 from dlexp.registry import Registry
 
 MODELS = Registry("model", common=InitConfig)  # every model also takes model.init*
+
