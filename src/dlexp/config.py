@@ -20,11 +20,24 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dlexp.constraints import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    check,
+    check_fields,
+    did_you_mean,
+    plain_dataclass,
+    plain_type,
+)
 from dlexp.errors import ConfigError
 from dlexp.registry import Registry
 
@@ -32,38 +45,38 @@ from dlexp.registry import Registry
 @dataclass
 class EarlyStoppingConfig:
     monitor: str = "auto"  # "auto" = the task's val metric, e.g. val/acc; or val/loss, ...
-    mode: str = "auto"  # "auto" | "min" | "max"
-    patience: Optional[int] = None  # epochs without improvement before stopping; None = off
-    min_delta: float = 0.0  # smallest change that counts as an improvement
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: Optional[NonNegativeInt] = None  # epochs without improvement before stopping; None = off
+    min_delta: NonNegativeFloat = 0.0  # smallest change that counts as an improvement
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    eval_batch_size: Optional[int] = None  # None = 4 x batch_size (no gradients to hold)
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 64
+    eval_batch_size: Optional[PositiveInt] = None  # None = 4 x batch_size (no gradients to hold)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    num_threads: Optional[int] = None  # CPU intra-op threads; None = PyTorch's default
+    num_threads: Optional[PositiveInt] = None  # CPU intra-op threads; None = PyTorch's default
     loss: str = "auto"  # "auto" = the task's loss (cross_entropy / mse); or a LOSSES name
     metric: str = "auto"  # "auto" = the task's metric (acc / rmse); or a METRICS name
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    grad_clip: Optional[float] = None  # max global grad norm; None = no clipping
-    limit_train_batches: Optional[int] = None  # smoke runs: stop each epoch after N batches
-    limit_eval_batches: Optional[int] = None
+    grad_clip: Optional[PositiveFloat] = None  # max global grad norm; None = no clipping
+    limit_train_batches: Optional[PositiveInt] = None  # smoke runs: stop each epoch after N batches
+    limit_eval_batches: Optional[PositiveInt] = None
     progress: bool = True  # live progress bar on a terminal
-    log_every_n_steps: int = 20  # progress-bar refresh; each refresh reads the loss (a device sync)
+    log_every_n_steps: PositiveInt = 20  # progress-bar refresh; each refresh reads the loss (a device sync)
     checkpoints: bool = True  # write checkpoints/last.pt and best.pt
 
 
 @dataclass
 class RegularizerConfig:
-    weight_decay: float = 0.0  # L2, applied by the optimizer to weights (not biases or norms)
-    l1: float = 0.0  # coefficient of sum(|w|) added to the loss, biases excluded
-    dropout: Optional[float] = None  # None = each model's own default
+    weight_decay: NonNegativeFloat = 0.0  # L2, applied by the optimizer to weights (not biases or norms)
+    l1: NonNegativeFloat = 0.0  # coefficient of sum(|w|) added to the loss, biases excluded
+    dropout: Optional[Fraction] = None  # None = each model's own default
 
 
 FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
-TOP_LEVEL_KEYS: dict[str, Any] = {"seed": int, "resume": Optional[str]}
+TOP_LEVEL_KEYS: dict[str, Any] = {"seed": Seed, "resume": Optional[str]}
 
 
 def open_groups() -> dict[str, Registry]:
@@ -79,8 +92,12 @@ def open_groups() -> dict[str, Registry]:
 
 
 def builder_schema(registry: Registry, name: str) -> type:
-    """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys."""
-    hints = typing.get_type_hints(registry.get(name))
+    """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys.
+
+    Field types keep the builder's declared limits (``Annotated[int, Ge(1)]``, ``Literal[...]``);
+    ``_check`` hands OmegaConf their plain form and checks the limits itself.
+    """
+    hints = typing.get_type_hints(registry.get(name), include_extras=True)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
     for key, param in registry.config_keys(name).items():
         default = param.default
@@ -93,26 +110,27 @@ def builder_schema(registry: Registry, name: str) -> type:
             spec = field(default=default)
         fields.append((key, hints.get(key, Any), spec))
     if registry.common is not None:  # keys shared by every entry, e.g. model.init
-        common_hints = typing.get_type_hints(registry.common)
+        common_hints = typing.get_type_hints(registry.common, include_extras=True)
         fields += [(f.name, common_hints[f.name], field(default=f.default)) for f in dataclasses.fields(registry.common)]
     return dataclasses.make_dataclass(f"{registry.kind}_{name}_config", fields)
 
 
 def _check(path: str, schema: type, node: Any) -> DictConfig:
-    """Merge ``node`` into ``schema``; any unknown key, bad type or missing value is a ConfigError."""
+    """Merge ``node`` into ``schema`` and check its declared limits; any unknown key, bad type,
+    missing or out-of-range value is a ConfigError naming the key's full path."""
     if not isinstance(node, DictConfig):
         raise ConfigError(f"config '{path}' must be a mapping, got {node!r}")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        merged = OmegaConf.merge(OmegaConf.structured(plain_dataclass(schema)), node)
     except ConfigKeyError as err:
-        key = f"{path}.{err.full_key}" if err.full_key else path
-        raise ConfigError(f"unknown config key '{key}'. {_key_hint(schema, path)}") from None
+        raise ConfigError(_unknown_key_message(path, schema, err.full_key or "")) from None
     except OmegaConfBaseException as err:
         key = f"{path}.{err.full_key}" if getattr(err, "full_key", None) else path
         raise ConfigError(f"bad value for '{key}': {_first_line(err)}; fix it in the YAML or with {key}=...") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError(f"config '{path}.{missing[0]}' is required; set it in the YAML or with {path}.{missing[0]}=...")
+    check_fields(path, schema, OmegaConf.to_container(merged, resolve=True))
     OmegaConf.set_struct(merged, True)
     return merged
 
@@ -122,9 +140,21 @@ def _first_line(err: Exception) -> str:
     return text.strip().splitlines()[0].rstrip(".")
 
 
-def _key_hint(schema: type, path: str) -> str:
-    keys = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
-    return f"Valid keys for {path}: {', '.join(keys) or '(none)'}"
+def _unknown_key_message(path: str, schema: type, dotted: str) -> str:
+    """``unknown config key 'trainer.epoch'. Did you mean 'trainer.epochs'? Valid keys for trainer: ...``"""
+    *parents, leaf = dotted.split(".") if dotted else [""]
+    node_schema, node_path = schema, path
+    for part in parents:  # walk down nested groups, e.g. trainer.early_stopping
+        hint = typing.get_type_hints(node_schema).get(part)
+        if not dataclasses.is_dataclass(hint):
+            break
+        node_schema, node_path = hint, f"{node_path}.{part}"
+    keys = [f.name for f in dataclasses.fields(node_schema) if f.name != "name"]
+    key = f"{path}.{dotted}" if dotted else path
+    return (
+        f"unknown config key '{key}'.{did_you_mean(leaf, keys, prefix=node_path + '.')} "
+        f"Valid keys for {node_path}: {', '.join(keys) or '(none)'}"
+    )
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -133,7 +163,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS)
     for key in cfg.keys():
         if key not in known:
-            raise ConfigError(f"unknown top-level config key '{key}'. Valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown top-level config key '{key}'.{did_you_mean(key, known)} Valid keys: {', '.join(sorted(known))}"
+            )
     out: dict[str, Any] = {}
     for group, registry in groups.items():
         node = cfg.get(group)
@@ -145,17 +177,21 @@ def validate(cfg: DictConfig) -> DictConfig:
         out[group] = _check(group, builder_schema(registry, name), node)
     for group, schema in FIXED_GROUPS.items():
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
-    for key, typ in TOP_LEVEL_KEYS.items():
-        value = cfg.get(key)
-        optional = typing.get_origin(typ) is typing.Union
-        base = typing.get_args(typ)[0] if optional else typ
-        if (value is None and optional) or (isinstance(value, base) and not isinstance(value, bool)):
-            out[key] = value
-            continue
-        raise ConfigError(f"config '{key}' must be of type {base.__name__}, got {value!r}")
+    for key, hint in TOP_LEVEL_KEYS.items():
+        out[key] = _check_top_level(key, hint, cfg.get(key))
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
+
+
+def _check_top_level(key: str, hint: Any, value: Any) -> Any:
+    typ = plain_type(hint)
+    optional = typing.get_origin(typ) is typing.Union
+    base = typing.get_args(typ)[0] if optional else typ
+    if not ((value is None and optional) or (isinstance(value, base) and not isinstance(value, bool))):
+        raise ConfigError(f"config '{key}' must be of type {base.__name__}, got {value!r}")
+    check(key, hint, value)
+    return value
 
 
 def builder_kwargs(node: DictConfig) -> dict[str, Any]:

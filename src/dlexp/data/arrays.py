@@ -5,17 +5,19 @@ vectors (N, D), sequences (N, T, D), images (N, C, H, W).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from dlexp.constraints import Fraction, PositiveInt, Seed
 from dlexp.data import DATASETS, Source
+from dlexp.data.preprocess import Normalize
 from dlexp.data.splits import holdout
-from dlexp.errors import ConfigError, DataError
+from dlexp.errors import DataError
 
-ARRAY_TASKS = ("auto", "classification", "regression", "binary")
+ArrayTask = Literal["auto", "classification", "regression", "binary"]
 
 
 def _load(path: str) -> dict[str, Tensor]:
@@ -58,17 +60,13 @@ def _targets(y: Tensor, task: str, key: str) -> Tensor:
 def arrays(
     *,
     path: str,
-    task: str = "auto",
-    num_classes: Optional[int] = None,
-    normalize: str = "none",
-    test_fraction: float = 0.0,
-    test_seed: int = 0,
+    task: ArrayTask = "auto",
+    num_classes: Optional[PositiveInt] = None,
+    normalize: Normalize = "none",
+    test_fraction: Fraction = 0.0,
+    test_seed: Seed = 0,
 ) -> Source:
     """``task=auto``: integer y -> classification, float y -> regression, bool y -> binary (logistic)."""
-    if task not in ARRAY_TASKS:
-        raise ConfigError(f"dataset.task must be one of {', '.join(ARRAY_TASKS)}, got '{task}'")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"dataset.test_fraction must be in [0, 1), got {test_fraction}")
     data = _load(path)
     if "x" not in data or "y" not in data:
         raise DataError(f"{path} must hold arrays named x and y; it has {', '.join(sorted(data)) or 'none'}")

@@ -144,9 +144,7 @@ class Folds:
 
     # -- one fold ------------------------------------------------------------
     def _batch_sizes(self, n_train: int) -> tuple[int, int]:
-        trainer = self.cfg.trainer
-        if trainer.batch_size < 1:
-            raise ConfigError(f"trainer.batch_size must be >= 1, got {trainer.batch_size}")
+        trainer = self.cfg.trainer  # batch sizes >= 1 by the trainer schema
         if trainer.batch_size > n_train:
             raise ConfigError(
                 f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "

@@ -1,0 +1,93 @@
+"""Declared limits of config keys, checked when the config is composed."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Annotated, List, Literal, Optional
+
+import pytest
+from annotated_types import Ge
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from conftest import assert_one_line_error, compose_cfg, run_cli
+from dlexp.config import FIXED_GROUPS, open_groups, validate
+from dlexp.constraints import plain_dataclass, plain_type
+from dlexp.errors import ConfigError
+
+SMOKE = ["trainer=smoke", "trainer.progress=false"]
+
+# (overrides, message): one bad value per group at least; each message starts with the key's full path.
+BAD_VALUES = [
+    (["optim.betas=[0.9]"], "optim.betas must have 2 values, got [0.9]"),
+    (["optim.betas=[0.9,1.5]"], "optim.betas[1] must be in [0, 1), got 1.5"),
+    (["optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+    (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum must be >= 0, got -0.5"),
+    (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be >= 1, got 0"),
+    (["scheduler=plateau", "scheduler.factor=1.0"], "scheduler.factor must be in (0, 1), got 1.0"),
+    (["dataset.resize=-1"], "dataset.resize must be >= 1, got -1"),
+    (["dataset.test_fraction=1.0"], "dataset.test_fraction must be in [0, 1), got 1.0"),
+    (["dataset.normalize=Channel"], "dataset.normalize must be one of none, channel, feature, dataset, got 'Channel'"),
+    (["seed=-1"], "seed must be >= 0, got -1"),
+    (["model.hidden=[64,0]"], "model.hidden[1] must be >= 1, got 0"),
+    (["model.dropout=1.0"], "model.dropout must be in [0, 1), got 1.0"),
+    (["model=lenet", "model.pool=median"], "model.pool must be one of avg, max, got 'median'"),
+    (["model=vgg11", "model.conv_arch=[[1,64,3]]"], "model.conv_arch[0] must have 2 values, got [1, 64, 3]"),
+    (["model.init_range=0"], "model.init_range must be > 0, got 0.0"),
+    (["split.val_fraction=0"], "split.val_fraction must be in (0, 1), got 0.0"),
+    (["split=kfold", "split.k=1"], "split.k must be >= 2, got 1"),
+    (["augment=flip", "augment.p=1.5"], "augment.p must be in [0, 1], got 1.5"),
+    (["augment=scale", "augment.ratio=[0.5]"], "augment.ratio must have 2 values, got [0.5]"),
+    (["shift=label", "shift.imbalance=0.5"], "shift.imbalance must be >= 1, got 0.5"),
+    (["trainer.epochs=0"], "trainer.epochs must be >= 1, got 0"),
+    (["trainer.early_stopping.mode=maximum"], "trainer.early_stopping.mode must be one of auto, min, max, got 'maximum'"),
+    (["trainer.grad_clip=0"], "trainer.grad_clip must be > 0, got 0.0"),
+    (["regularizer.l1=-1"], "regularizer.l1 must be >= 0, got -1.0"),
+    (["regularizer.dropout=1"], "regularizer.dropout must be in [0, 1), got 1.0"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_declared_limits_fail_at_compose_time_with_the_full_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*overrides))
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["optim.betas=[0.9]"], "optim.betas must have 2 values"),
+        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be >= 1"),
+        (["seed=-1"], "seed must be >= 0"),
+    ],
+)
+def test_declared_limits_through_the_cli(tmp_path, args, message):
+    proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_error(proc, message)
+
+
+def test_in_range_values_pass_and_keep_their_types():
+    cfg = validate(compose_cfg("optim.betas=[0.5,0.9]", "seed=0", "dataset.resize=12", "model=lenet", "model.pool=max"))
+    assert list(cfg.optim.betas) == [0.5, 0.9] and cfg.dataset.resize == 12 and cfg.model.pool == "max"
+
+
+@pytest.mark.parametrize("group", sorted(open_groups()))
+def test_every_config_key_of_every_builder_has_a_type(group):
+    """A key without a hint would be checked for nothing: every keyword-only parameter declares its type."""
+    registry = open_groups()[group]
+    for name in registry.names():
+        for key, param in registry.config_keys(name).items():
+            assert param.annotation is not inspect.Parameter.empty, f"{group}={name}: {key} has no type"
+
+
+def test_plain_types_are_what_omegaconf_reads():
+    assert plain_type(Optional[Annotated[int, Ge(1)]]) == Optional[int]
+    assert plain_type(Literal["a", "b"]) is str
+    assert plain_type(Annotated[List[Annotated[float, Ge(0)]], Ge(0)]) == List[float]
+    for schema in FIXED_GROUPS.values():  # Literal and Annotated fields build a structured config
+        node = OmegaConf.structured(plain_dataclass(schema))
+        assert set(node.keys()) == {f.name for f in dataclasses.fields(schema)}
+    with pytest.raises(ValidationError):  # the plain types still convert and refuse values
+        OmegaConf.merge(OmegaConf.structured(plain_dataclass(FIXED_GROUPS["trainer"])), {"epochs": "many"})
