@@ -1,4 +1,4 @@
-"""Declared limits of config keys, checked when the config is composed."""
+"""Declared limits of config keys, suggestions for typos, override syntax, --cfg and run dirs."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from conftest import assert_one_line_error, compose_cfg, run_cli
-from dlexp.config import FIXED_GROUPS, open_groups, validate
-from dlexp.constraints import plain_dataclass, plain_type
-from dlexp.errors import ConfigError
+from dlexp.config import FIXED_GROUPS, open_groups, preflight, validate
+from dlexp.constraints import plain_dataclass, plain_type, suggest
+from dlexp.errors import ConfigError, UserError
 
 SMOKE = ["trainer=smoke", "trainer.progress=false"]
 
@@ -91,3 +91,103 @@ def test_plain_types_are_what_omegaconf_reads():
         assert set(node.keys()) == {f.name for f in dataclasses.fields(schema)}
     with pytest.raises(ValidationError):  # the plain types still convert and refuse values
         OmegaConf.merge(OmegaConf.structured(plain_dataclass(FIXED_GROUPS["trainer"])), {"epochs": "many"})
+
+
+# -- did you mean ---------------------------------------------------------------
+
+
+def test_a_value_in_the_wrong_case_suggests_the_choice_not_a_lookalike():
+    names = ["sigmoid", "relu", "elu", "gelu"]
+    assert suggest("ReLU", names) == "relu"  # plain difflib on "ReLU" would pick "elu"
+    assert suggest("sigmiod", names) == "sigmoid"
+    assert suggest("zzz", names) is None
+    with pytest.raises(ConfigError, match=r"got 'ReLU'\. Did you mean 'relu'\?$"):
+        validate(compose_cfg("model.activation=ReLU"))
+
+
+def test_a_group_option_in_the_wrong_case_is_suggested():
+    with pytest.raises(ConfigError, match="unknown optim 'Adam'. Did you mean 'adam'?"):
+        preflight(["optim=Adam"])
+
+
+@pytest.mark.parametrize(
+    "key, meant",
+    [("trainer.epoch", "trainer.epochs"), ("trainer.early_stopping.patiense", "trainer.early_stopping.patience"),
+     ("model.hiden", "model.hidden"), ("optim.betaz", "optim.betas")],
+)
+def test_a_mistyped_key_suggests_the_real_one(key, meant):
+    with pytest.raises(ConfigError, match=f"Did you mean '{meant}'"):
+        preflight([f"{key}=3"])  # on the command line, before Hydra
+    with pytest.raises(ConfigError, match=f"unknown config key '{key}'. Did you mean '{meant}'"):
+        validate(compose_cfg(f"+{key}=3"))  # after composing (e.g. a typo in a YAML file)
+
+
+def test_a_mistyped_top_level_key_suggests_the_real_one():
+    with pytest.raises(ConfigError, match="unknown top-level config key 'sed'. Did you mean 'seed'?"):
+        validate(compose_cfg("+sed=1"))
+
+
+# -- override syntax and --cfg ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arg, hint",
+    [
+        ("optim.lr=1e-2,", "remove the extra ','"),
+        ("model.hidden=[64,32", "close every '['"),
+        ("model.hidden=[64]]", "'[' and ']' do not pair up"),
+        ("dataset.root='my dir", "a quote is not closed"),
+    ],
+)
+def test_a_grammar_error_is_one_line_naming_the_argument(arg, hint):
+    with pytest.raises(ConfigError) as err:
+        preflight([arg])
+    assert str(err.value).startswith(f"cannot parse the override '{arg}'") and hint in str(err.value)
+
+
+def test_a_grammar_error_on_the_cli(tmp_path):
+    proc = run_cli("optim.lr=1e-2,", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot parse the override 'optim.lr=1e-2,'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model.hiden=3"], "unknown key 'model.hiden' for model=mlp. Did you mean 'model.hidden'?"),
+        (["optim.betas=[0.9]"], "optim.betas must have 2 values"),  # a value the schema refuses
+    ],
+)
+def test_cfg_job_gets_the_checks_of_a_run(tmp_path, args, message):
+    shown = run_cli("--cfg", "job", *args, cwd=tmp_path)
+    assert_one_line_error(shown, message)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_valid_cfg_job_still_prints():
+    preflight(["--cfg", "job", "model=lenet", "model.pool=max"])  # no error, and no output dir needed
+    with pytest.raises(ConfigError, match="model.pool must be one of avg, max"):
+        preflight(["--cfg", "job", "model=lenet", "model.pool=median"])
+
+
+# -- run dirs -----------------------------------------------------------------------
+
+
+def test_a_run_dir_under_a_regular_file_is_one_line(tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(ConfigError, match=f"{blocker} is not a directory; set hydra.run.dir="):
+        preflight([f"hydra.run.dir={blocker}/run"])
+    with pytest.raises(ConfigError, match=f"{blocker} is not a directory; set hydra.sweep.dir="):
+        preflight(["-m", f"hydra.sweep.dir={blocker}/" + "${now:%H-%M-%S}"])
+    proc = run_cli(*SMOKE, f"hydra.run.dir={blocker}/" + "${now:%H-%M-%S}", cwd=tmp_path)
+    assert_one_line_error(proc, f"{blocker} is not a directory")
+
+
+def test_train_into_a_run_dir_under_a_regular_file(tmp_path):
+    from dlexp.train import train
+
+    blocker = tmp_path / "results"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot write to output dir .*results/run"):
+        train(compose_cfg(*SMOKE), blocker / "run")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import inspect
 import os
 import typing
@@ -258,15 +257,19 @@ def _default_choices(dirs: list[str]) -> dict[str, str]:
 
 
 def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
-    """Reject a mistyped group option (``model=lenett``) or key (``model.hiden=3``) with a one-line hint.
+    """Reject a malformed override (``optim.lr=1e-2,``), a mistyped group option (``model=lenett``)
+    or key (``model.hiden=3``) with a one-line hint.
 
     Hydra would also refuse these, but with a multi-line report; anything this
     check does not understand (sweep functions, packages, ``+``/``~`` edits) is
     left to Hydra. ``writes_outputs=False`` (commands that write nothing, such
-    as ``dlexp.summary``) skips the output-dir check.
+    as ``dlexp.summary``) skips the output-dir check. ``--cfg`` (print the
+    config, run nothing) gets every check a run gets, the full schema included.
     """
-    if any(arg in _INFO_FLAGS or arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv):
+    if any(arg in _INFO_FLAGS for arg in argv):
         return
+    _check_grammar(_positional_args(argv))
+    shows_config = any(arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv)
     dirs = [CONFIG_DIR, *_extra_config_dirs(argv)]
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
@@ -278,11 +281,11 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
             options = _group_options(dirs, key)
             for option in value.split(","):
                 if option not in options:
-                    hint = difflib.get_close_matches(option, options, n=1)
-                    mean = f" Did you mean '{hint[0]}'?" if hint else ""
-                    raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
+                    raise ConfigError(
+                        f"unknown {key} '{option}'.{did_you_mean(option, options)} Choices: {', '.join(options)} (use {key}=<choice>)"
+                    )
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
-    if writes_outputs:
+    if writes_outputs and not shows_config:
         _check_output_dir(argv)
     for arg in overrides:
         if arg.startswith("resume=") and arg != "resume=null":
@@ -299,6 +302,74 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                 _check_key_exists(dirs, group, option, rest)
             if "," in chosen[group] and group in defaults:
                 _check_sweep_key(dirs, group, defaults[group], chosen[group], arg)
+    if shows_config:
+        _validate_shown_config(argv)
+
+
+# Hydra's flags that take the next argument as their value (``--cfg job``, ``-cn train``).
+_FLAGS_WITH_VALUE = {
+    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+    "--experimental-rerun",
+}
+
+
+def _positional_args(argv: list[str]) -> list[str]:
+    """The overrides of a command line: every argument that is not a flag or a flag's value."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            out.append(arg)
+    return out
+
+
+def _check_grammar(args: list[str]) -> None:
+    """Parse each override with Hydra's own parser, so a typo in its syntax is one line, not Hydra's report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            raise ConfigError(f"cannot parse the override '{arg}': {_grammar_hint(arg)}") from None
+
+
+def _grammar_hint(arg: str) -> str:
+    key, eq, value = arg.partition("=")
+    if not eq:
+        return f"an override is key=value, e.g. {key}=1"
+    if value.rstrip().endswith(",") or ",," in value:
+        return f"a comma separates sweep values and none follows it; remove the extra ',' (e.g. {key}={value.strip(',')})"
+    for opening, closing in ("[]", "{}", "()"):
+        if value.count(opening) != value.count(closing):
+            return f"'{opening}' and '{closing}' do not pair up; close every '{opening}' (e.g. model.hidden=[64,32])"
+    if value.count("'") % 2 or value.count('"') % 2:
+        return "a quote is not closed; close it or drop it"
+    return "quote a value that holds spaces or special characters, e.g. 'dataset.root=\"my dir\"'"
+
+
+def _validate_shown_config(argv: list[str]) -> None:
+    """``--cfg`` prints the config without running it: compose it here and check it as a run would."""
+    if any(a in argv for a in ("-m", "--multirun", "--config-name", "-cn", "--config-path", "-cp")):
+        return  # one config per job, or another primary config: left to Hydra
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = _positional_args(argv)
+    extra = [f"file://{Path(d).absolute()}" for d in _extra_config_dirs(argv)]
+    if extra:
+        overrides.append(f"hydra.searchpath=[{','.join(extra)}]")
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException):
+        return  # Hydra composes the same command line next and reports the problem itself
+    validate(cfg)
 
 
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
@@ -315,7 +386,8 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
     for part in dotted.split("."):
         if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a required ??? value counts
             keys = ", ".join(k for k in node.keys() if k != "name") if isinstance(node, DictConfig) else "(none)"
-            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}. Valid keys: {keys}")
+            hint = did_you_mean(part, node.keys(), prefix=walked + ".") if isinstance(node, DictConfig) else ""
+            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}.{hint} Valid keys: {keys}")
         if OmegaConf.is_missing(node, part):
             return
         node = node[part]
@@ -340,12 +412,16 @@ def _check_output_dir(argv: list[str]) -> None:
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     target = next((a.split("=", 1)[1] for a in argv if a.startswith(key + "=")), "outputs")
-    if "${" in target:
-        return
-    path = Path(target).expanduser().absolute()
+    static = target
+    if "${" in target:  # resolved by Hydra later (e.g. ${now:...}): check the fixed folders before it
+        static = target.split("${", 1)[0].rpartition("/")[0]
+        if not static:
+            return
+    path = Path(static).expanduser().absolute()
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         reason = "not a directory" if not ancestor.is_dir() else "not writable"
-        raise ConfigError(f"cannot create output dir {path}: {ancestor} is {reason}; set {key}=<writable path>")
+        shown = path if static == target else target
+        raise ConfigError(f"cannot create output dir {shown}: {ancestor} is {reason}; set {key}=<writable path>")
