@@ -1,11 +1,13 @@
-"""Declared limits of config keys, suggestions for typos, override syntax, --cfg and run dirs."""
+"""Declared limits of config keys, suggestions for typos, override syntax, --cfg, run dirs and data content."""
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Annotated, List, Literal, Optional
+from typing import Annotated, Any, List, Literal, Optional
 
+import numpy as np
 import pytest
+import torch
 from annotated_types import Ge
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
@@ -13,7 +15,7 @@ from omegaconf.errors import ValidationError
 from conftest import assert_one_line_error, compose_cfg, run_cli
 from dlexp.config import FIXED_GROUPS, open_groups, preflight, validate
 from dlexp.constraints import plain_dataclass, plain_type, suggest
-from dlexp.errors import ConfigError, UserError
+from dlexp.errors import ConfigError, DataError, UserError
 
 SMOKE = ["trainer=smoke", "trainer.progress=false"]
 
@@ -191,3 +193,63 @@ def test_train_into_a_run_dir_under_a_regular_file(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot write to output dir .*results/run"):
         train(compose_cfg(*SMOKE), blocker / "run")
+
+
+# -- data content -------------------------------------------------------------------
+
+
+def _arrays(tmp_path, name: str = "data.npz", **arrays: Any) -> list[str]:
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return ["dataset=arrays", f"dataset.path={path}", "trainer.batch_size=4"]
+
+
+def _load(overrides: list[str]):
+    from dlexp.data import load_folds
+
+    return load_folds(validate(compose_cfg(*overrides)), seed=0, device=torch.device("cpu"))
+
+
+def test_string_labels_in_an_npz_are_one_line(tmp_path):
+    x = np.zeros((6, 3), np.float32)
+    with pytest.raises(DataError, match="array 'y' holds strings, not numbers; map each label to a class index"):
+        _load(_arrays(tmp_path, x=x, y=np.array(["cat", "dog"] * 3)))
+    with pytest.raises(DataError, match="array 'y' holds Python objects"):
+        _load(_arrays(tmp_path, "obj.npz", x=x, y=np.array([1, "dog", None] * 2, dtype=object)))
+
+
+def test_nan_and_inf_inputs_name_the_split_and_count(tmp_path):
+    x, y = np.ones((20, 3), np.float32), np.arange(20) % 2
+    x[3, 0], x[5, 2] = np.nan, np.inf
+    x_test = np.ones((4, 3), np.float32)
+    x_test[1] = np.nan
+    with pytest.raises(DataError, match=r"train inputs of dataset 'arrays' hold 2 NaN or inf value\(s\) \(first in example 3\); drop"):
+        _load(_arrays(tmp_path, x=x, y=y))
+    with pytest.raises(DataError, match=r"test inputs of dataset 'arrays' hold 3 NaN or inf"):
+        _load(_arrays(tmp_path, "t.npz", x=np.ones((20, 3), np.float32), y=y, x_test=x_test, y_test=y[:4]))
+    y_reg = np.linspace(0, 1, 20).astype(np.float32)
+    y_reg[7] = np.nan
+    with pytest.raises(DataError, match=r"train targets of dataset 'arrays' hold 1 NaN"):
+        _load(_arrays(tmp_path, "r.npz", x=np.ones((20, 3), np.float32), y=y_reg))
+
+
+def test_an_empty_given_split_is_named(tmp_path):
+    x, y = np.ones((20, 3), np.float32), np.arange(20) % 2
+    with pytest.raises(DataError, match="the test split of dataset 'arrays' is empty"):
+        _load(_arrays(tmp_path, x=x, y=y, x_test=x[:0], y_test=y[:0]))
+
+
+def test_missing_values_of_tabular_data_are_left_to_its_encoder(tiny_datasets, monkeypatch):
+    """house_prices keeps NaN for "missing" until its encoder fills them: no error, finite model inputs."""
+    folds = _load(["dataset=house_prices", "model=linreg", *tiny_datasets.overrides("house_prices", monkeypatch)])
+    x, _ = next(iter(folds[0].train))
+    assert torch.isfinite(x).all()
+    assert torch.isnan(folds.source.train[0]).any()  # the raw pool did hold missing values
+
+
+def test_a_nan_input_fails_before_training_via_the_cli(tmp_path):
+    x, y = np.ones((20, 3), np.float32), np.arange(20) % 2
+    x[0, 0] = np.nan
+    proc = run_cli(*SMOKE, *_arrays(tmp_path, x=x, y=y), "model=softmax", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_error(proc, "train inputs of dataset 'arrays' hold 1 NaN or inf value(s)")
+    assert "optim.lr" not in proc.stderr

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from dlexp.constraints import Fraction, PositiveInt, Seed
 from dlexp.data import DATASETS, Source
+from dlexp.data.checks import numeric_array
 from dlexp.data.preprocess import Normalize
 from dlexp.data.splits import holdout
 from dlexp.errors import DataError
@@ -27,7 +28,7 @@ def _load(path: str) -> dict[str, Tensor]:
     try:
         if file.suffix == ".npz":
             with np.load(file, allow_pickle=False) as npz:
-                data: Any = {k: torch.from_numpy(npz[k]) for k in npz.files}
+                data: Any = {k: torch.from_numpy(numeric_array(_read_array(npz, k, path), k, path)) for k in npz.files}
         elif file.suffix in (".pt", ".pth"):
             data = torch.load(file, map_location="cpu", weights_only=True)
         else:
@@ -36,7 +37,18 @@ def _load(path: str) -> dict[str, Tensor]:
         raise DataError(f"cannot read {path}: {str(err).strip().splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} must hold a dict of arrays (x, y, ...), not a {type(data).__name__}")
-    return {k: torch.as_tensor(v) for k, v in data.items()}
+    try:
+        return {k: torch.as_tensor(v) for k, v in data.items()}
+    except (TypeError, ValueError, RuntimeError):
+        bad = next(k for k, v in data.items() if not isinstance(v, Tensor))
+        raise DataError(f"{path}: '{bad}' is not an array of numbers; save tensors of numbers (class indices for labels)") from None
+
+
+def _read_array(npz: Any, key: str, path: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError:  # an object array: np.load refuses to unpickle it
+        raise DataError(f"{path}: array '{key}' holds Python objects, not numbers; save it with a numeric dtype") from None
 
 
 def _infer_task(y: Tensor) -> str:

@@ -21,6 +21,7 @@ from dlexp.config import builder_kwargs
 from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, TASKS, DataBundle, Pair, Pool, Source
 from dlexp.data.augment import Augmenter
 from dlexp.data.batching import TensorLoader
+from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, resize_images
 from dlexp.errors import ConfigError, DataError
@@ -31,6 +32,7 @@ RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of fl
 def load_folds(cfg: DictConfig, *, seed: int, device: torch.device) -> "Folds":
     """Build the dataset named in ``cfg`` (a validated run config) and split it into folds."""
     source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
+    check_source(source, cfg.dataset.name)  # empty splits, NaN/inf: fail here, not as a diverged loss
     if source.task not in TASKS:
         raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
     return Folds(cfg, source, seed=seed, device=device)
