@@ -44,6 +44,7 @@ BAD_VALUES = [
     (["trainer.epochs=0"], "trainer.epochs must be >= 1, got 0"),
     (["trainer.early_stopping.mode=maximum"], "trainer.early_stopping.mode must be one of auto, min, max, got 'maximum'"),
     (["trainer.grad_clip=0"], "trainer.grad_clip must be > 0, got 0.0"),
+    (["trainer.early_stopping.patience=0"], "trainer.early_stopping.patience must be >= 1, got 0"),
     (["regularizer.l1=-1"], "regularizer.l1 must be >= 0, got -1.0"),
     (["regularizer.dropout=1"], "regularizer.dropout must be in [0, 1), got 1.0"),
 ]

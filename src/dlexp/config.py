@@ -7,8 +7,9 @@ Two kinds of group:
   signature (see ``dlexp.registry``), so adding an entry needs no schema code.
 
 ``validate`` runs right after Hydra composes the config and before any data is
-loaded: a mistyped key or a value of the wrong type fails at once with the key's
-full path (``model.hiden``), never silently ignored.
+loaded: a mistyped key, a value of the wrong type or one outside the limits its
+hint declares (``Annotated[int, Ge(1)]``, ``Literal[...]``; see ``dlexp.constraints``)
+fails at once with the key's full path (``model.hiden``), never silently ignored.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from dlexp.constraints import (
     Fraction,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     Seed,
@@ -45,7 +45,7 @@ from dlexp.registry import Registry
 class EarlyStoppingConfig:
     monitor: str = "auto"  # "auto" = the task's val metric, e.g. val/acc; or val/loss, ...
     mode: Literal["auto", "min", "max"] = "auto"
-    patience: Optional[NonNegativeInt] = None  # epochs without improvement before stopping; None = off
+    patience: Optional[PositiveInt] = None  # epochs without improvement before stopping (0 would stop at once); None = off
     min_delta: NonNegativeFloat = 0.0  # smallest change that counts as an improvement
 
 
