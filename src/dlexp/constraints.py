@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import math
 import typing
 from typing import Annotated, Any, Iterable, List, Literal, Optional, Union
@@ -68,7 +67,6 @@ def plain_type(hint: Any) -> Any:
     return hint
 
 
-@functools.lru_cache(maxsize=None)
 def plain_dataclass(schema: type) -> type:
     """A copy of the dataclass ``schema`` whose field types OmegaConf can read (see ``plain_type``)."""
     hints = typing.get_type_hints(schema, include_extras=True)
