@@ -127,7 +127,7 @@ def test_preflight_rejects_typos_on_the_command_line(argv, message):
         ["model=mlp", "model.hidden=[3]", "optim=sgd_momentum", "optim.lr=0.1"],
         ["-m", "optim=adam,sgd", "regularizer.weight_decay=0,1e-4"],
         ["+model.extra=1"],  # left to the schema check after composing
-        ["--cfg", "job", "model=whatever"],
+        ["--cfg", "job", "model=softmax"],
         ["trainer=smoke", "trainer.epochs=1"],
         ["-m", "model=vgg11,alexnet", "++model.width_div=4"],  # a key of the swept options only: ++
         ["-m", "model=mlp,lenet", "model.activation=tanh"],  # a key of every option and of the default

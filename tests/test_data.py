@@ -272,7 +272,7 @@ def test_kfold_val_parts_are_disjoint_and_cover_the_pool(labels):
 
 def test_split_errors():
     with pytest.raises(ConfigError, match="split.k must be >= 2"):
-        kfold(10, None, 0, k=1)
+        validate(compose_cfg("split=kfold", "split.k=1"))
     with pytest.raises(ConfigError, match="more than the 3 examples"):
         kfold(3, None, 0, k=4)
     train, val = holdout(10, np.array([0] * 9 + [1]), 0, val_fraction=0.3)[0]  # a class of 1 cannot be stratified

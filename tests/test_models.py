@@ -170,10 +170,10 @@ def test_init_reaches_every_layer_and_spares_the_norms(name):
 
 
 def test_bad_init_settings_are_config_errors():
-    with pytest.raises(ConfigError, match="model.init: unknown init 'kaiming'"):
-        build_model(validate(compose_cfg("model.init=kaiming")).model, (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="model.init must be one of default, normal, .*got 'kaiming'"):
+        validate(compose_cfg("model.init=kaiming"))
     with pytest.raises(ConfigError, match="model.init_sigma must be > 0"):
-        build_model(validate(compose_cfg("model.init=normal", "model.init_sigma=0")).model, (1, 8, 8), 10)
+        validate(compose_cfg("model.init=normal", "model.init_sigma=0"))
 
 
 def test_constant_init_keeps_the_hidden_units_identical(run_train, tmp_path):

@@ -209,7 +209,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, finishe
         (["+model._target_=os.system"], "unknown config key 'model._target_'"),
         (["+_target_=os.system"], "unknown top-level config key '_target_'"),
         (["trainer.grad_clip=-1"], "trainer.grad_clip must be > 0"),
-        (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=0"], "has no training examples"),
+        (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=0"], "dataset.num_examples must be >= 1"),
         (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=4", "trainer.batch_size=64"], "larger than the"),
     ],
 )

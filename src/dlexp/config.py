@@ -7,24 +7,36 @@ Two kinds of group:
   signature (see ``dlexp.registry``), so adding an entry needs no schema code.
 
 ``validate`` runs right after Hydra composes the config and before any data is
-loaded: a mistyped key or a value of the wrong type fails at once with the key's
-full path (``model.hiden``), never silently ignored.
+loaded: a mistyped key, a value of the wrong type or one outside the limits its
+hint declares (``Annotated[int, Ge(1)]``, ``Literal[...]``; see ``dlexp.constraints``)
+fails at once with the key's full path (``model.hiden``), never silently ignored.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import inspect
 import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dlexp.constraints import (
+    Fraction,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    check,
+    check_fields,
+    did_you_mean,
+    plain_dataclass,
+    plain_type,
+)
 from dlexp.errors import ConfigError
 from dlexp.registry import Registry
 
@@ -32,28 +44,28 @@ from dlexp.registry import Registry
 @dataclass
 class EarlyStoppingConfig:
     monitor: str = "auto"  # "auto" = the task's val metric, e.g. val/acc; or val/loss, ...
-    mode: str = "auto"  # "auto" | "min" | "max"
-    patience: Optional[int] = None  # epochs without improvement before stopping; None = off
-    min_delta: float = 0.0  # smallest change that counts as an improvement
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: Optional[PositiveInt] = None  # epochs without improvement before stopping (0 would stop at once); None = off
+    min_delta: NonNegativeFloat = 0.0  # smallest change that counts as an improvement
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    eval_batch_size: Optional[int] = None  # None = 4 x batch_size (no gradients to hold)
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 64
+    eval_batch_size: Optional[PositiveInt] = None  # None = 4 x batch_size (no gradients to hold)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    num_threads: Optional[int] = None  # CPU intra-op threads; None = PyTorch's default
+    num_threads: Optional[PositiveInt] = None  # CPU intra-op threads; None = PyTorch's default
     loss: str = "auto"  # "auto" = the task's loss (cross_entropy / mse); or a LOSSES name
     metric: str = "auto"  # "auto" = the task's metric (acc / rmse); or a METRICS name
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    grad_clip: Optional[float] = None  # max global grad norm; None = no clipping
-    limit_train_batches: Optional[int] = None  # smoke runs: stop each epoch after N batches
-    limit_eval_batches: Optional[int] = None
+    grad_clip: Optional[PositiveFloat] = None  # max global grad norm; None = no clipping
+    limit_train_batches: Optional[PositiveInt] = None  # smoke runs: stop each epoch after N batches
+    limit_eval_batches: Optional[PositiveInt] = None
     progress: bool = True  # live progress bar on a terminal
-    log_every_n_steps: int = 20  # progress-bar refresh; each refresh reads the loss (a device sync)
+    log_every_n_steps: PositiveInt = 20  # progress-bar refresh; each refresh reads the loss (a device sync)
     checkpoints: bool = True  # write checkpoints/last.pt and best.pt
-    precision: str = "32"  # "32" | "bf16" | "16" (float16 with a gradient scaler), through torch.autocast
+    precision: Literal["32", "bf16", "16"] = "32"  # through torch.autocast; "16" (float16) adds a gradient scaler
     compile: Any = False  # false | true | a torch.compile mode: default, reduce-overhead, max-autotune, ...
     channels_last: Any = "auto"  # auto (on for conv nets on CUDA) | true | false
     sync_batchnorm: bool = False  # under torchrun on CUDA: BatchNorm statistics over every rank's batch
@@ -61,13 +73,13 @@ class TrainerConfig:
 
 @dataclass
 class RegularizerConfig:
-    weight_decay: float = 0.0  # L2, applied by the optimizer to weights (not biases or norms)
-    l1: float = 0.0  # coefficient of sum(|w|) added to the loss, biases excluded
-    dropout: Optional[float] = None  # None = each model's own default
+    weight_decay: NonNegativeFloat = 0.0  # L2, applied by the optimizer to weights (not biases or norms)
+    l1: NonNegativeFloat = 0.0  # coefficient of sum(|w|) added to the loss, biases excluded
+    dropout: Optional[Fraction] = None  # None = each model's own default
 
 
 FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
-TOP_LEVEL_KEYS: dict[str, Any] = {"seed": int, "resume": Optional[str]}
+TOP_LEVEL_KEYS: dict[str, Any] = {"seed": Seed, "resume": Optional[str]}
 
 
 def open_groups() -> dict[str, Registry]:
@@ -83,8 +95,12 @@ def open_groups() -> dict[str, Registry]:
 
 
 def builder_schema(registry: Registry, name: str) -> type:
-    """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys."""
-    hints = typing.get_type_hints(registry.get(name))
+    """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys.
+
+    Field types keep the builder's declared limits (``Annotated[int, Ge(1)]``, ``Literal[...]``);
+    ``_check`` hands OmegaConf their plain form and checks the limits itself.
+    """
+    hints = typing.get_type_hints(registry.get(name), include_extras=True)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
     for key, param in registry.config_keys(name).items():
         default = param.default
@@ -97,26 +113,27 @@ def builder_schema(registry: Registry, name: str) -> type:
             spec = field(default=default)
         fields.append((key, hints.get(key, Any), spec))
     if registry.common is not None:  # keys shared by every entry, e.g. model.init
-        common_hints = typing.get_type_hints(registry.common)
+        common_hints = typing.get_type_hints(registry.common, include_extras=True)
         fields += [(f.name, common_hints[f.name], field(default=f.default)) for f in dataclasses.fields(registry.common)]
     return dataclasses.make_dataclass(f"{registry.kind}_{name}_config", fields)
 
 
 def _check(path: str, schema: type, node: Any) -> DictConfig:
-    """Merge ``node`` into ``schema``; any unknown key, bad type or missing value is a ConfigError."""
+    """Merge ``node`` into ``schema`` and check its declared limits; any unknown key, bad type,
+    missing or out-of-range value is a ConfigError naming the key's full path."""
     if not isinstance(node, DictConfig):
         raise ConfigError(f"config '{path}' must be a mapping, got {node!r}")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        merged = OmegaConf.merge(OmegaConf.structured(plain_dataclass(schema)), node)
     except ConfigKeyError as err:
-        key = f"{path}.{err.full_key}" if err.full_key else path
-        raise ConfigError(f"unknown config key '{key}'. {_key_hint(schema, path)}") from None
+        raise ConfigError(_unknown_key_message(path, schema, err.full_key or "")) from None
     except OmegaConfBaseException as err:
         key = f"{path}.{err.full_key}" if getattr(err, "full_key", None) else path
         raise ConfigError(f"bad value for '{key}': {_first_line(err)}; fix it in the YAML or with {key}=...") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError(f"config '{path}.{missing[0]}' is required; set it in the YAML or with {path}.{missing[0]}=...")
+    check_fields(path, schema, OmegaConf.to_container(merged, resolve=True))
     OmegaConf.set_struct(merged, True)
     return merged
 
@@ -126,9 +143,21 @@ def _first_line(err: Exception) -> str:
     return text.strip().splitlines()[0].rstrip(".")
 
 
-def _key_hint(schema: type, path: str) -> str:
-    keys = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
-    return f"Valid keys for {path}: {', '.join(keys) or '(none)'}"
+def _unknown_key_message(path: str, schema: type, dotted: str) -> str:
+    """``unknown config key 'trainer.epoch'. Did you mean 'trainer.epochs'? Valid keys for trainer: ...``"""
+    *parents, leaf = dotted.split(".") if dotted else [""]
+    node_schema, node_path = schema, path
+    for part in parents:  # walk down nested groups, e.g. trainer.early_stopping
+        hint = typing.get_type_hints(node_schema).get(part)
+        if not dataclasses.is_dataclass(hint):
+            break
+        node_schema, node_path = hint, f"{node_path}.{part}"
+    keys = [f.name for f in dataclasses.fields(node_schema) if f.name != "name"]
+    key = f"{path}.{dotted}" if dotted else path
+    return (
+        f"unknown config key '{key}'.{did_you_mean(leaf, keys, prefix=node_path + '.')} "
+        f"Valid keys for {node_path}: {', '.join(keys) or '(none)'}"
+    )
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -137,7 +166,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS)
     for key in cfg.keys():
         if key not in known:
-            raise ConfigError(f"unknown top-level config key '{key}'. Valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown top-level config key '{key}'.{did_you_mean(key, known)} Valid keys: {', '.join(sorted(known))}"
+            )
     out: dict[str, Any] = {}
     for group, registry in groups.items():
         node = cfg.get(group)
@@ -149,17 +180,21 @@ def validate(cfg: DictConfig) -> DictConfig:
         out[group] = _check(group, builder_schema(registry, name), node)
     for group, schema in FIXED_GROUPS.items():
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
-    for key, typ in TOP_LEVEL_KEYS.items():
-        value = cfg.get(key)
-        optional = typing.get_origin(typ) is typing.Union
-        base = typing.get_args(typ)[0] if optional else typ
-        if (value is None and optional) or (isinstance(value, base) and not isinstance(value, bool)):
-            out[key] = value
-            continue
-        raise ConfigError(f"config '{key}' must be of type {base.__name__}, got {value!r}")
+    for key, hint in TOP_LEVEL_KEYS.items():
+        out[key] = _check_top_level(key, hint, cfg.get(key))
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
+
+
+def _check_top_level(key: str, hint: Any, value: Any) -> Any:
+    typ = plain_type(hint)
+    optional = typing.get_origin(typ) is typing.Union
+    base = typing.get_args(typ)[0] if optional else typ
+    if not ((value is None and optional) or (isinstance(value, base) and not isinstance(value, bool))):
+        raise ConfigError(f"config '{key}' must be of type {base.__name__}, got {value!r}")
+    check(key, hint, value)
+    return value
 
 
 # --------------------------------------------------------------------------
@@ -219,15 +254,19 @@ def _default_choices(dirs: list[str]) -> dict[str, str]:
 
 
 def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
-    """Reject a mistyped group option (``model=lenett``) or key (``model.hiden=3``) with a one-line hint.
+    """Reject a malformed override (``optim.lr=1e-2,``), a mistyped group option (``model=lenett``)
+    or key (``model.hiden=3``) with a one-line hint.
 
     Hydra would also refuse these, but with a multi-line report; anything this
     check does not understand (sweep functions, packages, ``+``/``~`` edits) is
     left to Hydra. ``writes_outputs=False`` (commands that write nothing, such
-    as ``dlexp.summary``) skips the output-dir check.
+    as ``dlexp.summary``) skips the output-dir check. ``--cfg`` (print the
+    config, run nothing) gets every check a run gets, the full schema included.
     """
-    if any(arg in _INFO_FLAGS or arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv):
+    if any(arg in _INFO_FLAGS for arg in argv):
         return
+    _check_grammar(_positional_args(argv))
+    shows_config = any(arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv)
     dirs = [CONFIG_DIR, *_extra_config_dirs(argv)]
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
@@ -239,12 +278,12 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
             options = _group_options(dirs, key)
             for option in value.split(","):
                 if option not in options:
-                    hint = difflib.get_close_matches(option, options, n=1)
-                    mean = f" Did you mean '{hint[0]}'?" if hint else ""
-                    raise ConfigError(f"unknown {key} '{option}'.{mean} Choices: {', '.join(options)} (use {key}=<choice>)")
+                    raise ConfigError(
+                        f"unknown {key} '{option}'.{did_you_mean(option, options)} Choices: {', '.join(options)} (use {key}=<choice>)"
+                    )
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
-    if writes_outputs:
+    if writes_outputs and not shows_config:
         _check_output_dir(argv)
     for arg in overrides:
         if arg.startswith("resume=") and arg != "resume=null":
@@ -261,6 +300,74 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                 _check_key_exists(dirs, group, option, rest)
             if "," in chosen[group] and group in defaults:
                 _check_sweep_key(dirs, group, defaults[group], chosen[group], arg)
+    if shows_config:
+        _validate_shown_config(argv)
+
+
+# Hydra's flags that take the next argument as their value (``--cfg job``, ``-cn train``).
+_FLAGS_WITH_VALUE = {
+    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+    "--experimental-rerun",
+}
+
+
+def _positional_args(argv: list[str]) -> list[str]:
+    """The overrides of a command line: every argument that is not a flag or a flag's value."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            out.append(arg)
+    return out
+
+
+def _check_grammar(args: list[str]) -> None:
+    """Parse each override with Hydra's own parser, so a typo in its syntax is one line, not Hydra's report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            raise ConfigError(f"cannot parse the override '{arg}': {_grammar_hint(arg)}") from None
+
+
+def _grammar_hint(arg: str) -> str:
+    key, eq, value = arg.partition("=")
+    if not eq:
+        return f"an override is key=value, e.g. {key}=1"
+    if value.rstrip().endswith(",") or ",," in value:
+        return f"a comma separates sweep values and none follows it; remove the extra ',' (e.g. {key}={value.strip(',')})"
+    for opening, closing in ("[]", "{}", "()"):
+        if value.count(opening) != value.count(closing):
+            return f"'{opening}' and '{closing}' do not pair up; close every '{opening}' (e.g. model.hidden=[64,32])"
+    if value.count("'") % 2 or value.count('"') % 2:
+        return "a quote is not closed; close it or drop it"
+    return "quote a value that holds spaces or special characters, e.g. 'dataset.root=\"my dir\"'"
+
+
+def _validate_shown_config(argv: list[str]) -> None:
+    """``--cfg`` prints the config without running it: compose it here and check it as a run would."""
+    if any(a in argv for a in ("-m", "--multirun", "--config-name", "-cn", "--config-path", "-cp")):
+        return  # one config per job, or another primary config: left to Hydra
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = _positional_args(argv)
+    extra = [f"file://{Path(d).absolute()}" for d in _extra_config_dirs(argv)]
+    if extra:
+        overrides.append(f"hydra.searchpath=[{','.join(extra)}]")
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException):
+        return  # Hydra composes the same command line next and reports the problem itself
+    validate(cfg)
 
 
 def _with_experiment_choices(dirs: list[str], chosen: dict[str, str], explicit: set[str]) -> dict[str, str]:
@@ -299,7 +406,8 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
     for part in dotted.split("."):
         if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a required ??? value counts
             keys = ", ".join(k for k in node.keys() if k != "name") if isinstance(node, DictConfig) else "(none)"
-            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}. Valid keys: {keys}")
+            hint = did_you_mean(part, node.keys(), prefix=walked + ".") if isinstance(node, DictConfig) else ""
+            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}.{hint} Valid keys: {keys}")
         if OmegaConf.is_missing(node, part):
             return
         node = node[part]
@@ -324,12 +432,16 @@ def _check_output_dir(argv: list[str]) -> None:
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     target = next((a.split("=", 1)[1] for a in argv if a.startswith(key + "=")), "outputs")
-    if "${" in target:
-        return
-    path = Path(target).expanduser().absolute()
+    static = target
+    if "${" in target:  # resolved by Hydra later (e.g. ${now:...}): check the fixed folders before it
+        static = target.split("${", 1)[0].rpartition("/")[0]
+        if not static:
+            return
+    path = Path(static).expanduser().absolute()
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         reason = "not a directory" if not ancestor.is_dir() else "not writable"
-        raise ConfigError(f"cannot create output dir {path}: {ancestor} is {reason}; set {key}=<writable path>")
+        shown = path if static == target else target
+        raise ConfigError(f"cannot create output dir {shown}: {ancestor} is {reason}; set {key}=<writable path>")

@@ -7,11 +7,13 @@ that L2 is set in one place for every optimizer.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import torch
+from annotated_types import Interval, Len
 from torch import nn
 
+from dlexp.constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from dlexp.registry import builder_kwargs
 from dlexp.errors import ConfigError
 from dlexp.registry import Registry
@@ -20,38 +22,46 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
 
 ParamGroups = List[dict[str, Any]]
+Decay = Annotated[float, Interval(ge=0, lt=1)]  # a running average's per-step decay, e.g. Adam's beta1
+Betas = Annotated[List[Decay], Len(2, 2)]  # Adam's (beta1, beta2): decays of the gradient's mean and square
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(params: ParamGroups, *, lr: float, momentum: float = 0.0, nesterov: bool = False, dampening: float = 0.0):
+def sgd(
+    params: ParamGroups, *, lr: PositiveFloat, momentum: NonNegativeFloat = 0.0, nesterov: bool = False,
+    dampening: Probability = 0.0,
+):
     if nesterov and momentum <= 0:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0 (e.g. optim.momentum=0.9)")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening)
 
 
 @OPTIMIZERS.register("adagrad")
-def adagrad(params: ParamGroups, *, lr: float = 0.01, eps: float = 1e-10):
+def adagrad(params: ParamGroups, *, lr: PositiveFloat = 0.01, eps: NonNegativeFloat = 1e-10):
     return torch.optim.Adagrad(params, lr=lr, eps=eps)
 
 
 @OPTIMIZERS.register("adadelta")
-def adadelta(params: ParamGroups, *, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6):
+def adadelta(params: ParamGroups, *, lr: PositiveFloat = 1.0, rho: Probability = 0.9, eps: NonNegativeFloat = 1e-6):
     return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=eps)
 
 
 @OPTIMIZERS.register("rmsprop")
-def rmsprop(params: ParamGroups, *, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0):
+def rmsprop(
+    params: ParamGroups, *, lr: PositiveFloat = 0.01, alpha: NonNegativeFloat = 0.99, eps: NonNegativeFloat = 1e-8,
+    momentum: NonNegativeFloat = 0.0,
+):
     return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum)
 
 
 @OPTIMIZERS.register("adam")
-def adam(params: ParamGroups, *, lr: float = 1e-3, betas: List[float] = (0.9, 0.999), eps: float = 1e-8):
+def adam(params: ParamGroups, *, lr: PositiveFloat = 1e-3, betas: Betas = (0.9, 0.999), eps: NonNegativeFloat = 1e-8):
     """Adam; weight decay here is the classic L2 term added to the gradient."""
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps)
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(params: ParamGroups, *, lr: float = 1e-3, betas: List[float] = (0.9, 0.999), eps: float = 1e-8):
+def adamw(params: ParamGroups, *, lr: PositiveFloat = 1e-3, betas: Betas = (0.9, 0.999), eps: NonNegativeFloat = 1e-8):
     """AdamW: weight decay decoupled from the adaptive gradient step (Loshchilov & Hutter)."""
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps)
 
@@ -62,12 +72,9 @@ def _decays(param: nn.Parameter) -> bool:
 
 
 def build_optimizer(cfg: Any, model: nn.Module, weight_decay: float) -> torch.optim.Optimizer:
-    """``cfg`` is the validated ``optim`` group; L2 goes on weights only (the textbook's choice)."""
+    """``cfg`` is the validated ``optim`` group (lr > 0 and the other limits are checked at compose time);
+    L2 (regularizer.weight_decay >= 0) goes on weights only (the textbook's choice)."""
     kwargs = builder_kwargs(cfg)
-    if "lr" in kwargs and not kwargs["lr"] > 0:
-        raise ConfigError(f"optim.lr must be > 0, got {kwargs['lr']}")
-    if weight_decay < 0:
-        raise ConfigError(f"regularizer.weight_decay must be >= 0, got {weight_decay}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if _decays(p)], "weight_decay": weight_decay},
@@ -92,29 +99,35 @@ def no_schedule(optimizer: torch.optim.Optimizer, epochs: int, mode: str) -> Opt
 
 
 @SCHEDULERS.register("step")
-def step(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, step_size: int = 10, gamma: float = 0.1):
+def step(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, step_size: PositiveInt = 10, gamma: PositiveFloat = 0.1):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
 @SCHEDULERS.register("multistep")
-def multistep(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, milestones: List[int] = (15, 25), gamma: float = 0.1):
+def multistep(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, milestones: List[PositiveInt] = (15, 25), gamma: PositiveFloat = 0.1):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
 
 
 @SCHEDULERS.register("exponential")
-def exponential(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, gamma: float = 0.95):
+def exponential(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, gamma: PositiveFloat = 0.95):
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
 
 
 @SCHEDULERS.register("cosine")
-def cosine(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, t_max: Optional[int] = None, eta_min: float = 0.0):
+def cosine(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, t_max: Optional[PositiveInt] = None, eta_min: NonNegativeFloat = 0.0):
     """Cosine decay to ``eta_min`` over ``t_max`` epochs (None = the whole run)."""
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max or epochs, eta_min=eta_min)
 
 
 @SCHEDULERS.register("plateau")
 def plateau(
-    optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, factor: float = 0.1, patience: int = 5, min_lr: float = 0.0
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    mode: str,
+    *,
+    factor: Annotated[float, Interval(gt=0, lt=1)] = 0.1,  # new lr = factor * lr
+    patience: NonNegativeInt = 5,
+    min_lr: NonNegativeFloat = 0.0,
 ):
     """Cut the lr by ``factor`` when the monitored val metric stalls ``patience`` epochs.
 

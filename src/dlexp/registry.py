@@ -11,12 +11,11 @@ as the schema of the config group (see ``dlexp.config``).
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Callable, Iterator, Optional
 
+from dlexp.constraints import did_you_mean
 from omegaconf import DictConfig, OmegaConf
-
 from dlexp.errors import ConfigError
 
 Builder = Callable[..., Any]
@@ -67,9 +66,7 @@ class Registry:
         }
 
     def unknown_message(self, name: str) -> str:
-        hint = difflib.get_close_matches(str(name), self.names(), n=1)
-        did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
-        return f"unknown {self.kind} '{name}'.{did_you_mean} Choices: {', '.join(self.names())}"
+        return f"unknown {self.kind} '{name}'.{did_you_mean(name, self.names())} Choices: {', '.join(self.names())}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._builders

@@ -41,7 +41,6 @@ def train(
     """
     started = time.perf_counter()
     cfg = validate(cfg)
-    _check_values(cfg)
     run_dir = _prepare_run_dir(Path(run_dir))
     if cfg.resume and checkpoint is None:
         checkpoint = _load_resume_checkpoint(cfg.resume)
@@ -116,21 +115,6 @@ def _close_log(log: Any, summary: dict[str, Any], runtime: Any, run_dir: Path,
 
         plots_after_training(run_dir)
     return summary
-
-
-def _check_values(cfg: DictConfig) -> None:
-    """Range checks that the type schema cannot express."""
-    trainer, reg = cfg.trainer, cfg.regularizer
-    if trainer.epochs < 1:
-        raise UserError(f"trainer.epochs must be >= 1, got {trainer.epochs}")
-    if reg.l1 < 0:
-        raise UserError(f"regularizer.l1 must be >= 0, got {reg.l1}")
-    if reg.dropout is not None and not 0.0 <= reg.dropout < 1.0:
-        raise UserError(f"regularizer.dropout must be in [0, 1), got {reg.dropout}")
-    if trainer.early_stopping.mode not in ("auto", "min", "max"):
-        raise UserError(f"trainer.early_stopping.mode must be auto, min or max, got '{trainer.early_stopping.mode}'")
-    if trainer.grad_clip is not None and not trainer.grad_clip > 0:
-        raise UserError(f"trainer.grad_clip must be > 0 (or null for no clipping), got {trainer.grad_clip}")
 
 
 def _load_resume_checkpoint(resume: str) -> dict[str, Any]:

@@ -5,17 +5,20 @@ vectors (N, D), sequences (N, T, D), images (N, C, H, W).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from dlexp.constraints import Fraction, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
+from dlexp.data.checks import numeric_array
+from dlexp.data.preprocess import Normalize
 from dlexp.data.splits import carve_test
-from dlexp.errors import ConfigError, DataError
+from dlexp.errors import DataError
 
-ARRAY_TASKS = ("auto", "classification", "regression", "binary")
+ArrayTask = Literal["auto", "classification", "regression", "binary"]
 
 
 def _load(path: str) -> dict[str, Tensor]:
@@ -25,7 +28,7 @@ def _load(path: str) -> dict[str, Tensor]:
     try:
         if file.suffix == ".npz":
             with np.load(file, allow_pickle=False) as npz:
-                data: Any = {k: torch.from_numpy(npz[k]) for k in npz.files}
+                data: Any = {k: torch.from_numpy(numeric_array(_read_array(npz, k, path), k, path)) for k in npz.files}
         elif file.suffix in (".pt", ".pth"):
             data = torch.load(file, map_location="cpu", weights_only=True)
         else:
@@ -34,7 +37,18 @@ def _load(path: str) -> dict[str, Tensor]:
         raise DataError(f"cannot read {path}: {str(err).strip().splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} must hold a dict of arrays (x, y, ...), not a {type(data).__name__}")
-    return {k: torch.as_tensor(v) for k, v in data.items()}
+    try:
+        return {k: torch.as_tensor(v) for k, v in data.items()}
+    except (TypeError, ValueError, RuntimeError):
+        bad = next(k for k, v in data.items() if not isinstance(v, Tensor))
+        raise DataError(f"{path}: '{bad}' is not an array of numbers; save tensors of numbers (class indices for labels)") from None
+
+
+def _read_array(npz: Any, key: str, path: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError:  # an object array: np.load refuses to unpickle it
+        raise DataError(f"{path}: array '{key}' holds Python objects, not numbers; save it with a numeric dtype") from None
 
 
 def _infer_task(y: Tensor) -> str:
@@ -58,17 +72,13 @@ def _targets(y: Tensor, task: str, key: str) -> Tensor:
 def arrays(
     *,
     path: str,
-    task: str = "auto",
-    num_classes: Optional[int] = None,
-    normalize: str = "none",
-    test_fraction: float = 0.0,
-    test_seed: int = 0,
+    task: ArrayTask = "auto",
+    num_classes: Optional[PositiveInt] = None,
+    normalize: Normalize = "none",
+    test_fraction: Fraction = 0.0,
+    test_seed: Seed = 0,
 ) -> Source:
     """``task=auto``: integer y -> classification, float y -> regression, bool y -> binary (logistic)."""
-    if task not in ARRAY_TASKS:
-        raise ConfigError(f"dataset.task must be one of {', '.join(ARRAY_TASKS)}, got '{task}'")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"dataset.test_fraction must be in [0, 1), got {test_fraction}")
     data = _load(path)
     if "x" not in data or "y" not in data:
         raise DataError(f"{path} must hold arrays named x and y; it has {', '.join(sorted(data)) or 'none'}")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import Annotated, List
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Gt, Interval, Len
 from torch import Tensor
 
+from dlexp.constraints import PositiveFloat, PositiveInt, Probability
 from dlexp.data.base import AUGMENTS
 from dlexp.errors import ConfigError
 
@@ -126,14 +128,14 @@ class Noise:
         return x + self.std * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
 
-def _check_p(p: float) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"augment.p must be in [0, 1], got {p}")
+# [min, max] pairs; the bounds of each value are declared, their order is checked by _check_order
+AreaRange = Annotated[List[Annotated[float, Interval(gt=0, le=1)]], Len(2, 2)]  # fractions of the image area
+RatioRange = Annotated[List[Annotated[float, Gt(0)]], Len(2, 2)]  # width / height
 
 
-def _check_range(key: str, pair: List[float], low: float, high: float) -> None:
-    if len(pair) != 2 or not low < pair[0] <= pair[1] <= high:
-        raise ConfigError(f"augment.{key} must be [min, max] with {low} < min <= max <= {high}, got {list(pair)}")
+def _check_order(key: str, pair: List[float]) -> None:
+    if not pair[0] <= pair[1]:
+        raise ConfigError(f"augment.{key} must be [min, max] with min <= max, got {list(pair)}")
 
 
 @AUGMENTS.register("none")
@@ -142,45 +144,38 @@ def none() -> list:
 
 
 @AUGMENTS.register("flip")
-def flip(*, p: float = 0.5, horizontal: bool = True, vertical: bool = False) -> list:
+def flip(*, p: Probability = 0.5, horizontal: bool = True, vertical: bool = False) -> list:
     """Mirror each example with probability ``p``, left-right and/or upside down."""
-    _check_p(p)
     return [Flip(p, horizontal, vertical)]
 
 
 @AUGMENTS.register("rotate")
-def rotate(*, degrees: float = 15.0) -> list:
+def rotate(*, degrees: Annotated[float, Interval(gt=0, le=180)] = 15.0) -> list:
     """Rotate each example by an angle drawn uniformly from [-degrees, degrees]."""
-    if not 0 < degrees <= 180:
-        raise ConfigError(f"augment.degrees must be in (0, 180], got {degrees}")
     return [Rotate(degrees)]
 
 
 @AUGMENTS.register("scale")
-def scale(*, area: List[float] = (0.25, 1.0), ratio: List[float] = (0.75, 1.3333)) -> list:
+def scale(*, area: AreaRange = (0.25, 1.0), ratio: RatioRange = (0.75, 1.3333)) -> list:
     """Random resized crop: keep a random ``area`` fraction with a random aspect ``ratio``, resized back."""
-    _check_range("area", area, 0.0, 1.0)
-    _check_range("ratio", ratio, 0.0, math.inf)
+    _check_order("area", area)
+    _check_order("ratio", ratio)
     return [Scale(list(area), list(ratio))]
 
 
 @AUGMENTS.register("crop")
-def crop(*, padding: int = 4) -> list:
+def crop(*, padding: PositiveInt = 4) -> list:
     """Pad by ``padding`` pixels and cut a random window of the original size."""
-    if padding < 1:
-        raise ConfigError(f"augment.padding must be >= 1, got {padding}")
     return [Crop(padding)]
 
 
 @AUGMENTS.register("noise")
-def noise(*, std: float = 0.1) -> list:
+def noise(*, std: PositiveFloat = 0.1) -> list:
     """Add Gaussian noise N(0, std^2) to every input value; works for any input shape."""
-    if std <= 0:
-        raise ConfigError(f"augment.std must be > 0, got {std}")
     return [Noise(std)]
 
 
 @AUGMENTS.register("standard")
-def standard(*, p: float = 0.5, padding: int = 4) -> list:
+def standard(*, p: Probability = 0.5, padding: PositiveInt = 4) -> list:
     """The usual CIFAR recipe: random horizontal flip, then pad + random crop."""
     return flip(p=p) + crop(padding=padding)

@@ -21,6 +21,7 @@ from dlexp.registry import builder_kwargs
 from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source
 from dlexp.data.augment import Augmenter
 from dlexp.data.batching import TensorLoader
+from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, resize_images
 from dlexp.errors import ConfigError, DataError
@@ -32,6 +33,7 @@ RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of fl
 def load_folds(cfg: DictConfig, *, seed: int, device: torch.device) -> "Folds":
     """Build the dataset named in ``cfg`` (a validated run config) and split it into folds."""
     source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
+    check_source(source, cfg.dataset.name)  # empty splits, NaN/inf: fail here, not as a diverged loss
     if source.task not in TASKS:
         raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
     return Folds(cfg, source, seed=seed, device=device)
@@ -136,9 +138,7 @@ class Folds:
 
     # -- one fold ------------------------------------------------------------
     def _batch_sizes(self, n_train: int) -> tuple[int, int]:
-        trainer = self.cfg.trainer
-        if trainer.batch_size < 1:
-            raise ConfigError(f"trainer.batch_size must be >= 1, got {trainer.batch_size}")
+        trainer = self.cfg.trainer  # batch sizes >= 1 by the trainer schema
         if trainer.batch_size > n_train:
             raise ConfigError(
                 f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "

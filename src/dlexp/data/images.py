@@ -10,16 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from dlexp.constraints import Fraction, NonNegativeInt, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
 from dlexp.data.batching import ShuffleState
-from dlexp.data.preprocess import Normalizer
+from dlexp.data.preprocess import Normalize, Normalizer
 from dlexp.data.splits import carve_test
 from dlexp.errors import ConfigError, DataError
 from dlexp.tasks.base import Batch
@@ -172,13 +173,8 @@ def _first_size(path: str) -> tuple[int, int]:
     return height, width
 
 
-def _check_common(channels: int, test_fraction: float, num_workers: int) -> None:
-    if channels not in (1, 3):
-        raise ConfigError(f"dataset.channels must be 1 (gray) or 3 (RGB), got {channels}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"dataset.test_fraction must be in [0, 1), got {test_fraction}")
-    if num_workers < 0:
-        raise ConfigError(f"dataset.num_workers must be >= 0, got {num_workers}")
+Channels = Literal[1, 3]  # gray or RGB
+ImageTask = Literal["auto", "regression", "binary", "classification"]
 
 
 def image_source(
@@ -196,7 +192,6 @@ def image_source(
     num_workers: int,
 ) -> Source:
     """``parts`` maps train (and optionally val, test) to (paths, targets); carves a test split when none is given."""
-    _check_common(channels, test_fraction, num_workers)
     paths, y = parts["train"]
     if "test" not in parts and test_fraction > 0:
         pool_idx, test_idx = carve_test(y, task, test_fraction, test_seed)
@@ -227,14 +222,14 @@ def _folder_samples(folder: Path, class_to_idx: Optional[dict[str, int]] = None)
 def image_folder(
     *,
     root: str,
-    image_size: Optional[int] = None,
-    channels: int = 3,
-    test_fraction: float = 0.2,
-    test_seed: int = 0,
-    normalize: str = "channel",
+    image_size: Optional[PositiveInt] = None,  # pixels per side; None = the first image's size
+    channels: Channels = 3,
+    test_fraction: Fraction = 0.2,
+    test_seed: Seed = 0,
+    normalize: Normalize = "channel",
     in_memory: Optional[bool] = None,
-    max_memory_mb: int = 2048,
-    num_workers: int = 2,
+    max_memory_mb: PositiveInt = 2048,
+    num_workers: NonNegativeInt = 2,
 ) -> Source:
     """``root/<class>/<image>``: one sub-folder per class. With ``root/train/<class>/`` plus ``root/val/``
     and/or ``root/test/``, those splits are used as given."""
@@ -278,9 +273,7 @@ def _read_targets(frame: Any, column: str, task: str, where: str) -> tuple[Tenso
         if np.any(arr != np.round(arr)) or arr.min() < 0:
             raise DataError(f"dataset.task=classification needs class indices 0, 1, ... in column '{column}' of {where}")
         return torch.tensor(arr, dtype=torch.int64), task, int(arr.max()) + 1
-    if task == "regression":
-        return torch.tensor(arr, dtype=torch.float32).unsqueeze(1), task, 1
-    raise ConfigError(f"dataset.task must be auto, regression, binary or classification, got '{task}'")
+    return torch.tensor(arr, dtype=torch.float32).unsqueeze(1), task, 1  # regression
 
 
 @DATASETS.register("image_csv")
@@ -290,15 +283,15 @@ def image_csv(
     csv: str = "labels.csv",
     image_column: Optional[str] = None,
     target_column: Optional[str] = None,
-    task: str = "auto",
-    image_size: Optional[int] = None,
-    channels: int = 3,
-    test_fraction: float = 0.2,
-    test_seed: int = 0,
-    normalize: str = "channel",
+    task: ImageTask = "auto",
+    image_size: Optional[PositiveInt] = None,  # pixels per side; None = the first image's size
+    channels: Channels = 3,
+    test_fraction: Fraction = 0.2,
+    test_seed: Seed = 0,
+    normalize: Normalize = "channel",
     in_memory: Optional[bool] = None,
-    max_memory_mb: int = 2048,
-    num_workers: int = 2,
+    max_memory_mb: PositiveInt = 2048,
+    num_workers: NonNegativeInt = 2,
 ) -> Source:
     """A CSV with an image path (relative to ``root``) and a numeric target per row. ``task=auto``:
     0/1 targets give logistic regression (BCE, accuracy), other numbers regression (MSE, RMSE)."""

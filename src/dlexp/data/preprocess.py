@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from dlexp.errors import ConfigError
 
 # channel/feature: statistics of the train split; dataset: the published per-channel statistics
 NORMALIZE_MODES = ("none", "channel", "feature", "dataset")
+Normalize = Literal[NORMALIZE_MODES]  # the type of every dataset.normalize key
 
 
 @dataclass
@@ -24,8 +25,6 @@ class Normalizer:
     @classmethod
     def fit(cls, x: Tensor, mode: str, stats: Optional[tuple] = None) -> "Normalizer":
         """``stats`` = the dataset's published per-channel (mean, std), used by mode "dataset"."""
-        if mode not in NORMALIZE_MODES:
-            raise ConfigError(f"dataset.normalize must be one of {', '.join(NORMALIZE_MODES)}, got '{mode}'")
         if mode == "none":
             return cls()
         if mode == "dataset":

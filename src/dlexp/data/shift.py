@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor
 
+from dlexp.constraints import NonNegativeFloat, Seed
 from dlexp.data.base import SHIFTS
 from dlexp.data.preprocess import nan_mean_std
-from dlexp.errors import ConfigError
 
 
 @dataclass
@@ -63,13 +64,11 @@ def none() -> Optional[Shift]:
 
 @SHIFTS.register("covariate")
 def covariate(
-    *, brightness: float = 0.2, contrast: float = 0.6, rotate: float = 0.0, feature_shift_std: float = 0.5
+    *, brightness: float = 0.2, contrast: NonNegativeFloat = 0.6, rotate: float = 0.0, feature_shift_std: float = 0.5
 ) -> Shift:
     """p(x) changes, p(y|x) does not. Images: ``contrast`` factor about each image's mean, ``brightness`` added
     (in raw pixel units, [0, 1] for images) and a fixed ``rotate`` in degrees. Other data: each feature's
     mean moves by ``feature_shift_std`` standard deviations."""
-    if contrast < 0:
-        raise ConfigError(f"shift.contrast must be >= 0, got {contrast}")
 
     def inputs(x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         if x.dim() == 4:
@@ -80,12 +79,10 @@ def covariate(
 
 
 @SHIFTS.register("label")
-def label(*, imbalance: float = 10.0, seed: int = 0) -> Shift:
+def label(*, imbalance: Annotated[float, Ge(1)] = 10.0, seed: Seed = 0) -> Shift:
     """p(y) changes, p(x|y) does not: keep the largest subset of the test set whose class priors fall
     geometrically from the most to the least frequent class by a factor ``imbalance`` (class order
     drawn with ``seed``)."""
-    if imbalance < 1:
-        raise ConfigError(f"shift.imbalance must be >= 1, got {imbalance}")
 
     def select(labels: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(seed)

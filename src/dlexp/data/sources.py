@@ -1,24 +1,25 @@
 """Bundled, offline data sources: scikit-learn's digits and the textbook's synthetic linear data."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import numpy as np
 import torch
+from annotated_types import MinLen
 from sklearn.model_selection import train_test_split
 
+from dlexp.constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
-from dlexp.data.preprocess import resize_images
-from dlexp.errors import ConfigError
+from dlexp.data.preprocess import Normalize, resize_images
 
 
 @DATASETS.register("digits")
 def digits(
     *,
-    test_fraction: float = 0.2,
-    test_seed: int = 0,
-    resize: Optional[int] = None,
-    normalize: str = "channel",
+    test_fraction: Fraction = 0.2,
+    test_seed: Seed = 0,
+    resize: Optional[PositiveInt] = None,  # pixels per side; None = the native 8x8
+    normalize: Normalize = "channel",
 ) -> Source:
     """1,797 real 8x8 handwritten digits (UCI, shipped with scikit-learn), 10 classes.
 
@@ -46,12 +47,12 @@ def digits(
 @DATASETS.register("synthetic_linear")
 def synthetic_linear(
     *,
-    num_examples: int = 1000,
-    num_test: int = 200,
-    w: List[float] = (2.0, -3.4),
+    num_examples: PositiveInt = 1000,
+    num_test: NonNegativeInt = 200,
+    w: Annotated[List[float], MinLen(1)] = (2.0, -3.4),  # one weight per feature
     b: float = 4.2,
-    noise: float = 0.01,
-    data_seed: int = 0,
+    noise: NonNegativeFloat = 0.01,  # std of the Gaussian noise on y
+    data_seed: Seed = 0,
 ) -> Source:
     """y = Xw + b + eps with X ~ N(0, 1) and eps ~ N(0, noise^2), as in the textbook."""
     gen = torch.Generator().manual_seed(data_seed)
@@ -70,12 +71,12 @@ def synthetic_linear(
 @DATASETS.register("poly")
 def poly(
     *,
-    degree: int = 20,
-    n_train: int = 100,
-    n_val: int = 100,
-    n_test: int = 100,
-    noise: float = 0.1,
-    data_seed: int = 0,
+    degree: NonNegativeInt = 20,
+    n_train: PositiveInt = 100,
+    n_val: NonNegativeInt = 100,
+    n_test: NonNegativeInt = 100,
+    noise: NonNegativeFloat = 0.1,
+    data_seed: Seed = 0,
 ) -> Source:
     """The textbook's polynomial: y = 5 + 1.2x - 3.4x^2/2! + 5.6x^3/3! + eps, x ~ N(0, 1), eps ~ N(0, noise^2).
 
@@ -83,8 +84,6 @@ def poly(
     model; degree=1 underfits; degree=20 with few training examples overfits. ``n_val`` > 0 gives a fixed
     val set, so ``n_train`` examples are trained on; n_val=0 lets the split group carve val out of them.
     """
-    if degree < 0 or n_train < 1 or n_val < 0 or n_test < 0:
-        raise ConfigError("dataset.degree, n_val and n_test must be >= 0 and dataset.n_train >= 1")
     gen = torch.Generator().manual_seed(data_seed)
     powers = torch.arange(max(degree, 3) + 1, dtype=torch.float32)
     scale = torch.exp(torch.lgamma(powers + 1))  # i!

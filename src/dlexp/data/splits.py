@@ -6,9 +6,10 @@ into the pool: one for ``holdout``, k for ``kfold`` (one training per fold).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
+from annotated_types import Ge, Interval
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from dlexp.data.base import SPLITS
@@ -28,11 +29,15 @@ def _can_stratify(labels: Optional[np.ndarray], min_per_class: int, min_part: in
 
 @SPLITS.register("holdout")
 def holdout(
-    num_examples: int, labels: Optional[np.ndarray], seed: int, *, val_fraction: float = 0.15, stratify: bool = True
+    num_examples: int,
+    labels: Optional[np.ndarray],
+    seed: int,
+    *,
+    val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.15,
+    stratify: bool = True,
+
 ) -> list[Fold]:
     """One seeded split; stratified by class when ``labels`` are given and ``stratify``."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"split.val_fraction must be in (0, 1), got {val_fraction}")
     if num_examples < 2:
         raise DataError(f"a train/val split needs at least 2 examples, got {num_examples}")
     idx = np.arange(num_examples)
@@ -43,11 +48,11 @@ def holdout(
 
 
 @SPLITS.register("kfold")
-def kfold(num_examples: int, labels: Optional[np.ndarray], seed: int, *, k: int = 5, stratify: bool = True) -> list[Fold]:
+def kfold(
+    num_examples: int, labels: Optional[np.ndarray], seed: int, *, k: Annotated[int, Ge(2)] = 5, stratify: bool = True
+) -> list[Fold]:
     """k seeded folds whose val parts are disjoint and cover the pool once; stratified by class
     when ``labels`` are given, ``stratify`` is set and every class has at least k members."""
-    if k < 2:
-        raise ConfigError(f"split.k must be >= 2, got {k}")
     if k > num_examples:
         raise ConfigError(f"split.k={k} is more than the {num_examples} examples in the pool; use split.k<={num_examples}")
     idx = np.arange(num_examples)

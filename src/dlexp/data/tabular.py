@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dlexp.constraints import Fraction, Seed
 from dlexp.data.base import DATASETS, Source
 from dlexp.data.preprocess import nan_mean_std
 from dlexp.data.splits import carve_test
-from dlexp.errors import ConfigError, DataError
+from dlexp.errors import DataError
 
 SUBMISSION_FILE = "submission.csv"
 
@@ -123,8 +124,8 @@ def house_prices(
     test_csv: Optional[str] = None,
     id_column: str = "Id",
     target_column: str = "SalePrice",
-    test_fraction: float = 0.0,
-    test_seed: int = 0,
+    test_fraction: Fraction = 0.0,
+    test_seed: Seed = 0,
 ) -> Source:
     """Kaggle's house prices: learn log(SalePrice) from the other columns of ``train_csv``.
 
@@ -132,8 +133,6 @@ def house_prices(
     if it has SalePrice it is also scored as the test set. ``test_fraction`` > 0 holds out
     part of ``train_csv`` as a labeled test set instead.
     """
-    if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"dataset.test_fraction must be in [0, 1), got {test_fraction}")
     train = _read_csv(train_csv, "train_csv")
     for key, col in (("id_column", id_column), ("target_column", target_column)):
         if col not in train.columns:

@@ -10,7 +10,8 @@ from torch import nn
 
 from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import dropout_layer, feature_shape, flat_features, image_channels, narrow, positive
+from dlexp.constraints import Fraction, PositiveInt
+from dlexp.models.layers import Activation, feature_shape, flat_features, image_channels, narrow
 
 
 @MODELS.register("alexnet")
@@ -18,10 +19,10 @@ def alexnet(
     input_shape: tuple[int, ...],
     num_classes: int,
     *,
-    activation: str = "relu",
-    dropout: float = 0.5,
-    width_div: int = 1,
-    fc_width: int = 4096,
+    activation: Activation = "relu",
+    dropout: Fraction = 0.5,
+    width_div: PositiveInt = 1,
+    fc_width: PositiveInt = 4096,
 ) -> nn.Sequential:
     c1, c2, c3, c4 = (narrow(w, width_div) for w in (96, 256, 384, 256))
 
@@ -41,10 +42,10 @@ def alexnet(
         nn.Flatten(),
     )
     flat = flat_features(feature_shape(body, input_shape, model="AlexNet", resize=224))
-    hidden = positive("fc_width", fc_width)
+    hidden = fc_width
     return nn.Sequential(
         *body,
-        nn.Linear(flat, hidden), act(), dropout_layer(dropout),
-        nn.Linear(hidden, hidden), act(), dropout_layer(dropout),
+        nn.Linear(flat, hidden), act(), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), act(), nn.Dropout(dropout),
         nn.Linear(hidden, num_classes),
     )

@@ -7,15 +7,17 @@ pool). Global average pooling feeds the FC layer; the textbook trains at 96x96.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Annotated, List
 
 import torch
 from torch import Tensor, nn
 
-from dlexp.errors import ConfigError
+from annotated_types import MinLen
+
+from dlexp.constraints import PositiveInt
 from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import feature_shape, image_channels, narrow
+from dlexp.models.layers import Activation, feature_shape, image_channels, narrow
 
 
 def _norm_act_conv(in_channels: int, out_channels: int, kernel: int, activation: str) -> nn.Sequential:
@@ -52,14 +54,12 @@ def densenet(
     input_shape: tuple[int, ...],
     num_classes: int,
     *,
-    block_convs: List[int] = (4, 4, 4, 4),
-    growth_rate: int = 32,
-    activation: str = "relu",
-    width_div: int = 1,
+    block_convs: Annotated[List[PositiveInt], MinLen(1)] = (4, 4, 4, 4),  # convs per dense block
+    growth_rate: PositiveInt = 32,
+    activation: Activation = "relu",
+    width_div: PositiveInt = 1,
 ) -> nn.Sequential:
     """``width_div`` divides the stem's 64 channels and the growth rate."""
-    if not block_convs or any(n < 1 for n in block_convs):
-        raise ConfigError(f"model.block_convs must be a non-empty list of positive ints, e.g. [4,4,4,4]; got {block_convs}")
     channels, growth = narrow(64, width_div), narrow(growth_rate, width_div)
     layers: list[nn.Module] = [
         nn.Sequential(  # (B, 64, 24, 24) at 96x96

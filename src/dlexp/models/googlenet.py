@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import image_channels, narrow
+from dlexp.constraints import PositiveInt
+from dlexp.models.layers import Activation, image_channels, narrow
 
 
 class Inception(nn.Module):
@@ -51,7 +52,7 @@ STAGE5 = [(256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128)]
 
 @MODELS.register("googlenet")
 def googlenet(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "relu", width_div: int = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "relu", width_div: PositiveInt = 1
 ) -> nn.Sequential:
     def w(n: int) -> int:
         return narrow(n, width_div)

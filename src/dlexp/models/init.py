@@ -12,63 +12,53 @@ PyTorch's own init untouched, biases included.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from dlexp.errors import ConfigError
+from dlexp.constraints import PositiveFloat
 from dlexp.registry import Registry
 
 INITS = Registry("init")
+
+InitFn = Callable[[Tensor, "InitConfig"], Any]
+
+_INIT_FNS: dict[str, InitFn] = {
+    "default": lambda w, c: None,  # keep PyTorch's per-layer init
+    "normal": lambda w, c: nn.init.normal_(w, mean=0.0, std=c.init_sigma),
+    "uniform": lambda w, c: nn.init.uniform_(w, -c.init_range, c.init_range),
+    "xavier_uniform": lambda w, c: nn.init.xavier_uniform_(w),
+    "xavier_normal": lambda w, c: nn.init.xavier_normal_(w),
+    # He init for ReLU nets: variance 2 / fan_in keeps activations' scale through depth
+    "kaiming_uniform": lambda w, c: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "kaiming_normal": lambda w, c: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "orthogonal": lambda w, c: nn.init.orthogonal_(w),  # conv kernels as (out, in*kh*kw)
+    "constant": lambda w, c: nn.init.constant_(w, c.init_value),
+    "zeros": lambda w, c: nn.init.zeros_(w),
+}
+for _name, _fn in _INIT_FNS.items():
+    INITS.register(_name)(_fn)
+InitName = Literal[tuple(_INIT_FNS)]  # type: ignore[valid-type]
 
 
 @dataclass
 class InitConfig:
     """Keys every model's YAML carries, next to its builder's own."""
 
-    init: str = "default"  # an INITS name
-    init_sigma: float = 0.01  # standard deviation for init=normal (the textbook's 0.01)
-    init_range: float = 0.07  # init=uniform draws from U(-init_range, init_range)
+    init: InitName = "default"
+    init_sigma: PositiveFloat = 0.01  # standard deviation for init=normal (the textbook's 0.01)
+    init_range: PositiveFloat = 0.07  # init=uniform draws from U(-init_range, init_range)
     init_value: float = 0.01  # init=constant sets every weight to this value
 
-
-InitFn = Callable[[Tensor, InitConfig], Any]
-
-
-def _register(name: str, fn: InitFn) -> None:
-    INITS.register(name)(fn)
-
-
-_register("default", lambda w, c: None)  # keep PyTorch's per-layer init
-_register("normal", lambda w, c: nn.init.normal_(w, mean=0.0, std=c.init_sigma))
-_register("uniform", lambda w, c: nn.init.uniform_(w, -c.init_range, c.init_range))
-_register("xavier_uniform", lambda w, c: nn.init.xavier_uniform_(w))
-_register("xavier_normal", lambda w, c: nn.init.xavier_normal_(w))
-# He init for ReLU nets: variance 2 / fan_in keeps activations' scale through depth
-_register("kaiming_uniform", lambda w, c: nn.init.kaiming_uniform_(w, nonlinearity="relu"))
-_register("kaiming_normal", lambda w, c: nn.init.kaiming_normal_(w, nonlinearity="relu"))
-_register("orthogonal", lambda w, c: nn.init.orthogonal_(w))  # conv kernels as (out, in*kh*kw)
-_register("constant", lambda w, c: nn.init.constant_(w, c.init_value))
-_register("zeros", lambda w, c: nn.init.zeros_(w))
 
 # which parameter each init reads, for the run summary
 _PARAM_OF = {"normal": "init_sigma", "uniform": "init_range", "constant": "init_value"}
 
 
-def check_init(cfg: InitConfig) -> None:
-    if cfg.init not in INITS:
-        raise ConfigError(f"model.init: {INITS.unknown_message(cfg.init)}")
-    if cfg.init == "normal" and not cfg.init_sigma > 0:
-        raise ConfigError(f"model.init_sigma must be > 0 for init=normal, got {cfg.init_sigma}")
-    if cfg.init == "uniform" and not cfg.init_range > 0:
-        raise ConfigError(f"model.init_range must be > 0 for init=uniform, got {cfg.init_range}")
-
-
 @torch.no_grad()
 def apply_init(model: nn.Module, cfg: InitConfig) -> nn.Module:
-    """Initialize every linear/conv weight of ``model`` in place and zero its bias."""
-    check_init(cfg)
+    """Initialize every linear/conv weight of ``model`` in place and zero its bias (``cfg`` validated)."""
     if cfg.init == "default":
         return model
     fn = INITS.get(cfg.init)

@@ -1,7 +1,7 @@
 """Building blocks shared by the model families: activations by name, widths, input-size checks."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import nn
@@ -10,8 +10,7 @@ from dlexp.errors import ConfigError
 from dlexp.registry import Registry
 
 ACTIVATIONS = Registry("activation")
-
-for _name, _cls in {
+_ACTIVATION_CLASSES = {
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -22,8 +21,12 @@ for _name, _cls in {
     "softplus": nn.Softplus,
     "softsign": nn.Softsign,
     "gelu": nn.GELU,
-}.items():
+}
+for _name, _cls in _ACTIVATION_CLASSES.items():
     ACTIVATIONS.register(_name)(_cls)
+
+# The type of every model's ``activation`` key: the config check offers these names.
+Activation = Literal[tuple(_ACTIVATION_CLASSES)]  # type: ignore[valid-type]
 
 
 def activation(name: str) -> nn.Module:
@@ -50,9 +53,7 @@ def image_channels(input_shape: tuple[int, ...], model: str) -> int:
 
 
 def narrow(width: int, width_div: int) -> int:
-    """``width`` divided by ``width_div`` (model.width_div, for quick narrow variants), at least 1."""
-    if width_div < 1:
-        raise ConfigError(f"model.width_div must be >= 1, got {width_div}")
+    """``width`` divided by ``width_div`` (model.width_div >= 1, for quick narrow variants), at least 1."""
     return max(1, width // width_div)
 
 
@@ -109,16 +110,3 @@ def _smallest_size(body: nn.Module, channels: int, limit: int = 1024) -> int:
         else:
             works = mid
     return works
-
-
-def positive(key: str, value: int) -> int:
-    """``value`` if >= 1, else a ConfigError naming ``model.<key>``."""
-    if value < 1:
-        raise ConfigError(f"model.{key} must be >= 1, got {value}")
-    return value
-
-
-def dropout_layer(p: float) -> nn.Dropout:
-    if not 0.0 <= p < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {p}")
-    return nn.Dropout(p)

@@ -5,26 +5,29 @@ On 1x28x28 input with 10 classes that is 61,706 parameters.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
-from dlexp.errors import ConfigError
+from dlexp.constraints import PositiveInt
 from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import feature_shape, flat_features, image_channels, narrow
+from dlexp.models.layers import Activation, feature_shape, flat_features, image_channels, narrow
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}  # the 1998 net subsampled by averaging
+Pool = Literal["avg", "max"]
 
 
 @MODELS.register("lenet")
 def lenet(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "sigmoid", pool: str = "avg", width_div: int = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "sigmoid", pool: Pool = "avg", width_div: PositiveInt = 1
 ) -> nn.Sequential:
     return _lenet(input_shape, num_classes, activation, pool, width_div, batchnorm=False, name="LeNet")
 
 
 @MODELS.register("lenet_bn")
 def lenet_bn(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "sigmoid", pool: str = "avg", width_div: int = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "sigmoid", pool: Pool = "avg", width_div: PositiveInt = 1
 ) -> nn.Sequential:
     """LeNet with BatchNorm between every conv / hidden FC layer and its activation."""
     return _lenet(input_shape, num_classes, activation, pool, width_div, batchnorm=True, name="LeNet-BN")
@@ -33,8 +36,6 @@ def lenet_bn(
 def _lenet(
     input_shape: tuple[int, ...], num_classes: int, activation: str, pool: str, width_div: int, *, batchnorm: bool, name: str
 ) -> nn.Sequential:
-    if pool not in POOLS:
-        raise ConfigError(f"model.pool must be one of {', '.join(POOLS)}, got '{pool}'")
     c1, c2, h1, h2 = (narrow(w, width_div) for w in (6, 16, 120, 84))
 
     def stage(layer: nn.Module, width: int, norm: type) -> list[nn.Module]:

@@ -5,7 +5,9 @@ from typing import List
 
 from torch import nn
 
+from dlexp.constraints import Fraction, PositiveInt
 from dlexp.models.base import MODELS
+from dlexp.models.layers import Activation
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import flat_features
 
@@ -15,9 +17,9 @@ def mlp(
     input_shape: tuple[int, ...],
     num_classes: int,
     *,
-    hidden: List[int] = (256,),
-    activation: str = "relu",
-    dropout: float = 0.0,
+    hidden: List[PositiveInt] = (256,),  # units per hidden layer; [] = softmax regression
+    activation: Activation = "relu",
+    dropout: Fraction = 0.0,
     batchnorm: bool = False,
 ) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]  # (B, *input_shape) -> (B, D)

@@ -10,12 +10,13 @@ from torch import nn
 
 from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import dropout_layer, feature_shape, image_channels, narrow
+from dlexp.constraints import Fraction, PositiveInt
+from dlexp.models.layers import Activation, feature_shape, image_channels, narrow
 
 
 @MODELS.register("nin")
 def nin(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "relu", dropout: float = 0.5, width_div: int = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "relu", dropout: Fraction = 0.5, width_div: PositiveInt = 1
 ) -> nn.Sequential:
     c1, c2, c3 = (narrow(w, width_div) for w in (96, 256, 384))
 
@@ -34,7 +35,7 @@ def nin(
         nn.MaxPool2d(3, stride=2),
         block(c2, c3, kernel=3, stride=1, padding=1),
         nn.MaxPool2d(3, stride=2),  # (B, 384, 5, 5) at 224
-        dropout_layer(dropout),
+        nn.Dropout(dropout),
         block(c3, num_classes, kernel=3, stride=1, padding=1),  # (B, classes, 5, 5)
         nn.AdaptiveAvgPool2d((1, 1)),  # global average pooling: (B, classes, 1, 1)
         nn.Flatten(),  # (B, classes)

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import image_channels, narrow
+from dlexp.constraints import PositiveInt
+from dlexp.models.layers import Activation, image_channels, narrow
 
 
 class Residual(nn.Module):
@@ -36,7 +37,7 @@ class Residual(nn.Module):
 
 @MODELS.register("resnet18")
 def resnet18(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "relu", width_div: int = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "relu", width_div: PositiveInt = 1
 ) -> nn.Sequential:
     c64 = narrow(64, width_div)
     stem = nn.Sequential(  # (B, 64, 24, 24) at 96x96

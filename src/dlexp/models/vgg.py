@@ -6,16 +6,19 @@ need at least 32x32 inputs and turn 224x224 into 7x7.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Annotated, List
 
+from annotated_types import Len, MinLen
 from torch import nn
 
-from dlexp.errors import ConfigError
+from dlexp.constraints import Fraction, PositiveInt
 from dlexp.models.base import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import dropout_layer, feature_shape, flat_features, image_channels, narrow, positive
+from dlexp.models.layers import Activation, feature_shape, flat_features, image_channels, narrow
 
 VGG11 = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+# model.conv_arch: one or more [num_convs, channels] pairs of positive ints
+ConvArch = Annotated[List[Annotated[List[PositiveInt], Len(2, 2)]], MinLen(1)]
 
 
 @MODELS.register("vgg")
@@ -23,26 +26,26 @@ def vgg(
     input_shape: tuple[int, ...],
     num_classes: int,
     *,
-    conv_arch: List[List[int]] = VGG11,
-    activation: str = "relu",
-    dropout: float = 0.5,
-    width_div: int = 1,
-    fc_width: int = 4096,
+    conv_arch: ConvArch = VGG11,
+    activation: Activation = "relu",
+    dropout: Fraction = 0.5,
+    width_div: PositiveInt = 1,
+    fc_width: PositiveInt = 4096,
 ) -> nn.Sequential:
     """``width_div`` narrows the conv channels only; the textbook's small VGG-11 uses width_div=4."""
     blocks: list[nn.Module] = []
     in_channels = image_channels(input_shape, "VGG")
-    for num_convs, channels in _check_arch(conv_arch):
+    for num_convs, channels in conv_arch:
         out_channels = narrow(channels, width_div)
         blocks.append(_block(num_convs, in_channels, out_channels, activation))
         in_channels = out_channels
     body = nn.Sequential(*blocks, nn.Flatten())
     flat = flat_features(feature_shape(body, input_shape, model="VGG", resize=224))
-    hidden = positive("fc_width", fc_width)
+    hidden = fc_width
     return nn.Sequential(
         *body,
-        nn.Linear(flat, hidden), make_activation(activation), dropout_layer(dropout),
-        nn.Linear(hidden, hidden), make_activation(activation), dropout_layer(dropout),
+        nn.Linear(flat, hidden), make_activation(activation), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), make_activation(activation), nn.Dropout(dropout),
         nn.Linear(hidden, num_classes),
     )
 
@@ -56,11 +59,3 @@ def _block(num_convs: int, in_channels: int, out_channels: int, activation: str)
     layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
     return nn.Sequential(*layers)
 
-
-def _check_arch(conv_arch: List[List[int]]) -> List[List[int]]:
-    if not conv_arch or any(len(b) != 2 or b[0] < 1 or b[1] < 1 for b in conv_arch):
-        raise ConfigError(
-            f"model.conv_arch must be a non-empty list of [num_convs, channels] pairs of positive ints, "
-            f"e.g. [[1,64],[1,128]]; got {conv_arch}"
-        )
-    return conv_arch

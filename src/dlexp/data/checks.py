@@ -1,0 +1,60 @@
+"""Content checks on loaded data, before any training.
+
+A bad value in the data otherwise surfaces late and disguised: a NaN input makes
+the first loss NaN, which reads as a learning rate that is too high. These
+checks name the split, how many values are bad, and what to do about it.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dlexp.errors import DataError
+
+
+def numeric_array(array: np.ndarray, key: str, path: str) -> np.ndarray:
+    """``array`` (one array of an .npz file) if it holds numbers or booleans, else a DataError naming it."""
+    if array.dtype.kind in "biuf":
+        return array
+    kind = {"U": "strings", "S": "byte strings", "O": "Python objects"}.get(array.dtype.kind, f"dtype {array.dtype}")
+    fix = "map each label to a class index 0, 1, ... (e.g. np.unique(y, return_inverse=True)[1])" if key.startswith("y") else (
+        "convert it to numbers (e.g. x.astype(np.float32))"
+    )
+    raise DataError(f"{path}: array '{key}' holds {kind}, not numbers; {fix}")
+
+
+def check_source(source: Any, name: str) -> None:
+    """Every split of a loaded ``Source`` is non-empty and free of NaN/inf (inputs and float targets).
+
+    Sources with their own ``preprocess`` (tabular data) keep NaN as "missing" for it to
+    fill in, so only inf is refused in their inputs.
+    """
+    for split in ("train", "val", "test"):
+        pool = getattr(source, split)
+        if pool is None or not isinstance(pool, tuple):  # absent, or image files decoded later (uint8: finite)
+            continue
+        x, y = pool
+        if len(x) == 0:
+            hint = "check its files and settings" if split == "train" else "drop it or give it examples"
+            raise DataError(f"the {split} split of dataset '{name}' is empty; {hint}")
+        _check_finite(x, f"the {split} inputs of dataset '{name}'", allow_nan=source.preprocess is not None)
+        if y.is_floating_point():
+            _check_finite(y, f"the {split} targets of dataset '{name}'", allow_nan=False)
+
+
+def _check_finite(t: Tensor, what: str, *, allow_nan: bool) -> None:
+    if not t.is_floating_point():
+        return  # integers cannot hold NaN or inf
+    bad = torch.isinf(t) if allow_nan else ~torch.isfinite(t)
+    count = int(bad.sum())
+    if count == 0:
+        return
+    first: Optional[int] = int(bad.reshape(len(t), -1).any(dim=1).nonzero()[0, 0])
+    kinds = "inf" if allow_nan else "NaN or inf"
+    raise DataError(
+        f"{what} hold {count} {kinds} value(s) (first in example {first}); "
+        f"drop those examples or fill the values in (e.g. with the column mean) before training"
+    )
