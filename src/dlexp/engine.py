@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from dlexp.distributed import all_reduce_max, all_reduce_sum
 from dlexp.metrics import LossMean, Metric
 from dlexp.optim import l1_penalty
 from dlexp.tasks import Batch, StepOutput, Task
@@ -31,6 +32,7 @@ class StepConfig:
     grad_clip: Optional[float] = None  # max global L2 norm of the gradients
     autocast: Callable[[], Any] = _no_autocast  # the forward pass's precision context (Runtime.autocast)
     scaler: Optional[Any] = None  # a GradScaler for float16; None otherwise
+    world_size: int = 1  # processes under torchrun: DDP averages their gradients
 
 
 class Diverged(Exception):
@@ -52,7 +54,8 @@ def training_step(
     """
     with step.autocast():
         out = task.step(model, batch)
-        objective = out.loss + step.l1 * l1_penalty(model) if step.l1 > 0 else out.loss
+        objective = _global_mean(out, step.world_size)
+        objective = objective + step.l1 * l1_penalty(model) if step.l1 > 0 else objective
     optimizer.zero_grad(set_to_none=True)
     scaler = step.scaler
     (scaler.scale(objective) if scaler is not None else objective).backward()
@@ -72,6 +75,16 @@ def training_step(
     return StepOutput(out.loss.detach().float(), out.weight, outputs.float() if outputs.is_floating_point() else outputs), grad_norm
 
 
+def _global_mean(out: StepOutput, world_size: int) -> Tensor:
+    """The loss whose rank-average (what DDP does to gradients) is the mean over the global batch:
+    each rank's mean, times its share of the batch's items (examples, or tokens) times the world size."""
+    if world_size == 1:
+        return out.loss
+    local = torch.as_tensor(out.weight, device=out.loss.device, dtype=torch.float32)
+    total = all_reduce_sum(local.clone())
+    return out.loss * (local * world_size / total)
+
+
 @dataclass
 class EpochProgress:
     """Running sums of one pass; checkpointed when a run stops mid-epoch."""
@@ -81,15 +94,18 @@ class EpochProgress:
     batches: int = 0  # batches done so far this pass
 
     @classmethod
-    def start(cls, task: Task, device: torch.device, saved: Optional[dict[str, Any]] = None) -> "EpochProgress":
+    def start(cls, task: Task, device: torch.device, saved: Optional[dict[str, Any]] = None,
+              with_sums: bool = True) -> "EpochProgress":
+        """Fresh sums, or those of a checkpointed partial pass (``with_sums=False``: its position only)."""
         loss, metrics = LossMean(), task.metrics()
         for acc in (loss, *metrics):
             acc.reset(device)
         progress = cls(loss, metrics)
         if saved:
-            loss.load_state_dict(saved["loss"])
-            for acc, state in zip(metrics, saved["metrics"]):
-                acc.load_state_dict(state)
+            if with_sums:
+                loss.load_state_dict(saved["loss"])
+                for acc, state in zip(metrics, saved["metrics"]):
+                    acc.load_state_dict(state)
             progress.batches = saved["batches"]
         return progress
 
@@ -106,8 +122,15 @@ class EpochProgress:
     def state_dict(self) -> dict[str, Any]:
         return {"loss": self.loss.state_dict(), "metrics": [m.state_dict() for m in self.metrics], "batches": self.batches}
 
-    def result(self) -> dict[str, float]:
+    def result(self, world_size: int = 1) -> dict[str, float]:
+        """The pass's loss and metrics, over every rank's batches when ``world_size`` > 1."""
+        if world_size > 1:
+            self.sync()
         return {"loss": self.loss.compute(), **{m.name: m.compute() for m in self.metrics}}
+
+    def sync(self) -> None:
+        for acc in (self.loss, *self.metrics):
+            acc.sync()
 
 
 @dataclass
@@ -121,6 +144,7 @@ class Pass:
     log_every: int = 20
     should_stop: Callable[[], bool] = lambda: False
     check_every: int = 1  # steps between divergence checks (each is a host sync)
+    world_size: int = 1  # > 1: metrics are all-reduced, and stops are decided by all ranks together
     prepare: Callable[[Batch], Batch] = lambda batch: batch  # the Runtime's per-batch hook
     autocast: Callable[[], Any] = _no_autocast  # evaluation's precision context (training uses step.autocast)
 
@@ -156,20 +180,46 @@ def run_epoch(model: nn.Module, loader: Any, task: Task, how: Optional[Pass] = N
             else:
                 with how.autocast():
                     _eval_update(state, task, model, batch)
-            if training and (state.batches % how.check_every == 0 or state.batches == total):
-                _check_finite(state.loss.total, grad_sum if how.step.grad_clip is not None else None, state.batches)
             bar.update(state)
-            if training and how.should_stop():
+            if training and _should_stop(state, grad_sum, how, total):
                 break
     bar.close()
     if training and state.batches < total:
         return None  # stopped early on request
-    return state.result()
+    return state.result(how.world_size)
 
 
 def _eval_update(state: EpochProgress, task: Task, model: nn.Module, batch: Batch) -> None:
+    if len(batch) == 0:  # under torchrun, a rank's part of a small last batch can be empty
+        state.batches += 1
+        return
     out, decoded = task.evaluate_batch(model, batch)
     state.update(out, batch, decoded)
+
+
+def _should_stop(state: EpochProgress, grad_sum: Tensor, how: Pass, total: int) -> bool:
+    """After a training step: raise ``Diverged`` on a non-finite loss or grad norm, or say whether a signal
+    asks to stop. Under torchrun every rank decides at the same steps from the same all-reduced flags,
+    so no rank waits in a collective for one that has stopped."""
+    grads = grad_sum if how.step.grad_clip is not None else None
+    check_now = state.batches % how.check_every == 0 or state.batches == total
+    if how.world_size == 1:
+        if check_now:
+            _check_finite(state.loss.total, grads, state.batches)
+        return how.should_stop()
+    if not check_now:
+        return False
+    flags = torch.stack([
+        (~torch.isfinite(state.loss.total)).float(),
+        (~torch.isfinite(grads)).float() if grads is not None else torch.zeros((), device=grad_sum.device),
+        torch.tensor(float(how.should_stop()), device=grad_sum.device),
+    ])
+    loss_bad, grad_bad, stop = all_reduce_max(flags).tolist()
+    if loss_bad:
+        raise Diverged(state.batches, "the training loss")
+    if grad_bad:
+        raise Diverged(state.batches, "the gradient norm")
+    return bool(stop)
 
 
 class _Bar:

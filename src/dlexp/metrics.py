@@ -19,6 +19,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor
 
+from dlexp.distributed import all_gather_lists, all_reduce_sum
 from dlexp.registry import Registry
 
 METRICS = Registry("metric")
@@ -45,6 +46,10 @@ class Metric:
         raise NotImplementedError
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Combine every rank's state into the global one (under torchrun; a no-op in one process)."""
         raise NotImplementedError
 
 
@@ -81,6 +86,10 @@ class MeanMetric(Metric):
         self.total = torch.tensor(state["total"], device=self.total.device)
         self.count = state["count"]
 
+    def sync(self) -> None:
+        total, count = all_reduce_sum(self.state_tensor())  # one all-reduce of [sum, count]
+        self.total, self.count = total, int(count)
+
 
 class CorpusMetric(Metric):
     """A score of a whole corpus, not a mean of per-example values (e.g. corpus BLEU).
@@ -112,6 +121,10 @@ class CorpusMetric(Metric):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.hypotheses, self.refs = list(state["hypotheses"]), list(state["refs"])
+
+    def sync(self) -> None:
+        for name in ("hypotheses", "refs"):
+            setattr(self, name, all_gather_lists(getattr(self, name)))
 
 
 class LossMean(MeanMetric):

@@ -49,10 +49,11 @@ def train(
 
     from dlexp.data import load_folds
     from dlexp.device import seed_everything, setup_runtime
+    from dlexp.distributed import ranks_from_env
 
-    runtime = setup_runtime(cfg.trainer)
-    seed_everything(cfg.seed)
-    folds = load_folds(cfg, seed=cfg.seed, device=runtime.device)
+    runtime = setup_runtime(cfg.trainer, ranks_from_env())
+    seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
+    folds = load_folds(cfg, seed=cfg.seed, device=runtime.device, shard=(runtime.rank, runtime.world_size))
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     facts = {"device": str(runtime.device), "seed": cfg.seed, "model": cfg.model.name,
@@ -204,13 +205,25 @@ def _resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Optional[di
 
 
 def cli() -> None:
-    """Console-script entry: catch common command-line mistakes before Hydra does, then run."""
+    """Console-script entry: catch common command-line mistakes before Hydra does, then run.
+
+    Under torchrun every rank joins the process group first and takes rank 0's run dir."""
     try:
         preflight(sys.argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    main()
+    from dlexp import distributed
+
+    if not distributed.launched_by_torchrun():
+        main()
+        return
+    distributed.quiet_other_ranks()
+    distributed.join_process_group(sys.argv)
+    try:
+        main()
+    finally:
+        distributed.leave_process_group()
 
 
 if __name__ == "__main__":

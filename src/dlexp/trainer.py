@@ -25,6 +25,7 @@ from dlexp.interrupt import StopRequest, signal_name
 from dlexp.models import build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
+from dlexp.errors import UserError
 from dlexp.runlog import RunLog
 from dlexp.tasks import build_task, resolve_monitor
 
@@ -44,7 +45,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)
         self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
-                                   scaler=runtime.grad_scaler())
+                                   scaler=runtime.grad_scaler(), world_size=runtime.world_size)
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
             self.run_dir / "checkpoints", enabled=trainer.checkpoints and runtime.is_main,
@@ -87,21 +88,25 @@ class Trainer:
         trainer = self.cfg.trainer
         if self.log.show_progress:
             bar.columns[0].text_format = f"[bold]epoch {epoch}/{trainer.epochs}" + " {task.description}"
-        progress = EpochProgress.start(self.task, self.runtime.device, partial)
+        # a resumed partial epoch's sums are global: rank 0 carries them, the other ranks start from zero
+        progress = EpochProgress.start(self.task, self.runtime.device, partial, with_sums=self.runtime.is_main)
         how = Pass(
             optimizer=self.optimizer, step=self.step_cfg, limit_batches=trainer.limit_train_batches,
             progress=bar if self.log.show_progress else None, log_every=trainer.log_every_n_steps,
             should_stop=self.stop, check_every=self.runtime.check_every, prepare=self.runtime.prepare_batch,
+            world_size=self.runtime.world_size,
         )
         stats = run_epoch(self.model, self.data.train, self.task, how, progress)
         if stats is None:
+            if self.runtime.distributed:
+                progress.sync()  # every rank stopped at the same step: save the global sums
             self.checkpointer.save(self.state(partial=progress))
         return stats
 
     def evaluate(self, loader: Any, limit_batches: Optional[int], bar: Any = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
         how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None,
-                   prepare=self.runtime.prepare_batch, autocast=self.runtime.autocast)
+                   prepare=self.runtime.prepare_batch, autocast=self.runtime.autocast, world_size=self.runtime.world_size)
         return run_epoch(self.model, loader, self.task, how)
 
     def end_epoch(self, epoch: int, lr: float, train_stats: dict, val_stats: dict, started: float) -> None:
@@ -132,10 +137,20 @@ class Trainer:
             "rng": capture_rng(),
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
             "scaler": self.step_cfg.scaler.state_dict() if self.step_cfg.scaler is not None else None,
+            "world_size": self.runtime.world_size,
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> Optional[dict[str, Any]]:
         """Continue exactly where ``checkpoint`` stopped; returns the partial epoch's sums, if any."""
+        saved_world = checkpoint.get("world_size", 1)
+        if saved_world != self.runtime.world_size:
+            raise UserError(
+                f"this checkpoint was trained by {saved_world} process(es) and cannot continue with "
+                f"{self.runtime.world_size}: the data order and batch shards would differ; resume with "
+                f"torchrun --nproc_per_node={saved_world}" if saved_world > 1 else
+                f"this checkpoint was trained by 1 process and cannot continue under torchrun with "
+                f"{self.runtime.world_size}; resume it with python -m dlexp"
+            )
         self.raw_model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint["scheduler"] is not None:

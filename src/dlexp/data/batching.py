@@ -61,6 +61,7 @@ class TensorLoader(ShuffleState):
         seed: int = 0,
         transform: Optional[Callable[[Tensor], Tensor]] = None,
         augment: Optional[Callable[[Tensor, int], Tensor]] = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -72,9 +73,20 @@ class TensorLoader(ShuffleState):
         # (batch, seed) -> augmented batch; only the training loader gets one. Its seed is drawn from
         # this loader's generator once per epoch, plus the batch index: a resumed epoch replays it exactly.
         self.augment = augment
+        # (rank, world size): every rank draws the same global order and takes its part of each
+        # global batch (``batch_size`` is global). A training loader drops a last global batch too
+        # small to give every rank an example, since every rank must take part in every step.
+        self.rank, self.world_size = shard
+        self.drop_small_last = shuffle and self.world_size > 1 and 0 < len(x) % batch_size < self.world_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(len(self.x) / self.batch_size) - int(self.drop_small_last)
+
+    def _local(self, start: int, end: int) -> tuple[int, int]:
+        """This rank's part [lo, hi) of the global batch [start, end), as ``tensor_split`` divides it."""
+        size, parts = end - start, self.world_size
+        lo = start + self.rank * (size // parts) + min(self.rank, size % parts)
+        return lo, lo + size // parts + int(self.rank < size % parts)
 
     @property
     def num_examples(self) -> int:
@@ -86,19 +98,19 @@ class TensorLoader(ShuffleState):
     def batches(self, skip: int = 0) -> Iterator[Batch]:
         """One epoch of batches, leaving out the first ``skip`` (to resume mid-epoch)."""
         n = len(self.x)
-        starts = range(skip * self.batch_size, n, self.batch_size)
+        starts = range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size)
+        order: Optional[Tensor] = None
         if self.shuffle:
             self._start_epoch()
-            order: Optional[Tensor] = torch.randperm(n, generator=self.generator).to(self.x.device)
-            seed = self._epoch_augment_seed()
-            for i, start in enumerate(starts, skip):
-                idx = order[start : start + self.batch_size]
+            order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        seed = self._epoch_augment_seed()
+        for i, start in enumerate(starts, skip):
+            lo, hi = self._local(start, min(start + self.batch_size, n))
+            if order is None:  # contiguous slices are views: no copy at all
+                yield Batch(self._finish(self.x[lo:hi], seed + i), self.y[lo:hi])
+            else:
+                idx = order[lo:hi]
                 yield Batch(self._finish(self.x[idx], seed + i), self.y[idx])
-        else:  # contiguous slices are views: no copy at all
-            seed = self._epoch_augment_seed()
-            for i, start in enumerate(starts, skip):
-                end = start + self.batch_size
-                yield Batch(self._finish(self.x[start:end], seed + i), self.y[start:end])
 
     def _finish(self, x: Tensor, seed: int) -> Tensor:
         if self.transform is not None:

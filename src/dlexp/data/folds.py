@@ -30,13 +30,15 @@ from dlexp.tasks import TASKS, Batch, Task, build_task, labels_of
 RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of float32; beyond that, per batch
 
 
-def load_folds(cfg: DictConfig, *, seed: int, device: torch.device) -> "Folds":
-    """Build the dataset named in ``cfg`` (a validated run config) and split it into folds."""
+def load_folds(cfg: DictConfig, *, seed: int, device: torch.device, shard: tuple[int, int] = (0, 1)) -> "Folds":
+    """Build the dataset named in ``cfg`` (a validated run config) and split it into folds.
+
+    ``shard`` is (rank, world size) under torchrun: each loader yields this rank's part of every global batch."""
     source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
     check_source(source, cfg.dataset.name)  # empty splits, NaN/inf: fail here, not as a diverged loss
     if source.task not in TASKS:
         raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
-    return Folds(cfg, source, seed=seed, device=device)
+    return Folds(cfg, source, seed=seed, device=device, shard=shard)
 
 
 def _size(pool: Pool) -> int:
@@ -60,8 +62,8 @@ class Folds:
     Bundles are built on demand (``folds[i]``), so only one fold's tensors live at a time.
     """
 
-    def __init__(self, cfg: DictConfig, source: Source, *, seed: int, device: torch.device):
-        self.cfg, self.source, self.seed, self.device = cfg, source, seed, device
+    def __init__(self, cfg: DictConfig, source: Source, *, seed: int, device: torch.device, shard: tuple[int, int] = (0, 1)):
+        self.cfg, self.source, self.seed, self.device, self.shard = cfg, source, seed, device, shard
         self.name = cfg.dataset.name
         if source.val is not None:
             if cfg.split.name != "holdout":
@@ -144,6 +146,12 @@ class Folds:
                 f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "
                 f"use trainer.batch_size<={n_train}"
             )
+        world = self.shard[1]
+        if trainer.batch_size % world:  # the global batch must split evenly, so every rank's step is alike
+            raise ConfigError(
+                f"trainer.batch_size={trainer.batch_size} is the global batch and must divide evenly over the {world} "
+                f"processes; use a multiple of {world}, e.g. trainer.batch_size={trainer.batch_size // world * world or world}"
+            )
         return trainer.batch_size, trainer.eval_batch_size or 4 * trainer.batch_size
 
     def _bundle(self, train: Pool, val: Pool) -> DataBundle:
@@ -170,7 +178,7 @@ class Folds:
         augment = self._augmenter(example)
 
         def loader(pair: Optional[Pair], bs: int, **kw: Any) -> Optional[TensorLoader]:
-            return None if pair is None else TensorLoader(*pair, bs, transform=transform, **kw)
+            return None if pair is None else TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
 
         return DataBundle(
             train=loader(parts["train"], batch_size, shuffle=True, seed=self.seed, augment=augment),
@@ -232,7 +240,7 @@ class Folds:
         augment = self._augmenter(example)
 
         def loader(files: Optional[ImageFiles], bs: int, **kw: Any) -> Optional[StreamLoader]:
-            return None if files is None else StreamLoader(files, bs, device=self.device, preprocess=prep, **kw)
+            return None if files is None else StreamLoader(files, bs, device=self.device, preprocess=prep, shard=self.shard, **kw)
 
         shifted = loader(self.shifted_test, eval_bs, shift=self.shift_batch)
         return DataBundle(

@@ -7,7 +7,6 @@ A set too big for memory stays on disk as ``ImageFiles`` and is streamed by a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Optional
@@ -15,7 +14,7 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from dlexp.constraints import Fraction, NonNegativeInt, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
@@ -98,21 +97,24 @@ class StreamLoader(ShuffleState):
         seed: int = 0,
         augment: Optional[Callable[[Tensor, int], Tensor]] = None,
         shift: Optional[Callable[[Tensor], Tensor]] = None,
+        shard: tuple[int, int] = (0, 1),
     ):
-        from torch.utils.data import RandomSampler
-
         self.files, self.batch_size, self.device = files, batch_size, device
         self.preprocess, self.augment, self.shift = preprocess, augment, shift
         self._init_order(seed)  # the shuffle order, as in TensorLoader
-        dataset = files.dataset()
-        sampler = RandomSampler(dataset, generator=self.generator) if shuffle else None
+        self.epoch = 0  # DistributedSampler's epoch: its shuffle is seeded by (seed, epoch)
+        dataset: Dataset = files.dataset()
+        rank, world = shard
+        if world > 1 and not shuffle:  # evaluation: every world-th image, no padding and no repeats
+            dataset = Subset(dataset, range(rank, len(dataset), world))
+        self.sampler = _sampler(dataset, shuffle, self.generator, seed, shard)
         self.loader = DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=files.num_workers,
-            pin_memory=device.type == "cuda",
+            dataset, batch_size=batch_size // world, sampler=self.sampler,  # batch_size is global
+            num_workers=files.num_workers, pin_memory=device.type == "cuda",
         )
 
     def __len__(self) -> int:
-        return math.ceil(len(self.files) / self.batch_size)
+        return len(self.loader)
 
     @property
     def num_examples(self) -> int:
@@ -121,10 +123,21 @@ class StreamLoader(ShuffleState):
     def __iter__(self) -> Iterator[Batch]:
         return self.batches()
 
+    def state_dict(self, mid_epoch: bool = False) -> dict[str, Any]:
+        """The generator's state, and the DistributedSampler's epoch (the one running, if ``mid_epoch``)."""
+        return {**super().state_dict(mid_epoch), "epoch": self.epoch - int(mid_epoch)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.epoch = state.get("epoch", 0)
+
     def batches(self, skip: int = 0) -> Iterator[Batch]:
         """One epoch. Resuming mid-epoch restores ``epoch_start_state`` and skips batches (decoded again)."""
         self._start_epoch()
         seed = self._epoch_augment_seed()
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.epoch)
+        self.epoch += 1
         for i, (x, y) in enumerate(self.loader):  # the sampler draws this epoch's order from self.generator
             if i < skip:
                 continue
@@ -136,6 +149,19 @@ class StreamLoader(ShuffleState):
             if self.augment is not None:
                 x = self.augment(x, seed + i)
             yield Batch(x, batch.targets)
+
+
+def _sampler(dataset: Dataset, shuffle: bool, generator: torch.Generator, seed: int, shard: tuple[int, int]) -> Any:
+    """Training: a RandomSampler on the loader's generator, or under torchrun a DistributedSampler (equal
+    shards; the few images past a multiple of the world size are left out each epoch). Evaluation: none."""
+    from torch.utils.data import DistributedSampler, RandomSampler
+
+    rank, world = shard
+    if not shuffle:
+        return None
+    if world == 1:
+        return RandomSampler(dataset, generator=generator)
+    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
 
 
 def fit_stream_normalizer(files: ImageFiles, mode: str, stats: Optional[tuple]) -> Normalizer:
