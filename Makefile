@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 # Data-path benchmark (not part of the tests): BENCH_ARGS="--model lenet --repeats 3".
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py $(BENCH_ARGS)
+
+# GPU benchmark: images/s and MFU for ResNet-18 and LeNet, eager / bf16 / bf16+compile (skips without a GPU).
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/bench_gpu.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

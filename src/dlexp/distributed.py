@@ -33,15 +33,10 @@ def join_process_group(argv: list[str]) -> None:
     Appends ``hydra.run.dir=...`` (or ``hydra.sweep.dir``) to ``argv`` unless the user set it,
     and ``hydra.output_subdir=null`` on the other ranks, so only rank 0 writes ``.hydra/``.
     """
-    import torch
     import torch.distributed as dist
 
-    rank, _, local_rank = ranks_from_env()
-    forced_cpu = any(a in ("trainer.device=cpu", "++trainer.device=cpu") for a in argv)
-    use_cuda = torch.cuda.is_available() and not forced_cpu
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    rank = ranks_from_env()[0]
+    _init_group(forced_cpu=any(a in ("trainer.device=cpu", "++trainer.device=cpu") for a in argv))
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if not any(a.startswith(key + "=") for a in argv) and not any(a.startswith("resume=") for a in argv):
@@ -50,6 +45,33 @@ def join_process_group(argv: list[str]) -> None:
         argv.append(f"{key}={chosen[0]}")
     if rank != 0:
         argv.append("hydra.output_subdir=null")
+
+
+def _init_group(forced_cpu: bool) -> None:
+    """gloo on the CPU, NCCL on CUDA with one GPU per local rank; RANK, WORLD_SIZE, MASTER_ADDR/PORT from the env."""
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and not forced_cpu
+    if use_cuda:
+        torch.cuda.set_device(ranks_from_env()[2])
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+
+
+def join_submitit_tasks(forced_cpu: bool) -> None:
+    """A SLURM job of several tasks from the submitit launcher (``hydra.launcher.tasks_per_node`` > 1):
+    each task is one rank. The launcher hands every task the same, already resolved run dir."""
+    if "RANK" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) < 2:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK
+    quiet_other_ranks()
+    _init_group(forced_cpu)
 
 
 def _default_dir(multirun: bool) -> str:

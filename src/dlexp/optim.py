@@ -81,7 +81,18 @@ def build_optimizer(cfg: Any, model: nn.Module, weight_decay: float) -> torch.op
         {"params": [p for n, p in named if not _decays(p)], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    return OPTIMIZERS.build(cfg.name, groups, **kwargs)
+    optimizer = OPTIMIZERS.build(cfg.name, groups, **kwargs)
+    return _fused_on_cuda(optimizer) if named and named[0][1].is_cuda else optimizer
+
+
+def _fused_on_cuda(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same optimizer with PyTorch's fused CUDA kernels where its class has them (Adam, AdamW, SGD,
+    Adagrad): one kernel for every parameter instead of one per tensor. The rest keep their default
+    (foreach, multi-tensor) implementation."""
+    if "fused" not in optimizer.defaults:
+        return optimizer
+    defaults = {**optimizer.defaults, "fused": True, "foreach": None}
+    return type(optimizer)([{**g, "params": g["params"]} for g in optimizer.param_groups], **defaults)
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:

@@ -151,6 +151,9 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from dlexp.distributed import join_submitit_tasks
+
+    join_submitit_tasks(forced_cpu=cfg.trainer.get("device") == "cpu")  # a SLURM job with tasks_per_node > 1
     try:
         cfg, overrides, checkpoint = _resolve_resume(cfg)
         share_threads(cfg)  # parallel launchers: each job gets its share of the CPU cores
