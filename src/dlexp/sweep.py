@@ -35,6 +35,9 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_launcher(config.hydra.launcher)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank sweeps; rank 0 alone reports
+            self.ended = True
+            return
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         atexit.register(self._summarize_stopped_sweep)
 
@@ -50,6 +53,8 @@ class SweepSummary(Callback):
         from dlexp.report import summarize_sweep
         from dlexp.util import display_path
 
+        if self.ended:  # another rank's copy of the sweep
+            return
         self.ended = True
         report = summarize_sweep(self.sweep_dir or Path(str(config.hydra.sweep.dir)))
         problems = report.problems()  # failed or unfinished; a diverged job is a result
