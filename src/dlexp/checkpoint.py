@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,10 @@ class Checkpointer:
     def __init__(self, directory: Path, *, enabled: bool, config: dict[str, Any], overrides: list[str]):
         self.directory, self.enabled = Path(directory), enabled
         self.extra = {"config": config, "overrides": overrides}
+        self.last_save = time.monotonic()  # for trainer.checkpoint_every_minutes
 
     def save(self, state: dict[str, Any], best: bool = False) -> None:
+        self.last_save = time.monotonic()
         if not self.enabled:
             return
         state = {**state, **self.extra}

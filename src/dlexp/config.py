@@ -65,6 +65,9 @@ class TrainerConfig:
     progress: bool = True  # live progress bar on a terminal
     log_every_n_steps: PositiveInt = 20  # progress-bar refresh; each refresh reads the loss (a device sync)
     checkpoints: bool = True  # write checkpoints/last.pt and best.pt
+    checkpoint_every_n_steps: Optional[PositiveInt] = None  # also mid-epoch, every N optimizer steps
+    checkpoint_every_minutes: Optional[PositiveFloat] = None  # also mid-epoch, every M minutes (one process)
+    limit_test_batches: Optional[PositiveInt] = None  # smoke runs: score at most N test batches (said in the summary)
     precision: Literal["32", "bf16", "16"] = "32"  # through torch.autocast; "16" (float16) adds a gradient scaler
     compile: Any = False  # false | true | a torch.compile mode: default, reduce-overhead, max-autotune, ...
     channels_last: Any = "auto"  # auto (on for conv nets on CUDA) | true | false

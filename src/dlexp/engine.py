@@ -119,7 +119,11 @@ class EpochProgress:
     def examples(self) -> int:
         return int(self.loss.count)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, world_size: int = 1) -> dict[str, Any]:
+        """The sums so far; with ``world_size`` > 1 every rank's together (a collective: all ranks call it)."""
+        if world_size > 1:
+            return {"loss": self.loss.global_state_dict(), "metrics": [m.global_state_dict() for m in self.metrics],
+                    "batches": self.batches}
         return {"loss": self.loss.state_dict(), "metrics": [m.state_dict() for m in self.metrics], "batches": self.batches}
 
     def result(self, world_size: int = 1) -> dict[str, float]:
@@ -147,6 +151,7 @@ class Pass:
     world_size: int = 1  # > 1: metrics are all-reduced, and stops are decided by all ranks together
     prepare: Callable[[Batch], Batch] = lambda batch: batch  # the Runtime's per-batch hook
     autocast: Callable[[], Any] = _no_autocast  # evaluation's precision context (training uses step.autocast)
+    on_step: Callable[["EpochProgress"], None] = lambda state: None  # after each training step, e.g. checkpoints
 
 
 def run_epoch(model: nn.Module, loader: Any, task: Task, how: Optional[Pass] = None,
@@ -183,6 +188,8 @@ def run_epoch(model: nn.Module, loader: Any, task: Task, how: Optional[Pass] = N
             bar.update(state)
             if training and _should_stop(state, grad_sum, how, total):
                 break
+            if training and state.batches < total:
+                how.on_step(state)
     bar.close()
     if training and state.batches < total:
         return None  # stopped early on request

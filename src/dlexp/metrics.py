@@ -52,6 +52,10 @@ class Metric:
         """Combine every rank's state into the global one (under torchrun; a no-op in one process)."""
         raise NotImplementedError
 
+    def global_state_dict(self) -> dict[str, Any]:
+        """``state_dict`` of the global state, leaving this rank's own state as it is (for checkpoints)."""
+        raise NotImplementedError
+
 
 class MeanMetric(Metric):
     """sum / count, then ``finish``. Subclasses give the batch's (sum, count) in ``batch_stat``."""
@@ -90,6 +94,10 @@ class MeanMetric(Metric):
         total, count = all_reduce_sum(self.state_tensor())  # one all-reduce of [sum, count]
         self.total, self.count = total, int(count)
 
+    def global_state_dict(self) -> dict[str, Any]:
+        total, count = all_reduce_sum(self.state_tensor()).tolist()
+        return {"total": total, "count": int(count)}
+
 
 class CorpusMetric(Metric):
     """A score of a whole corpus, not a mean of per-example values (e.g. corpus BLEU).
@@ -125,6 +133,9 @@ class CorpusMetric(Metric):
     def sync(self) -> None:
         for name in ("hypotheses", "refs"):
             setattr(self, name, all_gather_lists(getattr(self, name)))
+
+    def global_state_dict(self) -> dict[str, Any]:
+        return {"hypotheses": all_gather_lists(list(self.hypotheses)), "refs": all_gather_lists(list(self.refs))}
 
 
 class LossMean(MeanMetric):

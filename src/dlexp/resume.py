@@ -30,16 +30,32 @@ MAY_CHANGE = {
 }
 
 
-def checkpoint_path(resume: str) -> Path:
-    """``resume`` may name a run dir (its checkpoints/last.pt is used) or a checkpoint file."""
+RECORDED_OVERRIDES = Path(".hydra") / "overrides.yaml"  # Hydra's record of a run's command line
+
+
+def checkpoint_path(resume: str) -> Optional[Path]:
+    """``resume`` may name a run dir (its checkpoints/last.pt is used) or a checkpoint file.
+
+    None: a run dir that has no checkpoint yet (killed before its first one) but a recorded
+    command line, so the run can start again from it."""
     path = Path(resume).expanduser()
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-        if not path.is_file():
-            raise ConfigError(f"resume={resume}: no checkpoints/last.pt in that run dir; was it run with trainer.checkpoints=true?")
-    elif not path.exists():
+        if (path / "checkpoints" / "last.pt").is_file():
+            return path / "checkpoints" / "last.pt"
+        if (path / RECORDED_OVERRIDES).is_file():
+            return None
+        raise ConfigError(f"resume={resume}: no checkpoints/last.pt and no .hydra/ record in that dir; is it a dlexp run dir?")
+    if not path.exists():
         raise ConfigError(f"resume={resume}: no such run dir or checkpoint; check the path")
     return path
+
+
+def recorded_overrides(run_dir: str) -> list[str]:
+    """The command line a run was started with (its .hydra/overrides.yaml), minus Hydra's own keys."""
+    import yaml
+
+    saved = yaml.safe_load((Path(run_dir).expanduser() / RECORDED_OVERRIDES).read_text()) or []
+    return [o for o in saved if not o.startswith(("hydra.", "resume="))]
 
 
 def run_dir_of(resume: Optional[str], default: str) -> str:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config import CONFIG_DIR, preflight, validate
 from dlexp.errors import UserError
-from dlexp.resume import check_compatible, checkpoint_path, recompose
+from dlexp.resume import check_compatible, checkpoint_path, recompose, recorded_overrides
 from dlexp.sweep import failed_objective, share_threads  # also registers ${dlexp.direction:} (Optuna preset)
 
 
@@ -46,6 +46,8 @@ def train(
         checkpoint = _load_resume_checkpoint(cfg.resume)
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
+    else:
+        _refuse_earlier_run(run_dir)
 
     from dlexp.data import load_folds
     from dlexp.device import seed_everything, setup_runtime
@@ -128,6 +130,19 @@ def _load_resume_checkpoint(resume: str) -> dict[str, Any]:
     return state
 
 
+def _refuse_earlier_run(run_dir: Path) -> None:
+    """A new run must not write over another run's files (e.g. a reused hydra.run.dir)."""
+    earlier = [p for p in ("metrics.csv", "checkpoints/last.pt", "fold_1") if (run_dir / p).exists()]
+    summary = run_dir / "summary.json"
+    if summary.exists() and '"failed"' not in summary.read_text():
+        earlier.append("summary.json")
+    if earlier:
+        raise UserError(
+            f"{run_dir} already holds a run ({', '.join(earlier)}); continue it with resume={run_dir}, "
+            f"or choose another dir (hydra.run.dir=...)"
+        )
+
+
 def _prepare_run_dir(run_dir: Path) -> Path:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -202,9 +217,24 @@ def _resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Optional[di
     today = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     if not cfg.get("resume"):
         return cfg, today, None
+    if checkpoint_path(cfg.resume) is None:  # killed before its first checkpoint: start it again, same dir
+        saved = recorded_overrides(cfg.resume)
+        print(f"no checkpoint in {cfg.resume} yet: starting that run again from its recorded config", flush=True)
+        fresh = recompose(cfg, saved)
+        fresh.resume = None
+        _clear_attempt(Path(cfg.resume))
+        return fresh, [*saved, *today], None
     checkpoint = _load_resume_checkpoint(cfg.resume)
     saved = list(checkpoint.get("overrides", []))
     return recompose(cfg, saved), [*saved, *today], checkpoint
+
+
+def _clear_attempt(run_dir: Path) -> None:
+    """The files of an attempt that never reached a checkpoint: nothing in them can be continued."""
+    for name in ("metrics.csv", "grad_norms.csv", "summary.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for events in run_dir.glob("events.out.tfevents.*"):
+        events.unlink()
 
 
 def cli() -> None:

@@ -51,6 +51,9 @@ class Trainer:
             self.run_dir / "checkpoints", enabled=trainer.checkpoints and runtime.is_main,
             config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides),
         )
+        if trainer.checkpoint_every_minutes and runtime.distributed:  # ranks' clocks would disagree on when
+            raise UserError("trainer.checkpoint_every_minutes needs one process; under torchrun use "
+                            "trainer.checkpoint_every_n_steps")
         self.stop = StopRequest()
         self.completed = 0  # epochs finished (and checkpointed)
         self.best_state: Optional[dict[str, Any]] = None  # CPU copy of the weights of the best epoch
@@ -94,14 +97,21 @@ class Trainer:
             optimizer=self.optimizer, step=self.step_cfg, limit_batches=trainer.limit_train_batches,
             progress=bar if self.log.show_progress else None, log_every=trainer.log_every_n_steps,
             should_stop=self.stop, check_every=self.runtime.check_every, prepare=self.runtime.prepare_batch,
-            world_size=self.runtime.world_size,
+            world_size=self.runtime.world_size, on_step=self.checkpoint_if_due,
         )
         stats = run_epoch(self.model, self.data.train, self.task, how, progress)
-        if stats is None:
-            if self.runtime.distributed:
-                progress.sync()  # every rank stopped at the same step: save the global sums
+        if stats is None:  # every rank stopped at the same step
             self.checkpointer.save(self.state(partial=progress))
         return stats
+
+    def checkpoint_if_due(self, progress: EpochProgress) -> None:
+        """A mid-epoch checkpoint every ``checkpoint_every_n_steps`` steps or ``checkpoint_every_minutes``."""
+        trainer = self.cfg.trainer
+        every_n, minutes = trainer.checkpoint_every_n_steps, trainer.checkpoint_every_minutes
+        due = bool(every_n) and progress.batches % every_n == 0
+        due = due or (bool(minutes) and time.monotonic() - self.checkpointer.last_save >= 60 * minutes)
+        if due:
+            self.checkpointer.save(self.state(partial=progress))
 
     def evaluate(self, loader: Any, limit_batches: Optional[int], bar: Any = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
@@ -132,7 +142,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": self.completed,
-            "partial": partial.state_dict() if partial is not None else None,
+            "partial": partial.state_dict(self.runtime.world_size) if partial is not None else None,
             "early_stopping": self.stopper.state_dict(),
             "rng": capture_rng(),
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
@@ -191,11 +201,14 @@ class Trainer:
         best = self.best_state if self.best_state is not None else self.checkpointer.load_best_model()
         if best is not None:  # None: no epoch improved, or the best came before a resume without checkpoints
             self.raw_model.load_state_dict(best)
-        scores: dict[str, float] = {}
+        scores: dict[str, Any] = {}
+        limit = self.cfg.trainer.limit_test_batches
         for name, loader in {"test": self.data.test, **self.data.extra_tests}.items():
             if loader is not None:
-                stats = self.evaluate(loader, self.cfg.trainer.limit_eval_batches)
+                stats = self.evaluate(loader, limit)
                 scores.update({f"{name}/{k}": v for k, v in stats.items()})
+                if limit is not None and limit < len(loader):  # say so: these are not the full test set's numbers
+                    scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
             self.data.after_fit(self.raw_model, self.run_dir)
         return scores
