@@ -42,6 +42,8 @@ class Source:
     center_targets: bool = False  # regression: learn y - (train-split mean of y); errors and RMSE are unchanged
     covariate_mask: Optional[Tensor] = None  # (features,) bool: what shift=covariate may move in tabular data; None = all
     predict: Optional["Predictions"] = None  # unlabeled inputs whose predictions are written after training
+    # what the task needs besides tensors, e.g. translation: src_vocab, tgt_vocab, pad_id, bos_id, eos_id, tokens
+    context: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class DataBundle:
 
 from dlexp.data import augment, shift, sources, splits  # noqa: E402,F401  (register the entries)
 from dlexp.data import arrays, images, tabular, vision  # noqa: E402,F401
+from dlexp.data import text  # noqa: E402,F401  (after vision: it reuses the download helpers)
 from dlexp.data.batching import TensorLoader  # noqa: E402
 from dlexp.data.folds import Folds, load_folds  # noqa: E402,F401
 from dlexp.data.images import ImageFiles  # noqa: E402,F401

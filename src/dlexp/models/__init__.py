@@ -9,7 +9,7 @@ model's YAML also carries the init keys (``init``, ``init_sigma``, ...; see
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig
 from torch import nn
@@ -22,19 +22,21 @@ MODELS = Registry("model", common=InitConfig)  # every model also takes model.in
 
 # Import the families so their @MODELS.register decorators run.
 from dlexp.models import alexnet, densenet, googlenet, lenet, linear, mlp, nin, resnet, vgg  # noqa: E402,F401
+from dlexp.models import seq2seq, transformer  # noqa: E402,F401  (translation models)
 
 
 def build_model(
-    cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, dropout: Optional[float] = None
+    cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, dropout: Optional[float] = None, **data: Any
 ) -> nn.Module:
     """Build ``cfg.name`` and initialize it as ``cfg.init`` says.
 
-    ``dropout`` (regularizer.dropout) overrides the model's own when given.
+    ``dropout`` (regularizer.dropout) overrides the model's own when given. ``data``: what else the
+    data layer tells the builder, e.g. ``src_vocab_size`` for a translation model.
     """
     init, kwargs = split_init(builder_kwargs(cfg))
     if dropout is not None and "dropout" in MODELS.config_keys(cfg.name):
         kwargs["dropout"] = dropout
-    model = MODELS.build(cfg.name, tuple(input_shape), num_classes, **kwargs)
+    model = MODELS.build(cfg.name, tuple(input_shape), num_classes, **data, **kwargs)
     return apply_init(model, init)
 
 
