@@ -119,6 +119,18 @@ def test_reorder_state_selects_sentences(name):
     assert torch.allclose(logits, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_init_reaches_the_recurrent_and_embedding_weights(name):
+    from dlexp.models.init import InitConfig, apply_init
+
+    model = apply_init(_build(name), InitConfig(init="constant", init_value=0.02))
+    for pname, param in model.named_parameters():
+        if param.dim() >= 2:  # every kernel: embeddings, GRU weight_ih/hh, linear layers
+            assert torch.all(param == 0.02), pname
+        elif "bias" in pname and "norm" not in pname:
+            assert torch.all(param == 0), pname
+
+
 def test_attention_masks_give_padded_keys_exactly_zero_weight():
     scores = torch.randn(2, 4)
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
