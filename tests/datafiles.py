@@ -165,6 +165,27 @@ def write_arrays(path: Path, n: int = 90, shape=(5,), task: str = "classificatio
     return path
 
 
+# English-French pairs in the course's fra.txt layout: source<TAB>target<TAB>attribution, with the
+# narrow no-break space (U+202F) that French puts before ! and ?.
+FRA_LINES = [
+    ("Go.", "Va\u202f!"), ("Hi.", "Salut."), ("Run!", "Cours\u202f!"), ("Run!", "Courez\u202f!"),
+    ("Who?", "Qui\u202f?"), ("Wow!", "Ça alors\u202f!"), ("I see.", "Je comprends."), ("I try.", "J'essaye."),
+    ("I won!", "J'ai gagné\u202f!"), ("I lost.", "J'ai perdu."), ("He ran.", "Il a couru."), ("He's calm.", "Il est calme."),
+    ("I'm OK.", "Je vais bien."), ("Be calm.", "Sois calme."), ("I'm calm.", "Je suis calme."), ("He is OK.", "Il va bien."),
+    ("We lost.", "Nous avons perdu."), ("We won.", "Nous avons gagné."), ("We ran.", "Nous avons couru."),
+    ("I ran.", "J'ai couru."),
+]
+
+
+def write_fra_eng(root: Path, lines=FRA_LINES) -> Path:
+    """``<root>/fra-eng/fra.txt``, where the translation dataset looks by default."""
+    path = root / "fra-eng" / "fra.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{en}\t{fr}\tCC-BY 2.0 (France) Attribution: tatoeba.org #{i}\n" for i, (en, fr) in enumerate(lines)),
+                    encoding="utf-8")
+    return path
+
+
 class TinyDatasets:
     """One tiny copy of every file format under ``root``, written on first use, and the overrides
     that point each file-based dataset option at it."""
@@ -199,6 +220,9 @@ class TinyDatasets:
         if option == "house_prices":
             folder = self._once("house", write_house_prices)
             return [f"dataset.train_csv={folder / 'train.csv'}", f"dataset.test_csv={folder / 'test.csv'}"]
+        if option == "translation":
+            write_fra_eng(self.root / "text")
+            return [f"dataset.root={self.root / 'text'}", "dataset.download=false", "dataset.min_freq=1"]
         if option == "arrays":
             return [f"dataset.path={self._once('arrays.npz', write_arrays)}", "trainer.batch_size=8"]
         return []

@@ -31,6 +31,8 @@ def test_option_composes_validates_and_builds(path, tiny_datasets, monkeypatch):
     from dlexp.optim import build_optimizer, build_scheduler
 
     group, option = path.parent.name, path.stem
+    if _is_translation(path):
+        return _build_translation_option(group, option, tiny_datasets.overrides(option, monkeypatch))
     extra = ["model=linreg"] if group == "dataset" and option == "synthetic_linear" else []
     if group == "model" and option == "linreg":
         extra = ["dataset=synthetic_linear"]
@@ -45,6 +47,32 @@ def test_option_composes_validates_and_builds(path, tiny_datasets, monkeypatch):
     assert model(x).shape == (x.shape[0], data.num_classes)
     optimizer = build_optimizer(cfg.optim, model, cfg.regularizer.weight_decay)
     build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs, "max")
+
+
+def _is_translation(path: Path) -> bool:
+    from dlexp.models.seq2seq_base import TRANSLATION, model_task
+
+    group, name = path.parent.name, OmegaConf.load(path).get("name")
+    return (group == "dataset" and name in ("translation", "numbers")) or (group == "model" and model_task(name) == TRANSLATION)
+
+
+def _build_translation_option(group: str, option: str, extra: list[str]) -> None:
+    """Translation data and models: the dataset builds, and the model runs a teacher-forced batch of it."""
+    from dlexp.registry import builder_kwargs
+    from dlexp.data import DATASETS
+    from dlexp.data.text import BOS_ID, lengths
+    from dlexp.models import build_model
+
+    pair = ["dataset=numbers", "dataset.high=300"] if group == "model" else ["model=seq2seq", "model.num_hiddens=16"]
+    cfg = validate(compose_cfg(f"{group}={option}", *pair, *extra))
+    source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
+    src, tgt = source.train[0][:8], source.train[1][:8]  # (8, S), (8, T)
+    model = build_model(
+        cfg.model, tuple(src.shape[1:]), source.num_classes, cfg.regularizer.dropout,
+        context={"src_vocab_size": len(source.context["src_vocab"])},
+    )
+    tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS_ID), tgt[:, :-1]], dim=1)
+    assert model(src, lengths(src), tgt_in).shape == (8, tgt.shape[1], source.num_classes)
 
 
 @pytest.mark.parametrize("path", [p for p in OPTION_FILES if p.parent.name in open_groups()], ids=_id)

@@ -78,8 +78,8 @@ def summarize(cfg: Any, depth: int = 1) -> tuple[dict[str, Any], list[LayerRow],
     cfg = validate(cfg)
     seed_everything(cfg.seed)  # the same weights a training run with this seed starts from
     data = load_data(cfg, seed=cfg.seed, device=torch.device("cpu"))
-    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout, data.context)
-    task = build_task(data.task, data.task_args)
+    task = build_task(data.task, data.task_args, context=data.context)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout, task.model_args())
     first = next(iter(data.val))  # one real example as the model sees it (resized, streamed): (1, *input_shape)
     batch = Batch(first.inputs[:1], first.targets[:1], {k: v[:1] for k, v in first.extras.items()})
     facts = {

@@ -36,11 +36,11 @@ class Trainer:
         trainer, reg = cfg.trainer, cfg.regularizer
         self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
         self.resumable = resumable
-        self.task = build_task(data.task, data.task_args, loss=trainer.loss, metric=trainer.metric)
+        self.task = build_task(data.task, data.task_args, context=data.context, loss=trainer.loss, metric=trainer.metric)
         es = trainer.early_stopping
         monitor, mode = resolve_monitor(es.monitor, es.mode, self.task)
         self.stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
-        model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, data.context)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, self.task.model_args())
         self.model, self.raw_model = runtime.prepare_model(model)
         self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)

@@ -14,6 +14,7 @@ import torch
 from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source  # noqa: F401
 from dlexp.data import augment, shift, sources, splits  # noqa: E402,F401  (register the entries)
 from dlexp.data import arrays, images, tabular, vision  # noqa: E402,F401
+from dlexp.data import text  # noqa: F401  (after vision: it reuses the download helpers)
 from dlexp.data.batching import TensorLoader  # noqa: F401  (the in-memory loader, for tools and tests)
 from dlexp.data.folds import Folds, load_folds  # noqa: E402,F401
 from dlexp.data.images import ImageFiles  # noqa: E402,F401

@@ -8,6 +8,7 @@ from torch import nn
 
 from dlexp.registry import builder_kwargs
 from dlexp.models import alexnet, densenet, googlenet, lenet, linear, mlp, nin, resnet, vgg  # noqa: F401  (register)
+from dlexp.models import seq2seq, transformer  # noqa: F401  (translation models)
 from dlexp.models.base import MODELS
 from dlexp.models.init import apply_init, split_init
 

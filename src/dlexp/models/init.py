@@ -63,6 +63,13 @@ def apply_init(model: nn.Module, cfg: InitConfig) -> nn.Module:
         return model
     fn = INITS.get(cfg.init)
     for module in model.modules():
+        if isinstance(module, nn.RNNBase):  # recurrent layers name theirs weight_ih_l0, weight_hh_l0, bias_ih_l0, ...
+            for name, param in module.named_parameters(recurse=False):
+                if name.startswith("weight"):
+                    fn(param, cfg)
+                else:
+                    nn.init.zeros_(param)
+            continue
         weight = getattr(module, "weight", None)
         if not isinstance(weight, nn.Parameter) or weight.dim() < 2:
             continue  # no kernel here, or a norm layer's per-channel scale

@@ -87,13 +87,20 @@ class Task:
         """(N,) class index per example, for stratified splits and label shift; None without classes."""
         return None
 
+    def model_args(self) -> dict[str, Any]:
+        """Facts of the data a model builder takes by keyword besides the input shape and the number of
+        outputs (e.g. a source vocabulary's size); not config keys."""
+        return {}
 
-def build_task(name: str, task_args: Optional[dict[str, Any]] = None, *, loss: str = "auto", metric: str = "auto") -> Task:
-    """The task ``name`` with the data's ``task_args``; ``auto`` loss and metric (``trainer.loss``,
-    ``trainer.metric``) mean the data's choice (e.g. house_prices' log_rmse), else the task's default."""
+
+def build_task(name: str, task_args: Optional[dict[str, Any]] = None, *, context: Optional[dict[str, Any]] = None,
+               loss: str = "auto", metric: str = "auto") -> Task:
+    """The task ``name`` with the data's ``task_args`` and ``context`` (e.g. vocabularies); ``auto`` loss and
+    metric (``trainer.loss``, ``trainer.metric``) mean the data's choice (e.g. house_prices' log_rmse), else
+    the task's default."""
     args = dict(task_args or {})
     data_metric = args.pop("metric", "auto")
-    return TASKS.build(name, loss=loss, metric=data_metric if metric == "auto" else metric, **args)
+    return TASKS.build(name, loss=loss, metric=data_metric if metric == "auto" else metric, context=context, **args)
 
 
 def resolve_monitor(monitor: str, mode: str, task: Task) -> tuple[str, str]:

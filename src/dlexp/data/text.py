@@ -1,0 +1,299 @@
+"""Sentence pairs for machine translation: preprocessing, tokens, vocabularies, and two datasets.
+
+- ``translation``: a tab-separated file of ``source<TAB>target[<TAB>anything]`` lines, e.g. the
+  course's English-French Tatoeba pairs (``fra-eng/fra.txt``), downloaded on first use.
+- ``numbers``: integers written out in words by ``num2words`` in two real languages, split into
+  train and test BY NUMBER, so no test number is ever seen in training.
+
+Both return the pairs as id tensors, x = (N, S) source ids and y = (N, T) target ids, each sentence
+ending in ``<eos>`` and right-padded with ``<pad>``. The vocabularies and the sentences themselves
+travel in ``Source.context``.
+
+Token modes (``tokens``):
+- ``word``: the preprocessed text split on spaces (punctuation is its own word after ``preprocess``).
+- ``char``: one token per character, with each space kept as the visible token ``▁`` (U+2581), so
+  ``detokenize`` restores the words. Needed where a word is a whole number, e.g. German ``neunundneunzig``.
+"""
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from dlexp.data.base import DATASETS, Source
+from dlexp.data.vision import DOWNLOAD_TIMEOUT_S, _socket_timeout, data_root
+from dlexp.errors import ConfigError, DataError
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+RESERVED = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3 in every vocabulary
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+SPACE = "\u2581"  # the word boundary in char mode
+TOKEN_MODES = ("word", "char")
+
+FRA_ENG_URL = "http://d2l-data.s3-accelerate.amazonaws.com/fra-eng.zip"
+FRA_ENG_SHA1 = "94646ad1522d915e7b0f9296181140edcf86a4f5"
+FRA_ENG_FILE = "fra-eng/fra.txt"  # inside the archive, and under dataset.root once unpacked
+
+
+def preprocess(text: str, *, split_hyphens: bool = False) -> str:
+    """The course's cleaning: no-break spaces become spaces, lowercase, a space before , . ! ?
+
+    ``split_hyphens`` also makes each hyphen between letters a word of its own
+    (``quatre-vingt`` -> ``quatre - vingt``), as the ``numbers`` dataset does.
+    """
+    text = text.replace("\u202f", " ").replace("\xa0", " ").lower()
+    out = []
+    for i, char in enumerate(text):
+        if char in ",.!?" and i > 0 and text[i - 1] != " ":
+            out.append(" ")
+        out.append(char)
+    text = "".join(out)
+    if split_hyphens:
+        text = text.replace("-", " - ")
+    return " ".join(text.split())  # one space between words, none at the ends
+
+
+def tokenize(text: str, mode: str = "word") -> list[str]:
+    if mode == "word":
+        return text.split()
+    if mode == "char":
+        return [SPACE if c == " " else c for c in " ".join(text.split())]
+    raise ConfigError(f"dataset.tokens must be one of {', '.join(TOKEN_MODES)}, got '{mode}'")
+
+
+def detokenize(tokens: Sequence[str], mode: str = "word") -> str:
+    """The inverse of ``tokenize`` (on preprocessed text)."""
+    if mode == "char":
+        return "".join(tokens).replace(SPACE, " ")
+    return " ".join(tokens)
+
+
+class Vocab:
+    """Token <-> id. Ids 0-3 are ``<pad> <bos> <eos> <unk>``; then tokens seen at least ``min_freq``
+    times, most frequent first, ties in alphabetical order, so the same corpus always gives the same ids."""
+
+    def __init__(self, sentences: Iterable[Sequence[str]] = (), min_freq: int = 1):
+        counts = Counter(token for sentence in sentences for token in sentence)
+        kept = sorted((t for t, n in counts.items() if n >= min_freq and t not in RESERVED), key=lambda t: (-counts[t], t))
+        self._set_tokens(list(RESERVED) + kept)
+
+    def _set_tokens(self, tokens: list[str]) -> None:
+        self.idx_to_token = tokens
+        self.token_to_idx = {t: i for i, t in enumerate(tokens)}
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        return [self.token_to_idx.get(t, UNK_ID) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Tokens up to the first ``<eos>``, without ``<pad>`` and ``<bos>``."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == EOS_ID:
+                break
+            if i not in (PAD_ID, BOS_ID):
+                out.append(self.idx_to_token[i])
+        return out
+
+    def to_state(self) -> list[str]:
+        """A plain list of tokens (index = id): loadable with ``torch.load(weights_only=True)``."""
+        return list(self.idx_to_token)
+
+    @classmethod
+    def from_state(cls, tokens: Sequence[str]) -> "Vocab":
+        if tuple(tokens[: len(RESERVED)]) != RESERVED:
+            raise DataError(f"a saved vocabulary must start with {' '.join(RESERVED)}")
+        vocab = cls()
+        vocab._set_tokens([str(t) for t in tokens])
+        return vocab
+
+
+def encode_pairs(
+    pairs: Sequence[tuple[Sequence[str], Sequence[str]]], src_vocab: Vocab, tgt_vocab: Vocab, num_steps: int
+) -> tuple[Tensor, Tensor, int]:
+    """Token-list pairs -> (src (N, num_steps) int64, tgt (N, num_steps) int64, pairs truncated).
+
+    Each side is its ids + ``<eos>``, right-padded with ``<pad>``; a longer side keeps its first
+    num_steps - 1 tokens and the ``<eos>``.
+    """
+    if num_steps < 2:
+        raise ConfigError(f"dataset.num_steps must be >= 2 (a token and <eos>), got {num_steps}")
+    src = torch.full((len(pairs), num_steps), PAD_ID, dtype=torch.int64)
+    tgt = torch.full((len(pairs), num_steps), PAD_ID, dtype=torch.int64)
+    truncated = 0
+    for row, (s, t) in enumerate(pairs):
+        cut = False
+        for out, vocab, tokens in ((src, src_vocab, s), (tgt, tgt_vocab, t)):
+            ids = vocab.encode(tokens[: num_steps - 1]) + [EOS_ID]
+            cut |= len(tokens) > num_steps - 1
+            out[row, : len(ids)] = torch.tensor(ids)
+        truncated += cut
+    return src, tgt, truncated
+
+
+def lengths(ids: Tensor) -> Tensor:
+    """(N, S) right-padded ids -> (N,) int64 lengths including ``<eos>``."""
+    return (ids != PAD_ID).sum(dim=1)
+
+
+def _split_by_index(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded random test subset of range(n) (sorted), and the rest."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"dataset.test_fraction must be in [0, 1), got {test_fraction}")
+    n_test = round(test_fraction * n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_test:]), sorted(order[:n_test])
+
+
+def _source(
+    pairs: list[tuple[str, str]], test_idx: list[int], train_idx: list[int], *, num_steps: int, min_freq: int, tokens: str
+) -> Source:
+    """Preprocessed sentence pairs -> a ``Source`` with vocabularies built on the training pool only."""
+    toks = [(tokenize(s, tokens), tokenize(t, tokens)) for s, t in pairs]
+    train = [toks[i] for i in train_idx]
+    src_vocab = Vocab((s for s, _ in train), min_freq)
+    tgt_vocab = Vocab((t for _, t in train), min_freq)
+    train_x, train_y, cut_train = encode_pairs(train, src_vocab, tgt_vocab, num_steps)
+    test_x, test_y, cut_test = encode_pairs([toks[i] for i in test_idx], src_vocab, tgt_vocab, num_steps)
+    if cut_train + cut_test:
+        print(
+            f"note: {cut_train + cut_test} of {len(pairs)} sentence pairs are longer than dataset.num_steps={num_steps} "
+            "tokens (with <eos>) and were truncated"
+        )
+    context = {
+        "src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
+        "tokens": tokens,
+        # the preprocessed sentences, row-aligned with train and test: untruncated references for BLEU
+        "train_pairs": [pairs[i] for i in train_idx], "test_pairs": [pairs[i] for i in test_idx],
+    }
+    return Source(
+        train=(train_x, train_y), test=(test_x, test_y) if test_idx else None, task="translation",
+        num_classes=len(tgt_vocab), normalize="none", context=context,
+    )
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """``source<TAB>target[<TAB>...]`` lines (blank lines skipped), as raw strings."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise DataError(f"cannot read {path}: {reason}; give a UTF-8 text file of source<TAB>target lines") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{path} line {number} has no tab; each line must be source<TAB>target")
+        pairs.append((fields[0], fields[1]))
+    if not pairs:
+        raise DataError(f"{path} has no sentence pairs; each line must be source<TAB>target")
+    return pairs
+
+
+def _download_fra_eng(root: Path) -> None:
+    """The course's archive into ``root``, checked against its published SHA-1, then unpacked."""
+    from torch.hub import download_url_to_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "fra-eng.zip"
+    hint = f"place {Path(FRA_ENG_FILE).name} at {root / FRA_ENG_FILE} or set dataset.path=<your file>"
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            download_url_to_file(FRA_ENG_URL, str(archive), progress=False)
+    except OSError as err:  # URLError and timeouts are OSErrors
+        reason = str(getattr(err, "reason", "") or err).strip() or type(err).__name__
+        raise DataError(f"could not download {FRA_ENG_URL} ({reason}); {hint}") from None
+    if hashlib.sha1(archive.read_bytes()).hexdigest() != FRA_ENG_SHA1:
+        archive.unlink()
+        raise DataError(f"the download of {FRA_ENG_URL} is corrupt (SHA-1 mismatch); {hint}")
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(root)
+
+
+@DATASETS.register("translation")
+def translation(
+    *,
+    path: Optional[str] = None,
+    num_examples: Optional[int] = None,
+    num_steps: int = 9,
+    min_freq: int = 2,
+    tokens: str = "word",
+    test_fraction: float = 0.1,
+    test_seed: int = 0,
+    download: bool = True,
+    root: Optional[str] = None,
+) -> Source:
+    """Sentence pairs from a tab-separated file; ``path=None`` is the course's English-French file
+    ``<root>/fra-eng/fra.txt``, downloaded on first use. ``num_examples`` keeps the first N pairs, as
+    the course does. The test part is a seeded random subset (``test_seed``); the vocabularies are
+    built on the rest, the pool that the split group divides into train and val."""
+    tokenize("", tokens)  # rejects an unknown mode before any reading
+    if path is not None:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise DataError(f"dataset.path={path} does not exist; give a file of source<TAB>target lines")
+    else:
+        base = data_root(root)
+        file = base / FRA_ENG_FILE
+        if not file.is_file():
+            if not download:
+                raise DataError(f"{file} is missing; place fra.txt there, set dataset.path=<your file>, or dataset.download=true")
+            _download_fra_eng(base)
+    pairs = read_pairs(file)
+    if num_examples is not None:
+        if num_examples < 1:
+            raise ConfigError(f"dataset.num_examples must be >= 1 or null (all), got {num_examples}")
+        pairs = pairs[:num_examples]
+    pairs = [(preprocess(s), preprocess(t)) for s, t in pairs]
+    train_idx, test_idx = _split_by_index(len(pairs), test_fraction, test_seed)
+    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens)
+
+
+def _spell(numbers: Sequence[int], lang: str) -> list[str]:
+    from num2words import CONVERTER_CLASSES, num2words
+
+    try:
+        return [preprocess(num2words(n, lang=lang), split_hyphens=True) for n in numbers]
+    except NotImplementedError:
+        some = ", ".join(sorted(CONVERTER_CLASSES)[:12])
+        raise ConfigError(f"num2words has no language '{lang}'; use e.g. one of {some}, ...") from None
+
+
+@DATASETS.register("numbers")
+def numbers(
+    *,
+    src_lang: str = "en",
+    tgt_lang: str = "fr",
+    low: int = 0,
+    high: int = 10000,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    num_steps: Optional[int] = None,
+    tokens: str = "word",
+    min_freq: int = 1,
+) -> Source:
+    """The integers low..high-1 written out by num2words in ``src_lang`` and ``tgt_lang`` (e.g.
+    321: ``three hundred and twenty - one`` -> ``trois cent vingt et un``). Hyphens become words of
+    their own, so ``quatre - vingt - dix`` shares ``vingt`` and ``dix`` with other numbers (a smaller
+    vocabulary that generalizes to unseen numbers). The test numbers are a seeded random subset of the
+    range (``split_seed``), never seen in training. ``num_steps=null`` fits the longest sentence.
+    German writes a number as one word: use ``tokens=char`` for ``tgt_lang=de``."""
+    if high - low < 2:
+        raise ConfigError(f"dataset.numbers needs high - low >= 2 numbers, got low={low} high={high}")
+    tokenize("", tokens)
+    values = list(range(low, high))
+    pairs = list(zip(_spell(values, src_lang), _spell(values, tgt_lang)))
+    if num_steps is None:  # the longest side in tokens, plus <eos>
+        num_steps = 1 + max(len(tokenize(s, tokens)) for pair in pairs for s in pair)
+    train_idx, test_idx = _split_by_index(len(values), test_fraction, split_seed)
+    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens)
