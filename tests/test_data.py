@@ -20,6 +20,7 @@ from datafiles import (
 )
 from dlexp.config import validate
 from dlexp.data import DATASETS, load_folds
+from dlexp.data.preprocess import Normalizer
 from dlexp.data.splits import holdout, kfold
 from dlexp.errors import ConfigError, DataError
 
@@ -98,6 +99,27 @@ def test_resize_once_or_per_batch_gives_the_same_batches(tmp_path, monkeypatch):
     assert once.input_shape == lazy.input_shape == (1, 32, 32)
     assert once.val.x.shape[-1] == 32 and lazy.val.x.shape[-1] == 28  # stored small, resized per batch
     assert torch.allclose(everything(once.val)[0], everything(lazy.val)[0], atol=1e-6)
+
+
+def test_auto_resize_lifts_small_images_to_the_model_minimum_and_says_so(capsys):
+    lenet = folds_for("model=lenet")[0]  # dataset.resize=auto is the default; digits are 8x8, LeNet needs 12
+    assert lenet.input_shape == (1, 12, 12)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["resizing 8x8 images to 12x12, the smallest lenet accepts; dataset.resize=28 gives the textbook size"]
+    assert folds_for("model=lenet", "dataset.resize=null")[0].input_shape == (1, 8, 8)  # null keeps the size
+    assert folds_for("model=lenet", "dataset.resize=20")[0].input_shape == (1, 20, 20)  # an int still works
+    assert folds_for("model=mlp")[0].input_shape == (1, 8, 8)  # flat models take any size
+    assert folds_for("model=resnet18")[0].input_shape == (1, 8, 8)  # any size works: auto keeps it
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ConfigError, match="dataset.resize must be auto, null or a positive int, got 'big'"):
+        folds_for("model=lenet", "dataset.resize=big")
+
+
+def test_normalizer_fitted_in_chunks_matches_the_whole_fit():
+    x = torch.rand(37, 3, 5, 5) * 4 + 1
+    for mode in ("channel", "feature"):
+        whole, chunked = Normalizer.fit(x, mode), Normalizer.fit_chunks(x.split(8), mode)
+        assert torch.allclose(whole.mean, chunked.mean, atol=1e-6) and torch.allclose(whole.std, chunked.std, atol=1e-6)
 
 
 def test_published_normalization_statistics(tmp_path):

@@ -20,7 +20,7 @@ from torch import nn
 from conftest import compose_cfg, read_json, run_cli
 from dlexp.config import CONFIG_DIR, validate
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS, build_model, count_parameters
+from dlexp.models import MODELS, build_model, count_parameters, input_size
 from dlexp.models.init import INITS, InitConfig, apply_init
 
 CHANNELS, CLASSES = 3, 7  # deliberately not 1 and 10: nothing may hard-code the digits' shape
@@ -106,9 +106,51 @@ def test_too_small_input_names_the_minimum_and_the_fix(name):
         MODELS.build(name, (1, side - 1, side - 1), CLASSES, **_small(name))
 
 
-def test_lenet_on_8x8_digits_says_to_resize_to_28(run_train):
+def test_lenet_on_8x8_digits_kept_small_says_to_resize_to_28(run_train):
     with pytest.raises(ConfigError, match=r"LeNet needs images of at least 12x12 but the data is 8x8; use dataset\.resize=28"):
-        run_train("model=lenet")
+        run_train("model=lenet", "dataset.resize=null")
+
+
+def test_declared_minimum_input_size_is_the_real_one():
+    """INPUT_SIZES must agree with the layers: the declared minimum side builds, one pixel less does not."""
+    for name in MODELS.names():
+        sizes = input_size(name, {})
+        if sizes is None:
+            continue
+        minimum, textbook = sizes
+        assert textbook >= minimum
+        MODELS.build(name, (1, minimum, minimum), CLASSES, **_small(name))
+        if minimum > 1:
+            with pytest.raises(ConfigError, match=f"at least {minimum}x{minimum}"):
+                MODELS.build(name, (1, minimum - 1, minimum - 1), CLASSES, **_small(name))
+    assert input_size("vgg", {"conv_arch": [[1, 8], [1, 8]]})[0] == 4
+    assert input_size("densenet", {"block_convs": [2, 2]})[0] == 5
+    MODELS.build("densenet", (1, 5, 5), CLASSES, block_convs=[2, 2], width_div=8)
+    with pytest.raises(ConfigError, match="at least 5x5"):
+        MODELS.build("densenet", (1, 4, 4), CLASSES, block_convs=[2, 2], width_div=8)
+
+
+IMAGE_DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "image_csv"]
+# registry name -> the conf/model option that selects it (vgg's YAML is vgg11)
+MODEL_YAML = {OmegaConf.load(p).name: p.stem for p in sorted(Path(CONFIG_DIR, "model").glob("*.yaml"))}
+
+
+@pytest.mark.parametrize("dataset", IMAGE_DATASETS)
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_composes_with_every_image_dataset(name, dataset, tiny_datasets, monkeypatch):
+    """With the default dataset.resize=auto, images smaller than a model's minimum are resized up to it."""
+    from dlexp.data import load_data
+
+    small = [f"model.{k}={v}" for k, v in _small(name).items()]
+    overrides = [f"model={MODEL_YAML[name]}", f"dataset={dataset}", *small, *tiny_datasets.overrides(dataset, monkeypatch)]
+    cfg = validate(compose_cfg(*overrides))
+    data = load_data(cfg, seed=0, device=torch.device("cpu"))
+    sizes = input_size(name, {})
+    if sizes is not None:
+        assert min(data.input_shape[1:]) >= sizes[0]
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout).eval()
+    x, _ = next(iter(data.val))
+    assert model(x[:2]).shape == (min(2, len(x)), data.num_classes)
 
 
 def test_conv_net_on_flat_data_says_so():
@@ -248,7 +290,7 @@ def test_summary_user_errors_are_one_line_and_exit_2(capsys):
     from dlexp.summary import main
 
     for argv, message in [
-        (["model=lenet"], "LeNet needs images of at least 12x12 but the data is 8x8; use dataset.resize=28"),
+        (["model=lenet", "dataset.resize=null"], "LeNet needs images of at least 12x12 but the data is 8x8; use dataset.resize=28"),
         (["model=lenett"], "unknown model 'lenett'. Did you mean 'lenet'?"),
         (["model=lenet", "dataset.resize=28", "model.pool=median"], "model.pool must be one of avg, max, got 'median'"),
         (["--depth", "0"], "--depth must be a positive integer"),

@@ -8,6 +8,7 @@ The test set is never split, fitted on or used to choose anything.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -22,8 +23,9 @@ from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, TASKS, DataBundle, Pa
 from dlexp.data.augment import Augmenter
 from dlexp.data.batching import TensorLoader
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
-from dlexp.data.preprocess import Normalizer, resize_images
+from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
 from dlexp.errors import ConfigError, DataError
+from dlexp.models import input_size
 
 RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of float32; beyond that, per batch
 
@@ -81,6 +83,23 @@ class Folds:
         self.shift = SHIFTS.build(cfg.shift.name, **builder_kwargs(cfg.shift))
         self.augment_ops = AUGMENTS.build(cfg.augment.name, **builder_kwargs(cfg.augment))
         self.shifted_test, self.shift_batch = self._shift_test()
+        self.resize = self._choose_resize()
+
+    def _choose_resize(self) -> Optional[int]:
+        """dataset.resize for this run's model: decided once per run, announced once when ``auto`` resizes."""
+        pool = self.source.train
+        if self.source.resize is None:
+            return None
+        shape = (pool.channels, *pool.size) if isinstance(pool, ImageFiles) else tuple(pool[0].shape[1:])
+        if len(shape) != 3:
+            if str(self.source.resize).lower() == "auto":
+                return None  # flat data: nothing to resize
+            raise ConfigError(f"dataset.resize needs image data (N, C, H, W); this dataset has examples of shape {shape}")
+        model = self.cfg.model.name
+        size, notice = choose_resize(self.source.resize, shape[1:], model, input_size(model, builder_kwargs(self.cfg.model)))
+        if notice:
+            print(notice, flush=True)
+        return size
 
     def _split(self) -> list:
         pool, cfg = self.source.train, self.cfg
@@ -162,7 +181,9 @@ class Folds:
         if isinstance(train, ImageFiles):
             return self._stream_bundle(train, val, batch_size, eval_bs)
         src = self.source
-        prep = src.preprocess(train[0].float()) if src.preprocess else Normalizer.fit(train[0].float(), src.normalize, src.stats)
+        raw = {"train": train, "val": val, "test": src.test, "shifted": self.shifted_test}
+        raw, resize = self._resize(raw)
+        prep = self._fit_preprocess(raw["train"][0], resize, eval_bs)
         # (targets,) mean of the train part, subtracted from every split's targets: the model starts near it
         offset = train[1].mean(dim=0) if src.center_targets and src.task == "regression" else None
 
@@ -170,10 +191,11 @@ class Folds:
             if pair is None:
                 return None
             y = pair[1] if offset is None else pair[1] - offset
-            return prep(pair[0].float()).to(self.device), y.to(self.device)
+            x = pair[0].float() if resize is not None else prep(pair[0].float())  # per batch: resize, then prep
+            return x.to(self.device), y.to(self.device)
 
-        parts = {"train": prepared(train), "val": prepared(val), "test": prepared(src.test), "shifted": prepared(self.shifted_test)}
-        parts, transform = self._resize(parts)
+        parts = {k: prepared(p) for k, p in raw.items()}
+        transform = None if resize is None else (lambda x: prep(resize(x)))  # noqa: E731
         example = parts["train"][0][:1] if transform is None else transform(parts["train"][0][:1])
         augment = self._augmenter(example)
 
@@ -194,18 +216,27 @@ class Folds:
         )
 
     def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
-        """Resize images once when the result is small, else return a per-batch resize."""
-        size = self.source.resize
+        """The raw images resized once, before preprocessing is fitted, when the result is small;
+        else the raw images and a per-batch resize (applied before the preprocessing, so the two agree)."""
+        size = self.resize
         if size is None:
             return parts, None
         x = parts["train"][0]
-        if x.dim() != 4:
-            raise ConfigError(f"dataset.resize needs image data (N, C, H, W); this dataset has shape {tuple(x.shape)}")
         resize = partial(resize_images, size=size)
         total = sum(len(p[0]) for p in parts.values() if p is not None) * x.shape[1] * size * size * 4
         if total > RESIZE_ONCE_MAX_BYTES:
             return parts, resize
-        return {k: None if p is None else (resize(p[0]), p[1]) for k, p in parts.items()}, None
+        return {k: None if p is None else (resize(p[0].float()), p[1]) for k, p in parts.items()}, None
+
+    def _fit_preprocess(self, x: Tensor, resize: Optional[Callable], chunk: int) -> Callable[[Tensor], Tensor]:
+        """Preprocessing fitted on the train part ``x``; with a per-batch ``resize``, on its resized chunks."""
+        src = self.source
+        if src.preprocess:
+            return src.preprocess(x.float())
+        if resize is None:
+            return Normalizer.fit(x.float(), src.normalize, src.stats)
+        chunks = (resize(x[i : i + chunk].float()) for i in range(0, len(x), chunk))
+        return Normalizer.fit_chunks(chunks, src.normalize, src.stats)
 
     def _augmenter(self, example: Tensor) -> Optional[Augmenter]:
         if not self.augment_ops:
@@ -221,9 +252,7 @@ class Folds:
         pred = self.source.predict
         if pred is None:
             return None
-        x = prep(pred.x.float()).to(self.device)
-        if self.source.resize is not None:
-            x = resize_images(x, self.source.resize)
+        x = prep(resize_images(pred.x.float(), self.resize)).to(self.device)
 
         def write(model: torch.nn.Module, run_dir: Path) -> None:
             outputs = predict(model, x, eval_bs)
@@ -234,6 +263,8 @@ class Folds:
     def _stream_bundle(self, train: ImageFiles, val: ImageFiles, batch_size: int, eval_bs: int) -> DataBundle:
         """Image files too big for memory: DataLoader workers decode, the device normalizes and augments."""
         src = self.source
+        if self.resize is not None:  # decode every image at the resized size
+            train, val = (replace(f, size=(self.resize, self.resize)) for f in (train, val))
         prep = fit_stream_normalizer(train, src.normalize, src.stats)
         example = torch.zeros(1, train.channels, *train.size, device=self.device)
         augment = self._augmenter(example)
@@ -241,11 +272,11 @@ class Folds:
         def loader(files: Optional[ImageFiles], bs: int, **kw: Any) -> Optional[StreamLoader]:
             return None if files is None else StreamLoader(files, bs, device=self.device, preprocess=prep, **kw)
 
-        shifted = loader(self.shifted_test, eval_bs, shift=self.shift_batch)
+        shifted = loader(self._sized(self.shifted_test), eval_bs, shift=self.shift_batch)
         return DataBundle(
             train=loader(train, batch_size, shuffle=True, seed=self.seed, augment=augment),
             val=loader(val, eval_bs),
-            test=loader(src.test, eval_bs),
+            test=loader(self._sized(src.test), eval_bs),
             task=src.task,
             input_shape=tuple(example.shape[1:]),
             num_classes=src.num_classes,
@@ -253,6 +284,9 @@ class Folds:
             extra_tests={"test_shifted": shifted} if shifted is not None else {},
             preprocess=prep,
         )
+
+    def _sized(self, files: Optional[ImageFiles]) -> Optional[ImageFiles]:
+        return files if files is None or self.resize is None else replace(files, size=(self.resize, self.resize))
 
 
 @torch.no_grad()

@@ -187,6 +187,7 @@ def image_source(
     task: str,
     num_classes: int,
     image_size: Optional[int],
+    resize: Optional[str],
     channels: int,
     test_fraction: float,
     test_seed: int,
@@ -209,7 +210,7 @@ def image_source(
     pools: dict[str, Any] = {k: (f.load_all(), f.y) for k, f in files.items()} if fits else files
     return Source(
         train=pools["train"], val=pools.get("val"), test=pools.get("test"),
-        task=task, num_classes=num_classes, normalize=normalize, center_targets=True,
+        task=task, num_classes=num_classes, normalize=normalize, center_targets=True, resize=resize,
     )
 
 
@@ -229,6 +230,7 @@ def image_folder(
     *,
     root: str,
     image_size: Optional[int] = None,
+    resize: Optional[str] = "auto",
     channels: int = 3,
     test_fraction: float = 0.2,
     test_seed: int = 0,
@@ -255,7 +257,7 @@ def image_folder(
     if len(classes) < 2:
         raise DataError(f"{base} has {len(classes)} class folder(s); classification needs at least 2")
     return image_source(
-        parts, task="classification", num_classes=len(classes), image_size=image_size, channels=channels,
+        parts, task="classification", num_classes=len(classes), image_size=image_size, resize=resize, channels=channels,
         test_fraction=test_fraction, test_seed=test_seed, normalize=normalize, in_memory=in_memory,
         max_memory_mb=max_memory_mb, num_workers=num_workers,
     )
@@ -293,6 +295,7 @@ def image_csv(
     target_column: Optional[str] = None,
     task: str = "auto",
     image_size: Optional[int] = None,
+    resize: Optional[str] = "auto",
     channels: int = 3,
     test_fraction: float = 0.2,
     test_seed: int = 0,
@@ -327,7 +330,7 @@ def image_csv(
     if missing:
         raise DataError(f"{len(missing)} image file(s) listed in {csv_path} do not exist, e.g. {missing[0]}")
     return image_source(
-        {"train": (paths, y)}, task=task, num_classes=outputs, image_size=image_size, channels=channels,
+        {"train": (paths, y)}, task=task, num_classes=outputs, image_size=image_size, resize=resize, channels=channels,
         test_fraction=test_fraction, test_seed=test_seed, normalize=normalize, in_memory=in_memory,
         max_memory_mb=max_memory_mb, num_workers=num_workers,
     )

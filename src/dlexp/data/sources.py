@@ -8,7 +8,6 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from dlexp.data import DATASETS, Source
-from dlexp.data.preprocess import resize_images
 from dlexp.errors import ConfigError
 
 
@@ -17,7 +16,7 @@ def digits(
     *,
     test_fraction: float = 0.2,
     test_seed: int = 0,
-    resize: Optional[int] = None,
+    resize: Optional[str] = "auto",
     normalize: str = "channel",
 ) -> Source:
     """1,797 real 8x8 handwritten digits (UCI, shipped with scikit-learn), 10 classes.
@@ -33,13 +32,13 @@ def digits(
     train_idx, test_idx = train_test_split(
         np.arange(len(y)), test_size=test_fraction, random_state=test_seed, stratify=bunch.target
     )
-    x = resize_images(x, resize)
     return Source(
         train=(x[train_idx], y[train_idx]),
         test=(x[test_idx], y[test_idx]),
         task="classification",
         num_classes=10,
         normalize=normalize,
+        resize=resize,
     )
 
 

@@ -139,7 +139,7 @@ def _tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x.float().div_(255.0).contiguous(), y
 
 
-def load_vision(name: str, root: Optional[str], download: bool, resize: Optional[int], normalize: str) -> Source:
+def load_vision(name: str, root: Optional[str], download: bool, resize: Optional[str], normalize: str) -> Source:
     spec = SPECS[name]
     base = data_root(root)
     (x_train, y_train), (x_test, y_test) = (_tensors(_open(name, spec, base, download, train)) for train in (True, False))
@@ -162,26 +162,26 @@ def load_vision(name: str, root: Optional[str], download: bool, resize: Optional
 
 
 @DATASETS.register("mnist")
-def mnist(*, root: Optional[str] = None, download: bool = True, resize: Optional[int] = None, normalize: str = "channel") -> Source:
+def mnist(*, root: Optional[str] = None, download: bool = True, resize: Optional[str] = "auto", normalize: str = "channel") -> Source:
     """LeCun's handwritten digits: 60,000 + 10,000 gray 28x28 images, 10 classes."""
     return load_vision("mnist", root, download, resize, normalize)
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(
-    *, root: Optional[str] = None, download: bool = True, resize: Optional[int] = None, normalize: str = "channel"
+    *, root: Optional[str] = None, download: bool = True, resize: Optional[str] = "auto", normalize: str = "channel"
 ) -> Source:
     """Zalando's clothing images: 60,000 + 10,000 gray 28x28 images, 10 classes."""
     return load_vision("fashion_mnist", root, download, resize, normalize)
 
 
 @DATASETS.register("cifar10")
-def cifar10(*, root: Optional[str] = None, download: bool = True, resize: Optional[int] = None, normalize: str = "channel") -> Source:
+def cifar10(*, root: Optional[str] = None, download: bool = True, resize: Optional[str] = "auto", normalize: str = "channel") -> Source:
     """50,000 + 10,000 RGB 32x32 images, 10 classes."""
     return load_vision("cifar10", root, download, resize, normalize)
 
 
 @DATASETS.register("cifar100")
-def cifar100(*, root: Optional[str] = None, download: bool = True, resize: Optional[int] = None, normalize: str = "channel") -> Source:
+def cifar100(*, root: Optional[str] = None, download: bool = True, resize: Optional[str] = "auto", normalize: str = "channel") -> Source:
     """50,000 + 10,000 RGB 32x32 images, 100 fine classes."""
     return load_vision("cifar100", root, download, resize, normalize)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS
+from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import feature_shape, image_channels, narrow
 
@@ -45,6 +45,16 @@ class DenseBlock(nn.Module):
 def _transition(in_channels: int, out_channels: int, activation: str) -> nn.Sequential:
     """Halve the channels and the size: (B, C, H, W) -> (B, C', H/2, W/2)."""
     return nn.Sequential(_norm_act_conv(in_channels, out_channels, 1, activation), nn.AvgPool2d(kernel_size=2, stride=2))
+
+
+def _smallest_side(kwargs: dict) -> int:
+    """The stem quarters the side (rounding up); each of the n - 1 transitions' 2x2 pools then needs 2 pixels
+    more than the last, so the stem must leave 2**(n-1): a side of 4 * (2**(n-1) - 1) + 1 (29 for 4 blocks)."""
+    transitions = max(len(kwargs.get("block_convs", (4, 4, 4, 4))) - 1, 0)
+    return 4 * (2**transitions - 1) + 1
+
+
+INPUT_SIZES["densenet"] = InputSize(minimum=29, textbook=96, minimum_of=_smallest_side)
 
 
 @MODELS.register("densenet")

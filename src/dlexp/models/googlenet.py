@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from dlexp.models import MODELS
+from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import image_channels, narrow
 
@@ -47,6 +47,8 @@ STAGE4 = [
     (112, (144, 288), (32, 64), 64), (256, (160, 320), (32, 128), 128),
 ]
 STAGE5 = [(256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128)]
+
+INPUT_SIZES["googlenet"] = InputSize(minimum=1, textbook=96)  # padded pools never shrink a side below 1
 
 
 @MODELS.register("googlenet")

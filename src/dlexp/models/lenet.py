@@ -8,11 +8,13 @@ from __future__ import annotations
 from torch import nn
 
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS
+from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import feature_shape, flat_features, image_channels, narrow
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}  # the 1998 net subsampled by averaging
+# the 5x5 conv after the first pool needs 6 pixels there for the second pool: 12 at the input
+INPUT_SIZES["lenet"] = INPUT_SIZES["lenet_bn"] = InputSize(minimum=12, textbook=28)
 
 
 @MODELS.register("lenet")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from dlexp.models import MODELS
+from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import dropout_layer, feature_shape, image_channels, narrow
+
+INPUT_SIZES["nin"] = InputSize(minimum=67, textbook=224)  # the 11x11/4 conv and three 3x3/2 pools
 
 
 @MODELS.register("nin")

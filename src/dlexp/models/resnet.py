@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dlexp.models import MODELS
+from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import image_channels, narrow
 
@@ -32,6 +32,9 @@ class Residual(nn.Module):
         y = self.act1(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return self.act2(y + self.shortcut(x))  # (B, out_channels, H / stride, W / stride)
+
+
+INPUT_SIZES["resnet18"] = InputSize(minimum=1, textbook=96)  # padded strides never shrink a side below 1
 
 
 @MODELS.register("resnet18")

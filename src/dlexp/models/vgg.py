@@ -11,11 +11,16 @@ from typing import List
 from torch import nn
 
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS
+from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import dropout_layer, feature_shape, flat_features, image_channels, narrow, positive
 
 VGG11 = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+
+# every block's 2x2/2 pool halves the side: n blocks need 2**n pixels
+INPUT_SIZES["vgg"] = InputSize(
+    minimum=2 ** len(VGG11), textbook=224, minimum_of=lambda kw: 2 ** len(kw.get("conv_arch", VGG11))
+)
 
 
 @MODELS.register("vgg")
