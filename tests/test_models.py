@@ -80,6 +80,25 @@ def test_eval_mode_is_deterministic_and_train_mode_drops_out(name):
             assert not torch.equal(model(x), model(x))  # dropout is live in training
 
 
+@pytest.mark.parametrize("name", MODELS.names())
+def test_regularizer_dropout_reaches_every_model(name):
+    """regularizer.dropout is never ignored: every model gets an nn.Dropout(0.5) that is live in training."""
+    torch.manual_seed(0)
+    side = _side(name)
+    x = torch.randn(8, CHANNELS, side, side)
+
+    def outputs(p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = build_model(OmegaConf.create({"name": name, **_small(name)}), (CHANNELS, side, side), CLASSES, dropout=p)
+        assert any(isinstance(m, nn.Dropout) and m.p == p for m in model.modules()) or p == 0
+        with torch.no_grad():  # two train-mode passes (BatchNorm uses batch statistics: deterministic), one eval
+            return model.train()(x), model.train()(x), model.eval()(x)
+
+    first, second, evaluated = outputs(0.5)
+    assert not torch.allclose(first, evaluated) and not torch.allclose(first, second)  # new masks every pass
+    first, second, _ = outputs(0.0)
+    assert torch.equal(first, second)  # the randomness above came from the dropout
+
+
 def test_lenet_is_the_textbook_lenet():
     model = MODELS.build("lenet", (1, 28, 28), 10)
     assert count_parameters(model) == 61_706

@@ -53,10 +53,10 @@ def build_model(
 ) -> nn.Module:
     """Build ``cfg.name`` and initialize it as ``cfg.init`` says.
 
-    ``dropout`` (regularizer.dropout) overrides the model's own when given.
+    ``dropout`` (regularizer.dropout) overrides the model's own when given; every model takes it.
     """
     init, kwargs = split_init(builder_kwargs(cfg))
-    if dropout is not None and "dropout" in MODELS.config_keys(cfg.name):
+    if dropout is not None:
         kwargs["dropout"] = dropout
     model = MODELS.build(cfg.name, tuple(input_shape), num_classes, **kwargs)
     return apply_init(model, init)

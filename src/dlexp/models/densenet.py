@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from dlexp.errors import ConfigError
 from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import feature_shape, image_channels, narrow
+from dlexp.models.layers import feature_shape, head_dropout, image_channels, narrow
 
 
 def _norm_act_conv(in_channels: int, out_channels: int, kernel: int, activation: str) -> nn.Sequential:
@@ -66,6 +66,7 @@ def densenet(
     growth_rate: int = 32,
     activation: str = "relu",
     width_div: int = 1,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
     """``width_div`` divides the stem's 64 channels and the growth rate."""
     if not block_convs or any(n < 1 for n in block_convs):
@@ -88,4 +89,4 @@ def densenet(
     layers += [nn.BatchNorm2d(channels), make_activation(activation), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten()]
     body = nn.Sequential(*layers)
     feature_shape(body, input_shape, model="DenseNet", resize=96)  # each transition's 2x2 pool needs 2 pixels
-    return nn.Sequential(*body, nn.Linear(channels, num_classes))
+    return nn.Sequential(*body, *head_dropout(dropout), nn.Linear(channels, num_classes))

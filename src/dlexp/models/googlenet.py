@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import image_channels, narrow
+from dlexp.models.layers import head_dropout, image_channels, narrow
 
 
 class Inception(nn.Module):
@@ -53,7 +53,7 @@ INPUT_SIZES["googlenet"] = InputSize(minimum=1, textbook=96)  # padded pools nev
 
 @MODELS.register("googlenet")
 def googlenet(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "relu", width_div: int = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "relu", width_div: int = 1, dropout: float = 0.0
 ) -> nn.Sequential:
     def w(n: int) -> int:
         return narrow(n, width_div)
@@ -79,4 +79,5 @@ def googlenet(
             blocks.append(block)
             channels = block.out_channels
         stages.append(nn.Sequential(*blocks, tail))  # (B, 480, 6, 6), (B, 832, 3, 3), (B, 1024, 1, 1)
-    return nn.Sequential(b1, b2, *stages, nn.Flatten(), nn.Linear(channels, num_classes))
+    # the paper puts dropout (0.4) between the pooled features and the FC layer; the textbook drops it
+    return nn.Sequential(b1, b2, *stages, nn.Flatten(), *head_dropout(dropout), nn.Linear(channels, num_classes))

@@ -10,7 +10,7 @@ from torch import nn
 from dlexp.errors import ConfigError
 from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import feature_shape, flat_features, image_channels, narrow
+from dlexp.models.layers import feature_shape, flat_features, head_dropout, image_channels, narrow
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}  # the 1998 net subsampled by averaging
 # the 5x5 conv after the first pool needs 6 pixels there for the second pool: 12 at the input
@@ -19,21 +19,41 @@ INPUT_SIZES["lenet"] = INPUT_SIZES["lenet_bn"] = InputSize(minimum=12, textbook=
 
 @MODELS.register("lenet")
 def lenet(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "sigmoid", pool: str = "avg", width_div: int = 1
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    activation: str = "sigmoid",
+    pool: str = "avg",
+    width_div: int = 1,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
-    return _lenet(input_shape, num_classes, activation, pool, width_div, batchnorm=False, name="LeNet")
+    return _lenet(input_shape, num_classes, activation, pool, width_div, dropout, batchnorm=False, name="LeNet")
 
 
 @MODELS.register("lenet_bn")
 def lenet_bn(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "sigmoid", pool: str = "avg", width_div: int = 1
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    activation: str = "sigmoid",
+    pool: str = "avg",
+    width_div: int = 1,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
     """LeNet with BatchNorm between every conv / hidden FC layer and its activation."""
-    return _lenet(input_shape, num_classes, activation, pool, width_div, batchnorm=True, name="LeNet-BN")
+    return _lenet(input_shape, num_classes, activation, pool, width_div, dropout, batchnorm=True, name="LeNet-BN")
 
 
 def _lenet(
-    input_shape: tuple[int, ...], num_classes: int, activation: str, pool: str, width_div: int, *, batchnorm: bool, name: str
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    activation: str,
+    pool: str,
+    width_div: int,
+    dropout: float,
+    *,
+    batchnorm: bool,
+    name: str,
 ) -> nn.Sequential:
     if pool not in POOLS:
         raise ConfigError(f"model.pool must be one of {', '.join(POOLS)}, got '{pool}'")
@@ -56,5 +76,6 @@ def _lenet(
         *body,
         *stage(nn.Linear(flat, h1, bias=bias), h1, nn.BatchNorm1d),
         *stage(nn.Linear(h1, h2, bias=bias), h2, nn.BatchNorm1d),
+        *head_dropout(dropout),  # the 1998 net had none: before the classifier, when asked for
         nn.Linear(h2, num_classes),
     )

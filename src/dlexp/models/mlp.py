@@ -7,7 +7,7 @@ from torch import nn
 
 from dlexp.models import MODELS
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import flat_features
+from dlexp.models.layers import flat_features, head_dropout
 
 
 @MODELS.register("mlp")
@@ -27,8 +27,7 @@ def mlp(
         if batchnorm:  # BN before the nonlinearity, as in Ioffe & Szegedy
             layers.append(nn.BatchNorm1d(units))
         layers.append(make_activation(activation))
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+        layers += head_dropout(dropout)
         width = units
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

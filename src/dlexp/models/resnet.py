@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from dlexp.models import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import image_channels, narrow
+from dlexp.models.layers import head_dropout, image_channels, narrow
 
 
 class Residual(nn.Module):
@@ -39,7 +39,7 @@ INPUT_SIZES["resnet18"] = InputSize(minimum=1, textbook=96)  # padded strides ne
 
 @MODELS.register("resnet18")
 def resnet18(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "relu", width_div: int = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: str = "relu", width_div: int = 1, dropout: float = 0.0
 ) -> nn.Sequential:
     c64 = narrow(64, width_div)
     stem = nn.Sequential(  # (B, 64, 24, 24) at 96x96
@@ -56,5 +56,6 @@ def resnet18(
     return nn.Sequential(
         stem, *stages,  # (B, 512, 3, 3) at 96x96
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),  # (B, 512)
+        *head_dropout(dropout),
         nn.Linear(channels, num_classes),
     )
