@@ -108,7 +108,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
         (["trainer.device=cuda"], "CUDA is not available"),
         (["optim.lr=-0.1"], "optim.lr must be > 0"),
         (["optim.lr=0"], "optim.lr must be > 0"),
-        (["trainer.batch_size=100000"], "larger than the"),
+        (["trainer.batch_size=0"], "trainer.batch_size must be >= 1"),
         (["regularizer.dropout=1.5"], "regularizer.dropout must be in [0, 1)"),
         (["split.val_fraction=1.5"], "split.val_fraction must be in (0, 1)"),
     ],

@@ -115,6 +115,17 @@ def test_auto_resize_lifts_small_images_to_the_model_minimum_and_says_so(capsys)
         folds_for("model=lenet", "dataset.resize=big")
 
 
+def test_batch_larger_than_the_training_set_is_capped_with_one_notice(run_train, capsys):
+    """The README's overfitting example: 20 training examples and the default batch of 64."""
+    result, run_dir = run_train("dataset=poly", "dataset.degree=20", "dataset.n_train=20", "model=linreg", "trainer.epochs=2")
+    notices = [line for line in capsys.readouterr().out.splitlines() if "batch_size" in line]
+    assert notices == ["trainer.batch_size=64 is larger than the 20 training examples; training on full batches of 20"]
+    assert read_json(run_dir / "summary.json")["status"] == "completed"
+    kfold = folds_for("dataset=poly", "dataset.n_val=0", "dataset.n_train=20", "split=kfold", "split.k=2", "model=linreg")
+    assert [fold.train.batch_size for fold in kfold] == [10, 10]  # every fold capped, one notice per run
+    assert len([line for line in capsys.readouterr().out.splitlines() if "batch_size" in line]) == 1
+
+
 def test_normalizer_fitted_in_chunks_matches_the_whole_fit():
     x = torch.rand(37, 3, 5, 5) * 4 + 1
     for mode in ("channel", "feature"):

@@ -210,7 +210,6 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, finishe
         (["+_target_=os.system"], "unknown top-level config key '_target_'"),
         (["trainer.grad_clip=-1"], "trainer.grad_clip must be > 0"),
         (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=0"], "has no training examples"),
-        (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=4", "trainer.batch_size=64"], "larger than the"),
     ],
 )
 def test_bad_inputs_fail_cleanly(tmp_path, args, message):

@@ -84,6 +84,7 @@ class Folds:
         self.augment_ops = AUGMENTS.build(cfg.augment.name, **builder_kwargs(cfg.augment))
         self.shifted_test, self.shift_batch = self._shift_test()
         self.resize = self._choose_resize()
+        self.capped_batch = False  # whether the batch-size notice was printed
 
     def _choose_resize(self) -> Optional[int]:
         """dataset.resize for this run's model: decided once per run, announced once when ``auto`` resizes."""
@@ -166,12 +167,16 @@ class Folds:
         trainer = self.cfg.trainer
         if trainer.batch_size < 1:
             raise ConfigError(f"trainer.batch_size must be >= 1, got {trainer.batch_size}")
-        if trainer.batch_size > n_train:
-            raise ConfigError(
-                f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "
-                f"use trainer.batch_size<={n_train}"
-            )
-        return trainer.batch_size, trainer.eval_batch_size or 4 * trainer.batch_size
+        eval_bs = trainer.eval_batch_size or 4 * trainer.batch_size
+        if trainer.batch_size > n_train:  # small data (e.g. 20 examples): one full batch, said once per run
+            if not self.capped_batch:
+                print(
+                    f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "
+                    f"training on full batches of {n_train}", flush=True,
+                )
+                self.capped_batch = True
+            return n_train, eval_bs
+        return trainer.batch_size, eval_bs
 
     def _bundle(self, train: Pool, val: Pool) -> DataBundle:
         for part, pool in (("train", train), ("val", val)):
