@@ -23,6 +23,7 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(*SMOKE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "dlexp: composing config..."  # printed before the slow imports
 
     rows = _rows(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -118,6 +119,40 @@ def test_user_mistakes_give_one_line_and_nonzero_exit(tmp_path, args, message):
         pytest.skip("this machine has CUDA")
     proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, message)
+
+
+def _imported_modules(*args: str, cwd: Path) -> tuple[str, set[str]]:
+    """stdout and the modules a fresh ``python -X importtime -m dlexp ARGS`` imported."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "dlexp", *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return proc.stdout, set(lines)
+
+
+def test_help_and_version_answer_without_hydra_or_torch(tmp_path):
+    from dlexp import __version__
+
+    out, modules = _imported_modules("--help", cwd=tmp_path)
+    assert "torch" not in modules and "sklearn" not in modules
+    groups = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines() if line.startswith("  ")}
+    assert groups["model"].startswith("mlp, alexnet,") and "vgg11" in groups["model"]  # the default first
+    assert groups["dataset"].startswith("digits, ") and "hydra" not in groups
+    assert "composing config" not in out
+    for args in (["--version"], ["model=lenet", "--version"]):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert (proc.returncode, proc.stdout) == (0, f"dlexp {__version__}\n"), proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_building_the_registries_does_not_import_scikit_learn():
+    """sklearn costs about a second; only drawing a split or loading the digits needs it."""
+    import subprocess
+
+    code = "import sys, dlexp.config as c; c.open_groups(); print('sklearn' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
 
 
 def test_traceback_on_request(tmp_path):

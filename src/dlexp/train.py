@@ -398,6 +398,9 @@ def _write_failed_summary(run_dir: Path, error: str) -> None:
 
 def cli() -> None:
     """Console-script entry: catch common command-line mistakes before Hydra does, then run."""
+    from dlexp.cli_flags import before_hydra
+
+    before_hydra(sys.argv[1:])  # --version and a bare --help at once; a run's first line
     try:
         preflight(sys.argv[1:])
     except UserError as err:

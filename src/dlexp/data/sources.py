@@ -5,7 +5,6 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from dlexp.data import DATASETS, Source
 from dlexp.errors import ConfigError
@@ -24,7 +23,8 @@ def digits(
     The test split is stratified and fixed by ``test_seed`` (not the run seed), so
     runs with different seeds are scored on the same test images.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # imported here: about a second, for this dataset only
+    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]

@@ -2,6 +2,8 @@
 
 A split builder returns a list of folds, each a (train indices, val indices) pair
 into the pool: one for ``holdout``, k for ``kfold`` (one training per fold).
+scikit-learn (about a second to import) is imported when a split is drawn, not
+with this module, so commands that build no data never pay for it.
 """
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import math
 from typing import Optional
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from dlexp.data import SPLITS
 from dlexp.errors import ConfigError, DataError
@@ -30,6 +31,8 @@ def holdout(
     num_examples: int, labels: Optional[np.ndarray], seed: int, *, val_fraction: float = 0.15, stratify: bool = True
 ) -> list[Fold]:
     """One seeded split; stratified by class when ``labels`` are given and ``stratify``."""
+    from sklearn.model_selection import train_test_split
+
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"split.val_fraction must be in (0, 1), got {val_fraction}")
     if num_examples < 2:
@@ -45,6 +48,8 @@ def holdout(
 def kfold(num_examples: int, labels: Optional[np.ndarray], seed: int, *, k: int = 5, stratify: bool = True) -> list[Fold]:
     """k seeded folds whose val parts are disjoint and cover the pool once; stratified by class
     when ``labels`` are given, ``stratify`` is set and every class has at least k members."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     if k < 2:
         raise ConfigError(f"split.k must be >= 2, got {k}")
     if k > num_examples:
