@@ -20,6 +20,7 @@ from torch import Tensor
 
 from dlexp.config import builder_kwargs
 from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, TASKS, DataBundle, Pair, Pool, Source
+from dlexp.data.arrays import MemmapRows
 from dlexp.data.augment import Augmenter
 from dlexp.data.batching import TensorLoader
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
@@ -59,6 +60,8 @@ def _take(pool: Pool, idx: np.ndarray) -> Pool:
     if isinstance(pool, ImageFiles):
         return pool.subset(idx)
     index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    if isinstance(pool[0], MemmapRows):  # row numbers only: the inputs stay on disk
+        return pool[0].subset(idx), pool[1][index]
     return pool[0][index], pool[1][index]
 
 
@@ -148,6 +151,8 @@ class Folds:
                 f"give it one (e.g. dataset.test_fraction=0.2) or use shift=none"
             )
         test = src.test
+        if not isinstance(test, ImageFiles) and isinstance(test[0], MemmapRows):
+            raise ConfigError(f"shift={self.cfg.shift.name} needs the test inputs in memory; use dataset.mmap=false")
         if shift.select is not None:
             labels = class_labels(_targets(test), src.task)
             if labels is None:
@@ -185,21 +190,31 @@ class Folds:
         batch_size, eval_bs = self._batch_sizes(_size(train))
         if isinstance(train, ImageFiles):
             return self._stream_bundle(train, val, batch_size, eval_bs)
+        if isinstance(train[0], MemmapRows):
+            return self._memmap_bundle(train, val, batch_size, eval_bs)
         src = self.source
         raw = {"train": train, "val": val, "test": src.test, "shifted": self.shifted_test}
+        given = {k: None if p is None else p[0].data_ptr() for k, p in raw.items()}
         raw, resize = self._resize(raw)
+        # inputs no one else holds (a fold's rows taken from the pool, a resized copy) are normalized in place
+        private = {
+            k: p is not None and ((self.indices is not None and k in ("train", "val")) or p[0].data_ptr() != given[k])
+            for k, p in raw.items()
+        }
         prep = self._fit_preprocess(raw["train"][0], resize, eval_bs)
         # (targets,) mean of the train part, subtracted from every split's targets: the model starts near it
         offset = train[1].mean(dim=0) if src.center_targets and src.task == "regression" else None
 
-        def prepared(pair: Optional[Pair]) -> Optional[Pair]:
+        def prepared(pair: Optional[Pair], private: bool) -> Optional[Pair]:
             if pair is None:
                 return None
             y = pair[1] if offset is None else pair[1] - offset
-            x = pair[0].float() if resize is not None else prep(pair[0].float())  # per batch: resize, then prep
-            return x.to(self.device), y.to(self.device)
+            x = pair[0].float()  # no copy when already float32
+            if resize is None:  # else per batch: resize, then prep
+                x = prep(x, inplace=private or x.data_ptr() != pair[0].data_ptr()) if isinstance(prep, Normalizer) else prep(x)
+            return x.to(self.device), y.to(self.device)  # .to() is free when the device is the CPU
 
-        parts = {k: prepared(p) for k, p in raw.items()}
+        parts = {k: prepared(p, private[k]) for k, p in raw.items()}
         transform = None if resize is None else (lambda x: prep(resize(x)))  # noqa: E731
         example = parts["train"][0][:1] if transform is None else transform(parts["train"][0][:1])
         augment = self._augmenter(example)
@@ -287,6 +302,32 @@ class Folds:
             num_classes=src.num_classes,
             metric=src.metric,
             extra_tests={"test_shifted": shifted} if shifted is not None else {},
+            preprocess=prep,
+        )
+
+    def _memmap_bundle(self, train: Pair, val: Pair, batch_size: int, eval_bs: int) -> DataBundle:
+        """Inputs memory-mapped from .npy files: each batch is read from disk, then resized and normalized."""
+        src = self.source
+        resize = (lambda x: x) if self.resize is None else partial(resize_images, size=self.resize)  # noqa: E731
+        prep = Normalizer.fit_chunks((resize(c) for c in train[0].chunks(eval_bs)), src.normalize, src.stats)
+
+        def transform(x: Tensor) -> Tensor:  # (B, *shape) float32 from the file -> the device, resized, normalized
+            return prep(resize(x.to(self.device)), inplace=True)
+
+        example = transform(train[0][:1])
+        augment = self._augmenter(example)
+
+        def loader(pair: Optional[Pair], bs: int, **kw: Any) -> Optional[TensorLoader]:
+            return None if pair is None else TensorLoader(pair[0], pair[1].to(self.device), bs, transform=transform, **kw)
+
+        return DataBundle(
+            train=loader(train, batch_size, shuffle=True, seed=self.seed, augment=augment),
+            val=loader(val, eval_bs),
+            test=loader(src.test, eval_bs),
+            task=src.task,
+            input_shape=tuple(example.shape[1:]),
+            num_classes=src.num_classes,
+            metric=src.metric,
             preprocess=prep,
         )
 

@@ -63,11 +63,14 @@ class Normalizer:
         shape = (len(stats[0]), 1, 1)  # broadcasts over (N, C, H, W)
         return cls(mean=torch.tensor(stats[0]).view(shape), std=torch.tensor(stats[1]).view(shape))
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, *, inplace: bool = False) -> Tensor:
+        """``inplace``: overwrite ``x`` (a private float copy) instead of allocating two more of its size."""
         if self.mean is None:
             return x
         if self.mean.device != x.device:  # fitted on the CPU, applied to batches on the device (streamed data)
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        if inplace:
+            return x.sub_(self.mean).div_(self.std)
         return (x - self.mean) / self.std
 
 
