@@ -24,6 +24,7 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     proc = run_cli(*SMOKE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "dlexp: composing config..."  # printed before the slow imports
+    assert not list(run_dir.glob("*.log"))  # log records go to the console: no empty dlexp.log
 
     rows = _rows(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -144,6 +145,12 @@ def test_help_and_version_answer_without_hydra_or_torch(tmp_path):
         proc = run_cli(*args, cwd=tmp_path)
         assert (proc.returncode, proc.stdout) == (0, f"dlexp {__version__}\n"), proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_shell_completion_queries_get_only_hydra_answers(tmp_path):
+    proc = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": "dlexp model=le"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["model=lenet", "model=lenet_bn"]  # no start-up line mixed into the answer
 
 
 def test_building_the_registries_does_not_import_scikit_learn():
