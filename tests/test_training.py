@@ -18,11 +18,15 @@ def _metrics(run_dir):
         return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
 
 
-def test_default_experiment_reaches_95_percent_on_digits(run_train):
-    result, run_dir = run_train()
-    summary = read_json(run_dir / "summary.json")
-    assert summary["test/acc"] >= 0.95
-    assert result.objective == summary["best/val/acc"]
+def test_default_experiment_reaches_97_percent_on_digits(run_train, tmp_path):
+    """The headline number: mean test accuracy over seeds 0, 1, 2 (each run is deterministic on the CPU)."""
+    accuracies = []
+    for seed in (0, 1, 2):
+        result, run_dir = run_train(f"seed={seed}", "trainer.checkpoints=false", run_dir=tmp_path / f"seed{seed}")
+        summary = read_json(run_dir / "summary.json")
+        assert result.objective == summary["best/val/acc"]
+        accuracies.append(summary["test/acc"])
+    assert sum(accuracies) / 3 >= 0.97, accuracies
 
 
 def test_regression_reports_rmse_and_recovers_the_true_weights(run_train):
