@@ -29,8 +29,9 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     rows = _rows(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert list(rows[0]) == ["epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "epoch_seconds"]
+    # the default cosine schedule over smoke's 2 epochs: Adam's lr 3e-3, then halfway down
+    assert [float(r["lr"]) for r in rows] == pytest.approx([3e-3, 1.5e-3])
     for row in rows:
-        assert float(row["lr"]) == pytest.approx(1e-3)
         assert 0.0 <= float(row["val/acc"]) <= 1.0
         assert float(row["train/loss"]) > 0
     assert float(rows[1]["train/loss"]) < float(rows[0]["train/loss"])  # it learns
@@ -50,7 +51,7 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert last["epoch"] == 2 and best["epoch"] == summary["best_epoch"]
     assert last["config"]["model"]["name"] == "mlp"
-    assert set(last["model"]) == {"1.weight", "1.bias", "3.weight", "3.bias"}
+    assert set(last["model"]) == {"1.weight", "1.bias", "4.weight", "4.bias"}  # Flatten, Linear, ReLU, Dropout, Linear
     assert "epoch   2 |" in proc.stdout and "Run summary" in proc.stdout
 
 

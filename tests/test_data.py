@@ -296,7 +296,7 @@ def test_poly_features_and_targets():
 
 
 def test_poly_underfits_fits_and_overfits(run_train, tmp_path):
-    common = ("dataset=poly", "model=linreg", "optim=adam", "optim.lr=0.1", "trainer.batch_size=20", "trainer.epochs=60",
+    common = ("dataset=poly", "model=linreg", "optim=adam", "optim.lr=0.1", "scheduler=none", "trainer.batch_size=20", "trainer.epochs=60",
               "trainer.checkpoints=false", "trainer.early_stopping.patience=null")
     rmse = {}
     for degree, n_train in ((3, 100), (1, 100), (20, 20)):

@@ -123,7 +123,8 @@ def test_repeated_kills_during_checkpoint_writes_leave_a_loadable_checkpoint(tmp
 
 def test_huge_lr_stops_with_status_diverged(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli("optim=sgd", "optim.lr=1e4", "trainer.progress=false", "trainer.epochs=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_cli("optim=sgd", "optim.lr=1e4", "model.dropout=0", "scheduler=none", "trainer.progress=false", "trainer.epochs=5",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 3
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "diverged"

@@ -255,7 +255,7 @@ def test_resume_keeps_one_grad_norm_row_per_layer_and_epoch_and_diagnoses_every_
 def test_a_diverged_run_is_diagnosed_as_diverging_with_its_hint(run_train):
     from conftest import read_json
 
-    _, run_dir = run_train("optim=sgd", "optim.lr=1e4", "trainer=smoke", "trainer.epochs=3")
+    _, run_dir = run_train("optim=sgd", "optim.lr=1e4", "model.dropout=0", "scheduler=none", "trainer=smoke", "trainer.epochs=3")
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "diverged" and summary["diagnosis"] == "diverging"
     assert summary["diagnosis_reason"] == summary["hint"]

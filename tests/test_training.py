@@ -100,7 +100,8 @@ def test_plateau_scheduler_cuts_the_lr_when_val_stalls(run_train):
 
 
 def test_step_scheduler_follows_its_schedule(run_train):
-    _, run_dir = run_train("scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5", "trainer=smoke", "trainer.epochs=4")
+    _, run_dir = run_train("optim.lr=0.001", "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5", "trainer=smoke",
+                           "trainer.epochs=4")
     lrs = [float(r["lr"]) for r in _metrics(run_dir)]
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
 
@@ -119,9 +120,10 @@ def test_regularizer_dropout_reaches_models_with_dropout():
     model = build_model(cfg.model, (1, 8, 8), 10, cfg.regularizer.dropout)
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert len(dropouts) == 2 and all(m.p == 0.5 for m in dropouts)
-    # models without dropout layers are built unchanged
+    # softmax regression has no hidden layer: its dropout acts on the input features
     cfg = validate(compose_cfg("model=softmax", "regularizer=dropout"))
-    assert not any(isinstance(m, nn.Dropout) for m in build_model(cfg.model, (1, 8, 8), 10, 0.5).modules())
+    dropouts = [m for m in build_model(cfg.model, (1, 8, 8), 10, cfg.regularizer.dropout).modules() if isinstance(m, nn.Dropout)]
+    assert [m.p for m in dropouts] == [0.5]
 
 
 def test_weight_decay_skips_biases():
