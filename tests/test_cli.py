@@ -23,12 +23,15 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(*SMOKE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "dlexp: composing config..."  # printed before the slow imports
+    assert not list(run_dir.glob("*.log"))  # log records go to the console: no empty dlexp.log
 
     rows = _rows(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert list(rows[0]) == ["epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "epoch_seconds"]
+    # the default cosine schedule over smoke's 2 epochs: Adam's lr 3e-3, then halfway down
+    assert [float(r["lr"]) for r in rows] == pytest.approx([3e-3, 1.5e-3])
     for row in rows:
-        assert float(row["lr"]) == pytest.approx(1e-3)
         assert 0.0 <= float(row["val/acc"]) <= 1.0
         assert float(row["train/loss"]) > 0
     assert float(rows[1]["train/loss"]) < float(rows[0]["train/loss"])  # it learns
@@ -48,7 +51,7 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert last["epoch"] == 2 and best["epoch"] == summary["best_epoch"]
     assert last["config"]["model"]["name"] == "mlp"
-    assert set(last["model"]) == {"1.weight", "1.bias", "3.weight", "3.bias"}
+    assert set(last["model"]) == {"1.weight", "1.bias", "4.weight", "4.bias"}  # Flatten, Linear, ReLU, Dropout, Linear
     assert "epoch   2 |" in proc.stdout and "Run summary" in proc.stdout
 
 
@@ -108,7 +111,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
         (["trainer.device=cuda"], "CUDA is not available"),
         (["optim.lr=-0.1"], "optim.lr must be > 0"),
         (["optim.lr=0"], "optim.lr must be > 0"),
-        (["trainer.batch_size=100000"], "larger than the"),
+        (["trainer.batch_size=0"], "trainer.batch_size must be >= 1"),
         (["regularizer.dropout=1.5"], "regularizer.dropout must be in [0, 1)"),
         (["split.val_fraction=1.5"], "split.val_fraction must be in (0, 1)"),
     ],
@@ -118,6 +121,46 @@ def test_user_mistakes_give_one_line_and_nonzero_exit(tmp_path, args, message):
         pytest.skip("this machine has CUDA")
     proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, message)
+
+
+def _imported_modules(*args: str, cwd: Path) -> tuple[str, set[str]]:
+    """stdout and the modules a fresh ``python -X importtime -m dlexp ARGS`` imported."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "dlexp", *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return proc.stdout, set(lines)
+
+
+def test_help_and_version_answer_without_hydra_or_torch(tmp_path):
+    from dlexp import __version__
+
+    out, modules = _imported_modules("--help", cwd=tmp_path)
+    assert "torch" not in modules and "sklearn" not in modules
+    groups = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines() if line.startswith("  ")}
+    assert groups["model"].startswith("mlp, alexnet,") and "vgg11" in groups["model"]  # the default first
+    assert groups["dataset"].startswith("digits, ") and "hydra" not in groups
+    assert "composing config" not in out
+    for args in (["--version"], ["model=lenet", "--version"]):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert (proc.returncode, proc.stdout) == (0, f"dlexp {__version__}\n"), proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_shell_completion_queries_get_only_hydra_answers(tmp_path):
+    proc = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": "dlexp model=le"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["model=lenet", "model=lenet_bn"]  # no start-up line mixed into the answer
+
+
+def test_building_the_registries_does_not_import_scikit_learn():
+    """sklearn costs about a second; only drawing a split or loading the digits needs it."""
+    import subprocess
+
+    code = "import sys, dlexp.config as c; c.open_groups(); print('sklearn' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
 
 
 def test_traceback_on_request(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from datafiles import (
 )
 from dlexp.config import validate
 from dlexp.data import DATASETS, load_folds
+from dlexp.data.preprocess import Normalizer
 from dlexp.data.splits import holdout, kfold
 from dlexp.errors import ConfigError, DataError
 
@@ -98,6 +100,84 @@ def test_resize_once_or_per_batch_gives_the_same_batches(tmp_path, monkeypatch):
     assert once.input_shape == lazy.input_shape == (1, 32, 32)
     assert once.val.x.shape[-1] == 32 and lazy.val.x.shape[-1] == 28  # stored small, resized per batch
     assert torch.allclose(everything(once.val)[0], everything(lazy.val)[0], atol=1e-6)
+
+
+def test_auto_resize_lifts_small_images_to_the_model_minimum_and_says_so(capsys):
+    lenet = folds_for("model=lenet")[0]  # dataset.resize=auto is the default; digits are 8x8, LeNet needs 12
+    assert lenet.input_shape == (1, 12, 12)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["resizing 8x8 images to 12x12, the smallest lenet accepts; dataset.resize=28 gives the textbook size"]
+    assert folds_for("model=lenet", "dataset.resize=null")[0].input_shape == (1, 8, 8)  # null keeps the size
+    assert folds_for("model=lenet", "dataset.resize=20")[0].input_shape == (1, 20, 20)  # an int still works
+    assert folds_for("model=mlp")[0].input_shape == (1, 8, 8)  # flat models take any size
+    assert folds_for("model=resnet18")[0].input_shape == (1, 8, 8)  # any size works: auto keeps it
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ConfigError, match="dataset.resize must be auto, null or a positive number of pixels, got 'big'"):
+        folds_for("model=lenet", "dataset.resize=big")
+
+
+def test_batch_larger_than_the_training_set_is_capped_with_one_notice(run_train, capsys):
+    """The README's overfitting example: 20 training examples and the default batch of 64."""
+    result, run_dir = run_train("dataset=poly", "dataset.degree=20", "dataset.n_train=20", "model=linreg", "trainer.epochs=2")
+    notices = [line for line in capsys.readouterr().out.splitlines() if "batch_size" in line]
+    assert notices == ["trainer.batch_size=64 is larger than the 20 training examples; training on full batches of 20"]
+    assert read_json(run_dir / "summary.json")["status"] == "completed"
+    kfold = folds_for("dataset=poly", "dataset.n_val=0", "dataset.n_train=20", "split=kfold", "split.k=2", "model=linreg")
+    assert [fold.train.batch_size for fold in kfold] == [10, 10]  # every fold capped, one notice per run
+    assert len([line for line in capsys.readouterr().out.splitlines() if "batch_size" in line]) == 1
+
+
+def _npy_dir(tmp_path, **kw) -> Path:
+    """write_arrays' data as a directory of .npy files (x.npy, y.npy, x_test.npy, y_test.npy)."""
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    with np.load(write_arrays(tmp_path / "a.npz", **kw)) as npz:
+        for key in npz.files:
+            np.save(folder / f"{key}.npy", npz[key])
+    return folder
+
+
+def test_mmap_arrays_stay_on_disk_and_batch_like_in_memory_ones(tmp_path, run_train):
+    from dlexp.data.arrays import MemmapRows
+
+    folder = _npy_dir(tmp_path, n=120, shape=(1, 6, 6), extra=("test",))
+    args = ("dataset=arrays", f"dataset.path={folder}", "dataset.normalize=channel", "model=mlp", "trainer.batch_size=16")
+    mapped, loaded = folds_for(*args, "dataset.mmap=true")[0], folds_for(*args)[0]
+    for part in ("train", "val", "test"):
+        x = getattr(mapped, part).x
+        assert isinstance(x, MemmapRows) and isinstance(x.array, np.memmap)  # rows are read per batch
+    assert isinstance(loaded.train.x, torch.Tensor)
+    for part in ("val", "test"):  # the same rows, normalized with the same train-split statistics
+        assert torch.allclose(everything(getattr(mapped, part))[0], everything(getattr(loaded, part))[0], atol=1e-5)
+    assert torch.equal(everything(mapped.train)[1].sort().values, everything(loaded.train)[1].sort().values)
+    # end to end: the same run as in memory, up to float rounding of the normalization statistics
+    _, mapped_dir = run_train(*args, "dataset.mmap=true", "trainer.epochs=3", run_dir=tmp_path / "mapped")
+    _, loaded_dir = run_train(*args, "trainer.epochs=3", run_dir=tmp_path / "loaded")
+    mapped_run, loaded_run = read_json(mapped_dir / "summary.json"), read_json(loaded_dir / "summary.json")
+    assert mapped_run["status"] == loaded_run["status"] == "completed"
+    assert math.isclose(mapped_run["test/loss"], loaded_run["test/loss"], rel_tol=1e-4)
+    with pytest.raises(ConfigError, match="dataset.mmap=true needs dataset.path to be a directory of .npy files"):
+        folds_for("dataset=arrays", f"dataset.path={tmp_path / 'a.npz'}", "dataset.mmap=true", "model=mlp")
+
+
+def test_in_place_normalization_leaves_the_shared_pool_and_test_set_alone(tmp_path):
+    path = write_arrays(tmp_path / "a.npz", n=60, shape=(4,), extra=("test",))
+    folds = folds_for("dataset=arrays", f"dataset.path={path}", "dataset.normalize=feature", "split=kfold", "split.k=3",
+                      "trainer.batch_size=8")
+    pool, test = folds.source.train[0].clone(), folds.source.test[0].clone()
+    bundles = list(folds)  # each fold normalizes its own rows in place
+    assert torch.equal(folds.source.train[0], pool) and torch.equal(folds.source.test[0], test)
+    for bundle in bundles:
+        x = bundle.train.x
+        assert torch.allclose(x.mean(dim=0), torch.zeros(4), atol=1e-5)  # fitted on, and applied to, this fold
+    assert not torch.equal(bundles[0].test.x, bundles[1].test.x)  # each fold's statistics, on an untouched test set
+
+
+def test_normalizer_fitted_in_chunks_matches_the_whole_fit():
+    x = torch.rand(37, 3, 5, 5) * 4 + 1
+    for mode in ("channel", "feature"):
+        whole, chunked = Normalizer.fit(x, mode), Normalizer.fit_chunks(x.split(8), mode)
+        assert torch.allclose(whole.mean, chunked.mean, atol=1e-6) and torch.allclose(whole.std, chunked.std, atol=1e-6)
 
 
 def test_published_normalization_statistics(tmp_path):
@@ -216,7 +296,7 @@ def test_poly_features_and_targets():
 
 
 def test_poly_underfits_fits_and_overfits(run_train, tmp_path):
-    common = ("dataset=poly", "model=linreg", "optim=adam", "optim.lr=0.1", "trainer.batch_size=20", "trainer.epochs=60",
+    common = ("dataset=poly", "model=linreg", "optim=adam", "optim.lr=0.1", "scheduler=none", "trainer.batch_size=20", "trainer.epochs=60",
               "trainer.checkpoints=false", "trainer.early_stopping.patience=null")
     rmse = {}
     for degree, n_train in ((3, 100), (1, 100), (20, 20)):

@@ -20,7 +20,7 @@ from torch import nn
 from conftest import compose_cfg, read_json, run_cli
 from dlexp.config import CONFIG_DIR, validate
 from dlexp.errors import ConfigError
-from dlexp.models import MODELS, build_model, count_parameters
+from dlexp.models import MODELS, build_model, count_parameters, input_size
 from dlexp.models.init import INITS, InitConfig, apply_init
 from dlexp.models.seq2seq_base import TRANSLATION, model_task
 
@@ -84,6 +84,25 @@ def test_eval_mode_is_deterministic_and_train_mode_drops_out(name):
             assert not torch.equal(model(x), model(x))  # dropout is live in training
 
 
+@pytest.mark.parametrize("name", FIXED_INPUT_MODELS)  # translation models: tests/test_translation_models.py
+def test_regularizer_dropout_reaches_every_model(name):
+    """regularizer.dropout is never ignored: every model gets an nn.Dropout(0.5) that is live in training."""
+    torch.manual_seed(0)
+    side = _side(name)
+    x = torch.randn(8, CHANNELS, side, side)
+
+    def outputs(p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = build_model(OmegaConf.create({"name": name, **_small(name)}), (CHANNELS, side, side), CLASSES, dropout=p)
+        assert any(isinstance(m, nn.Dropout) and m.p == p for m in model.modules()) or p == 0
+        with torch.no_grad():  # two train-mode passes (BatchNorm uses batch statistics: deterministic), one eval
+            return model.train()(x), model.train()(x), model.eval()(x)
+
+    first, second, evaluated = outputs(0.5)
+    assert not torch.allclose(first, evaluated) and not torch.allclose(first, second)  # new masks every pass
+    first, second, _ = outputs(0.0)
+    assert torch.equal(first, second)  # the randomness above came from the dropout
+
+
 def test_lenet_is_the_textbook_lenet():
     model = MODELS.build("lenet", (1, 28, 28), 10)
     assert count_parameters(model) == 61_706
@@ -110,9 +129,51 @@ def test_too_small_input_names_the_minimum_and_the_fix(name):
         MODELS.build(name, (1, side - 1, side - 1), CLASSES, **_small(name))
 
 
-def test_lenet_on_8x8_digits_says_to_resize_to_28(run_train):
+def test_lenet_on_8x8_digits_kept_small_says_to_resize_to_28(run_train):
     with pytest.raises(ConfigError, match=r"LeNet needs images of at least 12x12 but the data is 8x8; use dataset\.resize=28"):
-        run_train("model=lenet")
+        run_train("model=lenet", "dataset.resize=null")
+
+
+def test_declared_minimum_input_size_is_the_real_one():
+    """INPUT_SIZES must agree with the layers: the declared minimum side builds, one pixel less does not."""
+    for name in MODELS.names():
+        sizes = input_size(name, {})
+        if sizes is None:
+            continue
+        minimum, textbook = sizes
+        assert textbook >= minimum
+        MODELS.build(name, (1, minimum, minimum), CLASSES, **_small(name))
+        if minimum > 1:
+            with pytest.raises(ConfigError, match=f"at least {minimum}x{minimum}"):
+                MODELS.build(name, (1, minimum - 1, minimum - 1), CLASSES, **_small(name))
+    assert input_size("vgg", {"conv_arch": [[1, 8], [1, 8]]})[0] == 4
+    assert input_size("densenet", {"block_convs": [2, 2]})[0] == 5
+    MODELS.build("densenet", (1, 5, 5), CLASSES, block_convs=[2, 2], width_div=8)
+    with pytest.raises(ConfigError, match="at least 5x5"):
+        MODELS.build("densenet", (1, 4, 4), CLASSES, block_convs=[2, 2], width_div=8)
+
+
+IMAGE_DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "image_csv"]
+# registry name -> the conf/model option that selects it (vgg's YAML is vgg11)
+MODEL_YAML = {OmegaConf.load(p).name: p.stem for p in sorted(Path(CONFIG_DIR, "model").glob("*.yaml"))}
+
+
+@pytest.mark.parametrize("dataset", IMAGE_DATASETS)
+@pytest.mark.parametrize("name", FIXED_INPUT_MODELS)  # every model that takes images (not the translation ones)
+def test_every_model_composes_with_every_image_dataset(name, dataset, tiny_datasets, monkeypatch):
+    """With the default dataset.resize=auto, images smaller than a model's minimum are resized up to it."""
+    from dlexp.data import load_data
+
+    small = [f"model.{k}={v}" for k, v in _small(name).items()]
+    overrides = [f"model={MODEL_YAML[name]}", f"dataset={dataset}", *small, *tiny_datasets.overrides(dataset, monkeypatch)]
+    cfg = validate(compose_cfg(*overrides))
+    data = load_data(cfg, seed=0, device=torch.device("cpu"))
+    sizes = input_size(name, {})
+    if sizes is not None:
+        assert min(data.input_shape[1:]) >= sizes[0]
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout).eval()
+    x = next(iter(data.val)).inputs
+    assert model(x[:2]).shape == (min(2, len(x)), data.num_classes)
 
 
 def test_conv_net_on_flat_data_says_so():
@@ -185,7 +246,7 @@ def test_constant_init_keeps_the_hidden_units_identical(run_train, tmp_path):
     rows = {}
     for init in ("constant", "xavier_uniform"):
         _, run_dir = run_train(
-            "model=mlp", "model.hidden=[16]", f"model.init={init}", "model.init_value=0.05", "trainer=smoke",
+            "model=mlp", "model.hidden=[16]", "model.dropout=0", f"model.init={init}", "model.init_value=0.05", "trainer=smoke",
             run_dir=tmp_path / init,
         )
         rows[init] = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]["1.weight"]  # (16, 64)
@@ -200,10 +261,11 @@ def test_constant_init_keeps_the_hidden_units_identical(run_train, tmp_path):
 
 
 def test_lenet_bn_beats_95_percent_where_sigmoid_lenet_starts_slowly(run_train, tmp_path):
-    """The README's quality bar: digits at 28x28, 10 epochs of Adam."""
-    _, bn_dir = run_train("model=lenet_bn", "dataset.resize=28", "trainer.epochs=10", run_dir=tmp_path / "bn")
+    """The README's quality bar: digits at 28x28, 10 epochs of Adam at a constant lr 1e-3."""
+    textbook = ("optim.lr=0.001", "scheduler=none")
+    _, bn_dir = run_train("model=lenet_bn", "dataset.resize=28", "trainer.epochs=10", *textbook, run_dir=tmp_path / "bn")
     assert read_json(bn_dir / "summary.json")["test/acc"] >= 0.95
-    _, plain_dir = run_train("model=lenet", "dataset.resize=28", "trainer.epochs=3", run_dir=tmp_path / "plain")
+    _, plain_dir = run_train("model=lenet", "dataset.resize=28", "trainer.epochs=3", *textbook, run_dir=tmp_path / "plain")
     with open(plain_dir / "metrics.csv", newline="") as handle:
         val_acc = [float(r["val/acc"]) for r in csv.DictReader(handle)]
     assert max(val_acc) < 0.3  # still near chance (0.1) after 3 epochs
@@ -252,7 +314,7 @@ def test_summary_user_errors_are_one_line_and_exit_2(capsys):
     from dlexp.summary import main
 
     for argv, message in [
-        (["model=lenet"], "LeNet needs images of at least 12x12 but the data is 8x8; use dataset.resize=28"),
+        (["model=lenet", "dataset.resize=null"], "LeNet needs images of at least 12x12 but the data is 8x8; use dataset.resize=28"),
         (["model=lenett"], "unknown model 'lenett'. Did you mean 'lenet'?"),
         (["model=lenet", "dataset.resize=28", "model.pool=median"], "model.pool must be one of avg, max, got 'median'"),
         (["--depth", "0"], "--depth must be a positive integer"),

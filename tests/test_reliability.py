@@ -123,7 +123,8 @@ def test_repeated_kills_during_checkpoint_writes_leave_a_loadable_checkpoint(tmp
 
 def test_huge_lr_stops_with_status_diverged(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli("optim=sgd", "optim.lr=1e4", "trainer.progress=false", "trainer.epochs=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_cli("optim=sgd", "optim.lr=1e4", "model.dropout=0", "scheduler=none", "trainer.progress=false", "trainer.epochs=5",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 3
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "diverged"
@@ -210,7 +211,6 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, finishe
         (["+_target_=os.system"], "unknown top-level config key '_target_'"),
         (["trainer.grad_clip=-1"], "trainer.grad_clip must be > 0"),
         (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=0"], "dataset.num_examples must be >= 1"),
-        (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=4", "trainer.batch_size=64"], "larger than the"),
     ],
 )
 def test_bad_inputs_fail_cleanly(tmp_path, args, message):

@@ -30,9 +30,13 @@ from dlexp.sweep import threads_per_job
         ([2.0, 1.2, 0.8, 0.50, 0.40], [1.5, 1.0, 0.7, 0.50, 0.42], "underfitting"),  # both still falling > 5%
         ([1.0, 0.2, 0.05, 0.027, 0.023], [0.5, 0.2, 0.14, 0.137, 0.120], "fine"),  # still falling, but fitted
         ([0.8, 0.2, 0.19, 0.35, 0.14], [0.25, 0.13, 0.2, 0.2, 0.15], "fine"),  # a dip in noisy curves, no new best
-        ([2.0, 0.9], [1.4, 0.7], "underfitting"),  # a 2-epoch smoke run is still learning
-        ([2.3], [2.2], "underfitting"),  # one epoch: nothing fitted yet
-        ([2.0, 5.0, 40.0], [2.0, 6.0, 50.0], "diverging"),  # train loss above the first epoch's
+        ([2.0, 0.9], [1.4, 0.7], "too_short"),  # 2 epochs: still learning or underfitting? cannot tell
+        ([2.3], [2.2], "too_short"),
+        ([], [], "too_short"),  # no epoch finished
+        ([2.0, 5.0, 40.0], [2.0, 6.0, 50.0], "diverging"),  # train loss far above the first epoch's
+        ([2.0, 2.1, 2.3], [2.0, 2.1, 2.4], "diverging"),  # 15% above the first epoch's
+        ([2.303, 2.304, 2.306, 2.305], [2.302, 2.303, 2.304, 2.303], "underfitting"),  # stuck at chance, ln 10
+        ([2.303, 2.2], [2.302, 2.1], "too_short"),
         ([2.0, 1.0, float("nan")], [1.8, 0.9, float("nan")], "diverging"),
         ([2.0, 1.0, 0.5], [1.8, float("inf"), 0.6], "diverging"),
     ],
@@ -44,6 +48,9 @@ def test_diagnosis_rules(train, val, label):
 
 
 def test_diagnosis_reasons_quote_the_numbers():
+    assert diagnose([2.3, 2.2], [2.3, 2.1]) == ("too_short", "too short to diagnose: 2 epoch(s); run trainer.epochs>=3")
+    label, reason = diagnose([2.303, 2.31, 2.306], [2.302, 2.3, 2.304])  # rose 0.1%: noise, not divergence
+    assert label == "underfitting" and reason.startswith("not learning: train loss stayed at 2.303 -> 2.306")
     assert diagnose([2.0, 1.0, float("nan")], [1.0, 1.0, 1.0]) == ("diverging", "train loss is nan at epoch 3")
     label, reason = diagnose([2.0, 0.5, 0.2, 0.05], [1.0, 0.4, 0.5, 0.6])
     assert label == "overfitting" and reason.startswith("val loss rose 50% above its minimum 0.4 (epoch 2)")
@@ -248,7 +255,7 @@ def test_resume_keeps_one_grad_norm_row_per_layer_and_epoch_and_diagnoses_every_
 def test_a_diverged_run_is_diagnosed_as_diverging_with_its_hint(run_train):
     from conftest import read_json
 
-    _, run_dir = run_train("optim=sgd", "optim.lr=1e4", "trainer=smoke", "trainer.epochs=3")
+    _, run_dir = run_train("optim=sgd", "optim.lr=1e4", "model.dropout=0", "scheduler=none", "trainer=smoke", "trainer.epochs=3")
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "diverged" and summary["diagnosis"] == "diverging"
     assert summary["diagnosis_reason"] == summary["hint"]

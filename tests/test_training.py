@@ -19,11 +19,15 @@ def _metrics(run_dir):
         return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
 
 
-def test_default_experiment_reaches_95_percent_on_digits(run_train):
-    result, run_dir = run_train()
-    summary = read_json(run_dir / "summary.json")
-    assert summary["test/acc"] >= 0.95
-    assert result.objective == summary["best/val/acc"]
+def test_default_experiment_reaches_97_percent_on_digits(run_train, tmp_path):
+    """The headline number: mean test accuracy over seeds 0, 1, 2 (each run is deterministic on the CPU)."""
+    accuracies = []
+    for seed in (0, 1, 2):
+        result, run_dir = run_train(f"seed={seed}", "trainer.checkpoints=false", run_dir=tmp_path / f"seed{seed}")
+        summary = read_json(run_dir / "summary.json")
+        assert result.objective == summary["best/val/acc"]
+        accuracies.append(summary["test/acc"])
+    assert sum(accuracies) / 3 >= 0.97, accuracies
 
 
 def test_regression_reports_rmse_and_recovers_the_true_weights(run_train):
@@ -97,7 +101,8 @@ def test_plateau_scheduler_cuts_the_lr_when_val_stalls(run_train):
 
 
 def test_step_scheduler_follows_its_schedule(run_train):
-    _, run_dir = run_train("scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5", "trainer=smoke", "trainer.epochs=4")
+    _, run_dir = run_train("optim.lr=0.001", "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5", "trainer=smoke",
+                           "trainer.epochs=4")
     lrs = [float(r["lr"]) for r in _metrics(run_dir)]
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
 
@@ -116,9 +121,10 @@ def test_regularizer_dropout_reaches_models_with_dropout():
     model = build_model(cfg.model, (1, 8, 8), 10, cfg.regularizer.dropout)
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert len(dropouts) == 2 and all(m.p == 0.5 for m in dropouts)
-    # models without dropout layers are built unchanged
+    # softmax regression has no hidden layer: its dropout acts on the input features
     cfg = validate(compose_cfg("model=softmax", "regularizer=dropout"))
-    assert not any(isinstance(m, nn.Dropout) for m in build_model(cfg.model, (1, 8, 8), 10, 0.5).modules())
+    dropouts = [m for m in build_model(cfg.model, (1, 8, 8), 10, cfg.regularizer.dropout).modules() if isinstance(m, nn.Dropout)]
+    assert [m.p for m in dropouts] == [0.5]
 
 
 def test_weight_decay_skips_biases():

@@ -27,7 +27,7 @@ BAD_VALUES = [
     (["optim=sgd", "optim.momentum=-0.5"], "optim.momentum must be >= 0, got -0.5"),
     (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be >= 1, got 0"),
     (["scheduler=plateau", "scheduler.factor=1.0"], "scheduler.factor must be in (0, 1), got 1.0"),
-    (["dataset.resize=-1"], "dataset.resize must be >= 1, got -1"),
+    (["dataset.resize=-1"], "dataset.resize must be auto, null or a positive number of pixels"),
     (["dataset.test_fraction=1.0"], "dataset.test_fraction must be in [0, 1), got 1.0"),
     (["dataset.normalize=Channel"], "dataset.normalize must be one of none, channel, feature, dataset, got 'Channel'"),
     (["seed=-1"], "seed must be >= 0, got -1"),

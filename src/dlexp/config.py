@@ -224,7 +224,7 @@ def _register_resolvers() -> None:
 
 _register_resolvers()
 _SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
-_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
 
 
 def _extra_config_dirs(argv: list[str]) -> list[str]:
@@ -237,14 +237,14 @@ def _extra_config_dirs(argv: list[str]) -> list[str]:
     return dirs
 
 
-def _group_options(dirs: list[str], group: str) -> list[str]:
+def group_options(dirs: list[str], group: str) -> list[str]:
     options = set()
     for d in dirs:
         options.update(p.stem for p in (Path(d) / group).glob("*.yaml"))
     return sorted(options)
 
 
-def _default_choices(dirs: list[str]) -> dict[str, str]:
+def default_choices(dirs: list[str]) -> dict[str, str]:
     """group -> option chosen by the defaults list of train.yaml."""
     primary = Path(CONFIG_DIR) / "train.yaml"
     choices: dict[str, str] = {}
@@ -266,19 +266,19 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     as ``dlexp.summary``) skips the output-dir check. ``--cfg`` (print the
     config, run nothing) gets every check a run gets, the full schema included.
     """
-    if any(arg in _INFO_FLAGS for arg in argv):
+    if any(arg in INFO_FLAGS for arg in argv):
         return
     _check_grammar(_positional_args(argv))
     shows_config = any(arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv)
     dirs = [CONFIG_DIR, *_extra_config_dirs(argv)]
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
-    defaults = _default_choices(dirs)
+    defaults = default_choices(dirs)
     chosen = dict(defaults)
     for arg in overrides:
         key, value = arg.lstrip("+").split("=", 1)
         if key in groups and "@" not in key and not any(f in value for f in _SWEEP_FUNCS):
-            options = _group_options(dirs, key)
+            options = group_options(dirs, key)
             for option in value.split(","):
                 if option not in options:
                     raise ConfigError(

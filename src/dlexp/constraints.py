@@ -19,7 +19,7 @@ import math
 import typing
 from typing import Annotated, Any, Iterable, List, Literal, Optional, Union
 
-from annotated_types import Ge, GroupedMetadata, Gt, Interval, Le, Len, Lt, MaxLen, MinLen
+from annotated_types import Ge, GroupedMetadata, Gt, Interval, Le, Len, Lt, MaxLen, MinLen, Predicate
 
 from dlexp.errors import ConfigError
 
@@ -130,6 +130,8 @@ def _holds(mark: Any, value: Any) -> bool:
         return len(value) >= mark.min_length
     if isinstance(mark, MaxLen):
         return len(value) <= mark.max_length
+    if isinstance(mark, Predicate):  # a rule no bound expresses; its docstring says what it asks
+        return bool(mark.func(value))
     raise TypeError(f"constraint {mark!r} is not supported by dlexp.constraints")
 
 
@@ -148,6 +150,8 @@ def _describe(mark: Any) -> str:
         return f"have at least {mark.min_length} value{'s' * (mark.min_length != 1)}"
     if isinstance(mark, MaxLen):
         return f"have at most {mark.max_length} values"
+    if isinstance(mark, Predicate):
+        return (mark.func.__doc__ or "pass its check").strip()
     for cls, op, attr in ((Gt, ">", "gt"), (Ge, ">=", "ge"), (Lt, "<", "lt"), (Le, "<=", "le")):
         if isinstance(mark, cls):
             return f"be {op} {_num(getattr(mark, attr))}"

@@ -8,14 +8,21 @@ are stacked on the device and read back in one transfer.
 The diagnosis looks only at the loss curves (metrics.csv), by these rules, tried
 in this order (``tr``/``va`` are the per-epoch train/val losses):
 
+0. ``too_short``: fewer than ``MIN_EPOCHS`` (3) epochs and every loss finite.
+   One or two epochs cannot tell a model that is still learning from one that
+   underfits.
 1. ``diverging``: the run stopped on a non-finite loss (status ``diverged``), a
-   train or val loss is NaN or infinite, or the final train loss is above the
-   first epoch's (training made the training loss worse).
+   train or val loss is NaN or infinite, or the final train loss is more than
+   ``DIVERGE_RISE`` (10%) above the first epoch's (training made the training
+   loss clearly worse). A loss that stays where it started, e.g. at chance level
+   (ln(classes) for a classifier that has learned nothing), wobbles by a few per
+   cent either way: that is not divergence but rule 3.
 2. ``overfitting``: the final val loss is more than ``OVERFIT_RISE`` (20%) above
    its minimum while the train loss kept falling after that minimum. (Smaller
    rises are within the epoch-to-epoch noise of a small val set.)
 3. ``underfitting``: the final train loss is more than ``UNDERFIT_LEFT`` (half)
-   of the first epoch's (the model barely fitted the training data); or it is
+   of the first epoch's (the model barely fitted the training data; within
+   ``FLAT`` (2%) of it, the reason says the model is not learning at all); or it is
    still above ``FITTED`` (a tenth) of it while the last epoch lowered the train
    loss by more than ``STILL_FALLING`` (5%) and set a val loss more than 5% below
    the best before it (training stopped while the model was still improving on
@@ -36,6 +43,9 @@ from torch import nn
 GRAD_NORMS_FILE = "grad_norms.csv"
 GRAD_COLUMNS = ["epoch", "depth", "layer", "type", "grad_norm", "weight_norm", "grad_to_weight"]
 
+MIN_EPOCHS = 3  # fewer epochs than this are too short to diagnose
+DIVERGE_RISE = 0.10  # final train loss this far (relative) above the first epoch's: diverging
+FLAT = 0.02  # final train loss within this (relative) of the first epoch's: not learning
 OVERFIT_RISE = 0.20  # val loss this far (relative) above its minimum counts as rising
 UNDERFIT_LEFT = 0.5  # final train loss above this fraction of the first epoch's: barely fitted
 FITTED = 0.1  # final train loss below this fraction of the first epoch's: the training data is fitted
@@ -87,13 +97,13 @@ def generalization_gap(rows: Sequence[dict[str, Any]], metric: str, best_epoch: 
 def diagnose(train_loss: Sequence[float], val_loss: Sequence[float]) -> tuple[str, str]:
     """(label, reason) from per-epoch train and val losses, by the rules in this module's docstring."""
     tr, va = [float(v) for v in train_loss], [float(v) for v in val_loss]
-    if not tr or not va:
-        return "underfitting", "no epoch finished"
     for name, curve in (("train", tr), ("val", va)):
         bad = next((i for i, v in enumerate(curve) if not math.isfinite(v)), None)
         if bad is not None:
             return "diverging", f"{name} loss is {curve[bad]} at epoch {bad + 1}"
-    if tr[-1] > tr[0]:
+    if min(len(tr), len(va)) < MIN_EPOCHS:
+        return "too_short", f"too short to diagnose: {min(len(tr), len(va))} epoch(s); run trainer.epochs>={MIN_EPOCHS}"
+    if tr[-1] > (1 + DIVERGE_RISE) * tr[0]:
         return "diverging", f"train loss rose from {tr[0]:.4g} (epoch 1) to {tr[-1]:.4g} (epoch {len(tr)})"
     best = min(range(len(va)), key=va.__getitem__)
     if va[-1] > (1 + OVERFIT_RISE) * va[best] and tr[-1] < tr[best]:
@@ -101,6 +111,11 @@ def diagnose(train_loss: Sequence[float], val_loss: Sequence[float]) -> tuple[st
         return "overfitting", (
             f"val loss rose {rise:.0%} above its minimum {va[best]:.4g} (epoch {best + 1}) "
             f"while train loss fell to {tr[-1]:.4g}"
+        )
+    if abs(tr[-1] - tr[0]) <= FLAT * tr[0]:
+        return "underfitting", (
+            f"not learning: train loss stayed at {tr[0]:.4g} -> {tr[-1]:.4g} (a classifier's chance level is "
+            f"ln(classes)); try another optim.lr, model.init or model.activation"
         )
     if tr[-1] > UNDERFIT_LEFT * tr[0]:
         return "underfitting", f"train loss fell only {1 - tr[-1] / tr[0]:.0%} ({tr[0]:.4g} -> {tr[-1]:.4g})"

@@ -241,6 +241,9 @@ def cli() -> None:
     """Console-script entry: catch common command-line mistakes before Hydra does, then run.
 
     Under torchrun every rank joins the process group first and takes rank 0's run dir."""
+    from dlexp.cli_flags import before_hydra
+
+    before_hydra(sys.argv[1:])  # --version and a bare --help at once; a run's first line
     try:
         preflight(sys.argv[1:])
     except UserError as err:

@@ -1,11 +1,17 @@
 """Bring your own tensors: a ``.npz`` or ``.pt`` file with ``x`` and ``y``, plus optional
-``x_val``/``y_val`` and ``x_test``/``y_test``. ``x`` may have any shape per example:
-vectors (N, D), sequences (N, T, D), images (N, C, H, W).
+``x_val``/``y_val`` and ``x_test``/``y_test``; or a directory of ``.npy`` files with
+those names (``x.npy``, ``y.npy``, ``x_val.npy``, ...). ``x`` may have any shape per
+example: vectors (N, D), sequences (N, T, D), images (N, C, H, W).
+
+With ``mmap=true`` (a directory only) the ``x`` arrays stay on disk, opened with
+``np.load(mmap_mode="r")``: every batch gathers its rows from the file, so memory
+holds one batch of inputs, not the data set (targets are read whole: they are small).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -16,13 +22,62 @@ from dlexp.data.base import DATASETS, Source
 from dlexp.data.checks import numeric_array
 from dlexp.data.preprocess import Normalize
 from dlexp.data.splits import carve_test
-from dlexp.errors import DataError
+from dlexp.errors import ConfigError, DataError
 
 ArrayTask = Literal["auto", "classification", "regression", "binary"]
 
 
-def _load(path: str) -> dict[str, Tensor]:
+@dataclass
+class MemmapRows:
+    """Rows ``index`` of an (N, *shape) array opened with ``np.load(mmap_mode="r")``, read on demand.
+
+    ``rows[key]`` (an int tensor of positions, or a slice) reads those rows from the file
+    as one float32 tensor: the batches of a ``TensorLoader`` over it gather from disk.
+    """
+
+    array: np.ndarray  # np.memmap, (N, *shape), any numeric dtype
+    index: np.ndarray  # (n,) int64 rows of ``array`` that this pool holds
+    device: torch.device = torch.device("cpu")  # where TensorLoader keeps the shuffle order
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.array.shape[1:])
+
+    def __getitem__(self, key: Union[Tensor, slice]) -> Tensor:
+        rows = self.index[key.cpu().numpy() if isinstance(key, Tensor) else key]
+        return torch.from_numpy(np.asarray(self.array[rows], dtype=np.float32))  # (len(rows), *shape)
+
+    def subset(self, idx: Any) -> "MemmapRows":
+        return replace(self, index=self.index[np.asarray(idx, dtype=np.int64)])
+
+    def chunks(self, size: int) -> Any:
+        """Every row once, ``size`` at a time, as float32 tensors (for fitting statistics)."""
+        return (self[slice(i, i + size)] for i in range(0, len(self), size))
+
+
+def _load_dir(folder: Path, mmap: bool) -> dict[str, Any]:
+    """``<name>.npy`` files of ``folder``; x arrays memory-mapped when ``mmap``."""
+    data: dict[str, Any] = {}
+    for file in sorted(folder.glob("*.npy")):
+        memmap = mmap and file.stem.startswith("x")
+        data[file.stem] = np.load(file, mmap_mode="r" if memmap else None, allow_pickle=False)
+        if not memmap:
+            data[file.stem] = torch.from_numpy(data[file.stem])
+    return data
+
+
+def _load(path: str, mmap: bool = False) -> dict[str, Any]:
     file = Path(path).expanduser()
+    if file.is_dir():
+        try:
+            return _load_dir(file, mmap)
+        except (ValueError, OSError) as err:
+            raise DataError(f"cannot read the .npy files in {path}: {str(err).strip().splitlines()[0]}") from None
+    if mmap:
+        raise ConfigError(f"dataset.mmap=true needs dataset.path to be a directory of .npy files (x.npy, y.npy), not {path}")
     if not file.is_file():
         raise DataError(f"dataset.path={path} does not exist; give a .npz or .pt file with arrays x and y")
     try:
@@ -51,6 +106,14 @@ def _read_array(npz: Any, key: str, path: str) -> np.ndarray:
         raise DataError(f"{path}: array '{key}' holds Python objects, not numbers; save it with a numeric dtype") from None
 
 
+def _inputs(x: Any) -> Union[Tensor, MemmapRows]:
+    """Float inputs: a memory-mapped array stays on disk; a float32 tensor is used as is (``.float()`` copies
+    only other dtypes)."""
+    if isinstance(x, np.ndarray):
+        return MemmapRows(x, np.arange(len(x)))
+    return x.float()
+
+
 def _infer_task(y: Tensor) -> str:
     if y.dtype == torch.bool:
         return "binary"
@@ -77,9 +140,11 @@ def arrays(
     normalize: Normalize = "none",
     test_fraction: Fraction = 0.0,
     test_seed: Seed = 0,
+    mmap: bool = False,
 ) -> Source:
-    """``task=auto``: integer y -> classification, float y -> regression, bool y -> binary (logistic)."""
-    data = _load(path)
+    """``task=auto``: integer y -> classification, float y -> regression, bool y -> binary (logistic).
+    ``mmap``: leave the x arrays of a directory of .npy files on disk (see the module docstring)."""
+    data = _load(path, mmap)
     if "x" not in data or "y" not in data:
         raise DataError(f"{path} must hold arrays named x and y; it has {', '.join(sorted(data)) or 'none'}")
     task = _infer_task(data["y"]) if task == "auto" else task
@@ -95,12 +160,13 @@ def arrays(
             raise DataError(f"{path}: {xk} has {len(x)} rows but {yk} has {len(y)}")
         if x.shape[1:] != data["x"].shape[1:]:
             raise DataError(f"{path}: {xk} examples are {tuple(x.shape[1:])}, x examples {tuple(data['x'].shape[1:])}")
-        parts[part] = (x.float(), _targets(y, task, yk))
+        parts[part] = (_inputs(x), _targets(y, task, yk))
     outputs = _outputs(parts, task, num_classes, path)
     if "test" not in parts and test_fraction > 0:
         x, y = parts["train"]
         pool_idx, test_idx = carve_test(y, task, test_fraction, test_seed)
-        parts["train"], parts["test"] = (x[pool_idx], y[pool_idx]), (x[test_idx], y[test_idx])
+        take = x.subset if isinstance(x, MemmapRows) else x.__getitem__
+        parts["train"], parts["test"] = (take(pool_idx), y[pool_idx]), (take(test_idx), y[test_idx])
     return Source(
         train=parts["train"], val=parts.get("val"), test=parts.get("test"),
         task=task, num_classes=outputs, normalize=normalize,

@@ -36,7 +36,9 @@ class Source:
     normalize: str = "none"  # preprocess.NORMALIZE_MODES, fitted on the train split
     val: Optional[Pool] = None  # a given val set; when present the split group is not used
     stats: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None  # published per-channel (mean, std): normalize=dataset
-    resize: Optional[int] = None  # images to (resize, resize) after normalization: once, or per batch when too big
+    # dataset.resize: images to (resize, resize) before normalization, once or per batch when too big;
+    # "auto" = up to the model's minimum side when smaller (dlexp.data.preprocess.choose_resize)
+    resize: Union[int, str, None] = None
     preprocess: Optional[Callable[[Tensor], Callable[[Tensor], Tensor]]] = None  # fit(train x) -> transform; replaces normalize
     task_args: dict[str, Any] = field(default_factory=dict)  # for the task's builder, e.g. {"metric": "log_rmse"}
     center_targets: bool = False  # regression: learn y - (train-split mean of y); errors and RMSE are unchanged

@@ -40,19 +40,27 @@ def check_source(source: Any, name: str) -> None:
         if len(x) == 0:
             hint = "check its files and settings" if split == "train" else "drop it or give it examples"
             raise DataError(f"the {split} split of dataset '{name}' is empty; {hint}")
-        _check_finite(x, f"the {split} inputs of dataset '{name}'", allow_nan=source.preprocess is not None)
+        what, allow_nan = f"the {split} inputs of dataset '{name}'", source.preprocess is not None
+        if hasattr(x, "chunks"):  # memory-mapped rows: read and check a chunk at a time, never all at once
+            for start, chunk in zip(range(0, len(x), CHUNK_ROWS), x.chunks(CHUNK_ROWS)):
+                _check_finite(chunk, what, allow_nan=allow_nan, offset=start)
+        else:
+            _check_finite(x, what, allow_nan=allow_nan)
         if y.is_floating_point():
             _check_finite(y, f"the {split} targets of dataset '{name}'", allow_nan=False)
 
 
-def _check_finite(t: Tensor, what: str, *, allow_nan: bool) -> None:
+CHUNK_ROWS = 4096
+
+
+def _check_finite(t: Tensor, what: str, *, allow_nan: bool, offset: int = 0) -> None:
     if not t.is_floating_point():
         return  # integers cannot hold NaN or inf
     bad = torch.isinf(t) if allow_nan else ~torch.isfinite(t)
     count = int(bad.sum())
     if count == 0:
         return
-    first: Optional[int] = int(bad.reshape(len(t), -1).any(dim=1).nonzero()[0, 0])
+    first: Optional[int] = offset + int(bad.reshape(len(t), -1).any(dim=1).nonzero()[0, 0])
     kinds = "inf" if allow_nan else "NaN or inf"
     raise DataError(
         f"{what} hold {count} {kinds} value(s) (first in example {first}); "

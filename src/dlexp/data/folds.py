@@ -8,6 +8,7 @@ The test set is never split, fitted on or used to choose anything.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -19,13 +20,15 @@ from torch import Tensor
 
 from dlexp.registry import builder_kwargs
 from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source
+from dlexp.data.arrays import MemmapRows
 from dlexp.data.augment import Augmenter
 from dlexp.data.batching import TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
-from dlexp.data.preprocess import Normalizer, resize_images
+from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
 from dlexp.errors import ConfigError, DataError
 from dlexp.tasks import TASKS, Batch, Task, build_task, labels_of
+from dlexp.models import input_size
 
 RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of float32; beyond that, per batch
 
@@ -53,6 +56,8 @@ def _take(pool: Pool, idx: np.ndarray) -> Pool:
     if isinstance(pool, ImageFiles):
         return pool.subset(idx)
     index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    if isinstance(pool[0], MemmapRows):  # row numbers only: the inputs stay on disk
+        return pool[0].subset(idx), pool[1][index]
     return pool[0][index], pool[1][index]
 
 
@@ -77,6 +82,24 @@ class Folds:
         self.shift = SHIFTS.build(cfg.shift.name, **builder_kwargs(cfg.shift))
         self.augment_ops = AUGMENTS.build(cfg.augment.name, **builder_kwargs(cfg.augment))
         self.shifted_test, self.shift_batch = self._shift_test()
+        self.resize = self._choose_resize()
+        self.capped_batch = False  # whether the batch-size notice was printed
+
+    def _choose_resize(self) -> Optional[int]:
+        """dataset.resize for this run's model: decided once per run, announced once when ``auto`` resizes."""
+        pool = self.source.train
+        if self.source.resize is None:
+            return None
+        shape = (pool.channels, *pool.size) if isinstance(pool, ImageFiles) else tuple(pool[0].shape[1:])
+        if len(shape) != 3:
+            if str(self.source.resize).lower() == "auto":
+                return None  # flat data: nothing to resize
+            raise ConfigError(f"dataset.resize needs image data (N, C, H, W); this dataset has examples of shape {shape}")
+        model = self.cfg.model.name
+        size, notice = choose_resize(self.source.resize, shape[1:], model, input_size(model, builder_kwargs(self.cfg.model)))
+        if notice:
+            print(notice, flush=True)
+        return size
 
     def _split(self) -> list:
         pool, cfg = self.source.train, self.cfg
@@ -124,6 +147,8 @@ class Folds:
                 f"give it one (e.g. dataset.test_fraction=0.2) or use shift=none"
             )
         test = src.test
+        if not isinstance(test, ImageFiles) and isinstance(test[0], MemmapRows):
+            raise ConfigError(f"shift={self.cfg.shift.name} needs the test inputs in memory; use dataset.mmap=false")
         if shift.select is not None:
             labels = labels_of(src.task, _targets(test))
             if labels is None:
@@ -141,18 +166,23 @@ class Folds:
     # -- one fold ------------------------------------------------------------
     def _batch_sizes(self, n_train: int) -> tuple[int, int]:
         trainer = self.cfg.trainer  # batch sizes >= 1 by the trainer schema
-        if trainer.batch_size > n_train:
-            raise ConfigError(
-                f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "
-                f"use trainer.batch_size<={n_train}"
-            )
+        eval_bs = trainer.eval_batch_size or 4 * trainer.batch_size
         world = self.shard[1]
         if trainer.batch_size % world:  # the global batch must split evenly, so every rank's step is alike
             raise ConfigError(
                 f"trainer.batch_size={trainer.batch_size} is the global batch and must divide evenly over the {world} "
                 f"processes; use a multiple of {world}, e.g. trainer.batch_size={trainer.batch_size // world * world or world}"
             )
-        return trainer.batch_size, trainer.eval_batch_size or 4 * trainer.batch_size
+        if trainer.batch_size > n_train:  # small data (e.g. 20 examples): one full batch, said once per run
+            full = n_train // world * world
+            if not self.capped_batch:
+                print(
+                    f"trainer.batch_size={trainer.batch_size} is larger than the {n_train} training examples; "
+                    f"training on full batches of {full}", flush=True,
+                )
+                self.capped_batch = True
+            return full, eval_bs
+        return trainer.batch_size, eval_bs
 
     def _bundle(self, train: Pool, val: Pool) -> DataBundle:
         for part, pool in (("train", train), ("val", val)):
@@ -161,19 +191,32 @@ class Folds:
         batch_size, eval_bs = self._batch_sizes(_size(train))
         if isinstance(train, ImageFiles):
             return self._stream_bundle(train, val, batch_size, eval_bs)
+        if isinstance(train[0], MemmapRows):
+            return self._memmap_bundle(train, val, batch_size, eval_bs)
         src = self.source
-        prep = src.preprocess(train[0].float()) if src.preprocess else Normalizer.fit(train[0].float(), src.normalize, src.stats)
+        raw = {"train": train, "val": val, "test": src.test, "shifted": self.shifted_test}
+        given = {k: None if p is None else p[0].data_ptr() for k, p in raw.items()}
+        raw, resize = self._resize(raw)
+        # inputs no one else holds (a fold's rows taken from the pool, a resized copy) are normalized in place
+        private = {
+            k: p is not None and ((self.indices is not None and k in ("train", "val")) or p[0].data_ptr() != given[k])
+            for k, p in raw.items()
+        }
+        prep = self._fit_preprocess(raw["train"][0], resize, eval_bs)
         # (targets,) mean of the train part, subtracted from every split's targets: the model starts near it
         offset = train[1].mean(dim=0) if src.center_targets and src.task == "regression" else None
 
-        def prepared(pair: Optional[Pair]) -> Optional[Pair]:
+        def prepared(pair: Optional[Pair], private: bool) -> Optional[Pair]:
             if pair is None:
                 return None
             y = pair[1] if offset is None else pair[1] - offset
-            return prep(pair[0].float()).to(self.device), y.to(self.device)
+            x = pair[0].float()  # no copy when already float32
+            if resize is None:  # else per batch: resize, then prep
+                x = prep(x, inplace=private or x.data_ptr() != pair[0].data_ptr()) if isinstance(prep, Normalizer) else prep(x)
+            return x.to(self.device), y.to(self.device)  # .to() is free when the device is the CPU
 
-        parts = {"train": prepared(train), "val": prepared(val), "test": prepared(src.test), "shifted": prepared(self.shifted_test)}
-        parts, transform = self._resize(parts)
+        parts = {k: prepared(p, private[k]) for k, p in raw.items()}
+        transform = None if resize is None else (lambda x: prep(resize(x)))  # noqa: E731
         example = parts["train"][0][:1] if transform is None else transform(parts["train"][0][:1])
         augment = self._augmenter(example)
 
@@ -195,18 +238,27 @@ class Folds:
         )
 
     def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
-        """Resize images once when the result is small, else return a per-batch resize."""
-        size = self.source.resize
+        """The raw images resized once, before preprocessing is fitted, when the result is small;
+        else the raw images and a per-batch resize (applied before the preprocessing, so the two agree)."""
+        size = self.resize
         if size is None:
             return parts, None
         x = parts["train"][0]
-        if x.dim() != 4:
-            raise ConfigError(f"dataset.resize needs image data (N, C, H, W); this dataset has shape {tuple(x.shape)}")
         resize = partial(resize_images, size=size)
         total = sum(len(p[0]) for p in parts.values() if p is not None) * x.shape[1] * size * size * 4
         if total > RESIZE_ONCE_MAX_BYTES:
             return parts, resize
-        return {k: None if p is None else (resize(p[0]), p[1]) for k, p in parts.items()}, None
+        return {k: None if p is None else (resize(p[0].float()), p[1]) for k, p in parts.items()}, None
+
+    def _fit_preprocess(self, x: Tensor, resize: Optional[Callable], chunk: int) -> Callable[[Tensor], Tensor]:
+        """Preprocessing fitted on the train part ``x``; with a per-batch ``resize``, on its resized chunks."""
+        src = self.source
+        if src.preprocess:
+            return src.preprocess(x.float())
+        if resize is None:
+            return Normalizer.fit(x.float(), src.normalize, src.stats)
+        chunks = (resize(x[i : i + chunk].float()) for i in range(0, len(x), chunk))
+        return Normalizer.fit_chunks(chunks, src.normalize, src.stats)
 
     def _augmenter(self, example: Tensor) -> Optional[Augmenter]:
         if not self.augment_ops:
@@ -222,9 +274,7 @@ class Folds:
         pred = self.source.predict
         if pred is None:
             return None
-        x = prep(pred.x.float()).to(self.device)
-        if self.source.resize is not None:
-            x = resize_images(x, self.source.resize)
+        x = prep(resize_images(pred.x.float(), self.resize)).to(self.device)
 
         def write(model: torch.nn.Module, run_dir: Path) -> None:
             outputs = predict(model, x, eval_bs, build_task(self.source.task, self.source.task_args))
@@ -235,6 +285,8 @@ class Folds:
     def _stream_bundle(self, train: ImageFiles, val: ImageFiles, batch_size: int, eval_bs: int) -> DataBundle:
         """Image files too big for memory: DataLoader workers decode, the device normalizes and augments."""
         src = self.source
+        if self.resize is not None:  # decode every image at the resized size
+            train, val = (replace(f, size=(self.resize, self.resize)) for f in (train, val))
         prep = fit_stream_normalizer(train, src.normalize, src.stats)
         example = torch.zeros(1, train.channels, *train.size, device=self.device)
         augment = self._augmenter(example)
@@ -242,7 +294,35 @@ class Folds:
         def loader(files: Optional[ImageFiles], bs: int, **kw: Any) -> Optional[StreamLoader]:
             return None if files is None else StreamLoader(files, bs, device=self.device, preprocess=prep, shard=self.shard, **kw)
 
-        shifted = loader(self.shifted_test, eval_bs, shift=self.shift_batch)
+        shifted = loader(self._sized(self.shifted_test), eval_bs, shift=self.shift_batch)
+        return DataBundle(
+            train=loader(train, batch_size, shuffle=True, seed=self.seed, augment=augment),
+            val=loader(val, eval_bs),
+            test=loader(self._sized(src.test), eval_bs),
+            task=src.task,
+            input_shape=tuple(example.shape[1:]),
+            num_classes=src.num_classes,
+            task_args=src.task_args,
+            context=src.context,
+            extra_tests={"test_shifted": shifted} if shifted is not None else {},
+            preprocess=prep,
+        )
+
+    def _memmap_bundle(self, train: Pair, val: Pair, batch_size: int, eval_bs: int) -> DataBundle:
+        """Inputs memory-mapped from .npy files: each batch is read from disk, then resized and normalized."""
+        src = self.source
+        resize = (lambda x: x) if self.resize is None else partial(resize_images, size=self.resize)  # noqa: E731
+        prep = Normalizer.fit_chunks((resize(c) for c in train[0].chunks(eval_bs)), src.normalize, src.stats)
+
+        def transform(x: Tensor) -> Tensor:  # (B, *shape) float32 from the file -> the device, resized, normalized
+            return prep(resize(x.to(self.device)), inplace=True)
+
+        example = transform(train[0][:1])
+        augment = self._augmenter(example)
+
+        def loader(pair: Optional[Pair], bs: int, **kw: Any) -> Optional[TensorLoader]:
+            return None if pair is None else TensorLoader(pair[0], pair[1].to(self.device), bs, transform=transform, shard=self.shard, **kw)
+
         return DataBundle(
             train=loader(train, batch_size, shuffle=True, seed=self.seed, augment=augment),
             val=loader(val, eval_bs),
@@ -252,9 +332,11 @@ class Folds:
             num_classes=src.num_classes,
             task_args=src.task_args,
             context=src.context,
-            extra_tests={"test_shifted": shifted} if shifted is not None else {},
             preprocess=prep,
         )
+
+    def _sized(self, files: Optional[ImageFiles]) -> Optional[ImageFiles]:
+        return files if files is None or self.resize is None else replace(files, size=(self.resize, self.resize))
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from dlexp.constraints import Fraction, NonNegativeInt, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
 from dlexp.data.batching import ShuffleState
-from dlexp.data.preprocess import Normalize, Normalizer
+from dlexp.data.preprocess import Normalize, Normalizer, Resize
 from dlexp.data.splits import carve_test
 from dlexp.errors import ConfigError, DataError
 from dlexp.tasks.base import Batch
@@ -209,6 +209,7 @@ def image_source(
     task: str,
     num_classes: int,
     image_size: Optional[int],
+    resize: Optional[str],
     channels: int,
     test_fraction: float,
     test_seed: int,
@@ -229,7 +230,7 @@ def image_source(
     pools: dict[str, Any] = {k: (f.load_all(), f.y) for k, f in files.items()} if fits else files
     return Source(
         train=pools["train"], val=pools.get("val"), test=pools.get("test"),
-        task=task, num_classes=num_classes, normalize=normalize, center_targets=True,
+        task=task, num_classes=num_classes, normalize=normalize, center_targets=True, resize=resize,
     )
 
 
@@ -252,6 +253,7 @@ def image_folder(
     channels: Channels = 3,
     test_fraction: Fraction = 0.2,
     test_seed: Seed = 0,
+    resize: Resize = "auto",  # "auto": up to the model's minimum side when smaller; or a side in pixels; null keeps
     normalize: Normalize = "channel",
     in_memory: Optional[bool] = None,
     max_memory_mb: PositiveInt = 2048,
@@ -275,7 +277,7 @@ def image_folder(
     if len(classes) < 2:
         raise DataError(f"{base} has {len(classes)} class folder(s); classification needs at least 2")
     return image_source(
-        parts, task="classification", num_classes=len(classes), image_size=image_size, channels=channels,
+        parts, task="classification", num_classes=len(classes), image_size=image_size, resize=resize, channels=channels,
         test_fraction=test_fraction, test_seed=test_seed, normalize=normalize, in_memory=in_memory,
         max_memory_mb=max_memory_mb, num_workers=num_workers,
     )
@@ -314,6 +316,7 @@ def image_csv(
     channels: Channels = 3,
     test_fraction: Fraction = 0.2,
     test_seed: Seed = 0,
+    resize: Resize = "auto",  # see image_folder
     normalize: Normalize = "channel",
     in_memory: Optional[bool] = None,
     max_memory_mb: PositiveInt = 2048,
@@ -345,7 +348,7 @@ def image_csv(
     if missing:
         raise DataError(f"{len(missing)} image file(s) listed in {csv_path} do not exist, e.g. {missing[0]}")
     return image_source(
-        {"train": (paths, y)}, task=task, num_classes=outputs, image_size=image_size, channels=channels,
+        {"train": (paths, y)}, task=task, num_classes=outputs, image_size=image_size, resize=resize, channels=channels,
         test_fraction=test_fraction, test_seed=test_seed, normalize=normalize, in_memory=in_memory,
         max_memory_mb=max_memory_mb, num_workers=num_workers,
     )

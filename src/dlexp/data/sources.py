@@ -1,16 +1,15 @@
 """Bundled, offline data sources: scikit-learn's digits and the textbook's synthetic linear data."""
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+from typing import Annotated, List
 
 import numpy as np
 import torch
 from annotated_types import MinLen
-from sklearn.model_selection import train_test_split
 
 from dlexp.constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
-from dlexp.data.preprocess import Normalize, resize_images
+from dlexp.data.preprocess import Normalize, Resize
 
 
 @DATASETS.register("digits")
@@ -18,7 +17,7 @@ def digits(
     *,
     test_fraction: Fraction = 0.2,
     test_seed: Seed = 0,
-    resize: Optional[PositiveInt] = None,  # pixels per side; None = the native 8x8
+    resize: Resize = "auto",  # "auto": up to the model's minimum side; or pixels per side; null = the native 8x8
     normalize: Normalize = "channel",
 ) -> Source:
     """1,797 real 8x8 handwritten digits (UCI, shipped with scikit-learn), 10 classes.
@@ -26,7 +25,8 @@ def digits(
     The test split is stratified and fixed by ``test_seed`` (not the run seed), so
     runs with different seeds are scored on the same test images.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # imported here: about a second, for this dataset only
+    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
@@ -34,13 +34,13 @@ def digits(
     train_idx, test_idx = train_test_split(
         np.arange(len(y)), test_size=test_fraction, random_state=test_seed, stratify=bunch.target
     )
-    x = resize_images(x, resize)
     return Source(
         train=(x[train_idx], y[train_idx]),
         test=(x[test_idx], y[test_idx]),
         task="classification",
         num_classes=10,
         normalize=normalize,
+        resize=resize,
     )
 
 

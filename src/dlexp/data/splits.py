@@ -2,6 +2,8 @@
 
 A split builder returns a list of folds, each a (train indices, val indices) pair
 into the pool: one for ``holdout``, k for ``kfold`` (one training per fold).
+scikit-learn (about a second to import) is imported when a split is drawn, not
+with this module, so commands that build no data never pay for it.
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from typing import Annotated, Optional
 
 import numpy as np
 from annotated_types import Ge, Interval
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from dlexp.data.base import SPLITS
 from dlexp.errors import ConfigError, DataError
@@ -38,6 +39,7 @@ def holdout(
 
 ) -> list[Fold]:
     """One seeded split; stratified by class when ``labels`` are given and ``stratify``."""
+    from sklearn.model_selection import train_test_split
     if num_examples < 2:
         raise DataError(f"a train/val split needs at least 2 examples, got {num_examples}")
     idx = np.arange(num_examples)
@@ -53,6 +55,7 @@ def kfold(
 ) -> list[Fold]:
     """k seeded folds whose val parts are disjoint and cover the pool once; stratified by class
     when ``labels`` are given, ``stratify`` is set and every class has at least k members."""
+    from sklearn.model_selection import KFold, StratifiedKFold
     if k > num_examples:
         raise ConfigError(f"split.k={k} is more than the {num_examples} examples in the pool; use split.k<={num_examples}")
     idx = np.arange(num_examples)

@@ -19,9 +19,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from dlexp.constraints import PositiveInt
 from dlexp.data.base import DATASETS, Source
-from dlexp.data.preprocess import Normalize
+from dlexp.data.preprocess import Normalize, Resize
 from dlexp.errors import DataError
 
 DEFAULT_ROOT = "~/.cache/dlexp/data"
@@ -141,7 +140,7 @@ def _tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x.float().div_(255.0).contiguous(), y
 
 
-def load_vision(name: str, root: Optional[str], download: bool, resize: Optional[int], normalize: str) -> Source:
+def load_vision(name: str, root: Optional[str], download: bool, resize: Optional[str], normalize: str) -> Source:
     spec = SPECS[name]
     base = data_root(root)
     (x_train, y_train), (x_test, y_test) = (_tensors(_open(name, spec, base, download, train)) for train in (True, False))
@@ -164,26 +163,26 @@ def load_vision(name: str, root: Optional[str], download: bool, resize: Optional
 
 
 @DATASETS.register("mnist")
-def mnist(*, root: Optional[str] = None, download: bool = True, resize: Optional[PositiveInt] = None, normalize: Normalize = "channel") -> Source:
+def mnist(*, root: Optional[str] = None, download: bool = True, resize: Resize = "auto", normalize: Normalize = "channel") -> Source:
     """LeCun's handwritten digits: 60,000 + 10,000 gray 28x28 images, 10 classes."""
     return load_vision("mnist", root, download, resize, normalize)
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(
-    *, root: Optional[str] = None, download: bool = True, resize: Optional[PositiveInt] = None, normalize: Normalize = "channel"
+    *, root: Optional[str] = None, download: bool = True, resize: Resize = "auto", normalize: Normalize = "channel"
 ) -> Source:
     """Zalando's clothing images: 60,000 + 10,000 gray 28x28 images, 10 classes."""
     return load_vision("fashion_mnist", root, download, resize, normalize)
 
 
 @DATASETS.register("cifar10")
-def cifar10(*, root: Optional[str] = None, download: bool = True, resize: Optional[PositiveInt] = None, normalize: Normalize = "channel") -> Source:
+def cifar10(*, root: Optional[str] = None, download: bool = True, resize: Resize = "auto", normalize: Normalize = "channel") -> Source:
     """50,000 + 10,000 RGB 32x32 images, 10 classes."""
     return load_vision("cifar10", root, download, resize, normalize)
 
 
 @DATASETS.register("cifar100")
-def cifar100(*, root: Optional[str] = None, download: bool = True, resize: Optional[PositiveInt] = None, normalize: Normalize = "channel") -> Source:
+def cifar100(*, root: Optional[str] = None, download: bool = True, resize: Resize = "auto", normalize: Normalize = "channel") -> Source:
     """50,000 + 10,000 RGB 32x32 images, 100 fine classes."""
     return load_vision("cifar100", root, download, resize, normalize)

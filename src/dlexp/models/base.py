@@ -9,8 +9,33 @@ model's YAML also carries the init keys (``init``, ``init_sigma``, ...; see
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
 from dlexp.models.init import InitConfig
 from dlexp.registry import Registry
 
 MODELS = Registry("model", common=InitConfig)  # every model also takes model.init*
+
+
+@dataclass(frozen=True)
+class InputSize:
+    """The square image sides (pixels) a conv net family is built for; flat models have none."""
+
+    minimum: int  # the smallest side its convs and pools accept at the YAML's architecture
+    textbook: int  # the side the textbook trains it at
+    # for families whose depth is configurable: builder kwargs -> the smallest side of that architecture
+    minimum_of: Optional[Callable[[dict[str, Any]], int]] = None
+
+
+INPUT_SIZES: dict[str, InputSize] = {}  # model name -> its sizes; each family module fills in its own
+
+
+def input_size(name: str, kwargs: dict[str, Any]) -> Optional[tuple[int, int]]:
+    """(minimum side, textbook side) of model ``name`` built with ``kwargs``; None for flat models."""
+    sizes = INPUT_SIZES.get(name)
+    if sizes is None:
+        return None
+    minimum = sizes.minimum_of(kwargs) if sizes.minimum_of is not None else sizes.minimum
+    return minimum, sizes.textbook
 

@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from annotated_types import MinLen
 
-from dlexp.constraints import PositiveInt
-from dlexp.models.base import MODELS
+from dlexp.constraints import Fraction, PositiveInt
+from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import Activation, feature_shape, image_channels, narrow
+from dlexp.models.layers import Activation, feature_shape, head_dropout, image_channels, narrow
 
 
 def _norm_act_conv(in_channels: int, out_channels: int, kernel: int, activation: str) -> nn.Sequential:
@@ -49,6 +49,16 @@ def _transition(in_channels: int, out_channels: int, activation: str) -> nn.Sequ
     return nn.Sequential(_norm_act_conv(in_channels, out_channels, 1, activation), nn.AvgPool2d(kernel_size=2, stride=2))
 
 
+def _smallest_side(kwargs: dict) -> int:
+    """The stem quarters the side (rounding up); each of the n - 1 transitions' 2x2 pools then needs 2 pixels
+    more than the last, so the stem must leave 2**(n-1): a side of 4 * (2**(n-1) - 1) + 1 (29 for 4 blocks)."""
+    transitions = max(len(kwargs.get("block_convs", (4, 4, 4, 4))) - 1, 0)
+    return 4 * (2**transitions - 1) + 1
+
+
+INPUT_SIZES["densenet"] = InputSize(minimum=29, textbook=96, minimum_of=_smallest_side)
+
+
 @MODELS.register("densenet")
 def densenet(
     input_shape: tuple[int, ...],
@@ -58,6 +68,7 @@ def densenet(
     growth_rate: PositiveInt = 32,
     activation: Activation = "relu",
     width_div: PositiveInt = 1,
+    dropout: Fraction = 0.0,
 ) -> nn.Sequential:
     """``width_div`` divides the stem's 64 channels and the growth rate."""
     channels, growth = narrow(64, width_div), narrow(growth_rate, width_div)
@@ -78,4 +89,4 @@ def densenet(
     layers += [nn.BatchNorm2d(channels), make_activation(activation), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten()]
     body = nn.Sequential(*layers)
     feature_shape(body, input_shape, model="DenseNet", resize=96)  # each transition's 2x2 pool needs 2 pixels
-    return nn.Sequential(*body, nn.Linear(channels, num_classes))
+    return nn.Sequential(*body, *head_dropout(dropout), nn.Linear(channels, num_classes))

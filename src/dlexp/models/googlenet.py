@@ -11,10 +11,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from dlexp.models.base import MODELS
+from dlexp.constraints import Fraction, PositiveInt
+from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.constraints import PositiveInt
-from dlexp.models.layers import Activation, image_channels, narrow
+from dlexp.models.layers import Activation, head_dropout, image_channels, narrow
 
 
 class Inception(nn.Module):
@@ -49,10 +49,13 @@ STAGE4 = [
 ]
 STAGE5 = [(256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128)]
 
+INPUT_SIZES["googlenet"] = InputSize(minimum=1, textbook=96)  # padded pools never shrink a side below 1
+
 
 @MODELS.register("googlenet")
 def googlenet(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "relu", width_div: PositiveInt = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "relu", width_div: PositiveInt = 1,
+    dropout: Fraction = 0.0,
 ) -> nn.Sequential:
     def w(n: int) -> int:
         return narrow(n, width_div)
@@ -78,4 +81,5 @@ def googlenet(
             blocks.append(block)
             channels = block.out_channels
         stages.append(nn.Sequential(*blocks, tail))  # (B, 480, 6, 6), (B, 832, 3, 3), (B, 1024, 1, 1)
-    return nn.Sequential(b1, b2, *stages, nn.Flatten(), nn.Linear(channels, num_classes))
+    # the paper puts dropout (0.4) between the pooled features and the FC layer; the textbook drops it
+    return nn.Sequential(b1, b2, *stages, nn.Flatten(), *head_dropout(dropout), nn.Linear(channels, num_classes))

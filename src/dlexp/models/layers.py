@@ -110,3 +110,22 @@ def _smallest_size(body: nn.Module, channels: int, limit: int = 1024) -> int:
         else:
             works = mid
     return works
+
+
+def positive(key: str, value: int) -> int:
+    """``value`` if >= 1, else a ConfigError naming ``model.<key>``."""
+    if value < 1:
+        raise ConfigError(f"model.{key} must be >= 1, got {value}")
+    return value
+
+
+def dropout_layer(p: float) -> nn.Dropout:
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {p}")
+    return nn.Dropout(p)
+
+
+def head_dropout(p: float) -> list[nn.Module]:
+    """Dropout before the final classifier layer (timm's ``drop_rate``), for the families the
+    textbook gives none: no layer at all for p=0, so such a model's layers stay the textbook's."""
+    return [] if p == 0 else [dropout_layer(p)]  # dropout_layer rejects p outside [0, 1)

@@ -9,32 +9,54 @@ from typing import Literal
 
 from torch import nn
 
-from dlexp.constraints import PositiveInt
-from dlexp.models.base import MODELS
+from dlexp.constraints import Fraction, PositiveInt
+from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import Activation, feature_shape, flat_features, image_channels, narrow
+from dlexp.models.layers import Activation, feature_shape, flat_features, head_dropout, image_channels, narrow
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}  # the 1998 net subsampled by averaging
 Pool = Literal["avg", "max"]
+# the 5x5 conv after the first pool needs 6 pixels there for the second pool: 12 at the input
+INPUT_SIZES["lenet"] = INPUT_SIZES["lenet_bn"] = InputSize(minimum=12, textbook=28)
 
 
 @MODELS.register("lenet")
 def lenet(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "sigmoid", pool: Pool = "avg", width_div: PositiveInt = 1
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    activation: Activation = "sigmoid",
+    pool: Pool = "avg",
+    width_div: PositiveInt = 1,
+    dropout: Fraction = 0.0,
 ) -> nn.Sequential:
-    return _lenet(input_shape, num_classes, activation, pool, width_div, batchnorm=False, name="LeNet")
+    return _lenet(input_shape, num_classes, activation, pool, width_div, dropout, batchnorm=False, name="LeNet")
 
 
 @MODELS.register("lenet_bn")
 def lenet_bn(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "sigmoid", pool: Pool = "avg", width_div: PositiveInt = 1
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    activation: Activation = "sigmoid",
+    pool: Pool = "avg",
+    width_div: PositiveInt = 1,
+    dropout: Fraction = 0.0,
 ) -> nn.Sequential:
     """LeNet with BatchNorm between every conv / hidden FC layer and its activation."""
-    return _lenet(input_shape, num_classes, activation, pool, width_div, batchnorm=True, name="LeNet-BN")
+    return _lenet(input_shape, num_classes, activation, pool, width_div, dropout, batchnorm=True, name="LeNet-BN")
 
 
 def _lenet(
-    input_shape: tuple[int, ...], num_classes: int, activation: str, pool: str, width_div: int, *, batchnorm: bool, name: str
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    activation: str,
+    pool: str,
+    width_div: int,
+    dropout: float,
+    *,
+    batchnorm: bool,
+    name: str,
 ) -> nn.Sequential:
     c1, c2, h1, h2 = (narrow(w, width_div) for w in (6, 16, 120, 84))
 
@@ -55,5 +77,6 @@ def _lenet(
         *body,
         *stage(nn.Linear(flat, h1, bias=bias), h1, nn.BatchNorm1d),
         *stage(nn.Linear(h1, h2, bias=bias), h2, nn.BatchNorm1d),
+        *head_dropout(dropout),  # the 1998 net had none: before the classifier, when asked for
         nn.Linear(h2, num_classes),
     )

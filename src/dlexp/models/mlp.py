@@ -9,7 +9,7 @@ from dlexp.constraints import Fraction, PositiveInt
 from dlexp.models.base import MODELS
 from dlexp.models.layers import Activation
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import flat_features
+from dlexp.models.layers import flat_features, head_dropout
 
 
 @MODELS.register("mlp")
@@ -29,8 +29,7 @@ def mlp(
         if batchnorm:  # BN before the nonlinearity, as in Ioffe & Szegedy
             layers.append(nn.BatchNorm1d(units))
         layers.append(make_activation(activation))
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+        layers += head_dropout(dropout)
         width = units
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

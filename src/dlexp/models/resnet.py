@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dlexp.models.base import MODELS
+from dlexp.constraints import Fraction, PositiveInt
+from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.constraints import PositiveInt
-from dlexp.models.layers import Activation, image_channels, narrow
+from dlexp.models.layers import Activation, head_dropout, image_channels, narrow
 
 
 class Residual(nn.Module):
@@ -35,9 +35,13 @@ class Residual(nn.Module):
         return self.act2(y + self.shortcut(x))  # (B, out_channels, H / stride, W / stride)
 
 
+INPUT_SIZES["resnet18"] = InputSize(minimum=1, textbook=96)  # padded strides never shrink a side below 1
+
+
 @MODELS.register("resnet18")
 def resnet18(
-    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "relu", width_div: PositiveInt = 1
+    input_shape: tuple[int, ...], num_classes: int, *, activation: Activation = "relu", width_div: PositiveInt = 1,
+    dropout: Fraction = 0.0,
 ) -> nn.Sequential:
     c64 = narrow(64, width_div)
     stem = nn.Sequential(  # (B, 64, 24, 24) at 96x96
@@ -54,5 +58,6 @@ def resnet18(
     return nn.Sequential(
         stem, *stages,  # (B, 512, 3, 3) at 96x96
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),  # (B, 512)
+        *head_dropout(dropout),
         nn.Linear(channels, num_classes),
     )

@@ -12,13 +12,18 @@ from annotated_types import Len, MinLen
 from torch import nn
 
 from dlexp.constraints import Fraction, PositiveInt
-from dlexp.models.base import MODELS
+from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import Activation, feature_shape, flat_features, image_channels, narrow
 
 VGG11 = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 # model.conv_arch: one or more [num_convs, channels] pairs of positive ints
 ConvArch = Annotated[List[Annotated[List[PositiveInt], Len(2, 2)]], MinLen(1)]
+
+# every block's 2x2/2 pool halves the side: n blocks need 2**n pixels
+INPUT_SIZES["vgg"] = InputSize(
+    minimum=2 ** len(VGG11), textbook=224, minimum_of=lambda kw: 2 ** len(kw.get("conv_arch", VGG11))
+)
 
 
 @MODELS.register("vgg")
