@@ -11,7 +11,7 @@ def test_a_preset_switches_groups_and_a_key_of_the_switched_model_is_accepted(tm
     proc = run_cli("experiment=lenet_digits", "model.width_div=4", *TINY, "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = read_json(tmp_path / "run" / "summary.json")
-    assert (summary["model"], summary["optim"]) == ("lenet_bn", "sgd")
+    assert (summary["model"], summary["optim"], summary["optim_builder"]) == ("lenet_bn", "sgd_momentum", "sgd")
     config = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
     assert "width_div: 4" in config and "resize: 28" in config and "momentum: 0.9" in config
 

@@ -200,6 +200,24 @@ def _check_top_level(key: str, hint: Any, value: Any) -> Any:
     return value
 
 
+def chosen_options(cfg: DictConfig) -> dict[str, str]:
+    """The options the run was composed from (``optim: sgd_momentum``), and each registry builder they
+    select (``optim_builder: sgd``) where the two names differ. Without Hydra (tests), the builder names."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    except ValueError:
+        choices = {}
+    out: dict[str, str] = {}
+    for group in ("model", "dataset", "optim"):
+        builder = cfg[group].name
+        out[group] = choices.get(group) or builder
+        if out[group] != builder:
+            out[f"{group}_builder"] = builder
+    return out
+
+
 # --------------------------------------------------------------------------
 # Where the configs live, and a check of command-line overrides before Hydra.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from dlexp.util import display_path, flatten
@@ -99,6 +99,8 @@ class RunLog:
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[speed]} ex/s"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=self.console,
             transient=True,
             disable=not self.show_progress,
@@ -151,6 +153,16 @@ class RunLog:
         if self.is_main:
             write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
             self.tensorboard.finish(self.hparams, summary)
+
+    def summary_line(self, summary: dict[str, Any]) -> None:
+        """One line for a sweep job: its status, monitored best, test metrics, epochs and time."""
+        if not self.is_main:
+            return
+        monitor = summary.get("monitor", "")
+        parts = [summary.get("status", "?"), f"best {monitor} {_fmt(summary.get(f'best/{monitor}'))}"]
+        parts += [f"{k} {_fmt(v)}" for k, v in summary.items() if k.startswith("test/") and k.endswith(monitor.split("/")[-1])]
+        parts += [f"{summary.get('epochs_run', 0)} epochs", f"{summary.get('wall_seconds', 0):.1f} s"]
+        self.console.print(f"{display_path(self.run_dir)}: " + ", ".join(parts))
 
     def summary_table(self, summary: dict[str, Any]) -> None:
         if not self.is_main:

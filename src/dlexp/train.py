@@ -17,8 +17,8 @@ from typing import Any, Optional, Sequence
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dlexp.config import CONFIG_DIR, preflight, validate
-from dlexp.errors import UserError
+from dlexp.config import CONFIG_DIR, chosen_options, preflight, validate
+from dlexp.errors import RunDirInUse, UserError, building
 from dlexp.resume import check_compatible, checkpoint_path, recompose, recorded_overrides
 from dlexp.sweep import failed_objective, share_threads  # also registers ${dlexp.direction:} (Optuna preset)
 
@@ -39,8 +39,8 @@ def train(
     so that ``resume=`` can recompose the same config. With ``cfg.resume`` set, the
     run continues from that checkpoint (``checkpoint`` if already loaded).
     """
-    started = time.perf_counter()
-    cfg = validate(cfg)
+    cfg = validate(cfg)  # imports the registries (torch): before the clock starts, so that a sweep's
+    started = time.perf_counter()  # first job does not carry the process start-up in its wall_seconds
     run_dir = _prepare_run_dir(Path(run_dir))
     if cfg.resume and checkpoint is None:
         checkpoint = _load_resume_checkpoint(cfg.resume)
@@ -55,17 +55,26 @@ def train(
 
     runtime = setup_runtime(cfg.trainer, ranks_from_env())
     seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
-    folds = load_folds(cfg, seed=cfg.seed, device=runtime.device, shard=(runtime.rank, runtime.world_size))
+    with building(f"dataset={cfg.dataset.name}"):
+        folds = load_folds(cfg, seed=cfg.seed, device=runtime.device, shard=(runtime.rank, runtime.world_size))
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
-    facts = {"device": str(runtime.device), "seed": cfg.seed, "model": cfg.model.name,
-             "dataset": cfg.dataset.name, "optim": cfg.optim.name}
+    facts = {"device": str(runtime.device), "seed": cfg.seed, **chosen_options(cfg)}
     if len(folds) == 1:
         log, summary, exit_code = _record_run(cfg, folds[0], runtime, run_dir, overrides, checkpoint, facts=facts, started=started)
     else:
         log, summary, exit_code = _record_folds(cfg, folds, runtime, run_dir, overrides, facts=facts, started=started)
-    log.summary_table(summary)
+    if _in_sweep():
+        log.summary_line(summary)  # one line per job; the sweep's own table follows at the end
+    else:
+        log.summary_table(summary)
     return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and _is_multirun()
 
 
 def _record_run(cfg: DictConfig, data: Any, runtime: Any, run_dir: Path, overrides: Sequence[str],
@@ -137,7 +146,7 @@ def _refuse_earlier_run(run_dir: Path) -> None:
     if summary.exists() and '"failed"' not in summary.read_text():
         earlier.append("summary.json")
     if earlier:
-        raise UserError(
+        raise RunDirInUse(
             f"{run_dir} already holds a run ({', '.join(earlier)}); continue it with resume={run_dir}, "
             f"or choose another dir (hydra.run.dir=...)"
         )
@@ -179,8 +188,9 @@ def main(cfg: DictConfig) -> float:
         if os.environ.get("DLEXP_TRACEBACK"):
             raise
         print(f"error: {err}", file=sys.stderr)
-        if _is_multirun():  # one bad job must not stop the rest of the sweep
+        if not isinstance(err, RunDirInUse):  # the report must not call it "still running"
             record_failure(run_dir, str(err))
+        if _is_multirun():  # one bad job must not stop the rest of the sweep
             return failed_objective(err)  # NaN, or the error again for sweepers that record failed trials
         sys.exit(err.exit_code)
     except Exception as err:  # a bug, not a user mistake: keep the trace, but let the sweep go on

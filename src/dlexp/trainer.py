@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.checkpoint import Checkpointer
+from dlexp.config import chosen_options
 from dlexp.device import Runtime, capture_rng, restore_rng
 from dlexp.diagnostics import Diagnostics
 from dlexp.engine import Diverged, EarlyStopping, EpochProgress, Pass, StepConfig, run_epoch
@@ -25,7 +26,7 @@ from dlexp.interrupt import StopRequest, signal_name
 from dlexp.models import build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
-from dlexp.errors import UserError
+from dlexp.errors import UserError, building
 from dlexp.runlog import RunLog
 from dlexp.tasks import build_task, resolve_monitor
 
@@ -40,10 +41,13 @@ class Trainer:
         es = trainer.early_stopping
         monitor, mode = resolve_monitor(es.monitor, es.mode, self.task)
         self.stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
-        model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, self.task.model_args())
-        self.model, self.raw_model = runtime.prepare_model(model)
-        self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
-        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)
+        with building(f"model={cfg.model.name}"):
+            model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, self.task.model_args())
+            self.model, self.raw_model = runtime.prepare_model(model)
+        with building(f"optim={cfg.optim.name}"):
+            self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
+        with building(f"scheduler={cfg.scheduler.name}"):
+            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)
         self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
                                    scaler=runtime.grad_scaler(), world_size=runtime.world_size)
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
@@ -215,10 +219,10 @@ class Trainer:
 
     # -- console ------------------------------------------------------------------
     def log_header(self) -> None:
-        cfg, data = self.cfg, self.data
+        data, chosen = self.data, chosen_options(self.cfg)
         test_size = data.test.num_examples if data.test else 0
         self.log.info(
-            f"[bold]dlexp[/bold] model={cfg.model.name} dataset={cfg.dataset.name} optim={cfg.optim.name} "
+            f"[bold]dlexp[/bold] model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} "
             f"params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
             f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
         )

@@ -1,0 +1,124 @@
+"""A first run without rough edges: resume at any moment, no reused run dir, chosen options on show,
+one line per sweep job, a cut test set said so, failures recorded, build errors in one line."""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+
+import pytest
+import torch
+
+from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli
+
+QUICK = [*FAST, "trainer.epochs=2", "trainer.early_stopping.patience=null", "model.hidden=[32]"]
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_from_its_recorded_config(tmp_path):
+    assert run_cli(*QUICK, "hydra.run.dir=ref", cwd=tmp_path).returncode == 0
+    assert run_cli(*QUICK, "hydra.run.dir=run", cwd=tmp_path).returncode == 0
+    # what a kill right after epoch 1's row, before its checkpoint, leaves: a row, no checkpoint, no summary
+    run = tmp_path / "run"
+    rows = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "summary.json"):
+        (run / name).unlink()
+    proc = run_cli("resume=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no checkpoint in run yet: starting that run again from its recorded config" in proc.stdout
+    assert _rows(run / "metrics.csv") == _rows(tmp_path / "ref" / "metrics.csv")  # the same run, not appended to
+    assert read_json(run / "summary.json")["test/acc"] == read_json(tmp_path / "ref" / "summary.json")["test/acc"]
+
+
+def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_and_the_old_run_is_untouched(tmp_path):
+    assert run_cli(*QUICK, "hydra.run.dir=run", cwd=tmp_path).returncode == 0
+    files = ("metrics.csv", "summary.json", "checkpoints/last.pt", "grad_norms.csv")
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in files}
+    events = sorted(p.name for p in (tmp_path / "run").glob("events.out.tfevents.*"))
+    proc = run_cli(*QUICK, "optim.lr=0.5", "hydra.run.dir=run", cwd=tmp_path)
+    assert_one_line_error(proc, "already holds a run (metrics.csv, checkpoints/last.pt, summary.json); continue it with resume=")
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in files} == before
+    assert sorted(p.name for p in (tmp_path / "run").glob("events.out.tfevents.*")) == events
+
+
+def test_mid_epoch_checkpoints_every_n_steps_resume_exactly(run_train, tmp_path, monkeypatch):
+    import dlexp.checkpoint as checkpoint
+    from dlexp.train import train
+
+    common = ["trainer.batch_size=64", "trainer.checkpoint_every_n_steps=5"]
+    run_train(*common, *QUICK[2:], run_dir=tmp_path / "whole")
+    saved = []
+    real_save = checkpoint.save_checkpoint
+
+    def spy(path, state):  # keep a copy of every mid-epoch checkpoint as written
+        if state.get("partial") is not None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            saved.append(buffer.getvalue())
+        real_save(path, state)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", spy)
+    run_train(*common, *QUICK[2:], run_dir=tmp_path / "spied")
+    states = [torch.load(io.BytesIO(b), weights_only=True) for b in saved]
+    assert [(s["epoch"], s["partial"]["batches"]) for s in states][:3] == [(0, 5), (0, 10), (0, 15)]
+    mid_epoch_2 = next(s for s in states if s["epoch"] == 1)  # 5 batches into epoch 2
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real_save)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    train(compose_cfg(*FAST, *common, *QUICK[2:]), resumed, checkpoint=mid_epoch_2)
+    assert _rows(resumed / "metrics.csv") == _rows(tmp_path / "whole" / "metrics.csv")[1:]
+
+
+def test_the_test_set_is_cut_only_by_its_own_limit_and_the_summary_says_so(run_train, tmp_path):
+    _, run_dir = run_train(*QUICK, "trainer.limit_eval_batches=1", run_dir=tmp_path / "val_cut")
+    summary = read_json(run_dir / "summary.json")
+    assert "test_batches" not in summary
+    _, run_dir = run_train(*QUICK, "trainer.limit_test_batches=1", "trainer.eval_batch_size=16", run_dir=tmp_path / "cut")
+    assert read_json(run_dir / "summary.json")["test_batches"] == "1 of 23 (cut by trainer.limit_test_batches)"
+
+
+def test_the_console_and_summary_show_the_chosen_options_and_keep_the_builder_names(tmp_path):
+    proc = run_cli(*FAST, "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_eval_batches=1",
+                   "trainer.limit_test_batches=1", "optim=sgd_momentum", "model=vgg11", "model.width_div=8",
+                   "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "model=vgg11 dataset=digits optim=sgd_momentum" in proc.stdout
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert (summary["optim"], summary["optim_builder"], summary["model"], summary["model_builder"]) == (
+        "sgd_momentum", "sgd", "vgg11", "vgg")
+
+
+def test_each_sweep_job_prints_one_line_and_a_failed_job_is_recorded(tmp_path):
+    proc = run_cli("-m", *QUICK, "model.hidden=[16],[0]", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert "Run summary" not in proc.stdout
+    job_lines = [line for line in proc.stdout.splitlines() if line.startswith("sweep/0: ")]
+    assert len(job_lines) == 1 and "completed, best val/acc" in job_lines[0]
+    failed = read_json(tmp_path / "sweep" / "1" / "summary.json")
+    assert failed["status"] == "failed" and "model.hidden[0] must be >= 1" in failed["error"]
+
+
+def test_a_config_error_in_a_single_run_writes_a_failed_summary(tmp_path):
+    proc = run_cli(*FAST, "model=lenet", "dataset.resize=null", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["status"] == "failed" and "dataset.resize" in summary["error"]
+
+
+def test_an_error_while_building_from_the_config_is_one_line_naming_the_group(run_train, monkeypatch):
+    from dlexp.errors import ConfigError
+    from dlexp.models import MODELS
+
+    real = MODELS.get("mlp")
+
+    @functools.wraps(real)  # the same signature, so the same config schema
+    def broken(*args, **kwargs):
+        raise RuntimeError("shapes do not fit\nsecond line")
+
+    monkeypatch.setitem(MODELS._builders, "mlp", broken)
+    with pytest.raises(ConfigError, match=r"^building model=mlp failed \(RuntimeError: shapes do not fit\); check the model\.\* settings$"):
+        run_train(*QUICK[:2])
