@@ -100,9 +100,25 @@ def _check_summary_groups_seeds_with_mean_and_std(grid_sweep):
     assert md.count("| **1 (best)** |") == 1
     bold = next(line for line in md.splitlines() if line.startswith("| **1 (best)**"))
     assert f"**{float(best[0]['best/val/acc_mean']):.4f} ± " in bold
-    # the console shows the same table at the end of the sweep
+    # the console shows the ranking columns of the same table at the end of the sweep
     assert "Sweep summary: 8 jobs in 4 configs: 8 completed" in proc.stdout
     assert "1 (best)" in proc.stdout and "heatmap.png" in proc.stdout
+    _check_console_table_fits_80_columns(sweep_dir)
+
+
+def _check_console_table_fits_80_columns(sweep_dir: Path) -> None:
+    """Two swept axes and mean ± std cells: every line within 80 columns, one line per config (no wrapping)."""
+    from rich.console import Console
+
+    console = Console(width=80, record=True, highlight=False)
+    from dlexp import report
+
+    rep = report.build_report(sweep_dir)
+    report.print_report(rep, [], console=console)
+    lines = console.export_text().splitlines()
+    table = lines[: next(i for i, line in enumerate(lines) if line.startswith("same in every job"))]
+    assert max(len(line) for line in table) <= 80
+    assert sum("±" in line for line in table) == len(rep.groups)  # each config on one line
 
 
 def _check_run_files_hold_grad_norms_gap_and_diagnosis(grid_sweep):

@@ -304,6 +304,16 @@ def _display_columns(report: SweepReport) -> list[str]:
     return ["rank", *report.axes, "runs", "epochs", *[_title(report, k) for k in shown], "diagnosis"]
 
 
+def _console_columns(report: SweepReport) -> tuple[list[str], list[bool]]:
+    """The console's columns: rank, the swept axes, runs, the monitored val metric, the test
+    score of the same metric, the diagnosis (and which of the full table's columns they are)."""
+    full = _display_columns(report)
+    metric = (report.monitor or "").split("/")[-1]
+    wanted = {"rank", *report.axes, "runs", f"best {report.monitor}", f"test/{metric}", "diagnosis"}
+    keep = [c in wanted for c in full]
+    return [c for c, k in zip(full, keep) if k], keep
+
+
 def _title(report: SweepReport, key: str) -> str:
     return f"best {report.monitor}" if key == report.val_key else key
 
@@ -431,15 +441,22 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
     from rich.console import Console
     from rich.table import Table
 
+    from rich import box
+
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:
             console = Console(highlight=False, width=200)
-    table = Table(title=f"Sweep summary: {headline(report)}", header_style="bold")
-    for i, column in enumerate(_display_columns(report)):
-        table.add_column(column, justify="right" if i == 0 or " " in column or "/" in column else "left")
+    # The console shows the columns that rank the configs (80 columns fit them); summary.md and
+    # summary.csv have every metric.
+    columns, keep = _console_columns(report)
+    table = Table(title=f"Sweep summary: {headline(report)}", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, column in enumerate(columns):
+        title = column.rsplit(".", 1)[-1] if column in report.axes else column  # regularizer.dropout -> dropout
+        table.add_column(title, justify="right" if i == 0 or " " in column or "/" in column else "left")
     for group, cells in zip(report.groups, display_rows(report)):
-        table.add_row(*cells, style="bold green" if group.rank == 1 else None)
+        shown = [c.replace(" ± ", "±") for c, k in zip(cells, keep) if k]
+        table.add_row(*shown, style="bold green" if group.rank == 1 else None)
     console.print(table)
     if report.fixed:
         console.print(f"same in every job: {' '.join(report.fixed)}")
