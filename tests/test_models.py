@@ -360,7 +360,8 @@ def test_every_model_yaml_trains_a_smoke_epoch_through_the_cli(tmp_path):
     for option, path in zip(MODEL_OPTIONS, jobs):  # jobs are numbered in sweep order
         summary = read_json(path)
         assert summary["status"] == "completed", (option, summary)
-        assert summary["model"] == OmegaConf.load(Path(CONFIG_DIR, "model", f"{option}.yaml")).name
+        builder = OmegaConf.load(Path(CONFIG_DIR, "model", f"{option}.yaml")).name
+        assert summary["model"] == option and summary.get("model_builder", option) == builder
         assert summary["epochs_run"] == 1 and summary["init"] == "default"
         assert 0.0 <= summary["test/acc"] <= 1.0 and math.isfinite(summary["test/loss"])
         if option == "lenet":  # the first FC layer sized itself to 68x68 input: 16 x 15 x 15 features

