@@ -63,7 +63,11 @@ class RegularizerConfig:
 
 
 FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
-TOP_LEVEL_KEYS: dict[str, Any] = {"seed": int, "resume": Optional[str]}
+TOP_LEVEL_KEYS: dict[str, Any] = {
+    "seed": int, "resume": Optional[str],
+    "finding": Optional[str],  # a course preset's claim, checked from the run files (dlexp.findings)
+    "expected_test_acc": Optional[float],  # a published result the preset reproduces (the d2l_* table)
+}
 
 
 def open_groups() -> dict[str, Registry]:
@@ -153,6 +157,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             out[key] = value
             continue
         raise ConfigError(f"config '{key}' must be of type {base.__name__}, got {value!r}")
+    from dlexp.findings import check_name
+
+    check_name(out["finding"])
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed

@@ -63,6 +63,10 @@ def train(
     else:
         log, summary, exit_code = _record_folds(cfg, folds, runtime, run_dir, overrides, facts=facts, started=started)
     log.summary_table(summary)
+    if cfg.finding is not None and runtime.is_main:  # a course preset's claim, checked from the files just written
+        from dlexp.findings import after_run
+
+        after_run(OmegaConf.to_container(cfg), run_dir)
     return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
 
 
