@@ -193,6 +193,13 @@ def test_each_sweep_presets_finding_holds_at_a_small_scale(tmp_path, monkeypatch
     assert_holds(run_sweep(tmp_path, preset, *shrink))
 
 
+def test_every_cpu_preset_has_a_small_run_here():
+    from dlexp.curriculum import PRESETS as CPU_PRESETS
+
+    tested = {p for p, _ in SMALL_SWEEPS} | {"symmetry", "kfold_house_prices"}
+    assert set(CPU_PRESETS) == tested and set(CPU_PRESETS) | set(D2L) == set(PRESETS)
+
+
 def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(run_train, tmp_path):
     from datafiles import write_house_prices
 
@@ -205,3 +212,43 @@ def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(run_train, 
         assert saved["holds"] is True, saved["text"]
         assert saved["measured"]["folds"] == 5 and saved["measured"]["submission_rows"] == 30
         assert saved["measured"]["mean"] == pytest.approx(read_json(run_dir / "summary.json")["best/val/log_rmse"], rel=1e-5)
+
+
+# --------------------------------------------------------------------------
+# python -m dlexp.curriculum
+
+
+def test_curriculum_lists_every_cpu_preset_with_its_kind_and_claim(capsys):
+    from dlexp.curriculum import PRESETS as CPU_PRESETS
+    from dlexp.curriculum import main
+
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == CPU_PRESETS
+    assert "sweep (-m)" in lines[0] and "degree 1 underfits" in lines[0]
+    assert "single run" in next(line for line in lines if line.startswith("symmetry "))
+
+
+def test_curriculum_rejects_an_unknown_preset_in_one_line(capsys):
+    from dlexp.curriculum import main
+
+    assert main(["--only", "symetry"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown preset 'symetry' in --only; choices: polynomial,") and "\n" not in err
+
+
+def test_curriculum_runs_presets_and_writes_the_table_the_commands_and_the_figures(tmp_path, monkeypatch, capsys):
+    from dlexp.curriculum import main
+
+    monkeypatch.chdir(tmp_path)  # no data/house_prices/ here: that preset is skipped, and says why
+    assert main(["--only", "symmetry,kfold_house_prices", "--out", "out", "--docs", "docs", "--",
+                 "trainer.epochs=1", "trainer.num_threads=1"]) == 0
+    doc = (tmp_path / "docs" / "curriculum.md").read_text()
+    saved = read_json(tmp_path / "out" / "symmetry" / "finding.json")
+    row = next(line for line in doc.splitlines() if line.startswith("| `symmetry` |"))
+    assert saved["claim"] in row and saved["line"] in row and "**holds**" in row
+    skipped = next(line for line in doc.splitlines() if line.startswith("| `kfold_house_prices` |"))
+    assert "skipped: place Kaggle's house-prices train.csv and test.csv in data/house_prices/" in skipped
+    assert "python -m dlexp experiment=symmetry trainer.progress=false hydra.run.dir=out/symmetry trainer.epochs=1" in doc
+    assert (tmp_path / "docs" / "curriculum" / "symmetry_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert saved["text"] in capsys.readouterr().out
