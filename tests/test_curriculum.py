@@ -175,7 +175,7 @@ SMALL_SWEEPS = [
     ("polynomial", ["trainer.epochs=80", "trainer.batch_size=1"]),
     ("weight_decay", ["trainer.epochs=40"]),
     ("optimizers", ["trainer.epochs=2"]),
-    ("lr_decay", ["dataset.num_examples=400", "trainer.epochs=16"]),
+    ("lr_decay", ["dataset.num_examples=400"]),
     ("activations", []),
     ("hidden_width", []),
     ("batch_size", ["trainer.epochs=1", "dataset.test_fraction=0.6"]),
