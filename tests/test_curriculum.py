@@ -56,6 +56,14 @@ def run_sweep(tmp_path: Path, preset: str, *shrink: str) -> findings.Finding:
     return findings.measure(compose_cfg(f"experiment={preset}").finding, sweep_dir)
 
 
+@pytest.fixture
+def no_plots(monkeypatch):
+    """Skip each run's PNGs: not what these tests measure, and a good part of a small run's time."""
+    import dlexp.plots
+
+    monkeypatch.setattr(dlexp.plots, "plots_after_training", lambda run_dir: None)
+
+
 def assert_holds(result: findings.Finding) -> None:
     assert result.holds, result.text()
     assert result.measured and "not measured" not in result.line
@@ -118,7 +126,7 @@ def test_a_finding_without_its_comparison_says_what_is_missing(tmp_path):
     assert not result.holds and "needs completed jobs for at least two values of model.activation" in result.line
 
 
-def test_a_sweep_preset_run_once_says_how_to_run_the_comparison(run_train, capsys):
+def test_a_sweep_preset_run_once_says_how_to_run_the_comparison(run_train, capsys, no_plots):
     run_train("experiment=vanishing_gradients", "trainer.epochs=1", "trainer.limit_train_batches=2")
     out = capsys.readouterr().out
     assert "finding: deep sigmoid nets have vanishing gradients: compares the settings of model.activation" in out
@@ -130,7 +138,8 @@ def test_a_sweep_preset_run_once_says_how_to_run_the_comparison(run_train, capsy
 
 
 def test_a_sweep_preset_prints_its_finding_and_the_report_shows_it_again(tmp_path):
-    args = ["-m", "experiment=vanishing_gradients", *FAST, "trainer.epochs=1", "hydra.sweep.dir=sweep"]
+    args = ["-m", "experiment=vanishing_gradients", *FAST, "trainer.epochs=1", "trainer.limit_train_batches=3",
+            "seed=0", "hydra.sweep.dir=sweep"]  # one seed: sigmoid vs relu, 2 jobs
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     saved = read_json(tmp_path / "sweep" / "finding.json")
@@ -158,7 +167,7 @@ def test_seed_bands_average_the_runs_that_reached_each_epoch():
 # Each CPU preset, small, over its seeds
 
 
-def test_symmetry_constant_init_keeps_units_identical_and_random_init_does_not(run_train, tmp_path):
+def test_symmetry_constant_init_keeps_units_identical_and_random_init_does_not(run_train, tmp_path, no_plots):
     for init in ("constant", "default"):
         for seed in (0, 1):
             _, run_dir = run_train("experiment=symmetry", f"model.init={init}", f"seed={seed}", "trainer.epochs=2",
@@ -172,7 +181,7 @@ def test_symmetry_constant_init_keeps_units_identical_and_random_init_does_not(r
 SMALL_SWEEPS = [
     ("vanishing_gradients", ["trainer.epochs=1", "trainer.limit_train_batches=5"]),
     ("dropout_vs_weight_decay", ["trainer.epochs=20"]),
-    ("polynomial", ["trainer.epochs=80", "trainer.batch_size=1"]),
+    ("polynomial", ["trainer.epochs=50", "trainer.batch_size=1"]),
     ("weight_decay", ["trainer.epochs=40"]),
     ("optimizers", ["trainer.epochs=2"]),
     ("lr_decay", ["dataset.num_examples=400"]),
@@ -186,10 +195,7 @@ SMALL_SWEEPS = [
 
 
 @pytest.mark.parametrize("preset,shrink", SMALL_SWEEPS, ids=[p for p, _ in SMALL_SWEEPS])
-def test_each_sweep_presets_finding_holds_at_a_small_scale(tmp_path, monkeypatch, preset, shrink):
-    import dlexp.plots
-
-    monkeypatch.setattr(dlexp.plots, "plots_after_training", lambda run_dir: None)  # PNGs: not what is measured
+def test_each_sweep_presets_finding_holds_at_a_small_scale(tmp_path, no_plots, preset, shrink):
     assert_holds(run_sweep(tmp_path, preset, *shrink))
 
 
@@ -200,13 +206,13 @@ def test_every_cpu_preset_has_a_small_run_here():
     assert set(CPU_PRESETS) == tested and set(CPU_PRESETS) | set(D2L) == set(PRESETS)
 
 
-def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(run_train, tmp_path):
+def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(run_train, tmp_path, no_plots):
     from datafiles import write_house_prices
 
     train_csv, test_csv = write_house_prices(tmp_path / "kaggle")
     for seed in (0, 1):
         _, run_dir = run_train("experiment=kfold_house_prices", f"dataset.train_csv={train_csv}",
-                               f"dataset.test_csv={test_csv}", "trainer.epochs=30", f"seed={seed}",
+                               f"dataset.test_csv={test_csv}", "trainer.epochs=20", f"seed={seed}",
                                run_dir=tmp_path / f"run{seed}")
         saved = read_json(run_dir / "finding.json")
         assert saved["holds"] is True, saved["text"]
