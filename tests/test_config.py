@@ -40,6 +40,12 @@ def test_option_composes_validates_and_builds(path, tiny_datasets, monkeypatch):
         extra = TINY_CONV
     if group == "dataset":  # file-based datasets read tiny files in their real formats
         extra += tiny_datasets.overrides(option, monkeypatch)
+    if group == "dataset" and option == "highdim_linear":
+        extra += ["trainer.batch_size=5"]  # 20 training examples
+    if group == "experiment":  # a preset's dataset from tiny files; its conv nets narrow, its batch small
+        preset = compose_cfg(f"experiment={option}")
+        extra += tiny_datasets.overrides(preset.dataset.name, monkeypatch) + ["trainer.batch_size=16"]
+        extra += TINY_CONV if "width_div" in preset.model else []
     cfg = validate(compose_cfg(f"{group}={option}", *extra))
     data = load_data(cfg, seed=0, device=torch.device("cpu"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout)

@@ -82,7 +82,11 @@ class RegularizerConfig:
 
 
 FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
-TOP_LEVEL_KEYS: dict[str, Any] = {"seed": Seed, "resume": Optional[str]}
+TOP_LEVEL_KEYS: dict[str, Any] = {
+    "seed": Seed, "resume": Optional[str],
+    "finding": Optional[str],  # a course preset's claim, checked from the run files (dlexp.findings)
+    "expected_test_acc": Optional[float],  # a published result the preset reproduces (the d2l_* table)
+}
 
 
 def open_groups() -> dict[str, Registry]:
@@ -185,6 +189,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, hint in TOP_LEVEL_KEYS.items():
         out[key] = _check_top_level(key, hint, cfg.get(key))
+    from dlexp.findings import check_name
+
+    check_name(out["finding"])
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed

@@ -260,3 +260,59 @@ def plot_heatmap(
     fig.colorbar(image, ax=ax, label=f"{metric} (mean)")
     ax.set_title(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)", fontsize=10)
     return _save(fig, path)
+
+
+def seed_band(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[float], list[float], list[float]]:
+    """(epochs, mean, sample std) of ``key`` over the runs' metrics.csv rows, epoch by epoch.
+
+    An epoch counts the runs that reached it (early stopping ends some sooner); the
+    std is NaN where fewer than two did.
+    """
+    by_epoch: dict[float, list[float]] = {}
+    for rows in runs:
+        for row in rows:
+            if key in row and isinstance(row[key], float) and math.isfinite(row[key]):
+                by_epoch.setdefault(row["epoch"], []).append(row[key])
+    epochs = sorted(by_epoch)
+    means, stds = [], []
+    for epoch in epochs:
+        values = by_epoch[epoch]
+        m = math.fsum(values) / len(values)
+        means.append(m)
+        stds.append(math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan)
+    return epochs, means, stds
+
+
+def plot_sweep_curves(configs: list[tuple[str, list[list[dict[str, Any]]]]], metrics: list[str], path: Path,
+                      *, title: str = "") -> Path:
+    """One panel per metric (e.g. loss, acc): each config's val curve (solid) and train curve (dashed)
+    against the epoch, as the mean over its seeds with a +/- one std band; one colour per config."""
+    from matplotlib import colormaps
+
+    colors = colormaps["tab10" if len(configs) <= 10 else "tab20"]
+    fig = _figure(6 * len(metrics), 4.5)
+    panels = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(panels, metrics):
+        values: list[float] = []
+        for i, (label, runs) in enumerate(configs):
+            for split, style in (("val", "-"), ("train", "--")):
+                epochs, means, stds = seed_band(runs, f"{split}/{metric}")
+                if not epochs:
+                    continue
+                color = colors(i % colors.N)
+                ax.plot(epochs, means, style, color=color, linewidth=1.5 if split == "val" else 1.0,
+                        label=f"{label} ({split})" if split == "val" else None)
+                low = [m - s if math.isfinite(s) else m for m, s in zip(means, stds)]
+                high = [m + s if math.isfinite(s) else m for m, s in zip(means, stds)]
+                ax.fill_between(epochs, low, high, color=color, alpha=0.15 if split == "val" else 0.07, linewidth=0)
+                values += means
+        if _wide_range(values):
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        _integer_ticks(ax.xaxis)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}: val solid, train dashed; mean +/- std over seeds", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    panels[-1].legend(loc="best", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -412,7 +412,8 @@ def write_tables(report: SweepReport) -> list[Path]:
 
 
 def write_sweep_plots(report: SweepReport) -> list[Path]:
-    """comparison.png (val metric per config) and, with exactly two swept keys, heatmap.png."""
+    """comparison.png (val metric per config), curves.png (curves per config) and, with exactly two
+    swept keys, heatmap.png."""
     from dlexp import plots
 
     if report.val_key is None or report.best is None:
@@ -424,6 +425,7 @@ def write_sweep_plots(report: SweepReport) -> list[Path]:
         [report.label(g) for g in report.groups], [s[2] for s in stats], [s[0] for s in stats], [s[1] for s in stats],
         best=best, metric=f"best {report.monitor}", path=report.sweep_dir / plots.COMPARISON_FILE,
     )]
+    written.append(_sweep_curves(report))
     if len(report.axes) == 2:
         row_key, col_key = report.axes
         cells = {tuple(report.axis_values(g).values()): g.stats(key)[:2] for g in report.groups}
@@ -434,6 +436,17 @@ def write_sweep_plots(report: SweepReport) -> list[Path]:
         written.append(plots.plot_heatmap(row_key, col_key, rows, cols, grid, metric=f"best {report.monitor}",
                                           mode=report.mode or "max", path=report.sweep_dir / plots.HEATMAP_FILE))
     return written
+
+
+def _sweep_curves(report: SweepReport) -> Path:
+    """curves.png: each config's train and val curves over the epochs, mean +/- std over its seeds."""
+    from dlexp import plots
+
+    configs = [(report.label(g), [plots.read_csv(j.path / "metrics.csv") for j in g.completed()]) for g in report.groups]
+    metric = (report.monitor or "val/loss").split("/", 1)[1]
+    metrics = ["loss"] if metric == "loss" else ["loss", metric]
+    return plots.plot_sweep_curves([c for c in configs if c[1]], metrics, report.sweep_dir / plots.CURVES_FILE,
+                                   title=f"{len(report.groups)} configs, {len(report.jobs)} jobs")
 
 
 def print_report(report: SweepReport, written: list[Path], console: Any = None) -> None:
@@ -470,7 +483,7 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
 
 def summarize_sweep(sweep_dir: Path, *, run_plots: bool = False, console: Any = None) -> SweepReport:
     """Build, write and print the summary of ``sweep_dir``; ``run_plots`` also redraws each job's plots."""
-    from dlexp import plots
+    from dlexp import findings, plots
 
     report = build_report(sweep_dir)
     written = write_tables(report)
@@ -479,6 +492,7 @@ def summarize_sweep(sweep_dir: Path, *, run_plots: bool = False, console: Any = 
         for job in report.jobs:
             plots.write_run_plots(job.path)
     print_report(report, written, console)
+    findings.after_sweep(report.sweep_dir, [job.path for job in report.jobs])  # finding.json, for course presets
     return report
 
 

@@ -68,6 +68,10 @@ def train(
         log.summary_line(summary)  # one line per job; the sweep's own table follows at the end
     else:
         log.summary_table(summary)
+    if cfg.finding is not None and runtime.is_main:  # a course preset's claim, checked from the files just written
+        from dlexp.findings import after_run
+
+        after_run(OmegaConf.to_container(cfg), run_dir)
     return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
 
 

@@ -100,3 +100,34 @@ def poly(
         train=train, val=val if n_val else None, test=test if n_test else None,
         task="regression", num_classes=1, normalize="none",
     )
+
+
+@DATASETS.register("highdim_linear")
+def highdim_linear(
+    *,
+    n_train: PositiveInt = 20,
+    n_val: NonNegativeInt = 100,
+    n_test: NonNegativeInt = 100,
+    num_inputs: PositiveInt = 200,
+    noise: NonNegativeFloat = 0.01,
+    data_seed: Seed = 0,
+) -> Source:
+    """The textbook's weight-decay data: y = 0.05 + sum_i 0.01 x_i + eps, x ~ N(0, I_d), eps ~ N(0, noise^2).
+
+    With d = 200 inputs and 20 training examples, an unregularized linear model fits the
+    training set exactly and the held-out loss stays high; L2 weight decay fixes that.
+    ``n_val`` > 0 gives a fixed val set, so exactly ``n_train`` examples are trained on.
+    """
+    gen = torch.Generator().manual_seed(data_seed)
+    true_w = torch.full((num_inputs,), 0.01)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, num_inputs, generator=gen)  # (n, d)
+        y = x @ true_w + 0.05 + noise * torch.randn(n, generator=gen)  # (n,)
+        return x, y.unsqueeze(1)
+
+    train, val, test = draw(n_train), draw(n_val), draw(n_test)
+    return Source(
+        train=train, val=val if n_val else None, test=test if n_test else None,
+        task="regression", num_classes=1, normalize="none",
+    )

@@ -1,0 +1,471 @@
+"""Findings: the claim each course experiment makes, measured from the files its run or sweep wrote.
+
+A preset in conf/experiment/ names its finding with the top-level key ``finding:``.
+A finding is a function registered in ``FINDINGS`` with its claim and its scope:
+
+- ``run``: measured from one run dir (metrics.csv, grad_norms.csv, summary.json,
+  checkpoints/last.pt), at the end of ``python -m dlexp experiment=NAME``;
+- ``sweep``: measured from the job dirs of a ``-m`` sweep (each job's files and its
+  ``.hydra/overrides.yaml``, grouped by the swept setting), at the end of the sweep
+  and again by ``python -m dlexp.report SWEEP_DIR``.
+
+Either way dlexp prints ``finding: <claim>: <measured>: holds|does not hold`` and
+writes ``finding.json`` (claim, measured values, holds) beside the summary. Only
+files on disk are read, never the live training state, so the verdict can be
+recomputed later from the same files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from dlexp.errors import ConfigError
+from dlexp.plots import read_csv
+from dlexp.registry import Registry
+
+FINDING_FILE = "finding.json"
+FINDINGS = Registry("finding")
+
+
+@dataclass
+class Finding:
+    claim: str
+    measured: dict[str, Any]  # the numbers the verdict rests on, e.g. {"ratio/sigmoid": 3e-5}
+    holds: bool
+    line: str  # the measured values in words, e.g. "first/last layer grad norm 3e-05 (sigmoid) vs 0.41 (relu)"
+
+    def text(self) -> str:
+        return f"finding: {self.claim}: {self.line}: {'holds' if self.holds else 'does not hold'}"
+
+
+class NotMeasurable(Exception):
+    """The files do not hold what the finding needs (a job failed, the setting was not swept, ...)."""
+
+
+@dataclass
+class RunFiles:
+    """The files of one run (or one sweep job): read lazily, parsed as ``dlexp.plots.read_csv`` does."""
+
+    path: Path
+    overrides: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # the composed config (.hydra/config.yaml)
+
+    @classmethod
+    def load(cls, path: Path, config: Optional[dict[str, Any]] = None) -> "RunFiles":
+        path = Path(path)
+        hydra = path / ".hydra"
+        overrides = _yaml(hydra / "overrides.yaml") or []
+        return cls(path, [str(o) for o in overrides], config if config is not None else (_yaml(hydra / "config.yaml") or {}))
+
+    def setting(self, key: str) -> Optional[str]:
+        """The value the command line (or the preset's sweep) gave ``key`` in this job."""
+        return next((o.split("=", 1)[1] for o in self.overrides if o.lstrip("+~").split("=", 1)[0] == key), None)
+
+    def summary(self) -> dict[str, Any]:
+        path = self.path / "summary.json"
+        if not path.is_file():
+            raise NotMeasurable(f"{path} is missing (the run did not finish)")
+        return json.loads(path.read_text())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        rows = read_csv(self.path / "metrics.csv")
+        if not rows:
+            raise NotMeasurable(f"{self.path / 'metrics.csv'} has no epochs")
+        return rows
+
+    def grad_norms(self) -> list[dict[str, Any]]:
+        rows = read_csv(self.path / "grad_norms.csv", text=("layer", "type"))
+        if not rows:
+            raise NotMeasurable(f"{self.path / 'grad_norms.csv'} has no rows")
+        return rows
+
+    def final(self, key: str) -> float:
+        """``key`` (a metrics.csv column, e.g. ``train/loss``) at the last epoch run."""
+        return float(self.metrics()[-1][key])
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    claim: str
+    scope: str  # "run" or "sweep"
+    axis: Optional[str]  # sweep: the override key(s) whose values are compared, e.g. "model.activation"
+    measure: Callable[..., tuple[dict[str, Any], bool, str]]  # files -> (measured, holds, line)
+
+
+def finding(name: str, claim: str, *, scope: str = "sweep", axis: Optional[str] = None) -> Callable:
+    """Register ``fn`` as the finding of preset ``name``.
+
+    A run finding gets a ``RunFiles``; a sweep finding gets ``{axis value: [RunFiles of its
+    completed jobs]}`` (seeds of one setting together). Either returns (measured, holds, line).
+    """
+    def decorator(fn: Callable) -> Callable:
+        FINDINGS.register(name)(Check(name, claim, scope, axis, fn))
+        return fn
+
+    return decorator
+
+
+def check_name(name: Optional[str]) -> None:
+    """An unknown ``finding:`` fails when the config is validated, before any training."""
+    if name is not None and name not in FINDINGS:
+        raise ConfigError(f"finding: {FINDINGS.unknown_message(name)}")
+
+
+# --------------------------------------------------------------------------
+# Measuring and recording
+
+
+def measure(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> Finding:
+    """The finding ``name`` measured from the run or sweep dir ``path``; never raises on missing data
+    (the verdict is then 'does not hold', with the reason as its measured text)."""
+    check: Check = FINDINGS.get(name)
+    try:
+        if check.scope == "run":
+            measured, holds, line = check.measure(RunFiles.load(path, config))
+        else:
+            measured, holds, line = check.measure(group_jobs(path, check.axis))
+    except NotMeasurable as why:
+        return Finding(check.claim, {}, False, f"not measured ({why})")
+    return Finding(check.claim, _plain(measured), bool(holds), line)
+
+
+def group_jobs(sweep_dir: Path, axis: Optional[str]) -> dict[str, list[RunFiles]]:
+    """Completed jobs of a sweep, by their value of ``axis`` in command-line order; at least two values."""
+    groups: dict[str, list[RunFiles]] = {}
+    for overrides in sorted(Path(sweep_dir).rglob(".hydra/overrides.yaml"), key=lambda p: _natural(p.parent.parent.name)):
+        job = RunFiles.load(overrides.parent.parent)
+        values = [job.setting(key) for key in (axis or "").split(",") if key]
+        value = " ".join(values) if values and None not in values else None
+        summary = job.path / "summary.json"
+        if value is not None and summary.is_file() and json.loads(summary.read_text()).get("status") == "completed":
+            groups.setdefault(value, []).append(job)
+    if len(groups) < 2:
+        raise NotMeasurable(f"needs completed jobs for at least two values of {axis} (run the preset with -m)")
+    return groups
+
+
+def _natural(name: str) -> tuple[int, str]:
+    return (int(name), "") if name.isdigit() else (sys.maxsize, name)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: floats rounded to 6 significant digits, NaN/inf as strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else str(value)
+    return value
+
+
+def record(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> Finding:
+    """Measure, write ``finding.json`` into ``path`` and print the finding line."""
+    result = measure(name, path, config)
+    data = {"finding": name, **asdict(result), "text": result.text()}
+    tmp = Path(path) / f".{FINDING_FILE}.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(Path(path) / FINDING_FILE)
+    print(result.text(), flush=True)
+    return result
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def after_run(config: dict[str, Any], run_dir: Path) -> Optional[Finding]:
+    """End of a single run: a run finding is recorded; a sweep finding says how to run the comparison."""
+    name = config.get("finding")
+    if name is None:
+        return None
+    check: Check = FINDINGS.get(name)
+    if check.scope == "run":
+        return record(name, run_dir, config)
+    if not _in_sweep():  # one job cannot show a comparison; say so rather than stay silent
+        print(f"finding: {check.claim}: compares the settings of {check.axis}; run the whole comparison with "
+              f"python -m dlexp -m experiment={name}", flush=True)
+    return None
+
+
+def after_sweep(sweep_dir: Path, job_dirs: list[Path]) -> Optional[Finding]:
+    """End of a sweep (and ``python -m dlexp.report``): the sweep finding named by the jobs' config."""
+    names = {(_yaml(d / ".hydra" / "config.yaml") or {}).get("finding") for d in job_dirs}
+    names.discard(None)
+    if len(names) != 1:
+        return None  # no preset with a finding, or a sweep over several presets
+    name = names.pop()
+    if name not in FINDINGS or FINDINGS.get(name).scope != "sweep":
+        return None  # run findings were recorded in each job dir
+    return record(name, sweep_dir)
+
+
+# --------------------------------------------------------------------------
+# Small helpers for the findings below
+
+
+def mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def geomean(values: list[float]) -> float:
+    """For ratios spanning decades; 0 and negative values give 0."""
+    if not values or min(values) <= 0:
+        return 0.0 if values else math.nan
+    return math.exp(mean([math.log(v) for v in values]))
+
+
+def over_seeds(jobs: list[RunFiles], fn: Callable[[RunFiles], float], *, geometric: bool = False) -> float:
+    values = [fn(j) for j in jobs]
+    return geomean(values) if geometric else mean(values)
+
+
+def need(groups: dict[str, list[RunFiles]], *values: str) -> list[list[RunFiles]]:
+    missing = [v for v in values if v not in groups]
+    if missing:
+        raise NotMeasurable(f"no completed job with {', '.join(missing)} (have {', '.join(groups)})")
+    return [groups[v] for v in values]
+
+
+def fmt(value: float) -> str:
+    """3 significant digits; 3e-05 style for small ratios."""
+    return f"{value:.2g}" if value != 0 and abs(value) < 1e-2 else f"{value:.3g}"
+
+
+def epochs_to_reach(rows: list[dict[str, Any]], key: str, target: float) -> float:
+    """The first epoch whose ``key`` is >= ``target``; inf when none is."""
+    return next((float(r["epoch"]) for r in rows if r[key] >= target), math.inf)
+
+
+# --------------------------------------------------------------------------
+# The course's findings, one per preset (conf/experiment/<name>.yaml)
+
+
+def _first_to_last_grad(job: RunFiles, epoch: int = 1) -> float:
+    """First weight layer's gradient norm over the last one's, after ``epoch`` (grad_norms.csv)."""
+    rows = [r for r in job.grad_norms() if int(r["epoch"]) == epoch and "Norm" not in str(r["type"])]
+    rows.sort(key=lambda r: r["depth"])
+    return rows[0]["grad_norm"] / rows[-1]["grad_norm"]
+
+
+@finding("vanishing_gradients", "deep sigmoid nets have vanishing gradients", axis="model.activation")
+def _vanishing_gradients(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    sigmoid, relu = (over_seeds(g, _first_to_last_grad, geometric=True) for g in need(groups, "sigmoid", "relu"))
+    line = f"first-layer grad norm is {fmt(sigmoid)} x the last layer's (sigmoid) vs {fmt(relu)} x (relu)"
+    # "vanishing": at least a hundredfold smaller than the same net with ReLU, after epoch 1
+    return {"ratio/sigmoid": sigmoid, "ratio/relu": relu}, sigmoid < relu / 100, line
+
+
+def _unit_spread(weights: Any) -> float:
+    """How far apart the hidden units of a layer are: max |row - mean row| / mean |row|, over the rows
+    (one row of the (out, in) weight matrix per unit); 0 when every unit is identical."""
+    rows = weights.float()  # (units, inputs)
+    return float((rows - rows.mean(0)).norm(dim=1).max() / rows.norm(dim=1).mean().clamp_min(1e-12))
+
+
+@finding("symmetry", "constant init leaves the hidden units of a layer identical; random init does not", scope="run")
+def _symmetry(run: RunFiles) -> tuple[dict, bool, str]:
+    import torch
+
+    path = run.path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise NotMeasurable(f"{path} is missing: keep trainer.checkpoints=true")
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    kernels = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2][:-1]  # hidden layers only
+    if not kernels:
+        raise NotMeasurable("the model has no hidden layer")
+    spread = max(_unit_spread(w) for w in kernels)
+    init = str(run.config.get("model", {}).get("init", "default"))
+    symmetric = init in ("constant", "zeros")
+    line = f"after training, hidden units differ by {fmt(spread)} (relative spread, init={init})"
+    # identical means equal to float rounding; distinct means clearly apart
+    return {"spread": spread, "init": init}, (spread < 1e-5) if symmetric else (spread > 0.1), line
+
+
+def _final_gap(job: RunFiles) -> float:
+    """val loss minus train loss at the last epoch (how much worse unseen data fares)."""
+    return job.final("val/loss") - job.final("train/loss")
+
+
+@finding("dropout_vs_weight_decay", "dropout and weight decay each shrink the train-val loss gap",
+         axis="regularizer.dropout,regularizer.weight_decay")
+def _dropout_vs_weight_decay(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    names = {(False, False): "none", (True, False): "dropout", (False, True): "L2", (True, True): "both"}
+    labelled = {names[tuple(float(v) > 0 for v in key.split())]: jobs for key, jobs in groups.items()}
+    gaps = {label: over_seeds(g, _final_gap) for label, g in zip(names.values(), need(labelled, *names.values()))}
+    line = ", ".join(f"{label} {fmt(gap)}" for label, gap in gaps.items()) + " (val minus train loss)"
+    holds = all(gaps[k] < 0.75 * gaps["none"] for k in ("dropout", "L2", "both"))  # each at least a quarter smaller
+    return {f"gap/{k}": v for k, v in gaps.items()}, holds, line
+
+
+@finding("polynomial", "degree 1 underfits, degree 3 fits, degree 20 overfits 20 points", axis="dataset.degree")
+def _polynomial(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    losses = {}
+    for degree, jobs in zip(("1", "3", "20"), need(groups, "1", "3", "20")):
+        losses[degree] = (over_seeds(jobs, lambda j: j.final("train/loss")), over_seeds(jobs, lambda j: j.final("val/loss")))
+    (tr1, va1), (tr3, va3), (tr20, va20) = losses.values()
+    line = ", ".join(f"degree {d}: train {fmt(t)} val {fmt(v)}" for d, (t, v) in losses.items()) + " (final MSE)"
+    underfits = tr1 > 5 * tr3 and va1 > 5 * va3  # degree 1 cannot fit even the training points
+    overfits = va20 > 1.5 * va3 and va20 - tr20 > va3 - tr3  # worse on unseen points, with a wider gap
+    measured = {f"{split}/degree_{d}": v for d, pair in losses.items() for split, v in zip(("train", "val"), pair)}
+    return measured, underfits and overfits, line
+
+
+def _weight_norm(job: RunFiles) -> float:
+    """The L2 norm of the (only) linear layer's parameters at the last epoch."""
+    rows = job.grad_norms()
+    last = max(r["epoch"] for r in rows)
+    return next(r["weight_norm"] for r in rows if r["epoch"] == last)
+
+
+@finding("weight_decay", "the held-out loss and the norm of w fall as weight decay grows", axis="regularizer.weight_decay")
+def _weight_decay(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    lambdas = sorted(groups, key=float)
+    val = [over_seeds(groups[lam], lambda j: j.final("val/loss")) for lam in lambdas]
+    norm = [over_seeds(groups[lam], _weight_norm) for lam in lambdas]
+    line = ", ".join(f"lambda={lam}: val loss {fmt(v)}, |w| {fmt(n)}" for lam, v, n in zip(lambdas, val, norm))
+    falls = all(a > b for a, b in zip(val, val[1:])) and all(a > b for a, b in zip(norm, norm[1:]))
+    measured = {**{f"val_loss/{lam}": v for lam, v in zip(lambdas, val)}, **{f"w_norm/{lam}": n for lam, n in zip(lambdas, norm)}}
+    return measured, falls, line
+
+
+def _final_train_loss(jobs: list[RunFiles]) -> float:
+    return over_seeds(jobs, lambda j: j.final("train/loss"))
+
+
+@finding("optimizers", "momentum and Nesterov speed up SGD; every optimizer lowers the training loss", axis="optim")
+def _optimizers(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    final = {name: _final_train_loss(jobs) for name, jobs in groups.items()}
+    first = {name: over_seeds(jobs, lambda j: float(j.metrics()[0]["train/loss"])) for name, jobs in groups.items()}
+    need(groups, "sgd", "sgd_momentum", "nesterov")
+    sgd, momentum, nesterov = final["sgd"], final["sgd_momentum"], final["nesterov"]
+    line = "final train loss " + ", ".join(f"{name} {fmt(v)}" for name, v in final.items())
+    holds = momentum < sgd and nesterov < sgd and all(final[n] < first[n] for n in final)
+    return {f"final_train_loss/{n}": v for n, v in final.items()}, holds, line
+
+
+def _late_val_loss(job: RunFiles, epochs: int = 3) -> float:
+    """The mean val loss of the last ``epochs`` epochs (SGD's hovering averages out)."""
+    return mean([float(r["val/loss"]) for r in job.metrics()[-epochs:]])
+
+
+@finding("lr_decay", "a decaying learning rate ends with a lower held-out loss than a constant one", axis="scheduler")
+def _lr_decay(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    final = {n: over_seeds(jobs, _late_val_loss) for n, jobs in zip(("none", "step", "plateau"), need(groups, "none", "step", "plateau"))}
+    line = "val loss over the last 3 epochs: " + ", ".join(f"{'constant' if n == 'none' else n} {fmt(v)}" for n, v in final.items())
+    return {f"late_val_loss/{n}": v for n, v in final.items()}, final["step"] < final["none"] and final["plateau"] < final["none"], line
+
+
+@finding("activations", "ReLU and tanh train faster than sigmoid", axis="model.activation")
+def _activations(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    final = {name: _final_train_loss(jobs) for name, jobs in zip(("relu", "tanh", "sigmoid"), need(groups, "relu", "tanh", "sigmoid"))}
+    line = "final train loss " + ", ".join(f"{n} {fmt(v)}" for n, v in final.items())
+    holds = final["relu"] < final["sigmoid"] / 2 and final["tanh"] < final["sigmoid"] / 2  # at least twice as low
+    return {f"final_train_loss/{n}": v for n, v in final.items()}, holds, line
+
+
+def _seconds_per_epoch(job: RunFiles) -> float:
+    return mean([float(r["epoch_seconds"]) for r in job.metrics()])
+
+
+@finding("hidden_width", "doubling the hidden width doubles the cost but barely changes the accuracy", axis="model.hidden")
+def _hidden_width(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    widths = sorted(groups, key=lambda w: int(w.strip("[]").split(",")[0]))
+    params = [float(groups[w][0].summary()["num_params"]) for w in widths]
+    acc = [over_seeds(groups[w], lambda j: float(j.summary()[f"best/{j.summary()['monitor']}"])) for w in widths]
+    secs = [over_seeds(groups[w], _seconds_per_epoch) for w in widths]
+    line = ", ".join(f"{w}: {int(p):,} params, {fmt(s)} s/epoch, best val {fmt(a)}" for w, p, s, a in zip(widths, params, secs, acc))
+    # cost: parameters (deterministic; time per epoch is reported but too noisy on a shared CPU to judge by)
+    doubles = all(1.8 < b / a < 2.2 for a, b in zip(params, params[1:]))
+    barely = max(acc) - min(acc) < 0.03  # within 3 points of accuracy
+    measured = {**{f"params/{w}": p for w, p in zip(widths, params)}, **{f"best_val/{w}": a for w, a in zip(widths, acc)},
+                **{f"seconds_per_epoch/{w}": s for w, s in zip(widths, secs)}}
+    return measured, doubles and barely, line
+
+
+@finding("batch_size", "batch 1 takes far longer per epoch than batch 256 but learns more per epoch", axis="trainer.batch_size")
+def _batch_size(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    one, big = need(groups, "1", "256")
+    secs = [over_seeds(g, _seconds_per_epoch) for g in (one, big)]
+    acc = [over_seeds(g, lambda j: float(j.metrics()[0][f"val/{j.summary()['monitor'].split('/')[-1]}"])) for g in (one, big)]
+    line = f"batch 1: {fmt(secs[0])} s/epoch, epoch-1 val {fmt(acc[0])}; batch 256: {fmt(secs[1])} s/epoch, epoch-1 val {fmt(acc[1])}"
+    # 256x the optimizer steps: even on a busy machine the time ratio is far above 3
+    holds = secs[0] > 3 * secs[1] and acc[0] > acc[1]
+    return {"seconds_per_epoch/1": secs[0], "seconds_per_epoch/256": secs[1], "epoch1_val/1": acc[0],
+            "epoch1_val/256": acc[1]}, holds, line
+
+
+@finding("early_stopping", "early stopping ends an overfitting run sooner with the same chosen-epoch test score",
+         axis="trainer.early_stopping.patience")
+def _early_stopping(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    full, stopped = need(groups, "null", "5")
+    metric = f"test/{full[0].summary()['monitor'].split('/')[-1]}"
+    metric = metric if metric in full[0].summary() else "test/acc"
+    epochs = [over_seeds(g, lambda j: float(j.summary()["epochs_run"])) for g in (full, stopped)]
+    test = [over_seeds(g, lambda j: float(j.summary()[metric])) for g in (full, stopped)]
+    rise = over_seeds(full, lambda j: j.final("val/loss") / min(float(r["val/loss"]) for r in j.metrics()))
+    line = (f"{fmt(epochs[1])} epochs instead of {fmt(epochs[0])}, {metric} {fmt(test[1])} vs {fmt(test[0])}; "
+            f"the full run's final val loss is {fmt(rise)} x its best")
+    holds = epochs[1] < epochs[0] and abs(test[1] - test[0]) <= 0.01 and rise > 1.2  # it did overfit
+    return {"epochs/full": epochs[0], "epochs/early": epochs[1], f"{metric}/full": test[0],
+            f"{metric}/early": test[1], "val_loss_rise/full": rise}, holds, line
+
+
+def _test_acc(job: RunFiles) -> float:
+    return float(job.summary().get("test/acc", math.nan))
+
+
+@finding("augmentation", "augmentation closes the train-val loss gap of a small training set", axis="augment")
+def _augmentation(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    none, aug = need(groups, "none", "scale")
+    gaps = [over_seeds(g, _final_gap) for g in (none, aug)]
+    test = [over_seeds(g, _test_acc) for g in (none, aug)]
+    line = (f"val minus train loss {fmt(gaps[1])} with random resized crops vs {fmt(gaps[0])} without "
+            f"(test acc {fmt(test[1])} vs {fmt(test[0])})")
+    # closed: at most half the unaugmented gap (the augmented batches may even be harder than val)
+    return {"gap/none": gaps[0], "gap/scale": gaps[1], "test_acc/none": test[0], "test_acc/scale": test[1]}, \
+        gaps[1] < 0.5 * gaps[0], line
+
+
+@finding("batchnorm", "batch normalization reaches 90% val accuracy in fewer epochs", axis="model")
+def _batchnorm(groups: dict[str, list[RunFiles]]) -> tuple[dict, bool, str]:
+    plain, bn = need(groups, "lenet", "lenet_bn")
+    epochs = [over_seeds(g, lambda j: epochs_to_reach(j.metrics(), "val/acc", 0.9)) for g in (plain, bn)]
+    line = f"epochs to 90% val acc: {fmt(epochs[1])} (LeNet-BN) vs {fmt(epochs[0])} (LeNet; inf = never)"
+    return {"epochs_to_0.9/lenet": epochs[0], "epochs_to_0.9/lenet_bn": epochs[1]}, epochs[1] < epochs[0], line
+
+
+@finding("kfold_house_prices", "5-fold cross-validation gives a stable log-RMSE estimate and a submission", scope="run")
+def _kfold_house_prices(run: RunFiles) -> tuple[dict, bool, str]:
+    summary = run.summary()
+    key = f"best/{summary['monitor']}"
+    value, std, folds = float(summary[key]), float(summary.get(f"std/{key}", math.nan)), int(summary.get("folds", 1))
+    submission = run.path / "submission.csv"
+    rows = max(len(submission.read_text().splitlines()) - 1, 0) if submission.is_file() else 0
+    line = f"{summary['monitor']} {fmt(value)} +/- {fmt(std)} over {folds} folds; submission.csv with {rows} predictions"
+    holds = folds >= 2 and std < value / 2 and rows > 0  # the folds agree to within half the error itself
+    return {"mean": value, "std": std, "folds": folds, "submission_rows": rows}, holds, line
+
+
+@finding("d2l_table", "the run reproduces the textbook's Fashion-MNIST test accuracy (within 2 points)", scope="run")
+def _d2l_table(run: RunFiles) -> tuple[dict, bool, str]:
+    expected = run.config.get("expected_test_acc")
+    if expected is None:
+        raise NotMeasurable("the preset sets no expected_test_acc")
+    measured = float(run.summary().get("test/acc", math.nan))
+    line = f"test acc {fmt(measured)} vs the book's {fmt(float(expected))}"
+    return {"test_acc": measured, "expected_test_acc": float(expected)}, abs(measured - float(expected)) <= 0.02, line
