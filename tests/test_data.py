@@ -528,3 +528,17 @@ def test_layer_summary_sees_inputs_resized_per_batch_and_streamed(tmp_path, monk
     facts, _, _ = summarize(compose_cfg("dataset=image_folder", f"dataset.root={root}", "dataset.in_memory=false",
                                         "dataset.num_workers=0", "trainer.batch_size=4"))
     assert facts["input"] == (1, 3, 10, 10)
+
+
+def test_a_holdout_split_partitions_the_pool_in_place_without_a_second_copy():
+    from dlexp.data.folds import _take, partition_in_place
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10_000, 3, 4, generator=gen), torch.randint(5, (10_000,), generator=gen)
+    train_idx, val_idx = holdout(len(x), y.numpy(), 0, val_fraction=0.2)[0]
+    expected_train, expected_val = _take((x, y), train_idx), _take((x, y), val_idx)
+    storage = x.untyped_storage().data_ptr()
+    (x_train, y_train), (x_val, y_val) = partition_in_place((x, y), train_idx, val_idx)
+    assert torch.equal(x_train, expected_train[0]) and torch.equal(y_train, expected_train[1])
+    assert torch.equal(x_val, expected_val[0]) and torch.equal(y_val, expected_val[1])
+    assert x_train.untyped_storage().data_ptr() == storage == x_val.untyped_storage().data_ptr()  # views, no copy

@@ -56,7 +56,8 @@ def train(
     runtime = setup_runtime(cfg.trainer, ranks_from_env())
     seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
     with building(f"dataset={cfg.dataset.name}"):
-        folds = load_folds(cfg, seed=cfg.seed, device=runtime.device, shard=(runtime.rank, runtime.world_size))
+        folds = load_folds(cfg, seed=cfg.seed, device=runtime.device, shard=(runtime.rank, runtime.world_size),
+                           reuse_pool=True)
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     facts = {"device": str(runtime.device), "seed": cfg.seed, **chosen_options(cfg)}

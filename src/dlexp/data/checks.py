@@ -41,11 +41,11 @@ def check_source(source: Any, name: str) -> None:
             hint = "check its files and settings" if split == "train" else "drop it or give it examples"
             raise DataError(f"the {split} split of dataset '{name}' is empty; {hint}")
         what, allow_nan = f"the {split} inputs of dataset '{name}'", source.preprocess is not None
-        if hasattr(x, "chunks"):  # memory-mapped rows: read and check a chunk at a time, never all at once
-            for start, chunk in zip(range(0, len(x), CHUNK_ROWS), x.chunks(CHUNK_ROWS)):
-                _check_finite(chunk, what, allow_nan=allow_nan, offset=start)
-        else:
-            _check_finite(x, what, allow_nan=allow_nan)
+        # a chunk of rows at a time: the check's temporaries (isfinite builds several) stay O(chunk), and
+        # memory-mapped rows are never all read at once
+        chunks = x.chunks(CHUNK_ROWS) if hasattr(x, "chunks") else (x[i : i + CHUNK_ROWS] for i in range(0, len(x), CHUNK_ROWS))
+        for start, chunk in zip(range(0, len(x), CHUNK_ROWS), chunks):
+            _check_finite(chunk, what, allow_nan=allow_nan, offset=start)
         if y.is_floating_point():
             _check_finite(y, f"the {split} targets of dataset '{name}'", allow_nan=False)
 

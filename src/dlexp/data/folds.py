@@ -33,15 +33,20 @@ from dlexp.models import input_size
 RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of float32; beyond that, per batch
 
 
-def load_folds(cfg: DictConfig, *, seed: int, device: torch.device, shard: tuple[int, int] = (0, 1)) -> "Folds":
+def load_folds(cfg: DictConfig, *, seed: int, device: torch.device, shard: tuple[int, int] = (0, 1),
+               reuse_pool: bool = False) -> "Folds":
     """Build the dataset named in ``cfg`` (a validated run config) and split it into folds.
 
-    ``shard`` is (rank, world size) under torchrun: each loader yields this rank's part of every global batch."""
+    ``shard`` is (rank, world size) under torchrun: each loader yields this rank's part of every global batch.
+    ``reuse_pool``: a holdout split may reorder the pool's tensors in place (one copy of the data, not two);
+    the caller must not read ``Source.train`` afterwards."""
     source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
     check_source(source, cfg.dataset.name)  # empty splits, NaN/inf: fail here, not as a diverged loss
     if source.task not in TASKS:
         raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
-    return Folds(cfg, source, seed=seed, device=device, shard=shard)
+    folds = Folds(cfg, source, seed=seed, device=device, shard=shard)
+    folds.reuse_pool = reuse_pool
+    return folds
 
 
 def _size(pool: Pool) -> int:
@@ -50,6 +55,30 @@ def _size(pool: Pool) -> int:
 
 def _targets(pool: Pool) -> Tensor:
     return pool.y if isinstance(pool, ImageFiles) else pool[1]
+
+
+def partition_in_place(pool: Pair, train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[Pair, Pair]:
+    """(train, val) as views of the pool's own storage, its rows reordered in place (train rows first, in
+    order, then val rows), so that a holdout split costs no second copy of the data. The pool is consumed.
+
+    Both index arrays are sorted, so every train row moves to a position at or before its own: rows are
+    copied forward a chunk at a time (each chunk gathered before it is written), after the val rows,
+    whose places get overwritten, are set aside.
+    """
+    n_train = len(train_idx)
+    parts = []
+    for t in pool:  # x (N, ...), then y
+        val_rows = t[torch.from_numpy(val_idx)]  # (n_val, ...): the only extra memory
+        for start in range(0, n_train, PARTITION_CHUNK):
+            index = torch.from_numpy(train_idx[start : start + PARTITION_CHUNK])
+            t[start : start + len(index)] = t[index]
+        t[n_train:] = val_rows
+        parts.append((t[:n_train], t[n_train:]))
+    (x_train, x_val), (y_train, y_val) = parts
+    return (x_train, y_train), (x_val, y_val)
+
+
+PARTITION_CHUNK = 4096  # rows gathered at once by partition_in_place
 
 
 def _take(pool: Pool, idx: np.ndarray) -> Pool:
@@ -69,6 +98,7 @@ class Folds:
 
     def __init__(self, cfg: DictConfig, source: Source, *, seed: int, device: torch.device, shard: tuple[int, int] = (0, 1)):
         self.cfg, self.source, self.seed, self.device, self.shard = cfg, source, seed, device, shard
+        self.reuse_pool = False  # see load_folds
         self.name = cfg.dataset.name
         if source.val is not None:
             if cfg.split.name != "holdout":
@@ -123,7 +153,10 @@ class Folds:
         if self.indices is None:
             return self._bundle(self.source.train, self.source.val)
         train_idx, val_idx = self.indices[i]
-        return self._bundle(_take(self.source.train, train_idx), _take(self.source.train, val_idx))
+        pool = self.source.train
+        if self.reuse_pool and len(self) == 1 and isinstance(pool, tuple) and isinstance(pool[0], Tensor):
+            return self._bundle(*partition_in_place(pool, train_idx, val_idx))
+        return self._bundle(_take(pool, train_idx), _take(pool, val_idx))
 
     def __iter__(self) -> Iterator[DataBundle]:
         for i in range(len(self)):
