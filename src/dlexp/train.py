@@ -168,6 +168,15 @@ def _prepare_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
+def _warm_imports() -> None:
+    """In a sweep, import once what a run otherwise imports lazily on first use, so that the first
+    job's wall_seconds measures its run like every other job's, not the process's warm-up."""
+    import matplotlib.pyplot  # noqa: F401  (the plots)
+    import sklearn.datasets  # noqa: F401  (the bundled digits)
+    import sklearn.model_selection  # noqa: F401  (the splits)
+    import torch._dynamo  # noqa: F401  (torch.optim imports it when the first optimizer is built)
+
+
 def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -186,6 +195,8 @@ def main(cfg: DictConfig) -> float:
     try:
         cfg, overrides, checkpoint = _resolve_resume(cfg)
         share_threads(cfg)  # parallel launchers: each job gets its share of the CPU cores
+        if _is_multirun():
+            _warm_imports()
         result = train(cfg, run_dir, overrides=overrides, checkpoint=checkpoint)
     except UserError as err:
         from dlexp.runlog import record_failure
