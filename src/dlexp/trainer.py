@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.checkpoint import Checkpointer
+from dlexp.config import DecodeConfig
 from dlexp.device import Runtime, capture_rng, restore_rng
 from dlexp.diagnostics import Diagnostics
 from dlexp.engine import Diverged, EarlyStopping, EpochProgress, Pass, StepConfig, run_epoch
@@ -36,7 +37,9 @@ class Trainer:
         trainer, reg = cfg.trainer, cfg.regularizer
         self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
         self.resumable = resumable
-        self.task = build_task(data.task, data.task_args, context=data.context, loss=trainer.loss, metric=trainer.metric)
+        self.task = build_task(data.task, data.task_args, context=data.context, loss=trainer.loss, metric=trainer.metric,
+                               label_smoothing=trainer.label_smoothing, decode=DecodeConfig(**cfg.decode))
+        self.task.check_model(cfg.model.name)
         es = trainer.early_stopping
         monitor, mode = resolve_monitor(es.monitor, es.mode, self.task)
         self.stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
@@ -211,6 +214,8 @@ class Trainer:
                     scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
             self.data.after_fit(self.raw_model, self.run_dir)
+        if self.data.test is not None and self.runtime.is_main:  # e.g. translations.tsv, attention.png
+            scores.update(self.task.write_outputs(self.raw_model, self.data.test, self.run_dir, self.log.info))
         return scores
 
     # -- console ------------------------------------------------------------------

@@ -62,10 +62,12 @@ class TensorLoader(ShuffleState):
         transform: Optional[Callable[[Tensor], Tensor]] = None,
         augment: Optional[Callable[[Tensor, int], Tensor]] = None,
         shard: tuple[int, int] = (0, 1),
+        extras: Optional[dict[str, Tensor]] = None,
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
         self.x, self.y = x, y
+        self.extras = extras or {}  # per-example tensors (N, ...) batched with x and y, e.g. row ids
         self.batch_size = batch_size
         self.shuffle = shuffle
         self._init_order(seed)
@@ -107,10 +109,10 @@ class TensorLoader(ShuffleState):
         for i, start in enumerate(starts, skip):
             lo, hi = self._local(start, min(start + self.batch_size, n))
             if order is None:  # contiguous slices are views: no copy at all
-                yield Batch(self._finish(self.x[lo:hi], seed + i), self.y[lo:hi])
+                yield Batch(self._finish(self.x[lo:hi], seed + i), self.y[lo:hi], {k: v[lo:hi] for k, v in self.extras.items()})
             else:
                 idx = order[lo:hi]
-                yield Batch(self._finish(self.x[idx], seed + i), self.y[idx])
+                yield Batch(self._finish(self.x[idx], seed + i), self.y[idx], {k: v[idx] for k, v in self.extras.items()})
 
     def _finish(self, x: Tensor, seed: int) -> Tensor:
         if self.transform is not None:

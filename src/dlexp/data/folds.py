@@ -123,7 +123,7 @@ class Folds:
         if self.indices is None:
             return self._bundle(self.source.train, self.source.val)
         train_idx, val_idx = self.indices[i]
-        return self._bundle(_take(self.source.train, train_idx), _take(self.source.train, val_idx))
+        return self._bundle(_take(self.source.train, train_idx), _take(self.source.train, val_idx), (train_idx, val_idx))
 
     def __iter__(self) -> Iterator[DataBundle]:
         for i in range(len(self)):
@@ -184,7 +184,20 @@ class Folds:
             return full, eval_bs
         return trainer.batch_size, eval_bs
 
-    def _bundle(self, train: Pool, val: Pool) -> DataBundle:
+    def _row_ids(self, rows: Optional[tuple[np.ndarray, np.ndarray]]) -> dict[str, Optional[Tensor]]:
+        """Source.row_ids: each split's rows in the train pool (test: after it), as in ``Source.row_ids``."""
+        src = self.source
+        if not src.row_ids:
+            return {}
+        n_pool = _size(src.train)
+        if rows is None:  # the pool is train as a whole; a given val set is numbered after the test set
+            n_test = 0 if src.test is None else _size(src.test)
+            rows = (np.arange(n_pool), n_pool + n_test + np.arange(_size(src.val)))
+        ids = {"train": rows[0], "val": rows[1], "test": None if src.test is None else n_pool + np.arange(_size(src.test))}
+        return {k: None if v is None else torch.as_tensor(np.asarray(v), dtype=torch.int64, device=self.device)
+                for k, v in ids.items()}
+
+    def _bundle(self, train: Pool, val: Pool, rows: Optional[tuple[np.ndarray, np.ndarray]] = None) -> DataBundle:
         for part, pool in (("train", train), ("val", val)):
             if _size(pool) == 0:
                 raise DataError(f"the {part} split of dataset '{self.name}' is empty; use more data or change split.*")
@@ -210,6 +223,8 @@ class Folds:
             if pair is None:
                 return None
             y = pair[1] if offset is None else pair[1] - offset
+            if not pair[0].is_floating_point() and src.normalize == "none":  # token ids: used as they are
+                return pair[0].to(self.device), y.to(self.device)
             x = pair[0].float()  # no copy when already float32
             if resize is None:  # else per batch: resize, then prep
                 x = prep(x, inplace=private or x.data_ptr() != pair[0].data_ptr()) if isinstance(prep, Normalizer) else prep(x)
@@ -220,13 +235,16 @@ class Folds:
         example = parts["train"][0][:1] if transform is None else transform(parts["train"][0][:1])
         augment = self._augmenter(example)
 
-        def loader(pair: Optional[Pair], bs: int, **kw: Any) -> Optional[TensorLoader]:
-            return None if pair is None else TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
+        row_ids = self._row_ids(rows)
+
+        def loader(pair: Optional[Pair], bs: int, part: str = "", **kw: Any) -> Optional[TensorLoader]:
+            extras = {"row": row_ids[part]} if row_ids.get(part) is not None else None
+            return None if pair is None else TensorLoader(*pair, bs, transform=transform, shard=self.shard, extras=extras, **kw)
 
         return DataBundle(
-            train=loader(parts["train"], batch_size, shuffle=True, seed=self.seed, augment=augment),
-            val=loader(parts["val"], eval_bs),
-            test=loader(parts["test"], eval_bs),
+            train=loader(parts["train"], batch_size, "train", shuffle=True, seed=self.seed, augment=augment),
+            val=loader(parts["val"], eval_bs, "val"),
+            test=loader(parts["test"], eval_bs, "test"),
             task=src.task,
             input_shape=tuple(example.shape[1:]),
             num_classes=src.num_classes,

@@ -176,7 +176,7 @@ def _source(
     }
     return Source(
         train=(train_x, train_y), test=(test_x, test_y) if test_idx else None, task="translation",
-        num_classes=len(tgt_vocab), normalize="none", context=context,
+        num_classes=len(tgt_vocab), normalize="none", context=context, row_ids=True,
     )
 
 

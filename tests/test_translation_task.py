@@ -1,0 +1,185 @@
+"""Translation as a task on the shared training core: loss, metrics, decoding settings, outputs,
+resume, sweeps and the user's mistakes, on tiny ``numbers`` data (a few hundred pairs, 1-2 epochs)."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli
+from dlexp.config import DecodeConfig
+from dlexp.data.text import PAD_ID, numbers
+from dlexp.decode import beam_search
+from dlexp.errors import ConfigError
+from dlexp.models import MODELS
+from dlexp.tasks import Batch, build_task
+
+# A small model on numbers below 200: seconds per run on one thread.
+TINY = ["dataset=numbers", "dataset.high=200", "model=seq2seq_attention", "model.embed_size=16", "model.num_hiddens=32",
+        "model.num_layers=1", "model.dropout=0", "trainer.batch_size=32", "optim.lr=0.01"]
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> tuple[Path, str]:
+    """One tiny attention run through the CLI, shared by the output checks."""
+    root = tmp_path_factory.mktemp("mt")
+    proc = run_cli(*FAST, *TINY, "trainer.epochs=2", f"hydra.run.dir={root / 'run'}", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "run", proc.stdout
+
+
+def test_cli_run_scores_bleu_and_writes_translations_and_attention(cli_run):
+    run_dir, stdout = cli_run
+    summary = read_json(run_dir / "summary.json")
+    assert summary["monitor"] == "val/bleu" and summary["mode"] == "max"
+    assert 0.0 <= summary["test/bleu"] <= 100.0 and 0.0 <= summary["test/token_acc"] <= 1.0
+    assert summary["bleu_signature"].startswith("nrefs:1|") and "tok:13a" in summary["bleu_signature"]
+    rows = _tsv(run_dir / "translations.tsv")
+    assert len(rows) == 20  # every test number of 0..199 (test_fraction 0.1)
+    sources = {r["source"] for r in rows}
+    assert "one hundred and twenty - one" in sources or len(sources) == 20  # real sentences, each once
+    for row in rows:
+        score = float(row["bleu"])
+        assert 0.0 <= score <= 1.0
+        assert (score == 1.0) == (row["prediction"] == row["reference"])  # the course's BLEU of k = 2
+    first = rows[0]
+    assert f"{first['source']} => {first['prediction']}, bleu {float(first['bleu']):.3f}" in stdout
+    pixels = np.asarray(Image.open(run_dir / "attention.png").convert("RGB"))  # (H, W, 3)
+    assert pixels.shape[0] >= 200 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
+def test_translation_model_without_attention_writes_no_attention_plot(run_train):
+    _, run_dir = run_train(*TINY, "model=seq2seq", "trainer.epochs=1")
+    assert (run_dir / "translations.tsv").is_file() and not (run_dir / "attention.png").exists()
+
+
+def _tiny_task_and_model(decode: DecodeConfig):
+    torch.manual_seed(0)
+    source = numbers(high=60)
+    task = build_task("translation", context=source.context, decode=decode)
+    model = MODELS.build("seq2seq_attention", (source.train[0].shape[1],), source.num_classes, embed_size=8,
+                         num_hiddens=16, num_layers=1, dropout=0.0, **task.model_args()).eval()
+    rows = torch.arange(16)
+    batch = Batch(source.train[0][:16], source.train[1][:16], {"row": rows})
+    return task, model, batch
+
+
+def test_beam_of_one_through_the_task_equals_greedy():
+    task, model, batch = _tiny_task_and_model(DecodeConfig(beam_size=1))
+    _, greedy_sentences = task.evaluate_batch(model, batch)
+    src_len = (batch.inputs != PAD_ID).sum(dim=1)
+    limits = (1.5 * src_len.double() + 5).floor().long()
+    beam = beam_search(model, batch.inputs, src_len, bos=1, eos=2, beam_size=1, max_len=limits)
+    assert task.sentences(beam.tokens) == greedy_sentences
+
+
+def test_loss_is_a_mean_over_real_tokens_weighted_by_their_count():
+    task, model, batch = _tiny_task_and_model(DecodeConfig())
+    out = task.step(model, batch)
+    real = batch.targets != PAD_ID
+    assert int(out.weight) == int(real.sum())
+    logp = torch.log_softmax(out.outputs, dim=-1)  # (B, T, V)
+    nll = -logp.gather(-1, batch.targets[..., None])[..., 0]  # (B, T)
+    assert out.loss.item() == pytest.approx(nll[real].mean().item(), rel=1e-5)
+    smoothed = build_task("translation", context=task.context, label_smoothing=0.1).step(model, batch)
+    uniform = -logp.mean(dim=-1)  # (B, T): cross-entropy against the uniform distribution
+    assert smoothed.loss.item() == pytest.approx((0.9 * nll + 0.1 * uniform)[real].mean().item(), rel=1e-5)
+
+
+def test_mid_epoch_resume_of_a_translation_run_is_exact(run_train, tmp_path, monkeypatch):
+    """A stop request in the middle of epoch 2 (as SIGTERM makes one) checkpoints there; resuming gives the
+    numbers of the uninterrupted run."""
+    common = [*TINY, "trainer.epochs=2", "trainer.batch_size=16"]
+    reference, _ = run_train(*common, run_dir=tmp_path / "reference")
+    from dlexp.trainer import Trainer
+
+    def stop_in_epoch_2(self, progress):  # the Trainer's per-step hook: ask to stop after step 3 of epoch 2
+        if self.completed == 1 and progress.batches == 3:
+            self.stop.signum = 15
+        return original(self, progress)
+
+    original = Trainer.checkpoint_if_due
+    monkeypatch.setattr(Trainer, "checkpoint_if_due", stop_in_epoch_2)
+    stopped, run_dir = run_train(*common, run_dir=tmp_path / "run")
+    assert stopped.summary["status"] == "interrupted"
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["partial"]["batches"] == 4  # the step under way finishes first
+    monkeypatch.undo()
+    resumed, _ = run_train(*common, f"resume={run_dir}", run_dir=run_dir)
+    for key in ("best/val/bleu", "test/bleu", "test/token_acc", "test/loss"):
+        assert resumed.summary[key] == reference.summary[key], key
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 3
+    assert _tsv(run_dir / "translations.tsv") == _tsv(tmp_path / "reference" / "translations.tsv")
+
+
+def test_two_job_sweep_over_models_ranks_by_bleu(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    tiny = [f"++{o}" if o.startswith("model.") else o for o in TINY if not o.startswith("model=")]  # ++: see the error
+    proc = run_cli("-m", *FAST, *tiny, "trainer.epochs=1", "model=seq2seq,seq2seq_attention",
+                   f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with open(sweep_dir / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["model"] for r in rows) == ["seq2seq", "seq2seq_attention"]
+    for row in rows:
+        assert math.isfinite(float(row["best/val/bleu_mean"])) and math.isfinite(float(row["test/bleu_mean"]))
+    assert "val/bleu" in (sweep_dir / "summary.md").read_text()
+
+
+def test_decode_settings_on_a_classification_task_are_an_error():
+    with pytest.raises(ConfigError, match=r"decode.beam_size=4 is set, but a classification task does not decode"):
+        build_task("classification", decode=DecodeConfig(beam_size=4))
+    build_task("classification", decode=DecodeConfig())  # the defaults are fine
+
+
+def test_label_smoothing_works_for_classification_and_is_refused_for_regression():
+    logits, y = torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([0])
+    plain = build_task("classification").loss_fn(logits, y)
+    smoothed = build_task("classification", label_smoothing=0.3).loss_fn(logits, y)
+    assert smoothed.item() > plain.item()
+    with pytest.raises(ConfigError, match="trainer.label_smoothing=0.2 applies to a cross-entropy loss"):
+        build_task("regression", label_smoothing=0.2)
+
+
+def _file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", ["no_tab", "empty", "language", "decode", "model"])
+def test_user_mistakes_get_one_line(tmp_path, case):
+    no_tab = _file(tmp_path, "a.txt", "Go.\tVa !\nHi. Salut.\n")
+    empty = _file(tmp_path, "b.txt", "")
+    args = {
+        "no_tab": ["dataset=translation", f"dataset.path={no_tab}"],
+        "empty": ["dataset=translation", f"dataset.path={empty}"],
+        "language": ["dataset=numbers", "dataset.tgt_lang=xx"],
+        "decode": ["decode.beam_size=3"],
+        "model": ["dataset=numbers", "dataset.high=50", "model=mlp"],
+    }[case]
+    message = {
+        "no_tab": "line 2 has no tab", "empty": "has no sentence pairs", "language": "num2words has no language 'xx'",
+        "decode": "decode.beam_size=3 is set, but a classification task", "model": "model mlp does not translate",
+    }[case]
+    proc = run_cli(*FAST, "trainer.epochs=1", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_one_line_error(proc, message)
+
+
+def test_decode_keys_are_validated():
+    from dlexp.config import validate
+
+    with pytest.raises(ConfigError, match="decode.beam_size"):
+        validate(compose_cfg("decode.beam_size=0"))
+    with pytest.raises(ConfigError, match="unknown config key 'decode.beam'"):
+        validate(compose_cfg("+decode.beam=2"))
