@@ -46,9 +46,12 @@ class Trainer:
         model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, self.task.model_args())
         self.model, self.raw_model = runtime.prepare_model(model)
         self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
-        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)
+        self.per_step = cfg.scheduler.interval == "step"  # else the scheduler steps in end_epoch
+        steps = min(len(data.train), trainer.limit_train_batches or len(data.train))  # optimizer steps per epoch
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs * (steps if self.per_step else 1), mode)
         self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
-                                   scaler=runtime.grad_scaler(), world_size=runtime.world_size)
+                                   scaler=runtime.grad_scaler(), world_size=runtime.world_size,
+                                   scheduler=self.scheduler if self.per_step else None)
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
             self.run_dir / "checkpoints", enabled=trainer.checkpoints and runtime.is_main,
@@ -60,6 +63,7 @@ class Trainer:
         self.stop = StopRequest()
         self.completed = 0  # epochs finished (and checkpointed)
         self.best_state: Optional[dict[str, Any]] = None  # CPU copy of the weights of the best epoch
+        self.epoch_lr = current_lr(self.optimizer)  # the lr when the current epoch began
 
     # -- the loop ---------------------------------------------------------------
     def fit(self, checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -71,7 +75,9 @@ class Trainer:
             for epoch in range(self.completed + 1, self.cfg.trainer.epochs + 1):
                 if self.stop() or self.stopper.should_stop:
                     break
-                started, lr = time.perf_counter(), current_lr(self.optimizer)  # the lr used during this epoch
+                # the lr at the epoch's start (a per-step schedule moves it; a resumed partial epoch saved it)
+                started, lr = time.perf_counter(), (partial or {}).get("lr", current_lr(self.optimizer))
+                self.epoch_lr = lr
                 try:
                     train_stats = self.train_epoch(epoch, bar, partial)
                 except Diverged as err:
@@ -131,7 +137,8 @@ class Trainer:
         self.log.log_epoch(row)
         self.diagnostics.record(self.raw_model, row)  # grad/weight norms left by the epoch's last step
         improved = self.stopper.update(row[self.stopper.monitor], epoch)
-        step_scheduler(self.scheduler, row[self.stopper.monitor])
+        if not self.per_step:
+            step_scheduler(self.scheduler, row[self.stopper.monitor])
         if improved:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.raw_model.state_dict().items()}
         self.completed = epoch
@@ -145,7 +152,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": self.completed,
-            "partial": partial.state_dict(self.runtime.world_size) if partial is not None else None,
+            "partial": {**partial.state_dict(self.runtime.world_size), "lr": self.epoch_lr} if partial is not None else None,
             "early_stopping": self.stopper.state_dict(),
             "rng": capture_rng(),
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
