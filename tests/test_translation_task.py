@@ -190,3 +190,22 @@ def test_decode_keys_are_validated():
         validate(compose_cfg("decode.beam_size=0"))
     with pytest.raises(ConfigError, match="unknown config key 'decode.beam'"):
         validate(compose_cfg("+decode.beam=2"))
+
+
+def test_translate_command_reproduces_the_runs_test_translations(cli_run, tmp_path):
+    run_dir, _ = cli_run
+    rows = _tsv(run_dir / "translations.tsv")[:3]
+    proc = run_cli(str(run_dir), *(r["source"].replace(" - ", "-") for r in rows), "--beam", "1", cwd=tmp_path,
+                   module="dlexp.translate")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines == [f"{r['source'].replace(' - ', '-')} => {r['prediction']}" for r in rows]  # hyphens split as in training
+
+
+@pytest.mark.parametrize("case", ["missing", "no_checkpoint"])
+def test_translate_command_errors_in_one_line(tmp_path, case):
+    run_dir = tmp_path / "run"
+    if case == "no_checkpoint":
+        run_dir.mkdir()
+    proc = run_cli(str(run_dir), "go .", cwd=tmp_path, module="dlexp.translate")
+    assert_one_line_error(proc, "is not a directory" if case == "missing" else "has no checkpoints/best.pt")

@@ -158,6 +158,9 @@ class Trainer:
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
             "scaler": self.step_cfg.scaler.state_dict() if self.step_cfg.scaler is not None else None,
             "world_size": self.runtime.world_size,
+            # what a tool needs to use the weights without the data (e.g. dlexp.translate's vocabularies)
+            "task": {"name": self.data.task, "input_shape": list(self.data.input_shape),
+                     "num_classes": self.data.num_classes, **self.task.state_dict()},
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> Optional[dict[str, Any]]:

@@ -154,7 +154,8 @@ def _split_by_index(n: int, test_fraction: float, seed: int) -> tuple[list[int],
 
 
 def _source(
-    pairs: list[tuple[str, str]], test_idx: list[int], train_idx: list[int], *, num_steps: int, min_freq: int, tokens: str
+    pairs: list[tuple[str, str]], test_idx: list[int], train_idx: list[int], *, num_steps: int, min_freq: int, tokens: str,
+    split_hyphens: bool = False,
 ) -> Source:
     """Preprocessed sentence pairs -> a ``Source`` with vocabularies built on the training pool only."""
     toks = [(tokenize(s, tokens), tokenize(t, tokens)) for s, t in pairs]
@@ -170,7 +171,7 @@ def _source(
         )
     context = {
         "src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
-        "tokens": tokens,
+        "tokens": tokens, "split_hyphens": split_hyphens,  # how new source sentences are preprocessed
         # the preprocessed sentences, row-aligned with train and test: untruncated references for BLEU
         "train_pairs": [pairs[i] for i in train_idx], "test_pairs": [pairs[i] for i in test_idx],
     }
@@ -296,4 +297,4 @@ def numbers(
     if num_steps is None:  # the longest side in tokens, plus <eos>
         num_steps = 1 + max(len(tokenize(s, tokens)) for pair in pairs for s in pair)
     train_idx, test_idx = _split_by_index(len(values), test_fraction, split_seed)
-    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens)
+    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, split_hyphens=True)

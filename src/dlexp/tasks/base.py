@@ -103,6 +103,10 @@ class Task:
         outputs (e.g. a source vocabulary's size); not config keys."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Facts of the data that the weights cannot be used without (plain containers, for checkpoints)."""
+        return {}
+
     def check_model(self, name: str) -> None:
         """Raise ConfigError if the model ``name`` cannot learn this task (before it is built)."""
 

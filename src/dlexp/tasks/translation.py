@@ -95,6 +95,11 @@ class Translation(Task):
         score, self.bleu_signature = corpus_bleu(hyps, refs)
         return score
 
+    def state_dict(self) -> dict[str, Any]:
+        """The vocabularies and text settings: what ``dlexp.translate`` needs besides the weights."""
+        return {"src_vocab": self.src_vocab.to_state(), "tgt_vocab": self.tgt_vocab.to_state(), "tokens": self.tokens,
+                "split_hyphens": bool(self.context.get("split_hyphens", False))}
+
     def check_model(self, name: str) -> None:
         if model_task(name) != TRANSLATION:
             raise ConfigError(f"model {name} does not translate; use model=seq2seq, seq2seq_attention or transformer")
