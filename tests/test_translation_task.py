@@ -209,3 +209,59 @@ def test_translate_command_errors_in_one_line(tmp_path, case):
         run_dir.mkdir()
     proc = run_cli(str(run_dir), "go .", cwd=tmp_path, module="dlexp.translate")
     assert_one_line_error(proc, "is not a directory" if case == "missing" else "has no checkpoints/best.pt")
+
+
+def _padded(lengths: list[int], width: int) -> torch.Tensor:
+    """(N, width) ids: row i has lengths[i] tokens 5 + i % 7, then pads."""
+    x = torch.full((len(lengths), width), PAD_ID)
+    for i, n in enumerate(lengths):
+        x[i, :n] = 5 + i % 7
+    return x
+
+
+def _bucket_loader(seed: int = 0):
+    from dlexp.data.batching import BucketLoader
+
+    gen = torch.Generator().manual_seed(seed)
+    src_len, tgt_len = torch.randint(1, 12, (50,), generator=gen), torch.randint(1, 12, (50,), generator=gen)
+    x, y = _padded(src_len.tolist(), 12), _padded(tgt_len.tolist(), 12)
+    lengths = torch.stack([src_len, tgt_len], dim=1)
+    return BucketLoader(x, y, 8, lengths=lengths, shuffle=True, seed=3, extras={"row": torch.arange(50)}), lengths
+
+
+def test_length_buckets_hold_similar_lengths_trimmed_to_the_longest():
+    loader, lengths = _bucket_loader()
+    batches = list(loader)
+    rows = torch.cat([b.extras["row"] for b in batches])
+    assert sorted(rows.tolist()) == list(range(50))  # every example once per epoch
+    ranges = []
+    for batch in batches:
+        mine = lengths[batch.extras["row"]]  # (B, 2)
+        assert batch.inputs.shape[1] == int(mine[:, 0].max()) and batch.targets.shape[1] == int(mine[:, 1].max())
+        assert (batch.inputs != PAD_ID).sum(dim=1).tolist() == mine[:, 0].tolist()  # trimming cut only pads
+        total = mine.sum(dim=1)
+        ranges.append((int(total.min()), int(total.max())))
+    full = sorted(ranges[:-1])  # the full batches: consecutive slices of the length-sorted order
+    assert all(a[1] <= b[0] for a, b in zip(full, full[1:]))
+    assert [r for r in ranges[:-1]] != full  # ... whose order is shuffled
+
+
+def test_length_buckets_resume_exactly_mid_epoch():
+    loader, _ = _bucket_loader()
+    list(loader)  # epoch 1
+    epoch2 = loader.batches()
+    seen = [next(epoch2) for _ in range(3)]
+    state = loader.state_dict(mid_epoch=True)  # what a checkpoint taken during epoch 2 holds
+    rest = list(epoch2)
+    resumed, _ = _bucket_loader()
+    resumed.load_state_dict(state)
+    replay = list(resumed.batches(skip=3))
+    assert len(seen) + len(rest) == 7 and len(replay) == len(rest)
+    for a, b in zip(rest, replay):
+        assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+        assert torch.equal(a.extras["row"], b.extras["row"])
+
+
+def test_a_bucketed_translation_run_trains(run_train):
+    result, run_dir = run_train(*TINY, "dataset.bucket=true", "trainer.epochs=1")
+    assert result.summary["status"] == "completed" and math.isfinite(result.summary["test/token_acc"])

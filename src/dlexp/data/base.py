@@ -49,6 +49,9 @@ class Source:
     # len(train pool) + its row in the test set, so a task can look up per-example facts in ``context``
     # (e.g. the untruncated reference sentence)
     row_ids: bool = False
+    # dataset.bucket: (x, y) -> (N, 2) real lengths of right-padded input and target sequences; the
+    # training loader then batches similar lengths together (dlexp.data.batching.BucketLoader)
+    bucket: Optional[Callable[[Tensor, Tensor], Tensor]] = None
 
 
 @dataclass

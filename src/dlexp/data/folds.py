@@ -22,7 +22,7 @@ from dlexp.registry import builder_kwargs
 from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source
 from dlexp.data.arrays import MemmapRows
 from dlexp.data.augment import Augmenter
-from dlexp.data.batching import TensorLoader
+from dlexp.data.batching import BucketLoader, TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
@@ -238,8 +238,12 @@ class Folds:
         row_ids = self._row_ids(rows)
 
         def loader(pair: Optional[Pair], bs: int, part: str = "", **kw: Any) -> Optional[TensorLoader]:
-            extras = {"row": row_ids[part]} if row_ids.get(part) is not None else None
-            return None if pair is None else TensorLoader(*pair, bs, transform=transform, shard=self.shard, extras=extras, **kw)
+            if pair is None:
+                return None
+            kw["extras"] = {"row": row_ids[part]} if row_ids.get(part) is not None else None
+            if part == "train" and src.bucket is not None:  # dataset.bucket=true: similar lengths per batch
+                return BucketLoader(*pair, bs, lengths=src.bucket(*pair), transform=transform, shard=self.shard, **kw)
+            return TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
 
         return DataBundle(
             train=loader(parts["train"], batch_size, "train", shuffle=True, seed=self.seed, augment=augment),

@@ -155,7 +155,7 @@ def _split_by_index(n: int, test_fraction: float, seed: int) -> tuple[list[int],
 
 def _source(
     pairs: list[tuple[str, str]], test_idx: list[int], train_idx: list[int], *, num_steps: int, min_freq: int, tokens: str,
-    split_hyphens: bool = False,
+    split_hyphens: bool = False, bucket: bool = False,
 ) -> Source:
     """Preprocessed sentence pairs -> a ``Source`` with vocabularies built on the training pool only."""
     toks = [(tokenize(s, tokens), tokenize(t, tokens)) for s, t in pairs]
@@ -178,7 +178,13 @@ def _source(
     return Source(
         train=(train_x, train_y), test=(test_x, test_y) if test_idx else None, task="translation",
         num_classes=len(tgt_vocab), normalize="none", context=context, row_ids=True,
+        bucket=_pair_lengths if bucket else None,
     )
+
+
+def _pair_lengths(src: Tensor, tgt: Tensor) -> Tensor:
+    """(N, 2) tokens (with <eos>) of each source and target: what length bucketing sorts by."""
+    return torch.stack([lengths(src), lengths(tgt)], dim=1)
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -233,6 +239,7 @@ def translation(
     test_seed: int = 0,
     download: bool = True,
     root: Optional[str] = None,
+    bucket: bool = False,
 ) -> Source:
     """Sentence pairs from a tab-separated file; ``path=None`` is the course's English-French file
     ``<root>/fra-eng/fra.txt``, downloaded on first use. ``num_examples`` keeps the first N pairs, as
@@ -257,7 +264,7 @@ def translation(
         pairs = pairs[:num_examples]
     pairs = [(preprocess(s), preprocess(t)) for s, t in pairs]
     train_idx, test_idx = _split_by_index(len(pairs), test_fraction, test_seed)
-    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens)
+    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, bucket=bucket)
 
 
 def _spell(numbers: Sequence[int], lang: str) -> list[str]:
@@ -282,6 +289,7 @@ def numbers(
     num_steps: Optional[int] = None,
     tokens: str = "word",
     min_freq: int = 1,
+    bucket: bool = False,
 ) -> Source:
     """The integers low..high-1 written out by num2words in ``src_lang`` and ``tgt_lang`` (e.g.
     321: ``three hundred and twenty - one`` -> ``trois cent vingt et un``). Hyphens become words of
@@ -297,4 +305,5 @@ def numbers(
     if num_steps is None:  # the longest side in tokens, plus <eos>
         num_steps = 1 + max(len(tokenize(s, tokens)) for pair in pairs for s in pair)
     train_idx, test_idx = _split_by_index(len(values), test_fraction, split_seed)
-    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, split_hyphens=True)
+    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, split_hyphens=True,
+                   bucket=bucket)
