@@ -235,15 +235,7 @@ class Folds:
         example = parts["train"][0][:1] if transform is None else transform(parts["train"][0][:1])
         augment = self._augmenter(example)
 
-        row_ids = self._row_ids(rows)
-
-        def loader(pair: Optional[Pair], bs: int, part: str = "", **kw: Any) -> Optional[TensorLoader]:
-            if pair is None:
-                return None
-            kw["extras"] = {"row": row_ids[part]} if row_ids.get(part) is not None else None
-            if part == "train" and src.bucket is not None:  # dataset.bucket=true: similar lengths per batch
-                return BucketLoader(*pair, bs, lengths=src.bucket(*pair), transform=transform, shard=self.shard, **kw)
-            return TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
+        loader = partial(self._tensor_loader, transform=transform, row_ids=self._row_ids(rows))
 
         return DataBundle(
             train=loader(parts["train"], batch_size, "train", shuffle=True, seed=self.seed, augment=augment),
@@ -258,6 +250,16 @@ class Folds:
             after_fit=self._predictions_writer(prep, offset, eval_bs),
             preprocess=prep,
         )
+
+    def _tensor_loader(self, pair: Optional[Pair], bs: int, part: str = "", *, transform: Optional[Callable],
+                       row_ids: dict[str, Optional[Tensor]], **kw: Any) -> Optional[TensorLoader]:
+        """The loader of one in-memory split (``part``: train, val, test or shifted)."""
+        if pair is None:
+            return None
+        kw["extras"] = {"row": row_ids[part]} if row_ids.get(part) is not None else None
+        if part == "train" and self.source.bucket is not None:  # dataset.bucket=true: similar lengths per batch
+            return BucketLoader(*pair, bs, lengths=self.source.bucket(*pair), transform=transform, shard=self.shard, **kw)
+        return TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
 
     def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
         """The raw images resized once, before preprocessing is fitted, when the result is small;
