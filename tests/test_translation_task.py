@@ -265,3 +265,13 @@ def test_length_buckets_resume_exactly_mid_epoch():
 def test_a_bucketed_translation_run_trains(run_train):
     result, run_dir = run_train(*TINY, "dataset.bucket=true", "trainer.epochs=1")
     assert result.summary["status"] == "completed" and math.isfinite(result.summary["test/token_acc"])
+
+
+def test_numbers_can_sample_a_large_range():
+    source = numbers(low=0, high=10**7, count=300, split_seed=1)
+    assert len(source.train[0]) + len(source.test[0]) == 300
+    assert any(len(t.split()) > 12 for _, t in source.context["test_pairs"] + source.context["train_pairs"])  # long numbers
+    again = numbers(low=0, high=10**7, count=300, split_seed=1)
+    assert source.context["test_pairs"] == again.context["test_pairs"]
+    with pytest.raises(ConfigError, match="dataset.count must be in"):
+        numbers(high=10, count=20)

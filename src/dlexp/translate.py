@@ -28,9 +28,11 @@ def load_translator(run_dir: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]
         raise UserError(f"{run_dir} has no checkpoints/best.pt; pass the dir of a translation run trained with "
                         "trainer.checkpoints=true")
     state = load_checkpoint(path)
-    task = state.get("task") or {}
-    if task.get("name") != "translation" or "src_vocab" not in task:
-        raise UserError(f"{path} is not from a translation run (its task is {task.get('name', 'unrecorded')}); "
+    task = state.get("task")
+    if task is None:
+        raise UserError(f"{path} records no vocabularies (a checkpoint from an older dlexp); train the run again")
+    if task.get("name") != "translation":
+        raise UserError(f"{path} is not from a translation run (its task is {task.get('name')}); "
                         "pass the dir of a run on dataset=numbers or dataset=translation")
     config = state["config"]
     model = build_model(OmegaConf.create(config["model"]), tuple(task["input_shape"]), task["num_classes"],

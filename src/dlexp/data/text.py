@@ -17,6 +17,7 @@ Token modes (``tokens``):
 from __future__ import annotations
 
 import hashlib
+import random
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -290,8 +291,9 @@ def numbers(
     tokens: str = "word",
     min_freq: int = 1,
     bucket: bool = False,
+    count: Optional[int] = None,
 ) -> Source:
-    """The integers low..high-1 written out by num2words in ``src_lang`` and ``tgt_lang`` (e.g.
+    """The integers low..high-1 (or ``count`` of them, drawn without replacement with ``split_seed``) written out by num2words in ``src_lang`` and ``tgt_lang`` (e.g.
     321: ``three hundred and twenty - one`` -> ``trois cent vingt et un``). Hyphens become words of
     their own, so ``quatre - vingt - dix`` shares ``vingt`` and ``dix`` with other numbers (a smaller
     vocabulary that generalizes to unseen numbers). The test numbers are a seeded random subset of the
@@ -301,6 +303,10 @@ def numbers(
         raise ConfigError(f"dataset.numbers needs high - low >= 2 numbers, got low={low} high={high}")
     tokenize("", tokens)
     values = list(range(low, high))
+    if count is not None:  # a sample of a range too big to spell out whole (e.g. up to 10**7)
+        if not 2 <= count <= high - low:
+            raise ConfigError(f"dataset.count must be in [2, high - low = {high - low}] or null (all), got {count}")
+        values = sorted(random.Random(split_seed).sample(range(low, high), count))
     pairs = list(zip(_spell(values, src_lang), _spell(values, tgt_lang)))
     if num_steps is None:  # the longest side in tokens, plus <eos>
         num_steps = 1 + max(len(tokenize(s, tokens)) for pair in pairs for s in pair)
