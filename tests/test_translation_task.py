@@ -275,3 +275,14 @@ def test_numbers_can_sample_a_large_range():
     assert source.context["test_pairs"] == again.context["test_pairs"]
     with pytest.raises(ConfigError, match="dataset.count must be in"):
         numbers(high=10, count=20)
+
+
+def test_several_numbers_per_line_come_from_one_split():
+    single = numbers(high=100)
+    train_numbers = {s for s, _ in single.context["train_pairs"]}
+    test_numbers = {s for s, _ in single.context["test_pairs"]}
+    lines = numbers(high=100, per_line=3)
+    assert len(lines.context["train_pairs"]) == len(train_numbers) and len(lines.context["test_pairs"]) == len(test_numbers)
+    for part, allowed in (("train_pairs", train_numbers), ("test_pairs", test_numbers)):
+        for src, tgt in lines.context[part]:
+            assert len(src.split(" ; ")) == 3 == len(tgt.split(" ; ")) and set(src.split(" ; ")) <= allowed

@@ -268,6 +268,20 @@ def translation(
     return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, bucket=bucket)
 
 
+def _lines_of_numbers(
+    pairs: list[tuple[str, str]], train_idx: list[int], test_idx: list[int], per_line: int, seed: int
+) -> tuple[list[tuple[str, str]], list[int], list[int]]:
+    """One sentence per number of each split: that number, then per_line - 1 others drawn from the
+    same split, joined by `` ; `` on both sides. A test sentence holds test numbers only."""
+    rng = random.Random(seed)
+    lines = []
+    for part in (train_idx, test_idx):
+        for i in part:
+            group = [i] + [rng.choice(part) for _ in range(per_line - 1)]
+            lines.append(tuple(" ; ".join(pairs[j][side] for j in group) for side in (0, 1)))
+    return lines, list(range(len(train_idx))), list(range(len(train_idx), len(lines)))
+
+
 def _spell(numbers: Sequence[int], lang: str) -> list[str]:
     from num2words import CONVERTER_CLASSES, num2words
 
@@ -292,13 +306,15 @@ def numbers(
     min_freq: int = 1,
     bucket: bool = False,
     count: Optional[int] = None,
+    per_line: int = 1,
 ) -> Source:
     """The integers low..high-1 (or ``count`` of them, drawn without replacement with ``split_seed``) written out by num2words in ``src_lang`` and ``tgt_lang`` (e.g.
     321: ``three hundred and twenty - one`` -> ``trois cent vingt et un``). Hyphens become words of
     their own, so ``quatre - vingt - dix`` shares ``vingt`` and ``dix`` with other numbers (a smaller
     vocabulary that generalizes to unseen numbers). The test numbers are a seeded random subset of the
     range (``split_seed``), never seen in training. ``num_steps=null`` fits the longest sentence.
-    German writes a number as one word: use ``tokens=char`` for ``tgt_lang=de``."""
+    German writes a number as one word: use ``tokens=char`` for ``tgt_lang=de``. ``per_line`` > 1
+    makes each sentence that many numbers joined by `` ; `` (longer inputs), all from the same split."""
     if high - low < 2:
         raise ConfigError(f"dataset.numbers needs high - low >= 2 numbers, got low={low} high={high}")
     tokenize("", tokens)
@@ -308,8 +324,12 @@ def numbers(
             raise ConfigError(f"dataset.count must be in [2, high - low = {high - low}] or null (all), got {count}")
         values = sorted(random.Random(split_seed).sample(range(low, high), count))
     pairs = list(zip(_spell(values, src_lang), _spell(values, tgt_lang)))
+    train_idx, test_idx = _split_by_index(len(values), test_fraction, split_seed)
+    if per_line < 1:
+        raise ConfigError(f"dataset.per_line must be >= 1, got {per_line}")
+    if per_line > 1:
+        pairs, train_idx, test_idx = _lines_of_numbers(pairs, train_idx, test_idx, per_line, split_seed)
     if num_steps is None:  # the longest side in tokens, plus <eos>
         num_steps = 1 + max(len(tokenize(s, tokens)) for pair in pairs for s in pair)
-    train_idx, test_idx = _split_by_index(len(values), test_fraction, split_seed)
     return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, split_hyphens=True,
                    bucket=bucket)
