@@ -74,7 +74,10 @@ def translate(run_dir: Path, sentences: Sequence[str], beam: Optional[int] = Non
         out = beam_search(model, src, src_len, bos=BOS_ID, eos=EOS_ID, beam_size=beam, max_len=limits,
                           length_penalty=decode.get("length_penalty", 0.75), pad=PAD_ID)
     vocab = Vocab.from_state(task["tgt_vocab"])
-    return [detokenize(vocab.decode(row), task["tokens"]) for row in out.tokens.tolist()]
+    sentences = [detokenize(vocab.decode(row), task["tokens"]) for row in out.tokens.tolist()]
+    if task["split_hyphens"]:  # the data split hyphens into words: join them again (quatre-vingt-dix-neuf)
+        sentences = [s.replace(" - ", "-") for s in sentences]
+    return sentences
 
 
 def main(argv: Optional[list[str]] = None) -> int:
