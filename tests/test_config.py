@@ -59,6 +59,8 @@ def _is_translation(path: Path) -> bool:
     from dlexp.models.seq2seq_base import TRANSLATION, model_task
 
     group, name = path.parent.name, OmegaConf.load(path).get("name")
+    if group == "experiment":  # a preset: translation when it trains on sentence pairs
+        return compose_cfg(f"experiment={path.stem}").dataset.name in ("translation", "numbers")
     return (group == "dataset" and name in ("translation", "numbers")) or (group == "model" and model_task(name) == TRANSLATION)
 
 
@@ -69,7 +71,8 @@ def _build_translation_option(group: str, option: str, extra: list[str]) -> None
     from dlexp.data.text import BOS_ID, lengths
     from dlexp.models import build_model
 
-    pair = ["dataset=numbers", "dataset.high=300"] if group == "model" else ["model=seq2seq", "model.num_hiddens=16"]
+    pair = {"model": ["dataset=numbers", "dataset.high=300"], "experiment": ["dataset.high=300"]}.get(
+        group, ["model=seq2seq", "model.num_hiddens=16"])
     cfg = validate(compose_cfg(f"{group}={option}", *pair, *extra))
     source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
     src, tgt = source.train[0][:8], source.train[1][:8]  # (8, S), (8, T)

@@ -28,6 +28,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from dlexp.constraints import (
     Fraction,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     Seed,
@@ -72,6 +73,7 @@ class TrainerConfig:
     compile: Any = False  # false | true | a torch.compile mode: default, reduce-overhead, max-autotune, ...
     channels_last: Any = "auto"  # auto (on for conv nets on CUDA) | true | false
     sync_batchnorm: bool = False  # under torchrun on CUDA: BatchNorm statistics over every rank's batch
+    label_smoothing: Fraction = 0.0  # cross-entropy losses only (classes or tokens); an error with any other loss
 
 
 @dataclass
@@ -81,7 +83,17 @@ class RegularizerConfig:
     dropout: Optional[Fraction] = None  # None = each model's own default
 
 
-FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig}
+@dataclass
+class DecodeConfig:
+    """How sequence tasks (translation) turn a model into output sentences; an error for other tasks."""
+
+    beam_size: PositiveInt = 1  # 1 = greedy decoding
+    length_penalty: NonNegativeFloat = 0.75  # beam score log P / L**alpha (the course's alpha)
+    max_len_a: NonNegativeFloat = 1.5  # output limit a * source length (tokens, with <eos>) + b, as fairseq's
+    max_len_b: NonNegativeInt = 5
+
+
+FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig, "decode": DecodeConfig}
 TOP_LEVEL_KEYS: dict[str, Any] = {
     "seed": Seed, "resume": Optional[str],
     "finding": Optional[str],  # a course preset's claim, checked from the run files (dlexp.findings)

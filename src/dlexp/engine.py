@@ -33,6 +33,7 @@ class StepConfig:
     autocast: Callable[[], Any] = _no_autocast  # the forward pass's precision context (Runtime.autocast)
     scaler: Optional[Any] = None  # a GradScaler for float16; None otherwise
     world_size: int = 1  # processes under torchrun: DDP averages their gradients
+    scheduler: Optional[Any] = None  # an lr scheduler stepped after every optimizer step (scheduler.interval=step)
 
 
 class Diverged(Exception):
@@ -71,6 +72,8 @@ def training_step(
         scaler.update()
     else:
         optimizer.step()
+    if step.scheduler is not None:  # here, so a checkpoint's scheduler always matches its optimizer steps
+        step.scheduler.step()
     outputs = out.outputs.detach()
     return StepOutput(out.loss.detach().float(), out.weight, outputs.float() if outputs.is_floating_point() else outputs), grad_norm
 

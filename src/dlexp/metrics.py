@@ -14,7 +14,7 @@ the state once per epoch. Two kinds share one interface:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -117,7 +117,9 @@ class CorpusMetric(Metric):
         self.hypotheses: list[str] = []
         self.refs: list[str] = []
 
-    def update(self, outputs: list[str], batch: Any) -> None:
+    def update(self, outputs: Optional[list[str]], batch: Any) -> None:
+        if outputs is None:  # a training pass does not decode: the score stays NaN
+            return
         self.hypotheses.extend(outputs)
         self.refs.extend(self.references(batch))
 

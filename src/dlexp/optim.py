@@ -7,7 +7,9 @@ that L2 is set in one place for every optimizer.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, List, Optional
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, List, Literal, Optional
 
 import torch
 from annotated_types import Interval, Len
@@ -18,8 +20,18 @@ from dlexp.registry import builder_kwargs
 from dlexp.errors import ConfigError
 from dlexp.registry import Registry
 
+
+
+@dataclass
+class ScheduleTiming:
+    """Keys every scheduler takes: when it steps, and an optional linear warmup before it."""
+
+    interval: Literal["epoch", "step"] = "epoch"  # step once per epoch, or after every optimizer step
+    warmup_steps: NonNegativeInt = 0  # lr rises linearly from lr/warmup_steps to lr over this many intervals
+
+
 OPTIMIZERS = Registry("optimizer")
-SCHEDULERS = Registry("scheduler")
+SCHEDULERS = Registry("scheduler", common=ScheduleTiming)
 
 ParamGroups = List[dict[str, Any]]
 Decay = Annotated[float, Interval(ge=0, lt=1)]  # a running average's per-step decay, e.g. Adam's beta1
@@ -101,7 +113,8 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
-# Schedulers are stepped once per epoch. Context: (optimizer, epochs, mode of the monitored metric).
+# Schedulers step once per epoch, or per optimizer step with scheduler.interval=step; their own keys then
+# count steps (e.g. step_size). Context: (optimizer, epochs, mode of the monitored metric).
 
 
 @SCHEDULERS.register("none")
@@ -147,8 +160,29 @@ def plateau(
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, min_lr=min_lr)
 
 
+@SCHEDULERS.register("inverse_sqrt")
+def inverse_sqrt(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, timescale: PositiveInt = 1000):
+    """lr x sqrt(timescale / (timescale + t)) at interval t after the warmup: the Transformer's decay
+    (it halves after 3 x timescale intervals); use it with scheduler.interval=step and a warmup."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: math.sqrt(timescale / (timescale + t)))
+
+
 def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, epochs: int, monitor_mode: str) -> Optional[Any]:
-    return SCHEDULERS.build(cfg.name, optimizer, epochs, monitor_mode, **builder_kwargs(cfg))
+    """The scheduler of ``cfg``, preceded by its linear warmup if any. ``epochs``: the run's length in the
+    scheduler's intervals (optimizer steps with interval=step); the main schedule gets what the warmup leaves."""
+    kwargs = builder_kwargs(cfg)
+    timing = ScheduleTiming(**{k: kwargs.pop(k) for k in ScheduleTiming.__dataclass_fields__ if k in kwargs})
+    main = SCHEDULERS.build(cfg.name, optimizer, max(1, epochs - timing.warmup_steps), monitor_mode, **kwargs)
+    plateau = isinstance(main, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and (timing.warmup_steps or timing.interval == "step"):
+        raise ConfigError("scheduler=plateau steps once per epoch on the val metric and has no warmup; "
+                          "remove scheduler.warmup_steps and scheduler.interval=step, or pick another scheduler")
+    if not timing.warmup_steps:
+        return main
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / timing.warmup_steps, total_iters=timing.warmup_steps)
+    if main is None:
+        return warmup
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[timing.warmup_steps])
 
 
 def step_scheduler(scheduler: Optional[Any], monitored_value: float) -> None:

@@ -316,3 +316,18 @@ def plot_sweep_curves(configs: list[tuple[str, list[list[dict[str, Any]]]]], met
     panels[-1].legend(loc="best", fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def plot_attention(examples: list[tuple[list[str], list[str], list[list[float]]]], path: Path) -> Path:
+    """One heatmap per sentence: rows are output tokens, columns source tokens, cells the attention
+    weight (0..1) the decoder gave that source token when it produced that output token."""
+    fig = _figure(3.2 * len(examples), 3.4)
+    axes = fig.subplots(1, len(examples), squeeze=False)[0]
+    for ax, (source, output, weights) in zip(axes, examples):
+        image = ax.imshow(weights, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(source)), source, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(output)), output, fontsize=7)
+        ax.set_xlabel("source")
+    axes[0].set_ylabel("output")
+    fig.colorbar(image, ax=list(axes), label="attention weight")
+    return _save(fig, path)

@@ -27,6 +27,14 @@ MAY_CHANGE = {
     "trainer.early_stopping.patience",
     "trainer.compile",
     "trainer.channels_last",
+    "trainer.checkpoint_every_n_steps",
+    "trainer.checkpoint_every_minutes",
+    "trainer.limit_test_batches",
+    # decoding only changes how a translation model's outputs are read at evaluation
+    "decode.beam_size",
+    "decode.length_penalty",
+    "decode.max_len_a",
+    "decode.max_len_b",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.checkpoint import Checkpointer
-from dlexp.config import chosen_options
+from dlexp.config import DecodeConfig, chosen_options
 from dlexp.device import Runtime, capture_rng, restore_rng
 from dlexp.diagnostics import Diagnostics
 from dlexp.engine import Diverged, EarlyStopping, EpochProgress, Pass, StepConfig, run_epoch
@@ -37,7 +37,9 @@ class Trainer:
         trainer, reg = cfg.trainer, cfg.regularizer
         self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
         self.resumable = resumable
-        self.task = build_task(data.task, data.task_args, context=data.context, loss=trainer.loss, metric=trainer.metric)
+        self.task = build_task(data.task, data.task_args, context=data.context, loss=trainer.loss, metric=trainer.metric,
+                               label_smoothing=trainer.label_smoothing, decode=DecodeConfig(**cfg.decode))
+        self.task.check_model(cfg.model.name)
         es = trainer.early_stopping
         monitor, mode = resolve_monitor(es.monitor, es.mode, self.task)
         self.stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
@@ -46,10 +48,13 @@ class Trainer:
             self.model, self.raw_model = runtime.prepare_model(model)
         with building(f"optim={cfg.optim.name}"):
             self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
+        self.per_step = cfg.scheduler.interval == "step"  # else the scheduler steps in end_epoch
+        steps = min(len(data.train), trainer.limit_train_batches or len(data.train))  # optimizer steps per epoch
         with building(f"scheduler={cfg.scheduler.name}"):
-            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs, mode)
+            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs * (steps if self.per_step else 1), mode)
         self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
-                                   scaler=runtime.grad_scaler(), world_size=runtime.world_size)
+                                   scaler=runtime.grad_scaler(), world_size=runtime.world_size,
+                                   scheduler=self.scheduler if self.per_step else None)
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
             self.run_dir / "checkpoints", enabled=trainer.checkpoints and runtime.is_main,
@@ -61,6 +66,7 @@ class Trainer:
         self.stop = StopRequest()
         self.completed = 0  # epochs finished (and checkpointed)
         self.best_state: Optional[dict[str, Any]] = None  # CPU copy of the weights of the best epoch
+        self.epoch_lr = current_lr(self.optimizer)  # the lr when the current epoch began
 
     # -- the loop ---------------------------------------------------------------
     def fit(self, checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -72,7 +78,9 @@ class Trainer:
             for epoch in range(self.completed + 1, self.cfg.trainer.epochs + 1):
                 if self.stop() or self.stopper.should_stop:
                     break
-                started, lr = time.perf_counter(), current_lr(self.optimizer)  # the lr used during this epoch
+                # the lr at the epoch's start (a per-step schedule moves it; a resumed partial epoch saved it)
+                started, lr = time.perf_counter(), (partial or {}).get("lr", current_lr(self.optimizer))
+                self.epoch_lr = lr
                 try:
                     train_stats = self.train_epoch(epoch, bar, partial)
                 except Diverged as err:
@@ -132,7 +140,8 @@ class Trainer:
         self.log.log_epoch(row)
         self.diagnostics.record(self.raw_model, row)  # grad/weight norms left by the epoch's last step
         improved = self.stopper.update(row[self.stopper.monitor], epoch)
-        step_scheduler(self.scheduler, row[self.stopper.monitor])
+        if not self.per_step:
+            step_scheduler(self.scheduler, row[self.stopper.monitor])
         if improved:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.raw_model.state_dict().items()}
         self.completed = epoch
@@ -146,12 +155,15 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": self.completed,
-            "partial": partial.state_dict(self.runtime.world_size) if partial is not None else None,
+            "partial": {**partial.state_dict(self.runtime.world_size), "lr": self.epoch_lr} if partial is not None else None,
             "early_stopping": self.stopper.state_dict(),
             "rng": capture_rng(),
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
             "scaler": self.step_cfg.scaler.state_dict() if self.step_cfg.scaler is not None else None,
             "world_size": self.runtime.world_size,
+            # what a tool needs to use the weights without the data (e.g. dlexp.translate's vocabularies)
+            "task": {"name": self.data.task, "input_shape": list(self.data.input_shape),
+                     "num_classes": self.data.num_classes, **self.task.state_dict()},
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -215,6 +227,8 @@ class Trainer:
                     scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
             self.data.after_fit(self.raw_model, self.run_dir)
+        if self.data.test is not None and self.runtime.is_main:  # e.g. translations.tsv, attention.png
+            scores.update(self.task.write_outputs(self.raw_model, self.data.test, self.run_dir, self.log.info))
         return scores
 
     # -- console ------------------------------------------------------------------

@@ -45,6 +45,13 @@ class Source:
     covariate_mask: Optional[Tensor] = None  # (features,) bool: what shift=covariate may move in tabular data; None = all
     predict: Optional["Predictions"] = None  # unlabeled inputs whose predictions are written after training
     context: dict[str, Any] = field(default_factory=dict)  # facts models and tasks need, e.g. vocabularies
+    # True: in-memory batches carry extras["row"] (B,) int64, each example's row in the train pool, or
+    # len(train pool) + its row in the test set, so a task can look up per-example facts in ``context``
+    # (e.g. the untruncated reference sentence)
+    row_ids: bool = False
+    # dataset.bucket: (x, y) -> (N, 2) real lengths of right-padded input and target sequences; the
+    # training loader then batches similar lengths together (dlexp.data.batching.BucketLoader)
+    bucket: Optional[Callable[[Tensor, Tensor], Tensor]] = None
 
 
 @dataclass

@@ -62,10 +62,12 @@ class TensorLoader(ShuffleState):
         transform: Optional[Callable[[Tensor], Tensor]] = None,
         augment: Optional[Callable[[Tensor, int], Tensor]] = None,
         shard: tuple[int, int] = (0, 1),
+        extras: Optional[dict[str, Tensor]] = None,
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
         self.x, self.y = x, y
+        self.extras = extras or {}  # per-example tensors (N, ...) batched with x and y, e.g. row ids
         self.batch_size = batch_size
         self.shuffle = shuffle
         self._init_order(seed)
@@ -102,15 +104,24 @@ class TensorLoader(ShuffleState):
         order: Optional[Tensor] = None
         if self.shuffle:
             self._start_epoch()
-            order = torch.randperm(n, generator=self.generator).to(self.x.device)
+            order = self._order(n).to(self.x.device)
         seed = self._epoch_augment_seed()
         for i, start in enumerate(starts, skip):
             lo, hi = self._local(start, min(start + self.batch_size, n))
             if order is None:  # contiguous slices are views: no copy at all
-                yield Batch(self._finish(self.x[lo:hi], seed + i), self.y[lo:hi])
+                batch = Batch(self._finish(self.x[lo:hi], seed + i), self.y[lo:hi], {k: v[lo:hi] for k, v in self.extras.items()})
             else:
                 idx = order[lo:hi]
-                yield Batch(self._finish(self.x[idx], seed + i), self.y[idx])
+                batch = Batch(self._finish(self.x[idx], seed + i), self.y[idx], {k: v[idx] for k, v in self.extras.items()})
+            yield self._shape(batch, i)
+
+    def _order(self, n: int) -> Tensor:
+        """One epoch's order of the n examples, drawn from ``self.generator``."""
+        return torch.randperm(n, generator=self.generator)
+
+    def _shape(self, batch: Batch, i: int) -> Batch:
+        """The i-th global batch of the epoch as the model gets it (subclasses may trim it)."""
+        return batch
 
     def _finish(self, x: Tensor, seed: int) -> Tensor:
         if self.transform is not None:
@@ -118,3 +129,34 @@ class TensorLoader(ShuffleState):
         if self.augment is not None:
             x = self.augment(x, seed)
         return x
+
+
+class BucketLoader(TensorLoader):
+    """Training batches of right-padded sequences of similar lengths (``dataset.bucket=true``).
+
+    Each epoch: a random permutation, stably sorted by total length (so equal lengths come in random
+    order), cut into global batches, whose order is shuffled (the short remainder stays last, so every
+    batch before it is full). Each batch is trimmed to its longest input and target, which saves the
+    compute spent on padding. Every draw comes from the loader's generator, so a checkpoint's
+    ``epoch_start_state`` replays the same epoch and a mid-epoch resume is exact.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, lengths: Tensor, **kwargs):
+        super().__init__(x, y, batch_size, **kwargs)
+        self.lengths = lengths.cpu()  # (N, 2) int64: real (non-pad) tokens of each input and target
+        self.widths: list[Tensor] = []  # per global batch of the epoch: (2,) its longest input and target
+
+    def _order(self, n: int) -> Tensor:
+        perm = torch.randperm(n, generator=self.generator)
+        by_length = perm[torch.argsort(self.lengths[perm].sum(dim=1), stable=True)]
+        full = n // self.batch_size * self.batch_size
+        chunks = by_length[:full].view(-1, self.batch_size)  # (batches, batch_size)
+        order = torch.cat([chunks[torch.randperm(len(chunks), generator=self.generator)].flatten(), by_length[full:]])
+        self.widths = [self.lengths[order[s : s + self.batch_size]].amax(dim=0) for s in range(0, n, self.batch_size)]
+        return order
+
+    def _shape(self, batch: Batch, i: int) -> Batch:
+        if not self.shuffle:
+            return batch
+        src_width, tgt_width = self.widths[i].tolist()
+        return Batch(batch.inputs[:, :src_width], batch.targets[:, :tgt_width], batch.extras)

@@ -22,7 +22,7 @@ from dlexp.registry import builder_kwargs
 from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source
 from dlexp.data.arrays import MemmapRows
 from dlexp.data.augment import Augmenter
-from dlexp.data.batching import TensorLoader
+from dlexp.data.batching import BucketLoader, TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
@@ -153,10 +153,10 @@ class Folds:
         if self.indices is None:
             return self._bundle(self.source.train, self.source.val)
         train_idx, val_idx = self.indices[i]
-        pool = self.source.train
+        pool, rows = self.source.train, (train_idx, val_idx)
         if self.reuse_pool and len(self) == 1 and isinstance(pool, tuple) and isinstance(pool[0], Tensor):
-            return self._bundle(*partition_in_place(pool, train_idx, val_idx))
-        return self._bundle(_take(pool, train_idx), _take(pool, val_idx))
+            return self._bundle(*partition_in_place(pool, train_idx, val_idx), rows)
+        return self._bundle(_take(pool, train_idx), _take(pool, val_idx), rows)
 
     def __iter__(self) -> Iterator[DataBundle]:
         for i in range(len(self)):
@@ -217,7 +217,20 @@ class Folds:
             return full, eval_bs
         return trainer.batch_size, eval_bs
 
-    def _bundle(self, train: Pool, val: Pool) -> DataBundle:
+    def _row_ids(self, rows: Optional[tuple[np.ndarray, np.ndarray]]) -> dict[str, Optional[Tensor]]:
+        """Source.row_ids: each split's rows in the train pool (test: after it), as in ``Source.row_ids``."""
+        src = self.source
+        if not src.row_ids:
+            return {}
+        n_pool = _size(src.train)
+        if rows is None:  # the pool is train as a whole; a given val set is numbered after the test set
+            n_test = 0 if src.test is None else _size(src.test)
+            rows = (np.arange(n_pool), n_pool + n_test + np.arange(_size(src.val)))
+        ids = {"train": rows[0], "val": rows[1], "test": None if src.test is None else n_pool + np.arange(_size(src.test))}
+        return {k: None if v is None else torch.as_tensor(np.asarray(v), dtype=torch.int64, device=self.device)
+                for k, v in ids.items()}
+
+    def _bundle(self, train: Pool, val: Pool, rows: Optional[tuple[np.ndarray, np.ndarray]] = None) -> DataBundle:
         for part, pool in (("train", train), ("val", val)):
             if _size(pool) == 0:
                 raise DataError(f"the {part} split of dataset '{self.name}' is empty; use more data or change split.*")
@@ -243,6 +256,8 @@ class Folds:
             if pair is None:
                 return None
             y = pair[1] if offset is None else pair[1] - offset
+            if not pair[0].is_floating_point() and src.normalize == "none":  # token ids: used as they are
+                return pair[0].to(self.device), y.to(self.device)
             x = pair[0].float()  # no copy when already float32
             if resize is None:  # else per batch: resize, then prep
                 x = prep(x, inplace=private or x.data_ptr() != pair[0].data_ptr()) if isinstance(prep, Normalizer) else prep(x)
@@ -253,13 +268,12 @@ class Folds:
         example = parts["train"][0][:1] if transform is None else transform(parts["train"][0][:1])
         augment = self._augmenter(example)
 
-        def loader(pair: Optional[Pair], bs: int, **kw: Any) -> Optional[TensorLoader]:
-            return None if pair is None else TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
+        loader = partial(self._tensor_loader, transform=transform, row_ids=self._row_ids(rows))
 
         return DataBundle(
-            train=loader(parts["train"], batch_size, shuffle=True, seed=self.seed, augment=augment),
-            val=loader(parts["val"], eval_bs),
-            test=loader(parts["test"], eval_bs),
+            train=loader(parts["train"], batch_size, "train", shuffle=True, seed=self.seed, augment=augment),
+            val=loader(parts["val"], eval_bs, "val"),
+            test=loader(parts["test"], eval_bs, "test"),
             task=src.task,
             input_shape=tuple(example.shape[1:]),
             num_classes=src.num_classes,
@@ -269,6 +283,16 @@ class Folds:
             after_fit=self._predictions_writer(prep, offset, eval_bs),
             preprocess=prep,
         )
+
+    def _tensor_loader(self, pair: Optional[Pair], bs: int, part: str = "", *, transform: Optional[Callable],
+                       row_ids: dict[str, Optional[Tensor]], **kw: Any) -> Optional[TensorLoader]:
+        """The loader of one in-memory split (``part``: train, val, test or shifted)."""
+        if pair is None:
+            return None
+        kw["extras"] = {"row": row_ids[part]} if row_ids.get(part) is not None else None
+        if part == "train" and self.source.bucket is not None:  # dataset.bucket=true: similar lengths per batch
+            return BucketLoader(*pair, bs, lengths=self.source.bucket(*pair), transform=transform, shard=self.shard, **kw)
+        return TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
 
     def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
         """The raw images resized once, before preprocessing is fitted, when the result is small;

@@ -17,6 +17,7 @@ Token modes (``tokens``):
 from __future__ import annotations
 
 import hashlib
+import random
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -154,7 +155,8 @@ def _split_by_index(n: int, test_fraction: float, seed: int) -> tuple[list[int],
 
 
 def _source(
-    pairs: list[tuple[str, str]], test_idx: list[int], train_idx: list[int], *, num_steps: int, min_freq: int, tokens: str
+    pairs: list[tuple[str, str]], test_idx: list[int], train_idx: list[int], *, num_steps: int, min_freq: int, tokens: str,
+    split_hyphens: bool = False, bucket: bool = False,
 ) -> Source:
     """Preprocessed sentence pairs -> a ``Source`` with vocabularies built on the training pool only."""
     toks = [(tokenize(s, tokens), tokenize(t, tokens)) for s, t in pairs]
@@ -170,14 +172,20 @@ def _source(
         )
     context = {
         "src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
-        "tokens": tokens,
+        "tokens": tokens, "split_hyphens": split_hyphens,  # how new source sentences are preprocessed
         # the preprocessed sentences, row-aligned with train and test: untruncated references for BLEU
         "train_pairs": [pairs[i] for i in train_idx], "test_pairs": [pairs[i] for i in test_idx],
     }
     return Source(
         train=(train_x, train_y), test=(test_x, test_y) if test_idx else None, task="translation",
-        num_classes=len(tgt_vocab), normalize="none", context=context,
+        num_classes=len(tgt_vocab), normalize="none", context=context, row_ids=True,
+        bucket=_pair_lengths if bucket else None,
     )
+
+
+def _pair_lengths(src: Tensor, tgt: Tensor) -> Tensor:
+    """(N, 2) tokens (with <eos>) of each source and target: what length bucketing sorts by."""
+    return torch.stack([lengths(src), lengths(tgt)], dim=1)
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -232,6 +240,7 @@ def translation(
     test_seed: int = 0,
     download: bool = True,
     root: Optional[str] = None,
+    bucket: bool = False,
 ) -> Source:
     """Sentence pairs from a tab-separated file; ``path=None`` is the course's English-French file
     ``<root>/fra-eng/fra.txt``, downloaded on first use. ``num_examples`` keeps the first N pairs, as
@@ -256,7 +265,21 @@ def translation(
         pairs = pairs[:num_examples]
     pairs = [(preprocess(s), preprocess(t)) for s, t in pairs]
     train_idx, test_idx = _split_by_index(len(pairs), test_fraction, test_seed)
-    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens)
+    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, bucket=bucket)
+
+
+def _lines_of_numbers(
+    pairs: list[tuple[str, str]], train_idx: list[int], test_idx: list[int], per_line: int, seed: int
+) -> tuple[list[tuple[str, str]], list[int], list[int]]:
+    """One sentence per number of each split: that number, then per_line - 1 others drawn from the
+    same split, joined by `` ; `` on both sides. A test sentence holds test numbers only."""
+    rng = random.Random(seed)
+    lines = []
+    for part in (train_idx, test_idx):
+        for i in part:
+            group = [i] + [rng.choice(part) for _ in range(per_line - 1)]
+            lines.append(tuple(" ; ".join(pairs[j][side] for j in group) for side in (0, 1)))
+    return lines, list(range(len(train_idx))), list(range(len(train_idx), len(lines)))
 
 
 def _spell(numbers: Sequence[int], lang: str) -> list[str]:
@@ -281,19 +304,32 @@ def numbers(
     num_steps: Optional[int] = None,
     tokens: str = "word",
     min_freq: int = 1,
+    bucket: bool = False,
+    count: Optional[int] = None,
+    per_line: int = 1,
 ) -> Source:
-    """The integers low..high-1 written out by num2words in ``src_lang`` and ``tgt_lang`` (e.g.
+    """The integers low..high-1 (or ``count`` of them, drawn without replacement with ``split_seed``) written out by num2words in ``src_lang`` and ``tgt_lang`` (e.g.
     321: ``three hundred and twenty - one`` -> ``trois cent vingt et un``). Hyphens become words of
     their own, so ``quatre - vingt - dix`` shares ``vingt`` and ``dix`` with other numbers (a smaller
     vocabulary that generalizes to unseen numbers). The test numbers are a seeded random subset of the
     range (``split_seed``), never seen in training. ``num_steps=null`` fits the longest sentence.
-    German writes a number as one word: use ``tokens=char`` for ``tgt_lang=de``."""
+    German writes a number as one word: use ``tokens=char`` for ``tgt_lang=de``. ``per_line`` > 1
+    makes each sentence that many numbers joined by `` ; `` (longer inputs), all from the same split."""
     if high - low < 2:
         raise ConfigError(f"dataset.numbers needs high - low >= 2 numbers, got low={low} high={high}")
     tokenize("", tokens)
     values = list(range(low, high))
+    if count is not None:  # a sample of a range too big to spell out whole (e.g. up to 10**7)
+        if not 2 <= count <= high - low:
+            raise ConfigError(f"dataset.count must be in [2, high - low = {high - low}] or null (all), got {count}")
+        values = sorted(random.Random(split_seed).sample(range(low, high), count))
     pairs = list(zip(_spell(values, src_lang), _spell(values, tgt_lang)))
+    train_idx, test_idx = _split_by_index(len(values), test_fraction, split_seed)
+    if per_line < 1:
+        raise ConfigError(f"dataset.per_line must be >= 1, got {per_line}")
+    if per_line > 1:
+        pairs, train_idx, test_idx = _lines_of_numbers(pairs, train_idx, test_idx, per_line, split_seed)
     if num_steps is None:  # the longest side in tokens, plus <eos>
         num_steps = 1 + max(len(tokenize(s, tokens)) for pair in pairs for s in pair)
-    train_idx, test_idx = _split_by_index(len(values), test_fraction, split_seed)
-    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens)
+    return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, split_hyphens=True,
+                   bucket=bucket)

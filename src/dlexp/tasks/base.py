@@ -7,8 +7,10 @@ file of this package, registered in ``TASKS`` under the name a dataset's
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -55,12 +57,21 @@ class Task:
     name = ""
     default_loss = ""
     default_metric = ""
+    decodes = False  # True: the task reads the ``decode`` settings (beam size, ...)
 
-    def __init__(self, *, loss: str = "auto", metric: str = "auto", context: Optional[dict[str, Any]] = None):
-        self.loss_fn: nn.Module = LOSSES.build(self.default_loss if loss == "auto" else loss)
+    def __init__(self, *, loss: str = "auto", metric: str = "auto", context: Optional[dict[str, Any]] = None,
+                 label_smoothing: float = 0.0, decode: Any = None):
+        self.context = context or {}
+        self.loss_fn: nn.Module = build_loss(self.default_loss if loss == "auto" else loss, label_smoothing)
         self.metric_name = self.default_metric if metric == "auto" else metric
         self.metrics()  # an unknown metric name fails here, before any data moves
-        self.context = context or {}
+        self.decode = decode  # a dlexp.config.DecodeConfig, or None
+        if decode is not None and not self.decodes:
+            changed = [f"decode.{f.name}={getattr(decode, f.name)}" for f in dataclasses.fields(decode)
+                       if getattr(decode, f.name) != f.default]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)} is set, but a {self.name} task does not decode sequences; "
+                                  "remove decode.* (it applies to translation datasets only)")
 
     def metrics(self) -> list[Metric]:
         """Fresh accumulators for one pass."""
@@ -92,15 +103,39 @@ class Task:
         outputs (e.g. a source vocabulary's size); not config keys."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Facts of the data that the weights cannot be used without (plain containers, for checkpoints)."""
+        return {}
+
+    def check_model(self, name: str) -> None:
+        """Raise ConfigError if the model ``name`` cannot learn this task (before it is built)."""
+
+    def write_outputs(self, model: nn.Module, loader: Any, run_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+        """After the test: the task's own files in ``run_dir`` (e.g. translations) with the best weights;
+        returns entries for summary.json. ``say`` prints a console line."""
+        return {}
+
+
+def build_loss(name: str, label_smoothing: float = 0.0) -> nn.Module:
+    """The loss ``name``; ``label_smoothing`` > 0 only for the losses that take it (cross-entropies)."""
+    if not label_smoothing:
+        return LOSSES.build(name)
+    if "label_smoothing" not in LOSSES.config_keys(name):
+        takes = ", ".join(n for n in LOSSES.names() if "label_smoothing" in LOSSES.config_keys(n))
+        raise ConfigError(f"trainer.label_smoothing={label_smoothing} applies to a cross-entropy loss ({takes}), not to "
+                          f"loss '{name}'; set trainer.label_smoothing=0")
+    return LOSSES.build(name, label_smoothing=label_smoothing)
+
 
 def build_task(name: str, task_args: Optional[dict[str, Any]] = None, *, context: Optional[dict[str, Any]] = None,
-               loss: str = "auto", metric: str = "auto") -> Task:
+               loss: str = "auto", metric: str = "auto", **settings: Any) -> Task:
     """The task ``name`` with the data's ``task_args`` and ``context`` (e.g. vocabularies); ``auto`` loss and
     metric (``trainer.loss``, ``trainer.metric``) mean the data's choice (e.g. house_prices' log_rmse), else
-    the task's default."""
+    the task's default. ``settings``: run settings every task takes (``label_smoothing``, ``decode``)."""
     args = dict(task_args or {})
     data_metric = args.pop("metric", "auto")
-    return TASKS.build(name, loss=loss, metric=data_metric if metric == "auto" else metric, context=context, **args)
+    return TASKS.build(name, loss=loss, metric=data_metric if metric == "auto" else metric, context=context,
+                       **args, **settings)
 
 
 def resolve_monitor(monitor: str, mode: str, task: Task) -> tuple[str, str]:

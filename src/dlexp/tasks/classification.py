@@ -10,8 +10,10 @@ from dlexp.tasks.base import LOSSES, TASKS, Task
 
 
 @LOSSES.register("cross_entropy")
-def cross_entropy() -> nn.Module:
-    return nn.CrossEntropyLoss()  # takes logits (B, C) and class indices (B,)
+def cross_entropy(*, label_smoothing: float = 0.0) -> nn.Module:
+    # takes logits (B, C) and class indices (B,); label_smoothing moves that share of the target's mass
+    # evenly onto all C classes (trainer.label_smoothing)
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
 @TASKS.register("classification")

@@ -1,0 +1,104 @@
+"""``python -m dlexp.translate RUN_DIR SENTENCE... [--beam N]``: translate with a trained run's best weights.
+
+The checkpoint holds everything needed besides the weights: the model's config, the vocabularies
+and how the training sentences were preprocessed (``checkpoint["task"]``), so the data need not be
+at hand. Sentences are preprocessed as the training data was (lowercase, a space before , . ! ?).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from dlexp.errors import UserError
+
+
+def load_translator(run_dir: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(model in eval mode, the checkpoint's task facts, the run's config) from ``run_dir/checkpoints/best.pt``."""
+    from omegaconf import OmegaConf
+
+    from dlexp.checkpoint import load_checkpoint
+    from dlexp.models import build_model
+
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; pass a run dir such as outputs/<date>/<time>")
+    path = run_dir / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no checkpoints/best.pt; pass the dir of a translation run trained with "
+                        "trainer.checkpoints=true")
+    state = load_checkpoint(path)
+    task = state.get("task")
+    if task is None:
+        raise UserError(f"{path} records no vocabularies (a checkpoint from an older dlexp); train the run again")
+    if task.get("name") != "translation":
+        raise UserError(f"{path} is not from a translation run (its task is {task.get('name')}); "
+                        "pass the dir of a run on dataset=numbers or dataset=translation")
+    config = state["config"]
+    model = build_model(OmegaConf.create(config["model"]), tuple(task["input_shape"]), task["num_classes"],
+                        context={"src_vocab_size": len(task["src_vocab"])})
+    model.load_state_dict(state["model"])
+    return model.eval(), task, config
+
+
+def encode_sentences(sentences: Sequence[str], task: dict[str, Any]) -> Any:
+    """Raw sentences -> source ids (B, S): preprocessed and tokenized as in training, cut to S - 1
+    tokens + <eos>, right-padded."""
+    import torch
+
+    from dlexp.data.text import EOS_ID, PAD_ID, Vocab, preprocess, tokenize
+
+    vocab, steps = Vocab.from_state(task["src_vocab"]), task["input_shape"][0]
+    ids = torch.full((len(sentences), steps), PAD_ID, dtype=torch.int64)
+    for row, sentence in enumerate(sentences):
+        tokens = tokenize(preprocess(sentence, split_hyphens=task["split_hyphens"]), task["tokens"])
+        encoded = vocab.encode(tokens[: steps - 1]) + [EOS_ID]
+        ids[row, : len(encoded)] = torch.tensor(encoded)
+    return ids
+
+
+def translate(run_dir: Path, sentences: Sequence[str], beam: Optional[int] = None) -> list[str]:
+    """The run's translations of ``sentences``; ``beam`` overrides the run's decode.beam_size."""
+    from dlexp.data.text import BOS_ID, EOS_ID, PAD_ID, Vocab, detokenize, lengths
+    from dlexp.decode import beam_search, greedy, max_lengths
+
+    model, task, config = load_translator(run_dir)
+    decode = config.get("decode", {})
+    beam = beam or decode.get("beam_size", 1)
+    src = encode_sentences(sentences, task)
+    src_len = lengths(src)
+    limits = max_lengths(src_len, decode.get("max_len_a", 1.5), decode.get("max_len_b", 5))
+    if beam == 1:
+        out = greedy(model, src, src_len, bos=BOS_ID, eos=EOS_ID, max_len=limits, pad=PAD_ID)
+    else:
+        out = beam_search(model, src, src_len, bos=BOS_ID, eos=EOS_ID, beam_size=beam, max_len=limits,
+                          length_penalty=decode.get("length_penalty", 0.75), pad=PAD_ID)
+    vocab = Vocab.from_state(task["tgt_vocab"])
+    sentences = [detokenize(vocab.decode(row), task["tokens"]) for row in out.tokens.tolist()]
+    if task["split_hyphens"]:  # the data split hyphens into words: join them again (quatre-vingt-dix-neuf)
+        sentences = [s.replace(" - ", "-") for s in sentences]
+    return sentences
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlexp.translate",
+                                     description="Translate sentences with the best weights of a translation run.")
+    parser.add_argument("run_dir", type=Path, help="a run dir, e.g. outputs/2026-11-26/10-00-00-123456")
+    parser.add_argument("sentences", nargs="+", help="source sentences, each one argument (quote it)")
+    parser.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy); default: the run's decode.beam_size")
+    args = parser.parse_args(argv)
+    if args.beam is not None and args.beam < 1:
+        print(f"error: --beam must be >= 1, got {args.beam}", file=sys.stderr)
+        return 2
+    try:
+        outputs = translate(args.run_dir, args.sentences, args.beam)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for sentence, output in zip(args.sentences, outputs):
+        print(f"{sentence} => {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
