@@ -214,7 +214,7 @@ class Trainer:
                 if limit is not None and limit < len(loader):  # say so: these are not the full test set's numbers
                     scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
-            self.data.after_fit(self.raw_model, self.run_dir)
+            scores.update(self.data.after_fit(self.raw_model, self.run_dir) or {})  # and the data's own scores
         return scores
 
     # -- console ------------------------------------------------------------------

@@ -62,10 +62,16 @@ class TensorLoader(ShuffleState):
         transform: Optional[Callable[[Tensor], Tensor]] = None,
         augment: Optional[Callable[[Tensor, int], Tensor]] = None,
         shard: tuple[int, int] = (0, 1),
+        extras: Optional[dict[str, Tensor]] = None,
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
         self.x, self.y = x, y
+        # per-example tensors indexed like y, e.g. {"weight": (N,)}: each batch's rows in Batch.extras
+        self.extras = dict(extras or {})
+        for name, value in self.extras.items():
+            if len(value) != len(y):
+                raise ValueError(f"extras['{name}'] and y differ in length: {len(value)} vs {len(y)}")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self._init_order(seed)
@@ -106,11 +112,10 @@ class TensorLoader(ShuffleState):
         seed = self._epoch_augment_seed()
         for i, start in enumerate(starts, skip):
             lo, hi = self._local(start, min(start + self.batch_size, n))
-            if order is None:  # contiguous slices are views: no copy at all
-                yield Batch(self._finish(self.x[lo:hi], seed + i), self.y[lo:hi])
-            else:
-                idx = order[lo:hi]
-                yield Batch(self._finish(self.x[idx], seed + i), self.y[idx])
+            # contiguous slices are views: no copy at all
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            extras = {name: value[idx] for name, value in self.extras.items()}
+            yield Batch(self._finish(self.x[idx], seed + i), self.y[idx], extras)
 
     def _finish(self, x: Tensor, seed: int) -> Tensor:
         if self.transform is not None:

@@ -26,6 +26,7 @@ from dlexp.data.batching import TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
+from dlexp.data.shift import bbse, importance_weights
 from dlexp.errors import ConfigError, DataError
 from dlexp.tasks import TASKS, Batch, Task, build_task, labels_of
 from dlexp.models import input_size
@@ -149,6 +150,7 @@ class Folds:
         test = src.test
         if not isinstance(test, ImageFiles) and isinstance(test[0], MemmapRows):
             raise ConfigError(f"shift={self.cfg.shift.name} needs the test inputs in memory; use dataset.mmap=false")
+        self._check_correction(test)
         if shift.select is not None:
             labels = labels_of(src.task, _targets(test))
             if labels is None:
@@ -162,6 +164,18 @@ class Folds:
         if isinstance(test, ImageFiles):
             return test, shift.inputs  # per-image ops: the same whether applied per batch or to the whole set
         return (shift.inputs(test[0].float(), src.covariate_mask), test[1]), None
+
+    def _check_correction(self, test: Pool) -> None:
+        """A shift.correct that cannot apply to this data fails before any training."""
+        correct, src = self.shift.correct, self.source
+        if correct == "none":
+            return
+        if isinstance(test, ImageFiles) or isinstance(src.train, ImageFiles) or isinstance(src.train[0], MemmapRows):
+            raise ConfigError(f"shift.correct={correct} needs the whole dataset in memory, but dataset '{self.name}' "
+                              f"is streamed from files; use shift.correct=none (or dataset.mmap=false)")
+        if correct == "bbse" and src.task != "classification":
+            raise ConfigError(f"shift.correct=bbse estimates class priors from softmax outputs, but dataset "
+                              f"'{self.name}' is a {src.task} task; use shift.correct=none")
 
     # -- one fold ------------------------------------------------------------
     def _batch_sizes(self, n_train: int) -> tuple[int, int]:
@@ -223,8 +237,9 @@ class Folds:
         def loader(pair: Optional[Pair], bs: int, **kw: Any) -> Optional[TensorLoader]:
             return None if pair is None else TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
 
+        weights, after_fit = self._corrections(parts, transform, eval_bs, self._predictions_writer(prep, offset, eval_bs))
         return DataBundle(
-            train=loader(parts["train"], batch_size, shuffle=True, seed=self.seed, augment=augment),
+            train=loader(parts["train"], batch_size, shuffle=True, seed=self.seed, augment=augment, extras=weights),
             val=loader(parts["val"], eval_bs),
             test=loader(parts["test"], eval_bs),
             task=src.task,
@@ -233,9 +248,35 @@ class Folds:
             task_args=src.task_args,
             context=src.context,
             extra_tests={"test_shifted": loader(parts["shifted"], eval_bs)} if parts["shifted"] else {},
-            after_fit=self._predictions_writer(prep, offset, eval_bs),
+            after_fit=after_fit,
             preprocess=prep,
         )
+
+    def _corrections(self, parts: dict[str, Optional[Pair]], transform: Optional[Callable], eval_bs: int,
+                     writer: Optional[Callable]) -> tuple[Optional[dict[str, Tensor]], Optional[Callable]]:
+        """The shift correction of this fold: importance weights for the training loader's extras, and the
+        after-fit hook (the predictions ``writer``, then BBSE) that returns extra summary entries."""
+        correct = "none" if self.shift is None else self.shift.correct
+        ready = (lambda x: x) if transform is None else transform  # noqa: E731  inputs as the model sees them
+        extras, entries = None, {}
+        if correct == "importance":  # computed once per fold, from this fold's train inputs
+            w = importance_weights(ready(parts["train"][0]), ready(parts["shifted"][0]), self.shift.max_weight)
+            extras = {"weight": w}
+            entries = {f"importance_weight/{k}": float(getattr(w, k)()) for k in ("min", "mean", "max")}
+        if writer is None and correct == "none":
+            return extras, None
+        task = build_task(self.source.task, self.source.task_args)
+
+        def after_fit(model: torch.nn.Module, run_dir: Path) -> dict[str, Any]:
+            if writer is not None:
+                writer(model, run_dir)
+            if correct != "bbse":
+                return dict(entries)
+            val, shifted = parts["val"], parts["shifted"]
+            logits = {k: predict(model, ready(p[0]), eval_bs, task) for k, p in (("val", val), ("shifted", shifted))}
+            return label_shift_scores(logits["val"], val[1].cpu(), logits["shifted"], shifted[1].cpu(), self.source.num_classes)
+
+        return extras, after_fit
 
     def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
         """The raw images resized once, before preprocessing is fitted, when the result is small;
@@ -345,6 +386,23 @@ def predict(model: torch.nn.Module, x: Tensor, batch_size: int, task: Task) -> T
     model.eval()
     chunks = (Batch(x[i : i + batch_size], targets=None) for i in range(0, len(x), batch_size))
     return torch.cat([task.forward(model, batch).float().cpu() for batch in chunks])
+
+
+def label_shift_scores(val_logits: Tensor, val_y: Tensor, test_logits: Tensor, test_y: Tensor, k: int) -> dict[str, Any]:
+    """BBSE on one fold: the shifted test priors estimated from the (N, k) logits, their L1 error against
+    the shifted test set's true class shares, and the accuracy of predictions reweighted by w_j = q_j/p_j."""
+    val_y, test_y = val_y.numpy(), test_y.numpy()
+    w = bbse(val_logits.argmax(1).numpy(), val_y, test_logits.argmax(1).numpy(), k)  # (k,)
+    p_train = np.bincount(val_y, minlength=k) / len(val_y)  # p(y) of the training distribution, on val
+    estimated = w * p_train / max(float((w * p_train).sum()), 1e-12)
+    true = np.bincount(test_y, minlength=k) / len(test_y)
+    corrected = (test_logits.softmax(1).numpy() * w).argmax(1)  # argmax_j p(j|x) w_j
+    return {
+        "test_shifted_corrected/acc": float((corrected == test_y).mean()),
+        "label_shift/estimated_priors": [round(float(q), 6) for q in estimated],
+        "label_shift/true_priors": [round(float(q), 6) for q in true],
+        "label_shift/prior_error": float(np.abs(estimated - true).sum()),  # L1, in [0, 2]
+    }
 
 
 def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
