@@ -191,6 +191,8 @@ SMALL_SWEEPS = [
     ("early_stopping", []),
     ("augmentation", ["trainer.epochs=20"]),
     ("batchnorm", ["trainer.epochs=4"]),
+    ("covariate_shift", ["trainer.epochs=10"]),
+    ("label_shift", ["trainer.epochs=10", "dataset.num_examples=1500"]),
 ]
 
 
