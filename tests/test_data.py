@@ -574,7 +574,7 @@ def test_bbse_recovers_the_prior_ratio_through_a_confusion_matrix():
 
 
 def test_label_shift_scores_reweight_predictions_toward_the_estimated_priors():
-    from dlexp.data.folds import label_shift_scores
+    from dlexp.data.shift import label_shift_scores
 
     val_y = torch.arange(4) % 2  # balanced val, predicted perfectly
     val_logits = torch.nn.functional.one_hot(val_y, 2).float() * 5

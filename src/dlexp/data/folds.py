@@ -26,7 +26,7 @@ from dlexp.data.batching import TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
-from dlexp.data.shift import bbse, importance_weights
+from dlexp.data.shift import importance_weights, label_shift_scores
 from dlexp.errors import ConfigError, DataError
 from dlexp.tasks import TASKS, Batch, Task, build_task, labels_of
 from dlexp.models import input_size
@@ -386,23 +386,6 @@ def predict(model: torch.nn.Module, x: Tensor, batch_size: int, task: Task) -> T
     model.eval()
     chunks = (Batch(x[i : i + batch_size], targets=None) for i in range(0, len(x), batch_size))
     return torch.cat([task.forward(model, batch).float().cpu() for batch in chunks])
-
-
-def label_shift_scores(val_logits: Tensor, val_y: Tensor, test_logits: Tensor, test_y: Tensor, k: int) -> dict[str, Any]:
-    """BBSE on one fold: the shifted test priors estimated from the (N, k) logits, their L1 error against
-    the shifted test set's true class shares, and the accuracy of predictions reweighted by w_j = q_j/p_j."""
-    val_y, test_y = val_y.numpy(), test_y.numpy()
-    w = bbse(val_logits.argmax(1).numpy(), val_y, test_logits.argmax(1).numpy(), k)  # (k,)
-    p_train = np.bincount(val_y, minlength=k) / len(val_y)  # p(y) of the training distribution, on val
-    estimated = w * p_train / max(float((w * p_train).sum()), 1e-12)
-    true = np.bincount(test_y, minlength=k) / len(test_y)
-    corrected = (test_logits.softmax(1).numpy() * w).argmax(1)  # argmax_j p(j|x) w_j
-    return {
-        "test_shifted_corrected/acc": float((corrected == test_y).mean()),
-        "label_shift/estimated_priors": [round(float(q), 6) for q in estimated],
-        "label_shift/true_priors": [round(float(q), 6) for q in true],
-        "label_shift/prior_error": float(np.abs(estimated - true).sum()),  # L1, in [0, 2]
-    }
 
 
 def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:

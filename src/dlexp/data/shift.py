@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import numpy as np
 import torch
@@ -153,3 +153,20 @@ def bbse(val_pred: np.ndarray, val_y: np.ndarray, test_pred: np.ndarray, k: int)
     mu = np.bincount(test_pred, minlength=k) / len(test_pred)
     w, *_ = np.linalg.lstsq(confusion, mu, rcond=None)
     return np.clip(w, 0.0, None)
+
+
+def label_shift_scores(val_logits: Tensor, val_y: Tensor, test_logits: Tensor, test_y: Tensor, k: int) -> dict[str, Any]:
+    """BBSE on one fold: the shifted test priors estimated from the (N, k) logits, their L1 error against
+    the shifted test set's true class shares, and the accuracy of predictions reweighted by w_j = q_j/p_j."""
+    val_y, test_y = val_y.numpy(), test_y.numpy()
+    w = bbse(val_logits.argmax(1).numpy(), val_y, test_logits.argmax(1).numpy(), k)  # (k,)
+    p_train = np.bincount(val_y, minlength=k) / len(val_y)  # p(y) of the training distribution, on val
+    estimated = w * p_train / max(float((w * p_train).sum()), 1e-12)
+    true = np.bincount(test_y, minlength=k) / len(test_y)
+    corrected = (test_logits.softmax(1).numpy() * w).argmax(1)  # argmax_j p(j|x) w_j
+    return {
+        "test_shifted_corrected/acc": float((corrected == test_y).mean()),
+        "label_shift/estimated_priors": [round(float(q), 6) for q in estimated],
+        "label_shift/true_priors": [round(float(q), 6) for q in true],
+        "label_shift/prior_error": float(np.abs(estimated - true).sum()),  # L1, in [0, 2]
+    }
