@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import compose_cfg, read_json
+from conftest import assert_one_line_error, compose_cfg, read_json, run_cli
 from datafiles import (
     class_images, trust_cifar_files, write_arrays, write_cifar, write_house_prices, write_image_csv, write_mnist,
     write_png_folder,
@@ -542,3 +542,80 @@ def test_a_holdout_split_partitions_the_pool_in_place_without_a_second_copy():
     assert torch.equal(x_train, expected_train[0]) and torch.equal(y_train, expected_train[1])
     assert torch.equal(x_val, expected_val[0]) and torch.equal(y_val, expected_val[1])
     assert x_train.untyped_storage().data_ptr() == storage == x_val.untyped_storage().data_ptr()  # views, no copy
+
+
+# -- shift corrections ------------------------------------------------------------------------------
+
+
+def test_loader_extras_travel_with_their_rows_when_shuffled():
+    from dlexp.data.batching import TensorLoader
+
+    y = torch.arange(23)
+    loader = TensorLoader(y.float().unsqueeze(1), y, 5, shuffle=True, seed=3, extras={"weight": 10.0 * y})
+    batches = list(loader)
+    assert all(torch.equal(b.extras["weight"], 10.0 * b.targets) for b in batches)
+    assert sorted(torch.cat([b.targets for b in batches]).tolist()) == list(range(23))
+    assert batches[0].targets.tolist() != [0, 1, 2, 3, 4]  # shuffled
+    with pytest.raises(ValueError, match="extras\\['weight'\\] and y differ in length: 3 vs 23"):
+        TensorLoader(y.float(), y, 5, extras={"weight": torch.ones(3)})
+
+
+def test_importance_weights_estimate_the_density_ratio_and_are_clipped():
+    from dlexp.data.shift import importance_weights
+
+    gen = torch.Generator().manual_seed(0)
+    x_train = torch.randn(4000, 1, generator=gen)  # N(0, 1)
+    x_test = torch.randn(2000, 1, generator=gen) + 1.0  # N(1, 1): p_test/p_train = exp(x - 1/2)
+    w = importance_weights(x_train, x_test, max_weight=3.0)
+    near = lambda v: w[(x_train[:, 0] - v).abs() < 0.1].mean().item()  # noqa: E731
+    assert near(0.0) == pytest.approx(math.exp(-0.5), rel=0.2) and near(-1.0) == pytest.approx(math.exp(-1.5), rel=0.3)
+    assert w.max().item() == pytest.approx(3.0) and w.min().item() > 0  # far right of the training inputs: clipped
+    order = x_train[:, 0].argsort()
+    assert torch.all(w[order].diff() >= 0)  # monotone in x, as the true ratio is
+
+
+def test_bbse_recovers_the_prior_ratio_through_a_confusion_matrix():
+    from dlexp.data.shift import bbse
+
+    # val: 100 per class; class 0 is called 1 a fifth of the time, class 1 always right, class 2 called 0 a tenth
+    val_y = np.repeat([0, 1, 2], 100)
+    val_pred = np.r_[np.repeat([0, 1], [80, 20]), np.repeat(1, 100), np.repeat([2, 0], [90, 10])]
+    w_true = np.array([1.8, 0.9, 0.3])  # test priors 0.6 / 0.3 / 0.1 over the balanced 1/3 each
+    # predicted-class rates on the test set, C @ w_true = [0.49, 0.42, 0.09], realised exactly by 100 predictions
+    test_pred = np.repeat([0, 1, 2], [49, 42, 9])
+    assert bbse(val_pred, val_y, test_pred, 3) == pytest.approx(w_true, abs=1e-9)
+    assert bbse(val_y, val_y, np.repeat([0, 1], [50, 50]), 3) == pytest.approx([1.5, 1.5, 0.0])
+
+
+def test_label_shift_scores_reweight_predictions_toward_the_estimated_priors():
+    from dlexp.data.shift import label_shift_scores
+
+    val_y = torch.arange(4) % 2  # balanced val, predicted perfectly
+    val_logits = torch.nn.functional.one_hot(val_y, 2).float() * 5
+    test_y = torch.tensor([0, 0, 0, 1])
+    # three confident class-0 predictions and one unsure example that leans to class 1 (55%) but is class 0
+    test_logits = torch.tensor([[5.0, 0.0], [5.0, 0.0], [5.0, 0.0], [0.0, 0.2]])
+    scores = label_shift_scores(val_logits, val_y, test_logits, torch.tensor([0, 0, 0, 0]), 2)
+    assert scores["label_shift/estimated_priors"] == [0.75, 0.25]  # predicted rates, as C is the identity / 2
+    assert scores["label_shift/true_priors"] == [1.0, 0.0] and scores["label_shift/prior_error"] == pytest.approx(0.5)
+    assert scores["test_shifted_corrected/acc"] == 1.0  # 0.45 * 1.5 beats 0.55 * 0.5: the unsure one goes to class 0
+    assert label_shift_scores(val_logits, val_y, test_logits, test_y, 2)["test_shifted_corrected/acc"] == 0.75
+
+
+def test_importance_weighted_training_records_its_weights_in_the_summary(run_train):
+    _, run_dir = run_train("dataset=wedge", "dataset.num_examples=300", "dataset.num_test=100", "model=softmax",
+                           "shift=covariate", "shift.correct=importance", "shift.max_weight=4", "trainer.epochs=1")
+    summary = read_json(run_dir / "summary.json")
+    low, mid, high = (summary[f"importance_weight/{k}"] for k in ("min", "mean", "max"))
+    assert 0 < low < mid < high <= 4.0 and high == pytest.approx(4.0)  # the far-out examples hit the clip
+    assert "test_shifted/acc" in summary and "label_shift/prior_error" not in summary
+
+
+def test_a_shift_correction_that_cannot_apply_is_a_config_error(tmp_path):
+    proc = run_cli("dataset=wedge", "shift=covariate", "shift.max_weight=5", "trainer.progress=false", cwd=tmp_path)
+    assert_one_line_error(proc, "shift.max_weight clips importance weights, which shift.correct=none does not use; "
+                                "set shift.correct=importance or drop shift.max_weight")
+    with pytest.raises(ConfigError, match="shift.correct=bbse estimates class priors .* regression task"):
+        folds_for("dataset=synthetic_linear", "model=linreg", "shift=label", "shift.correct=bbse")
+    with pytest.raises(ConfigError, match="shift.correct must be one of none, importance, got 'bbse'"):
+        validate(compose_cfg("shift=covariate", "shift.correct=bbse"))

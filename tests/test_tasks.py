@@ -120,3 +120,22 @@ def test_a_step_weighs_the_loss_by_examples_and_labels_come_from_the_task():
     assert labels_of("binary", torch.tensor([[1.0], [0.0]])).tolist() == [1, 0]
     assert labels_of("regression", torch.randn(3, 1)) is None
     assert set(TASKS.names()) >= {"classification", "regression", "binary"}
+
+
+@pytest.mark.parametrize(("task", "targets"), [("classification", torch.tensor([0, 1, 2, 1, 0])),
+                                               ("regression", torch.randn(5, 3)),
+                                               ("binary", torch.tensor([[1.0], [0.0], [1.0], [1.0], [0.0]]))])
+def test_a_weighted_step_is_the_weighted_mean_of_the_per_example_losses(task, targets):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, targets.shape[1] if targets.dim() == 2 else 3)
+    x, weight = torch.randn(5, 2), torch.tensor([1.0, 0.0, 3.0, 0.5, 2.0])
+    built = build_task(task)
+    plain = built.step(model, Batch(x, targets))
+    out = built.step(model, Batch(x, targets, {"weight": weight}))
+    per_example = torch.stack([built.loss_fn(model(x[i : i + 1]), targets[i : i + 1]) for i in range(5)])  # (5,)
+    assert out.weight == 5  # still the example count: the epoch mean weighs batches by examples
+    assert out.loss.item() == pytest.approx(((weight * per_example).sum() / weight.sum()).item(), rel=1e-5)
+    assert out.loss.item() != pytest.approx(plain.loss.item(), rel=1e-3)
+    ones = built.step(model, Batch(x, targets, {"weight": torch.ones(5)}))
+    assert ones.loss.item() == pytest.approx(plain.loss.item(), rel=1e-6)
+    assert built.loss_fn.reduction == "mean"  # the unweighted loss is left as it was

@@ -41,6 +41,7 @@ BAD_VALUES = [
     (["augment=flip", "augment.p=1.5"], "augment.p must be in [0, 1], got 1.5"),
     (["augment=scale", "augment.ratio=[0.5]"], "augment.ratio must have 2 values, got [0.5]"),
     (["shift=label", "shift.imbalance=0.5"], "shift.imbalance must be >= 1, got 0.5"),
+    (["shift=label", "shift.correct=importance"], "shift.correct must be one of none, bbse, got 'importance'"),
     (["trainer.epochs=0"], "trainer.epochs must be >= 1, got 0"),
     (["trainer.early_stopping.mode=maximum"], "trainer.early_stopping.mode must be one of auto, min, max, got 'maximum'"),
     (["trainer.grad_clip=0"], "trainer.grad_clip must be > 0, got 0.0"),

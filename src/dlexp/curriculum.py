@@ -27,7 +27,7 @@ from dlexp.findings import FINDING_FILE, FINDINGS
 PRESETS = [
     "polynomial", "weight_decay", "dropout_vs_weight_decay", "vanishing_gradients", "symmetry", "activations",
     "hidden_width", "batch_size", "optimizers", "lr_decay", "batchnorm", "early_stopping", "augmentation",
-    "kfold_house_prices",
+    "kfold_house_prices", "covariate_shift", "label_shift",
 ]
 # Presets whose data is placed by hand: the file they need, and where it comes from.
 NEEDS_FILES = {"kfold_house_prices": ("data/house_prices/train.csv", "Kaggle's house-prices train.csv and test.csv")}

@@ -226,7 +226,7 @@ class Trainer:
                 if limit is not None and limit < len(loader):  # say so: these are not the full test set's numbers
                     scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
-            self.data.after_fit(self.raw_model, self.run_dir)
+            scores.update(self.data.after_fit(self.raw_model, self.run_dir) or {})  # and the data's own scores
         if self.data.test is not None and self.runtime.is_main:  # e.g. translations.tsv, attention.png
             scores.update(self.task.write_outputs(self.raw_model, self.data.test, self.run_dir, self.log.info))
         return scores

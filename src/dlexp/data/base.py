@@ -67,5 +67,6 @@ class DataBundle:
     task_args: dict[str, Any] = field(default_factory=dict)  # the Source's, e.g. {"metric": "log_rmse"}
     context: dict[str, Any] = field(default_factory=dict)  # the Source's, e.g. vocabularies
     extra_tests: dict[str, Any] = field(default_factory=dict)  # more test loaders, e.g. {"test_shifted": ...}
-    after_fit: Optional[Callable[[torch.nn.Module, Any], None]] = None  # (model with best weights, run dir) -> files
+    # (model with best weights, run dir) -> files written, and extra summary entries (or None), e.g. a shift correction's
+    after_fit: Optional[Callable[[torch.nn.Module, Any], Optional[dict[str, Any]]]] = None
     preprocess: Optional[Callable[[Tensor], Tensor]] = None  # what was fitted on this fold's train part

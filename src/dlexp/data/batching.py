@@ -67,7 +67,11 @@ class TensorLoader(ShuffleState):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
         self.x, self.y = x, y
-        self.extras = extras or {}  # per-example tensors (N, ...) batched with x and y, e.g. row ids
+        # per-example tensors indexed like y, e.g. {"weight": (N,)}: each batch's rows in Batch.extras
+        self.extras = dict(extras or {})
+        for name, value in self.extras.items():
+            if len(value) != len(y):
+                raise ValueError(f"extras['{name}'] and y differ in length: {len(value)} vs {len(y)}")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self._init_order(seed)

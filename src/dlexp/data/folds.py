@@ -26,6 +26,7 @@ from dlexp.data.batching import BucketLoader, TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
+from dlexp.data.shift import importance_weights, label_shift_scores
 from dlexp.errors import ConfigError, DataError
 from dlexp.tasks import TASKS, Batch, Task, build_task, labels_of
 from dlexp.models import input_size
@@ -182,6 +183,7 @@ class Folds:
         test = src.test
         if not isinstance(test, ImageFiles) and isinstance(test[0], MemmapRows):
             raise ConfigError(f"shift={self.cfg.shift.name} needs the test inputs in memory; use dataset.mmap=false")
+        self._check_correction(test)
         if shift.select is not None:
             labels = labels_of(src.task, _targets(test))
             if labels is None:
@@ -195,6 +197,18 @@ class Folds:
         if isinstance(test, ImageFiles):
             return test, shift.inputs  # per-image ops: the same whether applied per batch or to the whole set
         return (shift.inputs(test[0].float(), src.covariate_mask), test[1]), None
+
+    def _check_correction(self, test: Pool) -> None:
+        """A shift.correct that cannot apply to this data fails before any training."""
+        correct, src = self.shift.correct, self.source
+        if correct == "none":
+            return
+        if isinstance(test, ImageFiles) or isinstance(src.train, ImageFiles) or isinstance(src.train[0], MemmapRows):
+            raise ConfigError(f"shift.correct={correct} needs the whole dataset in memory, but dataset '{self.name}' "
+                              f"is streamed from files; use shift.correct=none (or dataset.mmap=false)")
+        if correct == "bbse" and src.task != "classification":
+            raise ConfigError(f"shift.correct=bbse estimates class priors from softmax outputs, but dataset "
+                              f"'{self.name}' is a {src.task} task; use shift.correct=none")
 
     # -- one fold ------------------------------------------------------------
     def _batch_sizes(self, n_train: int) -> tuple[int, int]:
@@ -270,8 +284,9 @@ class Folds:
 
         loader = partial(self._tensor_loader, transform=transform, row_ids=self._row_ids(rows))
 
+        weights, after_fit = self._corrections(parts, transform, eval_bs, self._predictions_writer(prep, offset, eval_bs))
         return DataBundle(
-            train=loader(parts["train"], batch_size, "train", shuffle=True, seed=self.seed, augment=augment),
+            train=loader(parts["train"], batch_size, "train", shuffle=True, seed=self.seed, augment=augment, extras=weights),
             val=loader(parts["val"], eval_bs, "val"),
             test=loader(parts["test"], eval_bs, "test"),
             task=src.task,
@@ -280,7 +295,7 @@ class Folds:
             task_args=src.task_args,
             context=src.context,
             extra_tests={"test_shifted": loader(parts["shifted"], eval_bs)} if parts["shifted"] else {},
-            after_fit=self._predictions_writer(prep, offset, eval_bs),
+            after_fit=after_fit,
             preprocess=prep,
         )
 
@@ -289,10 +304,39 @@ class Folds:
         """The loader of one in-memory split (``part``: train, val, test or shifted)."""
         if pair is None:
             return None
-        kw["extras"] = {"row": row_ids[part]} if row_ids.get(part) is not None else None
+        extras = dict(kw.pop("extras", None) or {})  # e.g. importance weights for the training loader
+        if row_ids.get(part) is not None:  # e.g. which reference sentence each row is
+            extras["row"] = row_ids[part]
+        kw["extras"] = extras or None
         if part == "train" and self.source.bucket is not None:  # dataset.bucket=true: similar lengths per batch
             return BucketLoader(*pair, bs, lengths=self.source.bucket(*pair), transform=transform, shard=self.shard, **kw)
         return TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
+
+    def _corrections(self, parts: dict[str, Optional[Pair]], transform: Optional[Callable], eval_bs: int,
+                     writer: Optional[Callable]) -> tuple[Optional[dict[str, Tensor]], Optional[Callable]]:
+        """The shift correction of this fold: importance weights for the training loader's extras, and the
+        after-fit hook (the predictions ``writer``, then BBSE) that returns extra summary entries."""
+        correct = "none" if self.shift is None else self.shift.correct
+        ready = (lambda x: x) if transform is None else transform  # noqa: E731  inputs as the model sees them
+        extras, entries = None, {}
+        if correct == "importance":  # computed once per fold, from this fold's train inputs
+            w = importance_weights(ready(parts["train"][0]), ready(parts["shifted"][0]), self.shift.max_weight)
+            extras = {"weight": w}
+            entries = {f"importance_weight/{k}": float(getattr(w, k)()) for k in ("min", "mean", "max")}
+        if writer is None and correct == "none":
+            return extras, None
+        task = build_task(self.source.task, self.source.task_args)
+
+        def after_fit(model: torch.nn.Module, run_dir: Path) -> dict[str, Any]:
+            if writer is not None:
+                writer(model, run_dir)
+            if correct != "bbse":
+                return dict(entries)
+            val, shifted = parts["val"], parts["shifted"]
+            logits = {k: predict(model, ready(p[0]), eval_bs, task) for k, p in (("val", val), ("shifted", shifted))}
+            return label_shift_scores(logits["val"], val[1].cpu(), logits["shifted"], shifted[1].cpu(), self.source.num_classes)
+
+        return extras, after_fit
 
     def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
         """The raw images resized once, before preprocessing is fitted, when the result is small;

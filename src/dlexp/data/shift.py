@@ -3,12 +3,16 @@
 A ``Shift`` transforms the raw test inputs (covariate shift) or resamples which
 test examples are kept (label shift), before the preprocessing fitted on the
 training split is applied, as data met after deployment would be.
+
+Each shift may also be corrected (``shift.correct``): covariate shift by importance
+weights on the training loss (``importance_weights``), label shift by black-box
+shift estimation of the test priors from a confusion matrix (``bbse``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import numpy as np
 import torch
@@ -16,15 +20,20 @@ import torch.nn.functional as F
 from annotated_types import Ge
 from torch import Tensor
 
-from dlexp.constraints import NonNegativeFloat, Seed
+from dlexp.constraints import NonNegativeFloat, PositiveFloat, Seed
 from dlexp.data.base import SHIFTS
 from dlexp.data.preprocess import nan_mean_std
+from dlexp.errors import ConfigError
+
+DEFAULT_MAX_WEIGHT = 10.0  # importance weights are clipped here (in units of p_test(x)/p_train(x))
 
 
 @dataclass
 class Shift:
     select: Optional[Callable[[np.ndarray], np.ndarray]] = None  # class labels (N,) -> indices of kept examples
     inputs: Optional[Callable[..., Tensor]] = None  # (raw x, covariate mask or None) -> shifted x
+    correct: str = "none"  # none | importance (covariate) | bbse (label)
+    max_weight: float = DEFAULT_MAX_WEIGHT  # correct=importance: the clip on each training example's weight
 
 
 def image_shift(x: Tensor, brightness: float, contrast: float, rotate: float) -> Tensor:
@@ -64,25 +73,36 @@ def none() -> Optional[Shift]:
 
 @SHIFTS.register("covariate")
 def covariate(
-    *, brightness: float = 0.2, contrast: NonNegativeFloat = 0.6, rotate: float = 0.0, feature_shift_std: float = 0.5
+    *, brightness: float = 0.2, contrast: NonNegativeFloat = 0.6, rotate: float = 0.0, feature_shift_std: float = 0.5,
+    correct: Literal["none", "importance"] = "none", max_weight: Optional[PositiveFloat] = None,
 ) -> Shift:
     """p(x) changes, p(y|x) does not. Images: ``contrast`` factor about each image's mean, ``brightness`` added
     (in raw pixel units, [0, 1] for images) and a fixed ``rotate`` in degrees. Other data: each feature's
-    mean moves by ``feature_shift_std`` standard deviations."""
+    mean moves by ``feature_shift_std`` standard deviations.
+
+    ``correct=importance`` weights each training example's loss by p_test(x)/p_train(x), estimated by a
+    logistic regression that tells training from (shifted) test inputs, clipped at ``max_weight``
+    (default 10; null means the default)."""
+    if max_weight is not None and correct != "importance":
+        raise ConfigError(f"shift.max_weight clips importance weights, which shift.correct={correct} does not use; "
+                          "set shift.correct=importance or drop shift.max_weight")
 
     def inputs(x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         if x.dim() == 4:
             return image_shift(x, brightness, contrast, rotate)
         return feature_shift(x, feature_shift_std, mask)
 
-    return Shift(inputs=inputs)
+    return Shift(inputs=inputs, correct=correct, max_weight=DEFAULT_MAX_WEIGHT if max_weight is None else max_weight)
 
 
 @SHIFTS.register("label")
-def label(*, imbalance: Annotated[float, Ge(1)] = 10.0, seed: Seed = 0) -> Shift:
+def label(*, imbalance: Annotated[float, Ge(1)] = 10.0, seed: Seed = 0, correct: Literal["none", "bbse"] = "none") -> Shift:
     """p(y) changes, p(x|y) does not: keep the largest subset of the test set whose class priors fall
     geometrically from the most to the least frequent class by a factor ``imbalance`` (class order
-    drawn with ``seed``)."""
+    drawn with ``seed``).
+
+    ``correct=bbse`` estimates the shifted priors after training (black-box shift estimation, ``bbse``)
+    and also scores the shifted test set with predictions reweighted by them."""
 
     def select(labels: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -96,4 +116,57 @@ def label(*, imbalance: Annotated[float, Ge(1)] = 10.0, seed: Seed = 0) -> Shift
         chosen = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, keep)]
         return np.sort(np.concatenate(chosen))
 
-    return Shift(select=select)
+    return Shift(select=select, correct=correct)
+
+
+# --------------------------------------------------------------------------
+# Corrections
+
+
+def importance_weights(x_train: Tensor, x_test: Tensor, max_weight: float) -> Tensor:
+    """(N_train,) weights p_test(x)/p_train(x) for the training inputs, clipped at ``max_weight``.
+
+    A logistic regression h tells training inputs (label 0) from test inputs (label 1), both (N, ...) and
+    preprocessed alike; then p(test|x)/p(train|x) = exp(h(x)), and n_train/n_test turns that odds ratio
+    into the density ratio. Clipping bounds the few far-out examples that would otherwise dominate the loss.
+    """
+    from sklearn.linear_model import LogisticRegression  # imported here: only runs that correct need it
+
+    xs = torch.cat([x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)]).cpu().double().numpy()
+    is_test = np.r_[np.zeros(len(x_train)), np.ones(len(x_test))]
+    h = LogisticRegression(max_iter=1000).fit(xs, is_test).decision_function(xs[: len(x_train)])  # (N_train,) logits
+    ratio = np.exp(np.minimum(h, 50.0)) * len(x_train) / len(x_test)  # exp capped: no inf before the clip
+    return torch.from_numpy(np.minimum(ratio, max_weight)).float().to(x_train.device)
+
+
+def bbse(val_pred: np.ndarray, val_y: np.ndarray, test_pred: np.ndarray, k: int) -> np.ndarray:
+    """(k,) w_j = q(y=j)/p(y=j) by black-box shift estimation (Lipton et al., 2018).
+
+    ``val_pred``, ``val_y``: predicted and true classes (N_val,) on held-out data from the training
+    distribution; ``test_pred`` (N_test,): predicted classes on the shifted inputs. With the confusion
+    matrix C[i, j] = P(yhat=i, y=j) (on val) and mu[i] = P(yhat=i) (on test), C w = mu; least squares,
+    clipped at 0 (a prior cannot be negative).
+    """
+    confusion = np.zeros((k, k))
+    np.add.at(confusion, (val_pred, val_y), 1.0)
+    confusion /= len(val_y)
+    mu = np.bincount(test_pred, minlength=k) / len(test_pred)
+    w, *_ = np.linalg.lstsq(confusion, mu, rcond=None)
+    return np.clip(w, 0.0, None)
+
+
+def label_shift_scores(val_logits: Tensor, val_y: Tensor, test_logits: Tensor, test_y: Tensor, k: int) -> dict[str, Any]:
+    """BBSE on one fold: the shifted test priors estimated from the (N, k) logits, their L1 error against
+    the shifted test set's true class shares, and the accuracy of predictions reweighted by w_j = q_j/p_j."""
+    val_y, test_y = val_y.numpy(), test_y.numpy()
+    w = bbse(val_logits.argmax(1).numpy(), val_y, test_logits.argmax(1).numpy(), k)  # (k,)
+    p_train = np.bincount(val_y, minlength=k) / len(val_y)  # p(y) of the training distribution, on val
+    estimated = w * p_train / max(float((w * p_train).sum()), 1e-12)
+    true = np.bincount(test_y, minlength=k) / len(test_y)
+    corrected = (test_logits.softmax(1).numpy() * w).argmax(1)  # argmax_j p(j|x) w_j
+    return {
+        "test_shifted_corrected/acc": float((corrected == test_y).mean()),
+        "label_shift/estimated_priors": [round(float(q), 6) for q in estimated],
+        "label_shift/true_priors": [round(float(q), 6) for q in true],
+        "label_shift/prior_error": float(np.abs(estimated - true).sum()),  # L1, in [0, 2]
+    }

@@ -1,11 +1,12 @@
-"""Bundled, offline data sources: scikit-learn's digits and the textbook's synthetic linear data."""
+"""Bundled, offline data sources: scikit-learn's digits, the textbook's synthetic data, a wedge and blobs."""
 from __future__ import annotations
 
+import math
 from typing import Annotated, List
 
 import numpy as np
 import torch
-from annotated_types import MinLen
+from annotated_types import Ge, MinLen
 
 from dlexp.constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
@@ -130,4 +131,55 @@ def highdim_linear(
     return Source(
         train=train, val=val if n_val else None, test=test if n_test else None,
         task="regression", num_classes=1, normalize="none",
+    )
+
+
+@DATASETS.register("wedge")
+def wedge(
+    *,
+    num_examples: PositiveInt = 1000,
+    num_test: NonNegativeInt = 500,
+    slope: NonNegativeFloat = 1.5,
+    data_seed: Seed = 0,
+) -> Source:
+    """Two classes in the plane: x ~ N(0, I_2), class 1 where x2 > slope * |x1| (a wedge opening upwards).
+
+    The boundary bends at the origin, so the best straight line differs from region to region: a linear
+    model trained around the origin misplaces its boundary on inputs shifted away from it (covariate shift).
+    """
+    gen = torch.Generator().manual_seed(data_seed)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 2, generator=gen)  # (n, 2)
+        return x, (x[:, 1] > slope * x[:, 0].abs()).long()  # (n,) class indices
+
+    return Source(
+        train=draw(num_examples), test=draw(num_test) if num_test else None, task="classification",
+        num_classes=2, normalize="none",
+    )
+
+
+@DATASETS.register("blobs")
+def blobs(
+    *,
+    num_examples: PositiveInt = 3000,
+    num_test: NonNegativeInt = 3000,
+    classes: Annotated[int, Ge(2)] = 3,
+    spread: NonNegativeFloat = 1.0,
+    data_seed: Seed = 0,
+) -> Source:
+    """Overlapping Gaussian classes in the plane: balanced classes, x | y=j ~ N(m_j, I_2), the means m_j
+    evenly spaced on a circle of radius ``spread``. The classes overlap, so where they do the best
+    prediction depends on the class priors (label shift)."""
+    gen = torch.Generator().manual_seed(data_seed)
+    angle = 2 * math.pi * torch.arange(classes) / classes
+    means = spread * torch.stack([angle.cos(), angle.sin()], dim=1)  # (classes, 2)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % classes  # (n,) balanced
+        return means[y] + torch.randn(n, 2, generator=gen), y
+
+    return Source(
+        train=draw(num_examples), test=draw(num_test) if num_test else None, task="classification",
+        num_classes=classes, normalize="none",
     )

@@ -7,6 +7,7 @@ file of this package, registered in ``TASKS`` under the name a dataset's
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Task:
                  label_smoothing: float = 0.0, decode: Any = None):
         self.context = context or {}
         self.loss_fn: nn.Module = build_loss(self.default_loss if loss == "auto" else loss, label_smoothing)
+        self._per_example_loss: Optional[nn.Module] = None  # the loss with reduction="none", made when first needed
         self.metric_name = self.default_metric if metric == "auto" else metric
         self.metrics()  # an unknown metric name fails here, before any data moves
         self.decode = decode  # a dlexp.config.DecodeConfig, or None
@@ -85,9 +87,30 @@ class Task:
         return model(batch.inputs)
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
-        """Forward and loss; the weight is the number of examples."""
+        """Forward and loss; the weight is the number of examples.
+
+        With ``batch.extras["weight"]`` (B,) the loss is the weighted mean of the per-example losses,
+        sum(w * loss) / sum(w) (e.g. importance weights under covariate shift); without it, the plain loss.
+        """
         outputs = self.forward(model, batch)
-        return StepOutput(self.loss_fn(outputs, batch.targets), len(batch), outputs)
+        weight = batch.extras.get("weight")
+        if weight is None:
+            return StepOutput(self.loss_fn(outputs, batch.targets), len(batch), outputs)
+        per_example = self.per_example_loss(outputs, batch.targets)  # (B,)
+        loss = (weight * per_example).sum() / weight.sum().clamp_min(torch.finfo(per_example.dtype).tiny)
+        return StepOutput(loss, len(batch), outputs)
+
+    def per_example_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """(B,) the loss of each example: a copy of the loss with reduction="none", averaged over any
+        further dimensions (e.g. the targets of a multi-output regression)."""
+        if self._per_example_loss is None:
+            if getattr(self.loss_fn, "reduction", None) != "mean":
+                raise ConfigError(f"the loss {type(self.loss_fn).__name__} cannot take per-example weights; "
+                                  "use a mean-reduced loss such as cross_entropy, bce or mse")
+            self._per_example_loss = copy.copy(self.loss_fn)
+            self._per_example_loss.reduction = "none"
+        losses = self._per_example_loss(outputs, targets)
+        return losses.reshape(len(losses), -1).mean(dim=1)
 
     def evaluate_batch(self, model: nn.Module, batch: Batch) -> tuple[StepOutput, Optional[Any]]:
         """The step without gradients, plus decoded outputs for metrics that need them (None here)."""
