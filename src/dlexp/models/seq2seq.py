@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from dlexp.constraints import Fraction, PositiveInt
 from dlexp.errors import ConfigError
 from dlexp.models.attention import AdditiveAttention, DotProductAttention
 from dlexp.models.seq2seq_base import Seq2SeqModel, State, check_vocab_sizes, register_translation, source_mask
@@ -108,10 +109,10 @@ def seq2seq(
     num_classes: int,
     src_vocab_size: int = 0,
     *,
-    embed_size: int = 256,
-    num_hiddens: int = 256,
-    num_layers: int = 2,
-    dropout: float = 0.2,
+    embed_size: PositiveInt = 256,
+    num_hiddens: PositiveInt = 256,
+    num_layers: PositiveInt = 2,
+    dropout: Fraction = 0.2,
 ) -> nn.Module:
     check_vocab_sizes("seq2seq", src_vocab_size, num_classes)
     return GRUSeq2Seq(src_vocab_size, num_classes, embed_size, num_hiddens, num_layers, dropout)
@@ -123,10 +124,10 @@ def seq2seq_attention(
     num_classes: int,
     src_vocab_size: int = 0,
     *,
-    embed_size: int = 256,
-    num_hiddens: int = 256,
-    num_layers: int = 2,
-    dropout: float = 0.2,
+    embed_size: PositiveInt = 256,
+    num_hiddens: PositiveInt = 256,
+    num_layers: PositiveInt = 2,
+    dropout: Fraction = 0.2,
     attention: str = "additive",
 ) -> nn.Module:
     check_vocab_sizes("seq2seq_attention", src_vocab_size, num_classes)

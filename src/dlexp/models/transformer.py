@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from dlexp.constraints import Fraction, PositiveInt
 from dlexp.errors import ConfigError
 from dlexp.models.attention import MultiHeadAttention
 from dlexp.models.seq2seq_base import Seq2SeqModel, State, check_vocab_sizes, register_translation, source_mask
@@ -130,11 +131,11 @@ def transformer(
     num_classes: int,
     src_vocab_size: int = 0,
     *,
-    num_hiddens: int = 256,
-    num_blks: int = 2,
-    num_heads: int = 4,
-    ffn_num_hiddens: int = 64,
-    dropout: float = 0.2,
+    num_hiddens: PositiveInt = 256,
+    num_blks: PositiveInt = 2,
+    num_heads: PositiveInt = 4,
+    ffn_num_hiddens: PositiveInt = 64,
+    dropout: Fraction = 0.2,
 ) -> nn.Module:
     check_vocab_sizes("transformer", src_vocab_size, num_classes)
     if num_heads < 1 or num_hiddens % (2 * num_heads):
