@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test lint bench bench-gpu clean
+.PHONY: install run test lint bench bench-gpu gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 # GPU benchmark: images/s and MFU for ResNet-18 and LeNet, eager / bf16 / bf16+compile (skips without a GPU).
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/bench_gpu.py $(BENCH_ARGS)
+
+# Everything that needs a GPU: the CUDA tests, the GPU benchmark and a timed translation preset (log in outputs/).
+gpu-check: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -128,3 +128,33 @@ def test_killing_one_rank_fails_the_job_and_leaves_a_resumable_checkpoint(arrays
     one = subprocess.run([sys.executable, "-m", "dlexp", "resume=run", f"trainer.epochs={state['epoch'] + 2}"],
                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode != 0 and "trained by 2 process(es) and cannot continue with 1" in one.stderr
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_the_fused_optimizer_is_fused_in_every_group_and_steps_under_a_grad_scaler(name):
+    """On CUDA every optimizer that has fused kernels is rebuilt with fused=True. Each param group must
+    take it (a group's own copy of fused=None would win, and float16's GradScaler would then hand
+    grad_scale to the multi-tensor path, which refuses it). PyTorch's fused kernels also run on the CPU."""
+    from dlexp.optim import OPTIMIZERS, _fused_on_cuda
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    groups = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": 0.1},
+              {"params": [p for p in model.parameters() if p.ndim == 1], "weight_decay": 0.0}]
+    optimizer = _fused_on_cuda(OPTIMIZERS.build(name, groups, lr=0.01))
+    assert [g["fused"] for g in optimizer.param_groups] == [True, True]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]  # the groups' own settings stay
+    scaler = torch.amp.GradScaler("cpu")
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler.scale(model(torch.randn(8, 4)).square().mean()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])  # Adagrad's fused kernel is CPU-only
+def test_optimizers_without_fused_cuda_kernels_are_kept_as_built(name):
+    from dlexp.optim import OPTIMIZERS, _fused_on_cuda
+
+    optimizer = OPTIMIZERS.build(name, [torch.nn.Parameter(torch.zeros(2))], lr=0.01)
+    assert _fused_on_cuda(optimizer) is optimizer

@@ -7,6 +7,7 @@ that L2 is set in one place for every optimizer.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, List, Literal, Optional
@@ -97,14 +98,25 @@ def build_optimizer(cfg: Any, model: nn.Module, weight_decay: float) -> torch.op
     return _fused_on_cuda(optimizer) if named and named[0][1].is_cuda else optimizer
 
 
+# The classes whose fused kernels run on CUDA. Adagrad's fused kernel is CPU-only: on CUDA its step raises
+# "fused=True requires ... supported devices" (seen with torch 2.11 on an H200).
+FUSED_ON_CUDA = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
 def _fused_on_cuda(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The same optimizer with PyTorch's fused CUDA kernels where its class has them (Adam, AdamW, SGD,
-    Adagrad): one kernel for every parameter instead of one per tensor. The rest keep their default
-    (foreach, multi-tensor) implementation."""
-    if "fused" not in optimizer.defaults:
+    """The same optimizer with PyTorch's fused CUDA kernels where its class has them (Adam, AdamW, SGD):
+    one kernel for every parameter instead of one per tensor. The rest keep their default (foreach,
+    multi-tensor) implementation."""
+    if type(optimizer) not in FUSED_ON_CUDA:
         return optimizer
-    defaults = {**optimizer.defaults, "fused": True, "foreach": None}
-    return type(optimizer)([{**g, "params": g["params"]} for g in optimizer.param_groups], **defaults)
+    # defaults can hold keys the class's constructor does not take (AdamW's decoupled_weight_decay,
+    # which AdamW fixes to True): pass on only what the constructor accepts.
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted} | {"fused": True, "foreach": None}
+    # Each param group holds a copy of every default (fused=None among them), and a group's own value
+    # wins over the constructor's: drop the implementation keys so every group takes fused=True.
+    groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in optimizer.param_groups]
+    return type(optimizer)(groups, **defaults)
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:
