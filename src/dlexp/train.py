@@ -168,13 +168,14 @@ def _prepare_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def _warm_imports() -> None:
+def _warm_imports(cfg: DictConfig) -> None:
     """In a sweep, import once what a run otherwise imports lazily on first use, so that the first
     job's wall_seconds measures its run like every other job's, not the process's warm-up."""
     import matplotlib.pyplot  # noqa: F401  (the plots)
-    import sklearn.datasets  # noqa: F401  (the bundled digits)
-    import sklearn.model_selection  # noqa: F401  (the splits)
     import torch._dynamo  # noqa: F401  (torch.optim imports it when the first optimizer is built)
+
+    if cfg.split.name == "kfold":
+        import sklearn.model_selection  # noqa: F401  (k-fold draws its folds with scikit-learn)
 
 
 def _is_multirun() -> bool:
@@ -196,7 +197,7 @@ def main(cfg: DictConfig) -> float:
         cfg, overrides, checkpoint = _resolve_resume(cfg)
         share_threads(cfg)  # parallel launchers: each job gets its share of the CPU cores
         if _is_multirun():
-            _warm_imports()
+            _warm_imports(cfg)
         result = train(cfg, run_dir, overrides=overrides, checkpoint=checkpoint)
     except UserError as err:
         from dlexp.runlog import record_failure

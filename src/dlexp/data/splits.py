@@ -2,8 +2,10 @@
 
 A split builder returns a list of folds, each a (train indices, val indices) pair
 into the pool: one for ``holdout``, k for ``kfold`` (one training per fold).
-scikit-learn (about a second to import) is imported when a split is drawn, not
-with this module, so commands that build no data never pay for it.
+Holdout splits are drawn here with numpy (``shuffled_split``), in the same random
+stream as scikit-learn's ``train_test_split``, so a run needs no scikit-learn import
+(about a second); k-fold uses scikit-learn's ``KFold``/``StratifiedKFold``, imported
+when those folds are drawn.
 """
 from __future__ import annotations
 
@@ -28,6 +30,49 @@ def _can_stratify(labels: Optional[np.ndarray], min_per_class: int, min_part: in
     return counts.min() >= min_per_class and min_part >= len(counts)
 
 
+def shuffled_split(num_examples: int, n_test: int, seed: int, labels: Optional[np.ndarray] = None) -> Fold:
+    """(train indices, test indices): ``n_test`` of range(num_examples) drawn at random with ``seed``,
+    stratified by ``labels`` when given (every class keeps its share in both parts, to within one).
+
+    The draws follow scikit-learn's ``train_test_split(random_state=seed)`` (ShuffleSplit, or
+    StratifiedShuffleSplit with ``stratify=labels``) number for number: the same legacy Mersenne
+    Twister stream, the same draws in the same order, so both give the same indices in the same
+    order, and results computed on them before this function existed stay the same. A test
+    compares the two over many sizes, class mixes and seeds.
+    """
+    rng = np.random.RandomState(seed % 2**32)
+    if labels is None:
+        order = rng.permutation(num_examples)
+        return order[n_test:], order[:n_test]
+    _, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    members = np.split(np.argsort(class_of, kind="stable"), np.cumsum(counts)[:-1])  # each class's indices, ascending
+    train_counts = _proportional_counts(counts, num_examples - n_test, rng)
+    test_counts = _proportional_counts(counts - train_counts, n_test, rng)
+    train, test = [], []
+    for idx, n_train_i, n_test_i in zip(members, train_counts, test_counts):
+        shuffled = idx[rng.permutation(len(idx))]
+        train.append(shuffled[:n_train_i])
+        test.append(shuffled[n_train_i : n_train_i + n_test_i])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _proportional_counts(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of ``n_draws`` each class gets: the floor of its share of ``counts``, then one more for
+    the classes with the largest fractional parts until ``n_draws`` are given; ties drawn at random."""
+    share = counts / counts.sum() * n_draws
+    given = np.floor(share)
+    left = int(n_draws - given.sum())
+    fraction = share - given
+    for value in np.unique(fraction)[::-1]:  # largest fractional part first
+        if left == 0:
+            break
+        tied = np.flatnonzero(fraction == value)
+        chosen = rng.choice(tied, size=min(len(tied), left), replace=False)
+        given[chosen] += 1
+        left -= len(chosen)
+    return given.astype(int)
+
+
 @SPLITS.register("holdout")
 def holdout(
     num_examples: int,
@@ -39,13 +84,14 @@ def holdout(
 
 ) -> list[Fold]:
     """One seeded split; stratified by class when ``labels`` are given and ``stratify``."""
-    from sklearn.model_selection import train_test_split
     if num_examples < 2:
         raise DataError(f"a train/val split needs at least 2 examples, got {num_examples}")
-    idx = np.arange(num_examples)
     n_val = math.ceil(val_fraction * num_examples)  # as train_test_split rounds
+    if n_val >= num_examples:
+        raise DataError(f"val_fraction={val_fraction} of {num_examples} examples leaves none to train on; "
+                        f"use a smaller fraction or more data")
     strata = labels if stratify and _can_stratify(labels, 2, min(n_val, num_examples - n_val)) else None
-    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, random_state=seed % 2**32, stratify=strata)
+    train_idx, val_idx = shuffled_split(num_examples, n_val, seed, strata)
     return [(np.sort(train_idx), np.sort(val_idx))]
 
 
