@@ -60,26 +60,37 @@ def _targets(pool: Pool) -> Tensor:
 
 def partition_in_place(pool: Pair, train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[Pair, Pair]:
     """(train, val) as views of the pool's own storage, its rows reordered in place (train rows first, in
-    order, then val rows), so that a holdout split costs no second copy of the data. The pool is consumed.
-
-    Both index arrays are sorted, so every train row moves to a position at or before its own: rows are
-    copied forward a chunk at a time (each chunk gathered before it is written), after the val rows,
-    whose places get overwritten, are set aside.
-    """
+    order, then val rows), so that a holdout split costs no second copy of the data, nor a copy of the
+    val rows: the peak stays at one copy of the data plus one row. The pool is consumed."""
+    order = np.concatenate([train_idx, val_idx])  # order[k]: the row that ends at position k
+    for t in pool:  # x (N, ...), then y (N,)
+        permute_rows_in_place(t, order)
     n_train = len(train_idx)
-    parts = []
-    for t in pool:  # x (N, ...), then y
-        val_rows = t[torch.from_numpy(val_idx)]  # (n_val, ...): the only extra memory
-        for start in range(0, n_train, PARTITION_CHUNK):
-            index = torch.from_numpy(train_idx[start : start + PARTITION_CHUNK])
-            t[start : start + len(index)] = t[index]
-        t[n_train:] = val_rows
-        parts.append((t[:n_train], t[n_train:]))
-    (x_train, x_val), (y_train, y_val) = parts
-    return (x_train, y_train), (x_val, y_val)
+    (x, y) = pool
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
-PARTITION_CHUNK = 4096  # rows gathered at once by partition_in_place
+def permute_rows_in_place(t: Tensor, order: np.ndarray) -> None:
+    """t[k] = old t[order[k]] for every k, one row of scratch memory: each cycle of the permutation is
+    walked once, its first row held aside while the others shift along it. Rows already in place
+    (a prefix of train rows, typically) are skipped. Rows move through a numpy view of the storage
+    (about a microsecond a row); a tensor numpy cannot view is gathered instead."""
+    try:
+        rows = t.numpy()
+    except (RuntimeError, TypeError):  # e.g. a tensor on a GPU: one gathered copy
+        t.copy_(t[torch.from_numpy(order)])
+        return
+    placed = order == np.arange(len(order))
+    for start in np.flatnonzero(~placed):
+        if placed[start]:
+            continue
+        held, k = rows[start].copy(), start
+        while order[k] != start:
+            rows[k] = rows[order[k]]
+            placed[k] = True
+            k = order[k]
+        rows[k] = held
+        placed[k] = True
 
 
 def _take(pool: Pool, idx: np.ndarray) -> Pool:
