@@ -185,6 +185,15 @@ def test_unusable_output_dir_is_refused_before_anything_is_written(tmp_path):
     assert blocker.read_text() == "keep me"
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_dir_on_a_file_system_that_refuses_folders_is_one_line_even_for_root(tmp_path):
+    """/proc passes permission checks for root, but mkdir there fails: the probe makes a real folder."""
+    for args in ([f"hydra.run.dir=/proc/dlexp_run_{os.getpid()}"], ["-m", f"hydra.sweep.dir=/proc/dlexp_sweep_{os.getpid()}"]):
+        proc = run_cli(*SMOKE, *args, cwd=tmp_path)
+        assert_one_line_error(proc, "cannot create output dir /proc/dlexp_")
+        assert "/proc is not writable; set hydra." in proc.stderr
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_read_only_output_dir(tmp_path):
     locked = tmp_path / "locked"

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import inspect
 import os
+import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -481,7 +482,19 @@ def _check_output_dir(argv: list[str]) -> None:
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        reason = "not a directory" if not ancestor.is_dir() else "not writable"
+    reason = "not a directory" if not ancestor.is_dir() else None if _can_make_dir_in(ancestor) else "not writable"
+    if reason:
         shown = path if static == target else target
         raise ConfigError(f"cannot create output dir {shown}: {ancestor} is {reason}; set {key}=<writable path>")
+
+
+def _can_make_dir_in(folder: Path) -> bool:
+    """Make (and remove) a folder there: permission bits alone say yes to root on read-only or virtual
+    file systems (e.g. /proc), where Hydra's mkdir would then fail with a traceback."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dlexp-probe-", dir=folder))
+    except OSError:
+        return False
+    return True

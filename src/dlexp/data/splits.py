@@ -85,7 +85,8 @@ def holdout(
 ) -> list[Fold]:
     """One seeded split; stratified by class when ``labels`` are given and ``stratify``."""
     if num_examples < 2:
-        raise DataError(f"a train/val split needs at least 2 examples, got {num_examples}")
+        raise DataError(f"a train/val split needs at least 2 examples, got {num_examples}; use more data "
+                        f"(or, for datasets that hold out a test set, a smaller dataset.test_fraction)")
     n_val = math.ceil(val_fraction * num_examples)  # as train_test_split rounds
     if n_val >= num_examples:
         raise DataError(f"val_fraction={val_fraction} of {num_examples} examples leaves none to train on; "
