@@ -35,6 +35,21 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_from_its_recorded
     assert read_json(run / "summary.json")["test/acc"] == read_json(tmp_path / "ref" / "summary.json")["test/acc"]
 
 
+def test_a_run_without_checkpoints_is_never_restarted_over_its_results_nor_with_other_settings(tmp_path):
+    assert run_cli(*QUICK, "trainer.checkpoints=false", "hydra.run.dir=run", cwd=tmp_path).returncode == 0
+    run = tmp_path / "run"
+    before = {name: (run / name).read_bytes() for name in ("metrics.csv", "summary.json")}
+    proc = run_cli("resume=run", cwd=tmp_path)  # finished, nothing to continue: its results must stay
+    assert_one_line_error(proc, "the run in run has finished (status completed) and kept no checkpoint to continue from")
+    assert {name: (run / name).read_bytes() for name in before} == before
+    (run / "summary.json").unlink()  # as a kill before the end leaves it
+    proc = run_cli("resume=run", "optim.lr=0.5", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot resume with optim.lr=0.5: the run was started with 0.003")
+    proc = run_cli("resume=run", "model=softmax", cwd=tmp_path)  # the run set model.hidden, which softmax lacks
+    assert_one_line_error(proc, "cannot resume with model=softmax on top of the run's own")
+    assert (run / "metrics.csv").read_bytes() == before["metrics.csv"]
+
+
 def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_and_the_old_run_is_untouched(tmp_path):
     assert run_cli(*QUICK, "hydra.run.dir=run", cwd=tmp_path).returncode == 0
     files = ("metrics.csv", "summary.json", "checkpoints/last.pt", "grad_norms.csv")

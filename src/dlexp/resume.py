@@ -86,12 +86,28 @@ def recompose(cfg: DictConfig, saved_overrides: list[str]) -> DictConfig:
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     hydra_cfg = HydraConfig.get()
-    today = list(hydra_cfg.overrides.task)
-    return compose(config_name=hydra_cfg.job.config_name, overrides=[*saved_overrides, *today])
+    today = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    try:
+        return compose(config_name=hydra_cfg.job.config_name, overrides=[*saved_overrides, *today, f"resume={cfg.resume}"])
+    except (HydraException, OmegaConfBaseException) as err:  # e.g. model=softmax on a run that set model.hidden
+        reason = str(err).strip().splitlines()[0]
+        raise ConfigError(f"cannot resume with {' '.join(today)} on top of the run's own {' '.join(saved_overrides)} "
+                          f"({reason}); drop those overrides, or start a new run without resume=") from None
 
 
-def check_compatible(new: dict[str, Any], saved: dict[str, Any]) -> None:
+def recompose_without_today(cfg: DictConfig, saved_overrides: list[str]) -> DictConfig:
+    """Inside a Hydra app: the config a run was started with, from its recorded overrides alone."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    return compose(config_name=HydraConfig.get().job.config_name, overrides=list(saved_overrides))
+
+
+def check_compatible(new: dict[str, Any], saved: dict[str, Any], saved_as: str = "the checkpoint was trained with") -> None:
     """Refuse to resume with settings that would change what the checkpoint means."""
     new_flat, saved_flat = flatten(_plain(new)), flatten(_plain(saved))
     # component names first: "model.name differs" says more than any of its keys
@@ -100,7 +116,7 @@ def check_compatible(new: dict[str, Any], saved: dict[str, Any]) -> None:
             continue
         if new_flat.get(key, "<unset>") != saved_flat.get(key, "<unset>"):
             raise ConfigError(
-                f"cannot resume with {key}={new_flat.get(key, '<unset>')!r}: the checkpoint was trained with "
+                f"cannot resume with {key}={new_flat.get(key, '<unset>')!r}: {saved_as} "
                 f"{saved_flat.get(key, '<unset>')!r}; drop that override, or start a new run without resume="
             )
 

@@ -8,6 +8,7 @@ console script. Heavy imports (torch) happen inside ``train`` so that
 from __future__ import annotations
 
 import os
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config import CONFIG_DIR, chosen_options, preflight, validate
-from dlexp.errors import RunDirInUse, UserError, building
-from dlexp.resume import check_compatible, checkpoint_path, recompose, recorded_overrides
+from dlexp.errors import ConfigError, RunDirInUse, UserError, building
+from dlexp.resume import check_compatible, checkpoint_path, recompose, recompose_without_today, recorded_overrides
 from dlexp.sweep import failed_objective, share_threads  # also registers ${dlexp.direction:} (Optuna preset)
 
 
@@ -245,15 +246,29 @@ def _resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Optional[di
     if not cfg.get("resume"):
         return cfg, today, None
     if checkpoint_path(cfg.resume) is None:  # killed before its first checkpoint: start it again, same dir
-        saved = recorded_overrides(cfg.resume)
-        print(f"no checkpoint in {cfg.resume} yet: starting that run again from its recorded config", flush=True)
-        fresh = recompose(cfg, saved)
-        fresh.resume = None
-        _clear_attempt(Path(cfg.resume))
-        return fresh, [*saved, *today], None
+        return _restart(cfg, today)
     checkpoint = _load_resume_checkpoint(cfg.resume)
     saved = list(checkpoint.get("overrides", []))
     return recompose(cfg, saved), [*saved, *today], checkpoint
+
+
+def _restart(cfg: DictConfig, today: list[str]) -> tuple[DictConfig, list[str], None]:
+    """``resume=DIR`` for a run with no checkpoint: start it again from its recorded config, in DIR.
+    A finished run is never restarted (that would replace its results), and the recorded config may
+    change only where a resume may."""
+    run_dir = Path(cfg.resume).expanduser()
+    summary = run_dir / "summary.json"
+    status = json.loads(summary.read_text()).get("status") if summary.is_file() else None
+    if status in ("completed", "diverged"):
+        raise ConfigError(f"the run in {cfg.resume} has finished (status {status}) and kept no checkpoint to continue "
+                          f"from; start a new run without resume= (its results stay where they are)")
+    saved = recorded_overrides(cfg.resume)
+    fresh = recompose(cfg, saved)
+    check_compatible(fresh, recompose_without_today(cfg, saved), saved_as="the run was started with")
+    print(f"no checkpoint in {cfg.resume} yet: starting that run again from its recorded config", flush=True)
+    fresh.resume = None
+    _clear_attempt(run_dir)
+    return fresh, [*saved, *today], None
 
 
 def _clear_attempt(run_dir: Path) -> None:
