@@ -114,6 +114,14 @@ def test_a_group_option_in_the_wrong_case_is_suggested():
         preflight(["optim=Adam"])
 
 
+def test_hydra_group_options_and_names_are_checked_before_hydra_starts():
+    with pytest.raises(ConfigError, match=r"unknown hydra/launcher 'jobllib'. Did you mean 'joblib'\? Choices: basic, joblib,"):
+        preflight(["-m", "hydra/launcher=jobllib", "optim.lr=0.1,0.2"])
+    with pytest.raises(ConfigError, match="no config group 'hydra/launchr'. Did you mean 'hydra/launcher'"):
+        preflight(["hydra/launchr=joblib"])
+    preflight(["-m", "hydra/launcher=joblib", "hydra/sweeper=optuna", "hydra.sweep.dir=/tmp/dlexp_preflight_probe"])
+
+
 @pytest.mark.parametrize(
     "key, meant",
     [("trainer.epoch", "trainer.epochs"), ("trainer.early_stopping.patiense", "trainer.early_stopping.patience"),

@@ -323,6 +323,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                         f"unknown {key} '{option}'.{did_you_mean(option, options)} Choices: {', '.join(options)} (use {key}=<choice>)"
                     )
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
+    _check_hydra_groups([a for a in argv if a.lstrip("+").startswith("hydra/") and "=" in a], dirs)
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     if writes_outputs and not shows_config:
         _check_output_dir(argv)
@@ -466,6 +467,29 @@ def _check_sweep_key(dirs: list[str], group: str, default: str, swept: str, arg:
             f"'{arg}' sets a key that the default {group}={default} lacks, and Hydra applies it there "
             f"before sweeping {group}={swept}; write ++{arg}"
         ) from None
+
+
+def _check_hydra_groups(args: list[str], dirs: list[Path]) -> None:
+    """``hydra/launcher=...`` and Hydra's other groups: their options come from Hydra, its plugins and
+    conf/hydra/, so ask Hydra's config loader (0.2 s, only when such an override is given)."""
+    if not args:
+        return
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(dirs[0]), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for arg in args:
+            group, value = arg.lstrip("+").split("=", 1)
+            options = loader.get_group_options(group)
+            if not options:
+                groups = [f"hydra/{g}" for g in sorted(loader.list_groups("hydra"))]
+                raise ConfigError(f"'{arg}': Hydra has no config group '{group}'.{did_you_mean(group, groups)} "
+                                  f"Hydra's groups: {', '.join(groups)}")
+            for option in value.split(","):
+                if option not in options:
+                    raise ConfigError(f"unknown {group} '{option}'.{did_you_mean(option, options)} "
+                                      f"Choices: {', '.join(options)} (use {group}=<choice>)")
 
 
 def _check_output_dir(argv: list[str]) -> None:
