@@ -313,7 +313,8 @@ def plot_sweep_curves(configs: list[tuple[str, list[list[dict[str, Any]]]]], met
         ax.set_ylabel(metric)
         ax.set_title(f"{metric}: val solid, train dashed; mean +/- std over seeds", fontsize=9)
         ax.grid(True, alpha=0.3)
-    panels[-1].legend(loc="best", fontsize=7)
+    if panels[-1].get_legend_handles_labels()[0]:  # runs without a val split draw no labelled (val) curve
+        panels[-1].legend(loc="best", fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
