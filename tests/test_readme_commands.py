@@ -363,7 +363,7 @@ def cli_in_process(module: str, args: list[str], capfd) -> subprocess.CompletedP
     saved, sys.argv = sys.argv, [module, *args]
     code = 0
     try:
-        code = cli() or 0 if module == "dlexp" else importlib.import_module(module).main(args)
+        code = (cli() or 0) if module == "dlexp" else importlib.import_module(module).main(args)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     finally:
