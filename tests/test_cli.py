@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -211,3 +212,44 @@ def test_failing_job_does_not_stop_the_sweep(tmp_path):
     proc = run_cli("-m", *SMOKE, "trainer.epochs=1", "optim.lr=-1,0.001", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     statuses = sorted(read_json(p)["status"] for p in sweep_dir.glob("*/summary.json"))
     assert statuses == ["completed", "failed"], proc.stderr
+
+
+def test_a_finished_single_run_leaves_without_the_interpreter_teardown(monkeypatch):
+    """entry(): after a single run, os._exit with the run's code (the teardown of torch._dynamo's modules
+    costs about a second); sweeps and runs that never finished leave through SystemExit as usual."""
+    import dlexp.train as train_module
+
+    left = []
+    monkeypatch.setattr(train_module.os, "_exit", left.append)
+
+    def single_run(code):
+        def fake_cli():
+            train_module._FINISHED["single run"] = True
+            if code:
+                sys.exit(code)
+        return fake_cli
+
+    for code in (0, 3):
+        monkeypatch.setitem(train_module._FINISHED, "single run", False)
+        monkeypatch.setattr(train_module, "cli", single_run(code))
+        train_module.entry()
+        assert left[-1] == code
+    monkeypatch.setitem(train_module._FINISHED, "single run", False)
+    monkeypatch.setattr(train_module, "cli", lambda: sys.exit(2))  # e.g. a config error before any run
+    with pytest.raises(SystemExit) as stop:
+        train_module.entry()
+    assert stop.value.code == 2 and len(left) == 2
+
+
+def test_a_run_prints_and_writes_everything_before_it_leaves(tmp_path):
+    out = tmp_path / "out.txt"
+    with open(out, "w") as handle:  # a file, not a terminal: stdout is block-buffered and must be flushed
+        proc = subprocess.run([sys.executable, "-m", "dlexp", *SMOKE, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                              stdout=handle, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().rstrip().splitlines()[-1].startswith("results in run")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "run").glob("events.out.tfevents.*"))))
+    events.Reload()
+    assert len(events.Scalars("train/loss")) == read_json(tmp_path / "run" / "summary.json")["epochs_run"]

@@ -1,4 +1,4 @@
 """``python -m dlexp``: the same app as the ``dlexp`` console script."""
-from dlexp.train import cli
+from dlexp.train import entry
 
-cli()
+entry()
