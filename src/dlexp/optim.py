@@ -16,7 +16,7 @@ import torch
 from annotated_types import Interval, Len
 from torch import nn
 
-from dlexp.constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
+from dlexp.constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from dlexp.registry import builder_kwargs
 from dlexp.errors import ConfigError
 from dlexp.registry import Registry
@@ -41,7 +41,7 @@ Betas = Annotated[List[Decay], Len(2, 2)]  # Adam's (beta1, beta2): decays of th
 
 @OPTIMIZERS.register("sgd")
 def sgd(
-    params: ParamGroups, *, lr: PositiveFloat, momentum: NonNegativeFloat = 0.0, nesterov: bool = False,
+    params: ParamGroups, *, lr: PositiveFloat, momentum: Fraction = 0.0, nesterov: bool = False,  # momentum >= 1 diverges
     dampening: Probability = 0.0,
 ):
     if nesterov and momentum <= 0:
@@ -62,7 +62,7 @@ def adadelta(params: ParamGroups, *, lr: PositiveFloat = 1.0, rho: Probability =
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(
     params: ParamGroups, *, lr: PositiveFloat = 0.01, alpha: NonNegativeFloat = 0.99, eps: NonNegativeFloat = 1e-8,
-    momentum: NonNegativeFloat = 0.0,
+    momentum: Fraction = 0.0,  # >= 1 would let the velocity grow without bound
 ):
     return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum)
 
