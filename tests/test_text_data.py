@@ -151,3 +151,17 @@ def test_numbers_to_german_need_char_tokens_and_bad_languages_are_config_errors(
     assert source.context["tgt_vocab"].decode(source.train[1][99].tolist()) == list("neunundneunzig")
     with pytest.raises(ConfigError, match="num2words has no language 'xx'; use e.g. one of .*en"):
         DATASETS.build("numbers", tgt_lang="xx", high=10)
+
+
+def test_numbers_are_spelled_once_per_process_for_the_jobs_of_a_sweep(monkeypatch):
+    import num2words
+
+    calls = []
+    real = num2words.num2words
+    monkeypatch.setattr(num2words, "num2words", lambda n, lang: calls.append(lang) or real(n, lang=lang))
+    first = DATASETS.build("numbers", low=5000, high=5050, test_fraction=0.2)
+    spelled = len(calls)
+    assert spelled == 100  # 50 numbers in 2 languages
+    again = DATASETS.build("numbers", low=5000, high=5050, test_fraction=0.2, split_seed=3)  # another job, same numbers
+    assert len(calls) == spelled and sorted(again.context["train_pairs"] + again.context["test_pairs"]) == sorted(
+        first.context["train_pairs"] + first.context["test_pairs"])

@@ -16,6 +16,7 @@ Token modes (``tokens``):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import zipfile
@@ -283,10 +284,17 @@ def _lines_of_numbers(
 
 
 def _spell(numbers: Sequence[int], lang: str) -> list[str]:
+    return list(_spelled(tuple(numbers), lang))
+
+
+@functools.lru_cache(maxsize=4)
+def _spelled(numbers: tuple[int, ...], lang: str) -> tuple[str, ...]:
+    """Kept for the process: num2words takes ~0.7 s per 10,000 numbers, and the jobs of a sweep run in
+    one process (the basic launcher) spell the same numbers again."""
     from num2words import CONVERTER_CLASSES, num2words
 
     try:
-        return [preprocess(num2words(n, lang=lang), split_hyphens=True) for n in numbers]
+        return tuple(preprocess(num2words(n, lang=lang), split_hyphens=True) for n in numbers)
     except NotImplementedError:
         some = ", ".join(sorted(CONVERTER_CLASSES)[:12])
         raise ConfigError(f"num2words has no language '{lang}'; use e.g. one of {some}, ...") from None
