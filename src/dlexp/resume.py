@@ -81,30 +81,24 @@ def hydra_subdir(resume: Optional[str]) -> str:
     return ".hydra_resume" if resume else ".hydra"
 
 
-def recompose(cfg: DictConfig, saved_overrides: list[str]) -> DictConfig:
-    """Inside a Hydra app: compose the original overrides followed by today's command line."""
+def recompose(cfg: DictConfig, saved_overrides: list[str], *, today: bool = True) -> DictConfig:
+    """Inside a Hydra app: the original overrides followed by today's command line (``today=False``:
+    the original alone, the config the run was started with). Overrides that do not compose with the
+    run's own (model=softmax on a run that set model.hidden) are one line naming both."""
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
-
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     hydra_cfg = HydraConfig.get()
-    today = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    added = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")] if today else []
     try:
-        return compose(config_name=hydra_cfg.job.config_name, overrides=[*saved_overrides, *today, f"resume={cfg.resume}"])
-    except (HydraException, OmegaConfBaseException) as err:  # e.g. model=softmax on a run that set model.hidden
+        return compose(config_name=hydra_cfg.job.config_name,
+                       overrides=[*saved_overrides, *added, *([f"resume={cfg.resume}"] if today else [])])
+    except (HydraException, OmegaConfBaseException) as err:
         reason = str(err).strip().splitlines()[0]
-        raise ConfigError(f"cannot resume with {' '.join(today)} on top of the run's own {' '.join(saved_overrides)} "
+        raise ConfigError(f"cannot resume with {' '.join(added)} on top of the run's own {' '.join(saved_overrides)} "
                           f"({reason}); drop those overrides, or start a new run without resume=") from None
-
-
-def recompose_without_today(cfg: DictConfig, saved_overrides: list[str]) -> DictConfig:
-    """Inside a Hydra app: the config a run was started with, from its recorded overrides alone."""
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
-    return compose(config_name=HydraConfig.get().job.config_name, overrides=list(saved_overrides))
 
 
 def check_compatible(new: dict[str, Any], saved: dict[str, Any], saved_as: str = "the checkpoint was trained with") -> None:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config import CONFIG_DIR, chosen_options, preflight, validate
 from dlexp.errors import ConfigError, RunDirInUse, UserError, building
-from dlexp.resume import check_compatible, checkpoint_path, recompose, recompose_without_today, recorded_overrides
+from dlexp.resume import check_compatible, checkpoint_path, recompose, recorded_overrides
 from dlexp.sweep import failed_objective, share_threads  # also registers ${dlexp.direction:} (Optuna preset)
 
 
@@ -266,7 +266,7 @@ def _restart(cfg: DictConfig, today: list[str]) -> tuple[DictConfig, list[str], 
                           f"from; start a new run without resume= (its results stay where they are)")
     saved = recorded_overrides(cfg.resume)
     fresh = recompose(cfg, saved)
-    check_compatible(fresh, recompose_without_today(cfg, saved), saved_as="the run was started with")
+    check_compatible(fresh, recompose(cfg, saved, today=False), saved_as="the run was started with")
     print(f"no checkpoint in {cfg.resume} yet: starting that run again from its recorded config", flush=True)
     fresh.resume = None
     _clear_attempt(run_dir)
