@@ -8,7 +8,7 @@ torchvision's FashionMNIST class, then measures in one run:
       - torchvision: FashionMNIST(transform=ToTensor+Normalize) + DataLoader, num_workers 0 and 2
       - dlexp: the whole set as one normalized tensor, batched by index (TensorLoader)
       plus the same pipelines iterated without a model (the data path alone);
-  (b) dlexp's training epoch (dlexp.engine.run_epoch: loss and metric sums on the device)
+  (b) dlexp's training epoch (dlexp.training.step.run_epoch: loss and metric sums on the device)
       against a bare loop (randperm, index, forward, loss, backward, step) on the same tensors.
 
 Times are the best of --repeats interleaved runs (as timeit reports: other load only adds). Usage:
@@ -122,7 +122,7 @@ def main() -> None:
     from dlexp.data import DATASETS
     from dlexp.data.batching import TensorLoader
     from dlexp.data.preprocess import Normalizer
-    from dlexp.engine import Pass, run_epoch
+    from dlexp.training.step import Pass, run_epoch
     from dlexp.tasks import build_task
 
     make_model, model_desc = model_factory(args.model)

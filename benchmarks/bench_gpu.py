@@ -5,11 +5,11 @@ Synthetic data on the device, so the numbers measure the model step alone:
 - LeNet on Fashion-MNIST-shaped inputs (1x28x28, 10 classes, batch 1024; the d2l book reports
   about 89k images/s for it on a V100).
 Each model runs as eager fp32, bf16 autocast, and bf16 + torch.compile + channels_last, through
-``dlexp.engine.training_step`` with the Runtime's settings. FLOPs per step come from
+``dlexp.training.step.training_step`` with the Runtime's settings. FLOPs per step come from
 ``torch.utils.flop_counter``; MFU is achieved FLOP/s over the card's dense bf16 peak.
 
 Then whole epochs: LeNet over 60,000 Fashion-MNIST-shaped images held in GPU memory at the book's
-batch size 256, ``dlexp.engine.run_epoch`` (TensorLoader, on-device metric sums, a divergence
+batch size 256, ``dlexp.training.step.run_epoch`` (TensorLoader, on-device metric sums, a divergence
 check every ``Runtime.check_every`` steps) against a bare loop (randperm, index, step) on the
 same tensors: the loop's overhead on a GPU, where host syncs cost most.
 
@@ -58,8 +58,8 @@ MODES: dict[str, tuple[str, Any, bool]] = {
 
 
 def measure(model_name: str, shape: tuple[int, int, int], batch: int, mode: str, steps: int) -> dict[str, Any]:
-    from dlexp.device import Runtime
-    from dlexp.engine import StepConfig, training_step
+    from dlexp.training.runtime import Runtime
+    from dlexp.training.step import StepConfig, training_step
     from dlexp.tasks import Batch, build_task
 
     device = torch.device("cuda")
@@ -104,8 +104,8 @@ def epoch_rates(model_name: str = "lenet", n: int = 60_000, batch: int = 256, re
                 device: str = "cuda") -> dict[str, float]:
     """Images/s of a whole training epoch: dlexp's run_epoch vs the bare loop (best of ``repeats``, interleaved)."""
     from dlexp.data.batching import TensorLoader
-    from dlexp.device import Runtime
-    from dlexp.engine import Pass, run_epoch
+    from dlexp.training.runtime import Runtime
+    from dlexp.training.step import Pass, run_epoch
     from dlexp.tasks import build_task
 
     runtime = Runtime(device=torch.device(device), precision="32")

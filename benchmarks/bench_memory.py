@@ -34,7 +34,7 @@ def child(case: str, folder: Path) -> None:
     """Run one case in this process and print its peak RSS in MiB."""
     from hydra import compose, initialize_config_dir
 
-    from dlexp.config import CONFIG_DIR
+    from dlexp.config.files import CONFIG_DIR
     from dlexp.train import train
 
     mmap = case == "arrays mmap"

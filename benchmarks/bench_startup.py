@@ -59,14 +59,15 @@ def import_breakdown(stderr: str, top: int, max_depth: int = 2) -> list[tuple[fl
 # Where a default run's time goes, from inside one process: (module, function, phase name). The child
 # imports these modules first (torch with them), then times each call of each function.
 PHASES = [
-    ("dlexp.train", "preflight", "argument checks (before Hydra)"),
+    ("dlexp.cli.entry", "preflight", "argument checks (before Hydra)"),
     ("dlexp.train", "train", "run (after Hydra composed the config)"),
     ("dlexp.train", "validate", "config checks"),
-    ("dlexp.data", "load_folds", "data: load, split, normalize"),
-    ("dlexp.train", "_open_log", "run log: TensorBoard writer, files"),
-    ("dlexp.trainer", "Trainer.__init__", "trainer: model, optimizer (imports torch._dynamo)"),
-    ("dlexp.trainer", "Trainer.fit", "training (1 epoch) and test"),
-    ("dlexp.plots", "plots_after_training", "plots: import matplotlib, draw 2 PNGs"),
+    ("dlexp.train", "build_source", "data: load, split, normalize"),
+    ("dlexp.train", "load_folds", "data: load, split, normalize"),
+    ("dlexp.train", "Run.open_log", "run log: TensorBoard writer, files"),
+    ("dlexp.training.trainer", "Trainer.__init__", "trainer: model, optimizer (imports torch._dynamo)"),
+    ("dlexp.training.trainer", "Trainer.fit", "training (1 epoch) and test"),
+    ("dlexp.train", "plots_after_training", "plots: import matplotlib, draw 2 PNGs"),
 ]
 
 
@@ -92,7 +93,7 @@ def phase_child(run_dir: str) -> None:
             owner, attr = getattr(owner, attr.split(".")[0]), attr.split(".")[1]
         setattr(owner, attr, timed_call(getattr(owner, attr), name))
     imported = time.perf_counter() - start
-    from dlexp.train import cli
+    from dlexp.cli.entry import cli
 
     sys.argv = ["dlexp", *RUN, f"hydra.run.dir={run_dir}"]
     try:

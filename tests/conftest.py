@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dlexp.config import CONFIG_DIR
+from dlexp.config.files import CONFIG_DIR
 
 # Small, fast runs: one thread, no progress bar, no checkpoints unless a test asks.
 FAST = ["trainer.num_threads=1", "trainer.progress=false"]
@@ -67,3 +67,29 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, message: str) -> No
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def cli_in_process(module: str, args: list[str], capfd) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` through the function its ``__main__`` calls (``dlexp.cli.entry.cli``, or the
+    module's ``main(argv)``) in this process, which saves the ~7 s of imports that each new process pays.
+    Hydra's global state is reset afterwards."""
+    import importlib
+
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from dlexp.cli.entry import cli
+
+    capfd.readouterr()
+    saved, sys.argv = sys.argv, [module, *args]
+    code = 0
+    try:
+        code = cli()[1] or 0 if module == "dlexp" else importlib.import_module(module).main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = saved
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # a later in-process train() must not think it is in this sweep
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess([module, *args], code, out, err)

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles (function-level imports included), short functions,
-leaf registries, and a task layer that a new task joins with one file."""
+"""The package's shape: folders in layers that import only downwards, no import cycles (function-level
+imports included), one slow-import boundary, short functions and modules, leaf registries, and a task
+layer that a new task joins with one file."""
 from __future__ import annotations
 
 import ast
@@ -78,14 +79,94 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_registries_are_leaf_modules():
-    """The registries import only leaves (modules that import nothing of dlexp but errors and registry),
-    so every entry's module can import its registry without importing the package that lists it."""
+    """The registries import only the config language and errors, so every entry's module can import its
+    registry without importing the package that lists it."""
     graph = {name: _imports(name, path) for name, path in MODULES.items()}
-    basics = {"dlexp.errors", "dlexp.registry", "dlexp.constraints"}
-    assert graph["dlexp.registry"] <= {"dlexp.errors", "dlexp.constraints"}
+    basics = {"dlexp.errors", "dlexp.config.registry", "dlexp.config.constraints"}
+    assert graph["dlexp.config.registry"] <= {"dlexp.errors", "dlexp.config.constraints"}
     leaves = {name for name, deps in graph.items() if deps <= basics}
-    for base in ("dlexp.data.base", "dlexp.models.base", "dlexp.tasks.base", "dlexp.metrics"):
-        assert graph[base] - basics <= leaves | {"dlexp.metrics"}, graph[base]
+    for base in ("dlexp.data.base", "dlexp.models.base", "dlexp.tasks.base", "dlexp.tasks.metrics"):
+        assert graph[base] - basics <= leaves | {"dlexp.tasks.metrics", "dlexp.data.base"}, graph[base]
+
+
+# The folders from the top down: a module imports only from its own folder and the folders below it.
+LAYERS = [
+    ("cli", ("dlexp.cli", "dlexp.__main__", "dlexp.summary", "dlexp.report", "dlexp.translate", "dlexp.curriculum",
+             "dlexp.sweep")),  # the command line, and the public module paths that lead into it
+    ("course", ("dlexp.course",)),
+    ("train", ("dlexp.train",)),
+    ("results", ("dlexp.results",)),
+    ("training", ("dlexp.training",)),
+    ("tasks", ("dlexp.tasks",)),
+    ("data", ("dlexp.data",)),
+    ("models", ("dlexp.models",)),
+    ("runs", ("dlexp.runs",)),
+    ("config", ("dlexp.config",)),
+    ("base", ("dlexp", "dlexp.errors")),
+]
+
+
+def _layer(module: str) -> int:
+    """The index in LAYERS of the most specific prefix of ``module``."""
+    best = max(((len(p), i) for i, (_, prefixes) in enumerate(LAYERS) for p in prefixes
+                if module == p or module.startswith(p + ".")), default=None)
+    assert best is not None, f"{module} belongs to no layer: add its folder to LAYERS"
+    return best[1]
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
+                  for m, deps in graph.items() for d in deps if _layer(d) < _layer(m))
+
+
+def test_every_module_belongs_to_a_layer_and_imports_only_downwards():
+    graph = {name: _imports(name, path) for name, path in MODULES.items()}
+    assert _upward_imports(graph) == []
+    folders = {p.name for p in PACKAGE_DIR.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders == {name.removeprefix("dlexp.") for _, prefixes in LAYERS for name in prefixes
+                       if name.count(".") == 1 and (PACKAGE_DIR / name.removeprefix("dlexp.")).is_dir()}
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _upward_imports({"dlexp.models.mlp": {"dlexp.tasks.base"}, "dlexp.tasks.base": {"dlexp.models"}}) == [
+        "dlexp.models.mlp (models) imports dlexp.tasks.base (tasks)"]
+    assert _layer("dlexp.cli.sweep") == 0 and _layer("dlexp.errors") == len(LAYERS) - 1
+
+
+def _deferred_imports() -> list[tuple[str, int, str, bool]]:
+    """(module, line, imported dlexp module, has a comment) for every dlexp import inside a function."""
+    found = []
+    for name, path in MODULES.items():
+        source = path.read_text().splitlines()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("dlexp") or \
+                        isinstance(inner, ast.Import) and any(a.name.startswith("dlexp") for a in inner.names):
+                    line = source[inner.lineno - 1]
+                    commented = "#" in line or source[inner.lineno - 2].strip().startswith("#")
+                    found.append((name, inner.lineno, ast.unparse(inner), commented))
+    return found
+
+
+def test_only_the_command_line_defers_imports_of_dlexp_and_says_why():
+    """One slow-import boundary: the command line imports the run's modules (torch) when a run needs them."""
+    deferred = _deferred_imports()
+    assert deferred, "the command line defers at least dlexp.train"
+    assert [d for d in deferred if _layer(d[0]) != 0] == []
+    assert [d for d in deferred if not d[3]] == []
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
+
+
+def test_each_folder_says_what_lives_there_and_what_it_may_import():
+    for init in PACKAGE_DIR.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc.splitlines()) >= 2 and "import" in doc, f"{init} needs a docstring: its contents, its imports"
 
 
 def _long_functions() -> list[str]:

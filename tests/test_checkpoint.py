@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlexp.checkpoint import load_checkpoint, save_checkpoint
+from dlexp.runs.checkpoint import load_checkpoint, save_checkpoint
 from dlexp.errors import UserError
 
 

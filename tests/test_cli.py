@@ -159,7 +159,7 @@ def test_building_the_registries_does_not_import_scikit_learn():
     """sklearn costs about a second; only drawing a split or loading the digits needs it."""
     import subprocess
 
-    code = "import sys, dlexp.config as c; c.open_groups(); print('sklearn' in sys.modules)"
+    code = "import sys, dlexp.train; print('sklearn' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stderr
 
@@ -217,28 +217,48 @@ def test_failing_job_does_not_stop_the_sweep(tmp_path):
 def test_a_finished_single_run_leaves_without_the_interpreter_teardown(monkeypatch):
     """entry(): after a single run, os._exit with the run's code (the teardown of torch._dynamo's modules
     costs about a second); sweeps and runs that never finished leave through SystemExit as usual."""
-    import dlexp.train as train_module
+    import dlexp.cli.entry as entry_module
 
     left = []
-    monkeypatch.setattr(train_module.os, "_exit", left.append)
+    monkeypatch.setattr(entry_module.os, "_exit", left.append)
 
     def single_run(code):
         def fake_cli():
-            train_module._FINISHED["single run"] = True
-            if code:
-                sys.exit(code)
+            return True, code  # a single run finished, its files written and closed, with this exit code
         return fake_cli
 
     for code in (0, 3):
-        monkeypatch.setitem(train_module._FINISHED, "single run", False)
-        monkeypatch.setattr(train_module, "cli", single_run(code))
-        train_module.entry()
+        monkeypatch.setattr(entry_module, "cli", single_run(code))
+        entry_module.entry()
         assert left[-1] == code
-    monkeypatch.setitem(train_module._FINISHED, "single run", False)
-    monkeypatch.setattr(train_module, "cli", lambda: sys.exit(2))  # e.g. a config error before any run
+    monkeypatch.setattr(entry_module, "cli", lambda: sys.exit(2))  # e.g. a config error before any run
     with pytest.raises(SystemExit) as stop:
-        train_module.entry()
+        entry_module.entry()
     assert stop.value.code == 2 and len(left) == 2
+
+
+def test_the_app_reports_a_finished_single_run_with_its_exit_code(monkeypatch):
+    """run_app(): a run that finished (its files closed) is reported with its code, a diverged one too; a
+    run refused before it finished leaves through SystemExit."""
+    import dlexp.cli.app as app_module
+
+    def fake_main(finish, code):
+        def decorator(app):
+            def run():
+                app.finished_single_run = finish
+                if code:
+                    sys.exit(code)
+            return run
+        return lambda *args, **kwargs: decorator
+
+    monkeypatch.setattr(app_module.hydra, "main", fake_main(True, 3))
+    assert app_module.run_app() == (True, 3)
+    monkeypatch.setattr(app_module.hydra, "main", fake_main(True, 0))
+    assert app_module.run_app() == (True, 0)
+    monkeypatch.setattr(app_module.hydra, "main", fake_main(False, 2))
+    with pytest.raises(SystemExit) as stop:
+        app_module.run_app()
+    assert stop.value.code == 2
 
 
 def test_a_run_prints_and_writes_everything_before_it_leaves(tmp_path):

@@ -9,7 +9,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import TINY_CONV, compose_cfg
-from dlexp.config import CONFIG_DIR, FIXED_GROUPS, builder_schema, open_groups, preflight, validate
+from dlexp.cli.preflight import preflight
+from dlexp.config.files import CONFIG_DIR
+from dlexp.config.schema import FIXED_GROUPS
+from dlexp.config.validate import builder_schema
+from dlexp.train import OPEN_GROUPS, validate
 from dlexp.errors import ConfigError
 
 OPTION_FILES = sorted(p for p in Path(CONFIG_DIR).glob("*/*.yaml"))
@@ -28,7 +32,8 @@ def test_there_are_options_in_every_group():
 def test_option_composes_validates_and_builds(path, tiny_datasets, monkeypatch):
     from dlexp.data import load_data
     from dlexp.models import build_model
-    from dlexp.optim import build_optimizer, build_scheduler
+    from dlexp.training.optim import build_optimizer
+    from dlexp.training.schedulers import build_scheduler
 
     group, option = path.parent.name, path.stem
     if _is_translation(path):
@@ -66,7 +71,7 @@ def _is_translation(path: Path) -> bool:
 
 def _build_translation_option(group: str, option: str, extra: list[str]) -> None:
     """Translation data and models: the dataset builds, and the model runs a teacher-forced batch of it."""
-    from dlexp.registry import builder_kwargs
+    from dlexp.config.registry import builder_kwargs
     from dlexp.data import DATASETS
     from dlexp.data.text import BOS_ID, lengths
     from dlexp.models import build_model
@@ -84,11 +89,11 @@ def _build_translation_option(group: str, option: str, extra: list[str]) -> None
     assert model(src, lengths(src), tgt_in).shape == (8, tgt.shape[1], source.num_classes)
 
 
-@pytest.mark.parametrize("path", [p for p in OPTION_FILES if p.parent.name in open_groups()], ids=_id)
+@pytest.mark.parametrize("path", [p for p in OPTION_FILES if p.parent.name in OPEN_GROUPS], ids=_id)
 def test_yaml_lists_every_key_of_its_builder(path):
     """Every builder parameter appears in its YAML, so users can override it without '+'."""
     node = OmegaConf.load(path)
-    registry = open_groups()[path.parent.name]
+    registry = OPEN_GROUPS[path.parent.name]
     schema = builder_schema(registry, node.name)
     assert set(node.keys()) == {f.name for f in dataclasses.fields(schema)}
     if registry.common is not None:  # keys every entry takes, e.g. model.init*

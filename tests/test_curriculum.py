@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, compose_cfg, read_json, run_cli
+from conftest import FAST, cli_in_process, compose_cfg, read_json, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from dlexp import findings
-from dlexp.config import CONFIG_DIR, validate
+from dlexp.cli.preflight import check_run_config
+from dlexp.course import findings
+from dlexp.config.files import CONFIG_DIR
+from dlexp.train import validate
 from dlexp.errors import ConfigError
 
 # the course's lesson presets; lenet_digits is an example and the mt_* translation presets are tested with their task
@@ -61,9 +63,9 @@ def run_sweep(tmp_path: Path, preset: str, *shrink: str) -> findings.Finding:
 @pytest.fixture
 def no_plots(monkeypatch):
     """Skip each run's PNGs: not what these tests measure, and a good part of a small run's time."""
-    import dlexp.plots
+    import dlexp.train
 
-    monkeypatch.setattr(dlexp.plots, "plots_after_training", lambda run_dir: None)
+    monkeypatch.setattr(dlexp.train, "plots_after_training", lambda run_dir: None)
 
 
 def assert_holds(result: findings.Finding) -> None:
@@ -94,7 +96,7 @@ def test_the_d2l_presets_record_the_books_accuracy_and_its_setup(preset):
 
 def test_an_unknown_finding_is_a_config_error_naming_the_choices():
     with pytest.raises(ConfigError, match="unknown finding 'vanishing_gradient'. Did you mean 'vanishing_gradients'"):
-        validate(compose_cfg("finding=vanishing_gradient"))
+        check_run_config(compose_cfg("finding=vanishing_gradient"))
 
 
 # --------------------------------------------------------------------------
@@ -128,9 +130,10 @@ def test_a_finding_without_its_comparison_says_what_is_missing(tmp_path):
     assert not result.holds and "needs completed jobs for at least two values of model.activation" in result.line
 
 
-def test_a_sweep_preset_run_once_says_how_to_run_the_comparison(run_train, capsys, no_plots):
-    run_train("experiment=vanishing_gradients", "trainer.epochs=1", "trainer.limit_train_batches=2")
-    out = capsys.readouterr().out
+def test_a_sweep_preset_run_once_says_how_to_run_the_comparison(tmp_path, capfd, no_plots):
+    proc = cli_in_process("dlexp", [*FAST, "experiment=vanishing_gradients", "trainer.epochs=1",
+                                    "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path / 'run'}"], capfd)
+    out = proc.stdout
     assert "finding: deep sigmoid nets have vanishing gradients: compares the settings of model.activation" in out
     assert "python -m dlexp -m experiment=vanishing_gradients" in out
 
@@ -157,7 +160,7 @@ def test_a_sweep_preset_prints_its_finding_and_the_report_shows_it_again(tmp_pat
 
 
 def test_seed_bands_average_the_runs_that_reached_each_epoch():
-    from dlexp.plots import seed_band
+    from dlexp.results.plots import seed_band
 
     runs = [[{"epoch": 1.0, "val/acc": 0.5}, {"epoch": 2.0, "val/acc": 0.7}], [{"epoch": 1.0, "val/acc": 0.7}]]
     epochs, means, stds = seed_band(runs, "val/acc")
@@ -169,11 +172,12 @@ def test_seed_bands_average_the_runs_that_reached_each_epoch():
 # Each CPU preset, small, over its seeds
 
 
-def test_symmetry_constant_init_keeps_units_identical_and_random_init_does_not(run_train, tmp_path, no_plots):
+def test_symmetry_constant_init_keeps_units_identical_and_random_init_does_not(tmp_path, capfd, no_plots):
     for init in ("constant", "default"):
         for seed in (0, 1):
-            _, run_dir = run_train("experiment=symmetry", f"model.init={init}", f"seed={seed}", "trainer.epochs=2",
-                                   run_dir=tmp_path / f"{init}{seed}")
+            run_dir = tmp_path / f"{init}{seed}"
+            cli_in_process("dlexp", [*FAST, "experiment=symmetry", f"model.init={init}", f"seed={seed}", "trainer.epochs=2",
+                                     f"hydra.run.dir={run_dir}"], capfd)
             saved = read_json(run_dir / "finding.json")
             assert saved["holds"] is True, saved["text"]
             assert (saved["measured"]["spread"] < 1e-5) == (init == "constant")
@@ -204,20 +208,22 @@ def test_each_sweep_presets_finding_holds_at_a_small_scale(tmp_path, no_plots, p
 
 
 def test_every_cpu_preset_has_a_small_run_here():
-    from dlexp.curriculum import PRESETS as CPU_PRESETS
+    from dlexp.course.curriculum import PRESETS as CPU_PRESETS
 
     tested = {p for p, _ in SMALL_SWEEPS} | {"symmetry", "kfold_house_prices"}
     assert set(CPU_PRESETS) == tested and set(CPU_PRESETS) | set(D2L) == set(PRESETS)
 
 
-def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(run_train, tmp_path, no_plots):
+def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(tmp_path, capfd, no_plots):
     from datafiles import write_house_prices
 
     train_csv, test_csv = write_house_prices(tmp_path / "kaggle")
     for seed in (0, 1):
-        _, run_dir = run_train("experiment=kfold_house_prices", f"dataset.train_csv={train_csv}",
-                               f"dataset.test_csv={test_csv}", "trainer.epochs=20", f"seed={seed}",
-                               run_dir=tmp_path / f"run{seed}")
+        run_dir = tmp_path / f"run{seed}"
+        proc = cli_in_process("dlexp", [*FAST, "experiment=kfold_house_prices", f"dataset.train_csv={train_csv}",
+                                        f"dataset.test_csv={test_csv}", "trainer.epochs=20", f"seed={seed}",
+                                        f"hydra.run.dir={run_dir}"], capfd)
+        assert proc.returncode == 0, proc.stderr
         saved = read_json(run_dir / "finding.json")
         assert saved["holds"] is True, saved["text"]
         assert saved["measured"]["folds"] == 5 and saved["measured"]["submission_rows"] == 30
@@ -229,8 +235,8 @@ def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(run_train, 
 
 
 def test_curriculum_lists_every_cpu_preset_with_its_kind_and_claim(capsys):
-    from dlexp.curriculum import PRESETS as CPU_PRESETS
-    from dlexp.curriculum import main
+    from dlexp.course.curriculum import PRESETS as CPU_PRESETS
+    from dlexp.course.curriculum import main
 
     assert main(["--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -240,7 +246,7 @@ def test_curriculum_lists_every_cpu_preset_with_its_kind_and_claim(capsys):
 
 
 def test_curriculum_rejects_an_unknown_preset_in_one_line(capsys):
-    from dlexp.curriculum import main
+    from dlexp.course.curriculum import main
 
     assert main(["--only", "symetry"]) == 2
     err = capsys.readouterr().err.strip()
@@ -248,7 +254,7 @@ def test_curriculum_rejects_an_unknown_preset_in_one_line(capsys):
 
 
 def test_curriculum_runs_presets_and_writes_the_table_the_commands_and_the_figures(tmp_path, monkeypatch, capsys):
-    from dlexp.curriculum import main
+    from dlexp.course.curriculum import main
 
     monkeypatch.chdir(tmp_path)  # no data/house_prices/ here: that preset is skipped, and says why
     assert main(["--only", "symmetry,kfold_house_prices", "--out", "out", "--docs", "docs", "--",

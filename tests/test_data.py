@@ -21,7 +21,7 @@ from datafiles import (
     class_images, trust_cifar_files, write_arrays, write_cifar, write_house_prices, write_image_csv, write_mnist,
     write_png_folder,
 )
-from dlexp.config import validate
+from dlexp.train import validate
 from dlexp.data import DATASETS, load_folds
 from dlexp.data.preprocess import Normalizer
 from dlexp.data.splits import holdout, kfold
@@ -478,7 +478,7 @@ def test_kfold_run_writes_every_fold_and_their_mean_and_std(run_train):
 
 
 def test_a_fold_that_stops_gives_the_run_its_status():
-    from dlexp.data.folds import summarize_folds
+    from dlexp.runs.kfold import combine_fold_summaries as summarize_folds
 
     done = {"status": "completed", "stop_reason": "max_epochs", "best/val/acc": 0.9, "test/acc": 0.8}
     diverged = {"status": "diverged", "stop_reason": "non_finite", "best/val/acc": 0.5, "hint": "lower optim.lr"}
@@ -519,7 +519,7 @@ def test_archives_placed_by_hand_are_unpacked_without_a_download(tmp_path):
 
 
 def test_layer_summary_sees_inputs_resized_per_batch_and_streamed(tmp_path, monkeypatch):
-    from dlexp.summary import summarize
+    from dlexp.train import summarize_layers as summarize
 
     write_mnist(tmp_path, "MNIST", n_train=40, n_test=10)
     monkeypatch.setattr("dlexp.data.folds.RESIZE_ONCE_MAX_BYTES", 0)  # as for 60,000 images at 224x224
@@ -533,7 +533,7 @@ def test_layer_summary_sees_inputs_resized_per_batch_and_streamed(tmp_path, monk
 
 
 def test_a_holdout_split_partitions_the_pool_in_place_without_a_second_copy():
-    from dlexp.data.folds import _take, partition_in_place
+    from dlexp.data.partition import partition_in_place, take as _take
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(10_000, 3, 4, generator=gen), torch.randint(5, (10_000,), generator=gen)
@@ -550,7 +550,7 @@ def test_a_holdout_split_needs_no_room_for_the_val_rows_either(tmp_path):
     """Peak RSS while 200 MB of rows are split 80/20: setting the 40 MB of val rows aside would show."""
     code = """
 import resource, numpy as np, torch
-from dlexp.data.folds import partition_in_place
+from dlexp.data.partition import partition_in_place
 from dlexp.data.splits import holdout
 x = torch.ones(50_000, 1000)  # 200 MB, every page touched
 y = torch.zeros(50_000, dtype=torch.int64)

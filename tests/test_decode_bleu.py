@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from dlexp.bleu import corpus_bleu, sentence_bleu_d2l
-from dlexp.decode import beam_search, greedy, max_lengths
+from dlexp.tasks.bleu import corpus_bleu, sentence_bleu_d2l
+from dlexp.models.decoding import beam_search, greedy, max_lengths
 from dlexp.models import MODELS
 from dlexp.models.seq2seq_base import TRANSLATION, Seq2SeqModel, model_task
 

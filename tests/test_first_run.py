@@ -62,7 +62,7 @@ def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_and_the_old_run_is_untou
 
 
 def test_mid_epoch_checkpoints_every_n_steps_resume_exactly(run_train, tmp_path, monkeypatch):
-    import dlexp.checkpoint as checkpoint
+    import dlexp.training.checkpointer as checkpoint
     from dlexp.train import train
 
     common = ["trainer.batch_size=64", "trainer.checkpoint_every_n_steps=5"]

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import compose_cfg, read_json, run_cli
-from dlexp.config import CONFIG_DIR, validate
+from dlexp.config.files import CONFIG_DIR
+from dlexp.train import validate
 from dlexp.errors import ConfigError
 from dlexp.models import MODELS, build_model, count_parameters, input_size
 from dlexp.models.init import INITS, InitConfig, apply_init
@@ -280,7 +281,7 @@ LENET_SHAPES = [
 
 
 def test_summary_lists_each_layer_of_lenet():
-    from dlexp.summary import summarize
+    from dlexp.train import summarize_layers as summarize
 
     facts, rows, total = summarize(compose_cfg("model=lenet", "dataset.resize=28"))
     assert total == 61_706 == sum(r.params for r in rows)
@@ -290,7 +291,7 @@ def test_summary_lists_each_layer_of_lenet():
 
 
 def test_summary_depth_shows_nested_blocks():
-    from dlexp.summary import summarize
+    from dlexp.train import summarize_layers as summarize
 
     _, rows, total = summarize(compose_cfg("model=googlenet", "dataset.resize=96", "model.width_div=16"), depth=2)
     inception = [r for r in rows if r.kind == "Inception"]
@@ -311,7 +312,7 @@ def test_summary_command_prints_the_table_and_writes_nothing(tmp_path):
 
 
 def test_summary_user_errors_are_one_line_and_exit_2(capsys):
-    from dlexp.summary import main
+    from dlexp.cli.summary import main
 
     for argv, message in [
         (["model=lenet", "dataset.resize=null"], "LeNet needs images of at least 12x12 but the data is 8x8; use dataset.resize=28"),
@@ -325,7 +326,7 @@ def test_summary_user_errors_are_one_line_and_exit_2(capsys):
 
 
 def test_summary_main_takes_a_config_dir(tmp_path, capsys):
-    from dlexp.summary import main
+    from dlexp.cli.summary import main
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "tiny_vgg.yaml").write_text(

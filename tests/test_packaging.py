@@ -26,7 +26,7 @@ def test_wheel_ships_the_configs_and_the_installed_app_uses_them(tmp_path):
     zipfile.ZipFile(wheel).extractall(target)  # a wheel is a zip laid out like site-packages
     env = {**os.environ, "PYTHONPATH": str(target)}
     probe = subprocess.run(
-        [sys.executable, "-c", "import dlexp.config as c; print(c.CONFIG_DIR)"],
+        [sys.executable, "-c", "import dlexp.config.files as c; print(c.CONFIG_DIR)"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert probe.stdout.strip() == str(target / "dlexp" / "conf")

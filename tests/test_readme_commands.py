@@ -20,7 +20,6 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -28,8 +27,8 @@ from typing import Iterator, Optional
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, compose_cfg, run_cli
-from dlexp.config import CONFIG_DIR
+from conftest import assert_one_line_error, cli_in_process, compose_cfg, run_cli
+from dlexp.config.files import CONFIG_DIR
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 COMMAND_FENCES = {"bash", "console"}
@@ -348,32 +347,6 @@ def readme_plans() -> tuple[list[Plan], list[tuple[Command, str]]]:
 
 # ---- running a plan ------------------------------------------------------------------------------------------------
 
-def cli_in_process(module: str, args: list[str], capfd) -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` through the function its ``__main__`` calls (``dlexp.train.cli``, or the
-    module's ``main(argv)``) in this process, which saves the ~7 s of imports that each new process pays.
-    Hydra's global state is reset afterwards."""
-    import importlib
-
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from dlexp.train import cli
-
-    capfd.readouterr()
-    saved, sys.argv = sys.argv, [module, *args]
-    code = 0
-    try:
-        code = (cli() or 0) if module == "dlexp" else importlib.import_module(module).main(args)
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    finally:
-        sys.argv = saved
-        GlobalHydra.instance().clear()
-        HydraConfig.instance().cfg = None  # a later in-process train() must not think it is in this sweep
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess([module, *args], code, out, err)
-
-
 def execute(plan_: Plan, cwd: Path, capfd) -> Optional[subprocess.CompletedProcess]:
     """Run the plan in ``cwd`` (its producer first, into cwd/produced); None for a compose + train() run."""
     if plan_.producer is not None:
@@ -516,7 +489,7 @@ MARKED = [cmd for cmd in readme_commands() if cmd.need is not None and "<" not i
 @pytest.mark.parametrize("cmd", MARKED, ids=lambda cmd: f"L{cmd.line}")
 def test_a_command_that_cannot_run_here_still_composes(cmd: Command):
     """Its keys and values are checked as a run would check them before it looks for data or devices."""
-    from dlexp.config import validate
+    from dlexp.train import validate
 
     overrides = []
     for arg in invocation(cmd.words)[1]:

@@ -3,8 +3,9 @@ import pytest
 from dlexp.data import DATASETS, SPLITS
 from dlexp.errors import ConfigError
 from dlexp.models import MODELS
-from dlexp.optim import OPTIMIZERS, SCHEDULERS
-from dlexp.registry import Registry
+from dlexp.training.optim import OPTIMIZERS
+from dlexp.training.schedulers import SCHEDULERS
+from dlexp.config.registry import Registry
 from dlexp.tasks import LOSSES, METRICS
 
 

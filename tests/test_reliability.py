@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, read_json, run_cli
-from dlexp.checkpoint import load_checkpoint, save_checkpoint
+from dlexp.runs.checkpoint import load_checkpoint, save_checkpoint
 
 # Big enough that an epoch takes a fraction of a second, so signals land mid-run.
 SLOW = [

@@ -12,10 +12,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from dlexp import report
-from dlexp.config import CONFIG_DIR
-from dlexp.diagnostics import generalization_gap, diagnose, layer_norms
-from dlexp.sweep import threads_per_job
+from dlexp.cli import report as report_command
+from dlexp.results import report, tables
+from dlexp.config.files import CONFIG_DIR
+from dlexp.runs.diagnostics import generalization_gap, diagnose, layer_norms
+from dlexp.cli.sweep import threads_per_job
 
 
 # -- diagnosis rules, on hand-made curves ------------------------------------------------------
@@ -117,7 +118,7 @@ def test_report_groups_a_partial_sweep_with_failures(regression_sweep):
     assert rep.jobs[-1].epochs == 3
     assert rep.axes == ["optim.lr"] and rep.fixed == []
     assert (rep.monitor, rep.mode) == ("val/rmse", "min")
-    rows = {r["optim.lr"]: r for r in report.group_rows(rep)}
+    rows = {r["optim.lr"]: r for r in tables.group_rows(rep)}
     assert float(rows["0.1"]["best/val/rmse_mean"]) == pytest.approx(0.40)
     assert float(rows["0.1"]["best/val/rmse_std"]) == pytest.approx(math.sqrt(0.02))  # sample std of 0.3, 0.5
     assert rows["0.01"]["best/val/rmse_std"] == ""  # one completed run: no std
@@ -125,7 +126,7 @@ def test_report_groups_a_partial_sweep_with_failures(regression_sweep):
     assert (rows["1.0"]["incomplete"], rows["1.0"]["rank"]) == ("1", "")
     assert (rows["0.01"]["rank"], rows["0.01"]["best"]) == ("1", "true")  # lower rmse wins in mode min
     assert rows["0.1"]["rank"] == "2"
-    md = report.markdown(rep)
+    md = tables.markdown(rep)
     assert "5 jobs in 3 configs: 3 completed, 1 failed, 1 incomplete." in md
     assert "- job 3 (failed, `optim.lr=0.01 seed=1`): ConfigError: boom" in md
     assert "- job 10 (incomplete, `optim.lr=1.0 seed=0`): no summary.json" in md
@@ -133,7 +134,7 @@ def test_report_groups_a_partial_sweep_with_failures(regression_sweep):
 
 
 def test_report_command_writes_tables_and_plots(regression_sweep, capsys):
-    assert report.main([str(regression_sweep)]) == 0
+    assert report_command.main([str(regression_sweep)]) == 0
     out = capsys.readouterr().out
     assert "Sweep summary: 5 jobs in 3 configs" in out and "job 3 failed" in out
     with open(regression_sweep / "summary.csv", newline="") as handle:
@@ -143,8 +144,8 @@ def test_report_command_writes_tables_and_plots(regression_sweep, capsys):
 
 
 def test_report_command_errors_are_one_line(tmp_path, capsys):
-    assert report.main([str(tmp_path / "missing")]) == 2
-    assert report.main([str(tmp_path)]) == 2
+    assert report_command.main([str(tmp_path / "missing")]) == 2
+    assert report_command.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert "no runs found" in err[1]
@@ -187,7 +188,7 @@ def test_optuna_direction_follows_the_monitored_metric(overrides, direction):
 
 
 def test_a_plotting_failure_does_not_fail_the_run(tmp_path, monkeypatch, capsys):
-    from dlexp import plots
+    from dlexp.results import plots
 
     (tmp_path / "metrics.csv").write_text("epoch,lr,train/loss,val/loss\n1,0.1,1.0,1.1\n")
 
@@ -205,10 +206,10 @@ def test_a_diverged_run_makes_its_config_mean_nan_instead_of_being_dropped(tmp_p
     _job(sweep, "0", ["optim.lr=30", "seed=0"], {**_done(0.3, 0.3), "test/rmse": float("nan")})
     _job(sweep, "1", ["optim.lr=30", "seed=1"], _done(0.5, 0.5))
     rep = report.build_report(sweep)
-    (row,) = report.group_rows(rep)
+    (row,) = tables.group_rows(rep)
     assert row["test/rmse_mean"] == "nan" and row["test/rmse_std"] == ""
     assert float(row["best/val/rmse_mean"]) == pytest.approx(0.4)
-    assert "| nan |" in report.markdown(rep)
+    assert "| nan |" in tables.markdown(rep)
 
 
 def test_a_diverged_job_is_a_result_listed_with_its_hint_not_a_failure(tmp_path):
@@ -219,10 +220,10 @@ def test_a_diverged_job_is_a_result_listed_with_its_hint_not_a_failure(tmp_path)
     _job(sweep, "1", ["optim.lr=0.1", "seed=0"], _done(0.3, 0.3))
     rep = report.build_report(sweep)
     assert [j.name for j in rep.unfinished()] == ["0"] and rep.problems() == []
-    cells = dict(zip(report._display_columns(rep), report.display_rows(rep)[0]))
+    cells = dict(zip(tables._display_columns(rep), tables.display_rows(rep)[0]))
     assert (cells["runs"], cells["diagnosis"], cells["rank"]) == ("0 of 1 (1 diverged)", "diverging", "-")
-    assert "- job 0 (diverged, `optim.lr=30 seed=0`): the training loss became non-finite at epoch 2" in report.markdown(rep)
-    row = report.group_rows(rep)[0]
+    assert "- job 0 (diverged, `optim.lr=30 seed=0`): the training loss became non-finite at epoch 2" in tables.markdown(rep)
+    row = tables.group_rows(rep)[0]
     assert (row["diverged"], row["completed"], row["failed"], row["best/val/rmse_mean"]) == ("1", "0", "0", "")
 
 

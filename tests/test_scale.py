@@ -135,7 +135,7 @@ def test_the_fused_optimizer_is_fused_in_every_group_and_steps_under_a_grad_scal
     """On CUDA every optimizer that has fused kernels is rebuilt with fused=True. Each param group must
     take it (a group's own copy of fused=None would win, and float16's GradScaler would then hand
     grad_scale to the multi-tensor path, which refuses it). PyTorch's fused kernels also run on the CPU."""
-    from dlexp.optim import OPTIMIZERS, _fused_on_cuda
+    from dlexp.training.optim import OPTIMIZERS, _fused_on_cuda
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
@@ -154,7 +154,7 @@ def test_the_fused_optimizer_is_fused_in_every_group_and_steps_under_a_grad_scal
 
 @pytest.mark.parametrize("name", ["rmsprop", "adagrad"])  # Adagrad's fused kernel is CPU-only
 def test_optimizers_without_fused_cuda_kernels_are_kept_as_built(name):
-    from dlexp.optim import OPTIMIZERS, _fused_on_cuda
+    from dlexp.training.optim import OPTIMIZERS, _fused_on_cuda
 
     optimizer = OPTIMIZERS.build(name, [torch.nn.Parameter(torch.zeros(2))], lr=0.01)
     assert _fused_on_cuda(optimizer) is optimizer

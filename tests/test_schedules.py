@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dlexp.errors import ConfigError
-from dlexp.optim import build_scheduler
+from dlexp.training.schedulers import build_scheduler
 
 
 def _lrs(cfg: dict, steps: int, horizon: int = 100) -> list[float]:

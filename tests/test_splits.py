@@ -69,7 +69,7 @@ def test_the_digits_are_scikit_learns_digits_and_split():
 
 
 def test_a_default_run_never_imports_scikit_learn(tmp_path):
-    code = ("import sys; from dlexp.train import cli; sys.argv = ['dlexp', 'trainer.epochs=1', 'trainer.progress=false', "
+    code = ("import sys; from dlexp.cli.entry import cli; sys.argv = ['dlexp', 'trainer.epochs=1', 'trainer.progress=false', "
             f"'hydra.run.dir={tmp_path / 'run'}']\n"
             "try:\n    cli()\nexcept SystemExit:\n    pass\n"
             "print('sklearn loaded:', 'sklearn' in sys.modules)")

@@ -16,8 +16,8 @@ import yaml
 from PIL import Image
 
 from conftest import read_json, run_cli
-from dlexp.diagnostics import diagnose
-from dlexp.sweep import available_cores
+from dlexp.runs.diagnostics import diagnose
+from dlexp.cli.sweep import available_cores
 
 SMOKE = ["trainer=smoke", "trainer.progress=false"]
 GRID = ["regularizer.weight_decay=0,1e-3", "regularizer.dropout=0,0.5", "seed=0,1"]
@@ -111,10 +111,10 @@ def _check_console_table_fits_80_columns(sweep_dir: Path) -> None:
     from rich.console import Console
 
     console = Console(width=80, record=True, highlight=False)
-    from dlexp import report
+    from dlexp.results import report, tables
 
     rep = report.build_report(sweep_dir)
-    report.print_report(rep, [], console=console)
+    tables.print_report(rep, [], console=console)
     lines = console.export_text().splitlines()
     table = lines[: next(i for i, line in enumerate(lines) if line.startswith("same in every job"))]
     assert max(len(line) for line in table) <= 80
@@ -286,8 +286,8 @@ def test_optuna_study_goes_on_after_a_failed_trial(tmp_path):
 def test_slurm_launcher_config_and_a_clear_error_off_cluster(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from dlexp.config import CONFIG_DIR
-    from dlexp.sweep import threads_per_job
+    from dlexp.config.files import CONFIG_DIR
+    from dlexp.cli.sweep import threads_per_job
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)

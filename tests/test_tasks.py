@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from dlexp.errors import ConfigError
-from dlexp.metrics import METRICS, CorpusMetric, LossMean
-from dlexp.tasks import TASKS, Batch, build_task, labels_of, resolve_monitor
+from dlexp.tasks.metrics import METRICS, CorpusMetric, LossMean
+from dlexp.data.base import class_labels as labels_of
+from dlexp.tasks import TASKS, Batch, build_task, resolve_monitor
 
 CPU = torch.device("cpu")
 

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from conftest import compose_cfg, read_json
-from dlexp.config import validate
-from dlexp.engine import EarlyStopping, StepConfig, training_step
+from dlexp.train import validate
+from dlexp.training.step import StepConfig, training_step
+from dlexp.training.stopping import EarlyStopping
 from dlexp.tasks import Batch, build_task
 from dlexp.models import build_model
 
@@ -128,7 +129,7 @@ def test_regularizer_dropout_reaches_models_with_dropout():
 
 
 def test_weight_decay_skips_biases():
-    from dlexp.optim import build_optimizer
+    from dlexp.training.optim import build_optimizer
 
     cfg = validate(compose_cfg("optim=sgd"))
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))

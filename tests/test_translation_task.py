@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli
-from dlexp.config import DecodeConfig
+from dlexp.config.schema import DecodeConfig
 from dlexp.data.text import PAD_ID, numbers
-from dlexp.decode import beam_search
+from dlexp.models.decoding import beam_search
 from dlexp.errors import ConfigError
 from dlexp.models import MODELS
 from dlexp.tasks import Batch, build_task
@@ -107,7 +107,7 @@ def test_mid_epoch_resume_of_a_translation_run_is_exact(run_train, tmp_path, mon
     common = [*TINY, "trainer.epochs=2", "trainer.batch_size=16", "scheduler=inverse_sqrt", "scheduler.warmup_steps=5",
               "scheduler.timescale=5"]
     reference, _ = run_train(*common, run_dir=tmp_path / "reference")
-    from dlexp.trainer import Trainer
+    from dlexp.training.trainer import Trainer
 
     def stop_in_epoch_2(self, progress):  # the Trainer's per-step hook: ask to stop after step 3 of epoch 2
         if self.completed == 1 and progress.batches == 3:
@@ -184,7 +184,7 @@ def test_user_mistakes_get_one_line(tmp_path, case):
 
 
 def test_decode_keys_are_validated():
-    from dlexp.config import validate
+    from dlexp.train import validate
 
     with pytest.raises(ConfigError, match="decode.beam_size"):
         validate(compose_cfg("decode.beam_size=0"))

@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from conftest import assert_one_line_error, compose_cfg, run_cli
-from dlexp.config import FIXED_GROUPS, open_groups, preflight, validate
-from dlexp.constraints import plain_dataclass, plain_type, suggest
+from dlexp.cli.preflight import preflight
+from dlexp.config.schema import FIXED_GROUPS
+from dlexp.train import OPEN_GROUPS, validate
+from dlexp.config.constraints import plain_dataclass, plain_type, suggest
 from dlexp.errors import ConfigError, DataError, UserError
 
 SMOKE = ["trainer=smoke", "trainer.progress=false"]
@@ -79,10 +81,10 @@ def test_in_range_values_pass_and_keep_their_types():
     assert list(cfg.optim.betas) == [0.5, 0.9] and cfg.dataset.resize == "12" and cfg.model.pool == "max"
 
 
-@pytest.mark.parametrize("group", sorted(open_groups()))
+@pytest.mark.parametrize("group", sorted(OPEN_GROUPS))
 def test_every_config_key_of_every_builder_has_a_type(group):
     """A key without a hint would be checked for nothing: every keyword-only parameter declares its type."""
-    registry = open_groups()[group]
+    registry = OPEN_GROUPS[group]
     for name in registry.names():
         for key, param in registry.config_keys(name).items():
             assert param.annotation is not inspect.Parameter.empty, f"{group}={name}: {key} has no type"

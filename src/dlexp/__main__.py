@@ -1,4 +1,4 @@
 """``python -m dlexp``: the same app as the ``dlexp`` console script."""
-from dlexp.train import entry
+from dlexp.cli.entry import entry
 
 entry()

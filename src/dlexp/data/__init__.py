@@ -1,24 +1,34 @@
-"""Datasets, splits and batching.
+"""Data: sources, splits, preprocessing, augmentation, distribution shift and loaders that yield ``Batch``es.
 
 A dataset builder (registered in ``DATASETS``) returns a ``Source``: the training
-pool, an optional fixed test set, and what the task is. ``load_folds`` then splits
-the pool into train/val folds with the ``split`` group, fits preprocessing on each
-train part only, applies the ``shift`` group to the test set, moves everything to
-the device and wraps each part in a loader (``dlexp.data.folds``).
+pool, an optional fixed test set, and which task's target layout it has. ``load_folds``
+then splits the pool into train/val folds with the ``split`` group, fits preprocessing
+on each train part only, applies the ``shift`` group to the test set, moves everything
+to the device and wraps each part in a loader (``dlexp.data.folds``). Every module here is
+imported with the package, so a new source of data is one new file.
+
+May import models (their minimum input sizes), runs (file names) and config; never a task:
+what the data needs of the model's outputs after training comes in as a function (``OutputsOf``).
 """
 from __future__ import annotations
 
-from omegaconf import DictConfig
-import torch
+import importlib
+import pkgutil
 
-from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source  # noqa: F401
-from dlexp.data import augment, shift, sources, splits  # noqa: E402,F401  (register the entries)
-from dlexp.data import arrays, images, tabular, vision  # noqa: E402,F401
-from dlexp.data import text  # noqa: F401  (after vision: it reuses the download helpers)
+import torch
+from omegaconf import DictConfig
+
+from dlexp.data.base import (  # noqa: F401  (re-exported)
+    AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Pair, Pool, Source, class_labels,
+)
 from dlexp.data.batching import TensorLoader  # noqa: F401  (the in-memory loader, for tools and tests)
-from dlexp.data.folds import Folds, load_folds  # noqa: E402,F401
-from dlexp.data.images import ImageFiles  # noqa: E402,F401
-from dlexp.data.tabular import Predictions  # noqa: E402,F401
+from dlexp.data.folds import Folds, build_source, load_folds  # noqa: F401
+from dlexp.data.images import ImageFiles  # noqa: F401
+from dlexp.data.tabular import Predictions  # noqa: F401
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")  # registers its datasets, splits, ...: a new one is one file
 
 
 def load_data(cfg: DictConfig, *, seed: int, device: torch.device) -> DataBundle:

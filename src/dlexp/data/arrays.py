@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlexp.constraints import Fraction, PositiveInt, Seed
+from dlexp.config.constraints import Fraction, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
 from dlexp.data.checks import numeric_array
 from dlexp.data.preprocess import Normalize

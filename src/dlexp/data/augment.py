@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from annotated_types import Gt, Interval, Len
 from torch import Tensor
 
-from dlexp.constraints import PositiveFloat, PositiveInt, Probability
+from dlexp.config.constraints import PositiveFloat, PositiveInt, Probability
 from dlexp.data.base import AUGMENTS
 from dlexp.errors import ConfigError
 

@@ -1,18 +1,20 @@
-"""The data layer's registries and the two structures that pass between its steps.
+"""The data layer's registries and the structures that pass between its steps.
 
 A dataset builder (``DATASETS``) returns a ``Source``; ``dlexp.data.folds`` turns
-it into one ``DataBundle`` per fold. This module imports nothing else of dlexp's
-data package, so every source module can import it without a cycle.
+it into one ``DataBundle`` per fold, whose loaders yield ``Batch`` objects. This
+module imports nothing else of dlexp's data package, so every source module can
+import it without a cycle.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from dlexp.registry import Registry
+from dlexp.config.registry import Registry
 
 if TYPE_CHECKING:  # for annotations only: these modules import this one
     from dlexp.data.images import ImageFiles
@@ -23,8 +25,63 @@ SPLITS = Registry("split")
 AUGMENTS = Registry("augment")
 SHIFTS = Registry("shift")
 
+
+@dataclass
+class Batch:
+    """One batch: the model's inputs, the targets, and optional extras (masks, lengths, weights)."""
+
+    inputs: Tensor  # (B, ...) e.g. images (B, C, H, W) or token ids (B, S)
+    targets: Optional[Tensor]  # (B,) class indices, (B, targets) floats, (B, T) token ids; None: unlabeled
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        """The batch on ``device``: the one place a batch moves between devices."""
+        return Batch(
+            self.inputs.to(device, non_blocking=non_blocking),
+            None if self.targets is None else self.targets.to(device, non_blocking=non_blocking),
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
+        )
+
+
+class Loader(Protocol):
+    """What the training loop needs of a loader: in-memory (``TensorLoader``) or streamed (``StreamLoader``)."""
+
+    @property
+    def num_examples(self) -> int: ...  # this process's examples per pass
+
+    def __len__(self) -> int: ...  # batches per pass
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def batches(self, skip: int = 0) -> Iterator[Batch]: ...  # one pass, after the first ``skip`` batches
+
+    def state_dict(self, mid_epoch: bool = False) -> dict[str, Any]: ...  # the shuffle's position, for checkpoints
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 Pair = tuple[Tensor, Tensor]  # (x, y): x is (N, *example_shape); y is (N,) int64 or (N, targets) float
 Pool = Union[Pair, "ImageFiles"]  # tensors in memory, or image files streamed by a DataLoader
+
+
+def class_labels(task: str, targets: Tensor) -> Optional[np.ndarray]:
+    """(N,) class index per example, for stratified splits and label shift; None for targets without classes.
+
+    The target layouts the data builders make: ``classification`` (N,) int64 class indices,
+    ``binary`` (N, 1) floats in {0, 1}; ``regression`` and ``translation`` targets have no classes."""
+    if task == "classification":
+        return targets.cpu().numpy()
+    if task == "binary":
+        return targets[:, 0].long().cpu().numpy()
+    return None
+
+
+# (inputs (N, ...) as the model sees them, batch size) -> the model's outputs (N, ...) on the CPU:
+# what a fold's after-fit hook gets to score or write predictions with the best weights
+OutputsOf = Callable[[Tensor, int], Tensor]
 
 
 @dataclass
@@ -56,17 +113,17 @@ class Source:
 
 @dataclass
 class DataBundle:
-    """One fold, ready to train on: loaders that yield ``dlexp.tasks.Batch`` objects, and what they hold."""
+    """One fold, ready to train on: loaders that yield ``Batch`` objects, and what they hold."""
 
-    train: Any  # TensorLoader or StreamLoader
-    val: Any
-    test: Optional[Any]
+    train: Loader  # TensorLoader or StreamLoader
+    val: Loader
+    test: Optional[Loader]
     task: str  # the Source's task name
     input_shape: tuple[int, ...]  # one example, e.g. (1, 8, 8)
     num_classes: int
     task_args: dict[str, Any] = field(default_factory=dict)  # the Source's, e.g. {"metric": "log_rmse"}
     context: dict[str, Any] = field(default_factory=dict)  # the Source's, e.g. vocabularies
-    extra_tests: dict[str, Any] = field(default_factory=dict)  # more test loaders, e.g. {"test_shifted": ...}
-    # (model with best weights, run dir) -> files written, and extra summary entries (or None), e.g. a shift correction's
-    after_fit: Optional[Callable[[torch.nn.Module, Any], Optional[dict[str, Any]]]] = None
+    extra_tests: dict[str, Loader] = field(default_factory=dict)  # more test loaders, e.g. {"test_shifted": ...}
+    # (the best weights' outputs, run dir) -> files written, and extra summary entries (or None), e.g. a shift correction's
+    after_fit: Optional[Callable[[OutputsOf, Any], Optional[dict[str, Any]]]] = None
     preprocess: Optional[Callable[[Tensor], Tensor]] = None  # what was fitted on this fold's train part

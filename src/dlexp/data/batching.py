@@ -12,7 +12,8 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import Tensor
 
-from dlexp.tasks.base import Batch
+from dlexp.data.base import Batch
+
 
 
 class ShuffleState:

@@ -7,7 +7,6 @@ The test set is never split, fitted on or used to choose anything.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -18,88 +17,39 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from dlexp.registry import builder_kwargs
-from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Pair, Pool, Source
+from dlexp.config.registry import builder_kwargs
 from dlexp.data.arrays import MemmapRows
 from dlexp.data.augment import Augmenter
+from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, OutputsOf, Pair, Pool, Source, class_labels
 from dlexp.data.batching import BucketLoader, TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
+from dlexp.data.partition import partition_in_place, pool_size, pool_targets, take
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
-from dlexp.data.shift import importance_weights, label_shift_scores
+from dlexp.data.shift import fold_corrections
 from dlexp.errors import ConfigError, DataError
-from dlexp.tasks import TASKS, Batch, Task, build_task, labels_of
 from dlexp.models import input_size
 
 RESIZE_ONCE_MAX_BYTES = 1 << 30  # resize a whole dataset once up to 1 GiB of float32; beyond that, per batch
 
 
+def build_source(cfg: DictConfig) -> Source:
+    """The dataset named in ``cfg`` (a validated run config), its contents checked."""
+    source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
+    check_source(source, cfg.dataset.name)  # empty splits, NaN/inf: fail here, not as a diverged loss
+    return source
+
+
 def load_folds(cfg: DictConfig, *, seed: int, device: torch.device, shard: tuple[int, int] = (0, 1),
-               reuse_pool: bool = False) -> "Folds":
-    """Build the dataset named in ``cfg`` (a validated run config) and split it into folds.
+               reuse_pool: bool = False, source: Optional[Source] = None) -> "Folds":
+    """The dataset named in ``cfg`` (or ``source``, already built from it), split into folds.
 
     ``shard`` is (rank, world size) under torchrun: each loader yields this rank's part of every global batch.
     ``reuse_pool``: a holdout split may reorder the pool's tensors in place (one copy of the data, not two);
     the caller must not read ``Source.train`` afterwards."""
-    source: Source = DATASETS.build(cfg.dataset.name, **builder_kwargs(cfg.dataset))
-    check_source(source, cfg.dataset.name)  # empty splits, NaN/inf: fail here, not as a diverged loss
-    if source.task not in TASKS:
-        raise ValueError(f"dataset '{cfg.dataset.name}' returned unknown task '{source.task}'")
-    folds = Folds(cfg, source, seed=seed, device=device, shard=shard)
+    folds = Folds(cfg, source if source is not None else build_source(cfg), seed=seed, device=device, shard=shard)
     folds.reuse_pool = reuse_pool
     return folds
-
-
-def _size(pool: Pool) -> int:
-    return len(pool) if isinstance(pool, ImageFiles) else len(pool[0])
-
-
-def _targets(pool: Pool) -> Tensor:
-    return pool.y if isinstance(pool, ImageFiles) else pool[1]
-
-
-def partition_in_place(pool: Pair, train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[Pair, Pair]:
-    """(train, val) as views of the pool's own storage, its rows reordered in place (train rows first, in
-    order, then val rows), so that a holdout split costs no second copy of the data, nor a copy of the
-    val rows: the peak stays at one copy of the data plus one row. The pool is consumed."""
-    order = np.concatenate([train_idx, val_idx])  # order[k]: the row that ends at position k
-    for t in pool:  # x (N, ...), then y (N,)
-        permute_rows_in_place(t, order)
-    n_train = len(train_idx)
-    (x, y) = pool
-    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
-
-
-def permute_rows_in_place(t: Tensor, order: np.ndarray) -> None:
-    """t[k] = old t[order[k]] for every k, one row of scratch memory: each cycle of the permutation is
-    walked once, its first row held aside while the others shift along it. Rows already in place
-    (a prefix of train rows, typically) are skipped. Rows move through a numpy view of the storage
-    (about a microsecond a row); a tensor numpy cannot view is gathered instead."""
-    try:
-        rows = t.numpy()
-    except (RuntimeError, TypeError):  # e.g. a tensor on a GPU: one gathered copy
-        t.copy_(t[torch.from_numpy(order)])
-        return
-    placed = order == np.arange(len(order))
-    for start in np.flatnonzero(~placed):
-        if placed[start]:
-            continue
-        held, k = rows[start].copy(), start
-        while order[k] != start:
-            rows[k] = rows[order[k]]
-            placed[k] = True
-            k = order[k]
-        rows[k] = held
-        placed[k] = True
-
-
-def _take(pool: Pool, idx: np.ndarray) -> Pool:
-    if isinstance(pool, ImageFiles):
-        return pool.subset(idx)
-    index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-    if isinstance(pool[0], MemmapRows):  # row numbers only: the inputs stay on disk
-        return pool[0].subset(idx), pool[1][index]
-    return pool[0][index], pool[1][index]
 
 
 class Folds:
@@ -145,14 +95,14 @@ class Folds:
 
     def _split(self) -> list:
         pool, cfg = self.source.train, self.cfg
-        if _size(pool) == 0:
+        if pool_size(pool) == 0:
             raise DataError(f"dataset '{self.name}' has no training examples; check its files and settings")
-        labels = labels_of(self.source.task, _targets(pool))
+        labels = class_labels(self.source.task, pool_targets(pool))
         try:
-            return SPLITS.build(cfg.split.name, _size(pool), labels, self.seed, **builder_kwargs(cfg.split))
+            return SPLITS.build(cfg.split.name, pool_size(pool), labels, self.seed, **builder_kwargs(cfg.split))
         except ValueError as err:  # e.g. too few examples of a class to stratify
             raise DataError(
-                f"cannot split the {_size(pool)} training examples of '{self.name}' with split={cfg.split.name}: "
+                f"cannot split the {pool_size(pool)} training examples of '{self.name}' with split={cfg.split.name}: "
                 f"{str(err).splitlines()[0]}; change split.* (e.g. split.stratify=false)"
             ) from None
 
@@ -168,17 +118,16 @@ class Folds:
         pool, rows = self.source.train, (train_idx, val_idx)
         if self.reuse_pool and len(self) == 1 and isinstance(pool, tuple) and isinstance(pool[0], Tensor):
             return self._bundle(*partition_in_place(pool, train_idx, val_idx), rows)
-        return self._bundle(_take(pool, train_idx), _take(pool, val_idx), rows)
+        return self._bundle(take(pool, train_idx), take(pool, val_idx), rows)
 
     def __iter__(self) -> Iterator[DataBundle]:
         for i in range(len(self)):
             yield self[i]
 
-    def combine(self, summaries: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
-        """The run summary of a k-fold run; writes the fold-averaged predictions when the dataset has any."""
+    def write_mean_predictions(self, run_dir: Path) -> None:
+        """k-fold: the fold-averaged predictions, when the dataset has unlabeled inputs to predict."""
         if self.source.predict is not None:
             self.source.predict.write_mean(run_dir)
-        return summarize_folds(summaries)
 
     # -- shift -------------------------------------------------------------
     def _shift_test(self) -> tuple[Optional[Pool], Optional[Callable[[Tensor], Tensor]]]:
@@ -196,13 +145,13 @@ class Folds:
             raise ConfigError(f"shift={self.cfg.shift.name} needs the test inputs in memory; use dataset.mmap=false")
         self._check_correction(test)
         if shift.select is not None:
-            labels = labels_of(src.task, _targets(test))
+            labels = class_labels(src.task, pool_targets(test))
             if labels is None:
                 raise ConfigError(
                     f"shift={self.cfg.shift.name} resamples class priors, but dataset '{self.name}' is a "
                     f"{src.task} task; use shift=covariate"
                 )
-            test = _take(test, shift.select(labels))
+            test = take(test, shift.select(labels))
         if shift.inputs is None:
             return test, None
         if isinstance(test, ImageFiles):
@@ -247,19 +196,19 @@ class Folds:
         src = self.source
         if not src.row_ids:
             return {}
-        n_pool = _size(src.train)
+        n_pool = pool_size(src.train)
         if rows is None:  # the pool is train as a whole; a given val set is numbered after the test set
-            n_test = 0 if src.test is None else _size(src.test)
-            rows = (np.arange(n_pool), n_pool + n_test + np.arange(_size(src.val)))
-        ids = {"train": rows[0], "val": rows[1], "test": None if src.test is None else n_pool + np.arange(_size(src.test))}
+            n_test = 0 if src.test is None else pool_size(src.test)
+            rows = (np.arange(n_pool), n_pool + n_test + np.arange(pool_size(src.val)))
+        ids = {"train": rows[0], "val": rows[1], "test": None if src.test is None else n_pool + np.arange(pool_size(src.test))}
         return {k: None if v is None else torch.as_tensor(np.asarray(v), dtype=torch.int64, device=self.device)
                 for k, v in ids.items()}
 
     def _bundle(self, train: Pool, val: Pool, rows: Optional[tuple[np.ndarray, np.ndarray]] = None) -> DataBundle:
         for part, pool in (("train", train), ("val", val)):
-            if _size(pool) == 0:
+            if pool_size(pool) == 0:
                 raise DataError(f"the {part} split of dataset '{self.name}' is empty; use more data or change split.*")
-        batch_size, eval_bs = self._batch_sizes(_size(train))
+        batch_size, eval_bs = self._batch_sizes(pool_size(train))
         if isinstance(train, ImageFiles):
             return self._stream_bundle(train, val, batch_size, eval_bs)
         if isinstance(train[0], MemmapRows):
@@ -295,7 +244,9 @@ class Folds:
 
         loader = partial(self._tensor_loader, transform=transform, row_ids=self._row_ids(rows))
 
-        weights, after_fit = self._corrections(parts, transform, eval_bs, self._predictions_writer(prep, offset, eval_bs))
+        ready = (lambda x: x) if transform is None else transform  # noqa: E731  inputs as the model sees them
+        writer = self._predictions_writer(prep, offset, eval_bs)
+        weights, after_fit = fold_corrections(self.shift, parts, ready, eval_bs, writer, src.num_classes)
         return DataBundle(
             train=loader(parts["train"], batch_size, "train", shuffle=True, seed=self.seed, augment=augment, extras=weights),
             val=loader(parts["val"], eval_bs, "val"),
@@ -322,32 +273,6 @@ class Folds:
         if part == "train" and self.source.bucket is not None:  # dataset.bucket=true: similar lengths per batch
             return BucketLoader(*pair, bs, lengths=self.source.bucket(*pair), transform=transform, shard=self.shard, **kw)
         return TensorLoader(*pair, bs, transform=transform, shard=self.shard, **kw)
-
-    def _corrections(self, parts: dict[str, Optional[Pair]], transform: Optional[Callable], eval_bs: int,
-                     writer: Optional[Callable]) -> tuple[Optional[dict[str, Tensor]], Optional[Callable]]:
-        """The shift correction of this fold: importance weights for the training loader's extras, and the
-        after-fit hook (the predictions ``writer``, then BBSE) that returns extra summary entries."""
-        correct = "none" if self.shift is None else self.shift.correct
-        ready = (lambda x: x) if transform is None else transform  # noqa: E731  inputs as the model sees them
-        extras, entries = None, {}
-        if correct == "importance":  # computed once per fold, from this fold's train inputs
-            w = importance_weights(ready(parts["train"][0]), ready(parts["shifted"][0]), self.shift.max_weight)
-            extras = {"weight": w}
-            entries = {f"importance_weight/{k}": float(getattr(w, k)()) for k in ("min", "mean", "max")}
-        if writer is None and correct == "none":
-            return extras, None
-        task = build_task(self.source.task, self.source.task_args)
-
-        def after_fit(model: torch.nn.Module, run_dir: Path) -> dict[str, Any]:
-            if writer is not None:
-                writer(model, run_dir)
-            if correct != "bbse":
-                return dict(entries)
-            val, shifted = parts["val"], parts["shifted"]
-            logits = {k: predict(model, ready(p[0]), eval_bs, task) for k, p in (("val", val), ("shifted", shifted))}
-            return label_shift_scores(logits["val"], val[1].cpu(), logits["shifted"], shifted[1].cpu(), self.source.num_classes)
-
-        return extras, after_fit
 
     def _resize(self, parts: dict[str, Optional[Pair]]) -> tuple[dict[str, Optional[Pair]], Optional[Callable]]:
         """The raw images resized once, before preprocessing is fitted, when the result is small;
@@ -388,8 +313,8 @@ class Folds:
             return None
         x = prep(resize_images(pred.x.float(), self.resize)).to(self.device)
 
-        def write(model: torch.nn.Module, run_dir: Path) -> None:
-            outputs = predict(model, x, eval_bs, build_task(self.source.task, self.source.task_args))
+        def write(outputs_of: OutputsOf, run_dir: Path) -> None:
+            outputs = outputs_of(x, eval_bs)
             pred.write(run_dir, outputs if offset is None else outputs + offset)
 
         return write
@@ -449,38 +374,3 @@ class Folds:
 
     def _sized(self, files: Optional[ImageFiles]) -> Optional[ImageFiles]:
         return files if files is None or self.resize is None else replace(files, size=(self.resize, self.resize))
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: Tensor, batch_size: int, task: Task) -> Tensor:
-    """Model outputs for unlabeled ``x`` (preprocessed, on the model's device), in eval mode, on the CPU."""
-    model.eval()
-    chunks = (Batch(x[i : i + batch_size], targets=None) for i in range(0, len(x), batch_size))
-    return torch.cat([task.forward(model, batch).float().cpu() for batch in chunks])
-
-
-def summarize_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary for k folds: metric entries (``best/val/acc``, ``test/acc``, ...) become the mean
-    over the folds that report them, plus ``std/<key>`` (sample standard deviation, ddof=1: a prefix
-    that sweep tables, which compare ``best/*`` and ``test/*`` across jobs, leave alone); other
-    numbers the mean when the folds differ; the per-fold summaries are kept under ``fold_results``.
-    A fold that did not complete (the last one run) gives the run its status."""
-    out: dict[str, Any] = {}
-    for key, value in summaries[0].items():
-        values = [s[key] for s in summaries if key in s]
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if "/" in key and numbers:
-            out[key] = float(np.mean(numbers))
-            out[f"std/{key}"] = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else math.nan
-        elif numbers and len(numbers) == len(values) and any(v != value for v in values):
-            out[key] = float(np.mean(numbers))
-        else:
-            out[key] = value if all(v == value for v in values) else "mixed"
-        if key == "status":
-            out["folds"] = len(summaries)
-    stopped = next((s for s in summaries if s.get("status") != "completed"), None)
-    if stopped is not None:  # an interrupted or diverged fold ended the run: its status and details lead
-        out["status"] = stopped["status"]
-        out.update({k: v for k, v in stopped.items() if k not in out})
-    out["fold_results"] = [{"fold": i, **s} for i, s in enumerate(summaries, 1)]
-    return out

@@ -16,13 +16,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dlexp.constraints import Fraction, NonNegativeInt, PositiveInt, Seed
-from dlexp.data.base import DATASETS, Source
+from dlexp.config.constraints import Fraction, NonNegativeInt, PositiveInt, Seed
+from dlexp.data.base import DATASETS, Batch, Source
 from dlexp.data.batching import ShuffleState
 from dlexp.data.preprocess import Normalize, Normalizer, Resize
 from dlexp.data.splits import carve_test
 from dlexp.errors import ConfigError, DataError
-from dlexp.tasks.base import Batch
 
 STATS_MAX_IMAGES = 5000  # channel statistics of a streamed train split come from at most this many of its images
 DECODE_BATCH = 256

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
 
 import numpy as np
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 from annotated_types import Ge
 from torch import Tensor
 
-from dlexp.constraints import NonNegativeFloat, PositiveFloat, Seed
-from dlexp.data.base import SHIFTS
+from dlexp.config.constraints import NonNegativeFloat, PositiveFloat, Seed
+from dlexp.data.base import SHIFTS, OutputsOf
 from dlexp.data.preprocess import nan_mean_std
 from dlexp.errors import ConfigError
 
@@ -170,3 +171,31 @@ def label_shift_scores(val_logits: Tensor, val_y: Tensor, test_logits: Tensor, t
         "label_shift/true_priors": [round(float(q), 6) for q in true],
         "label_shift/prior_error": float(np.abs(estimated - true).sum()),  # L1, in [0, 2]
     }
+
+
+def fold_corrections(shift: Optional[Shift], parts: dict[str, Any], ready: Callable[[Tensor], Tensor], eval_bs: int,
+                     writer: Optional[Callable], num_classes: int) -> tuple[Optional[dict[str, Tensor]], Optional[Callable]]:
+    """The shift correction of one fold: importance weights for the training loader's extras, and the
+    after-fit hook (the predictions ``writer``, then BBSE) that returns extra summary entries.
+
+    ``parts``: the fold's (x, y) pairs by split (``train``, ``val``, ``shifted``); ``ready`` turns their
+    inputs into what the model sees (the per-batch resize and normalization, when there is one)."""
+    correct = "none" if shift is None else shift.correct
+    extras, entries = None, {}
+    if correct == "importance":  # computed once per fold, from this fold's train inputs
+        w = importance_weights(ready(parts["train"][0]), ready(parts["shifted"][0]), shift.max_weight)
+        extras = {"weight": w}
+        entries = {f"importance_weight/{k}": float(getattr(w, k)()) for k in ("min", "mean", "max")}
+    if writer is None and correct == "none":
+        return extras, None
+
+    def after_fit(outputs_of: OutputsOf, run_dir: Path) -> dict[str, Any]:
+        if writer is not None:
+            writer(outputs_of, run_dir)
+        if correct != "bbse":
+            return dict(entries)
+        val, shifted = parts["val"], parts["shifted"]
+        logits = {k: outputs_of(ready(p[0]), eval_bs) for k, p in (("val", val), ("shifted", shifted))}
+        return label_shift_scores(logits["val"], val[1].cpu(), logits["shifted"], shifted[1].cpu(), num_classes)
+
+    return extras, after_fit

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from annotated_types import Ge, MinLen
 
-from dlexp.constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
+from dlexp.config.constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
 from dlexp.data.preprocess import Normalize, Resize
 from dlexp.data.splits import shuffled_split

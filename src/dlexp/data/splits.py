@@ -15,9 +15,8 @@ from typing import Annotated, Optional
 import numpy as np
 from annotated_types import Ge, Interval
 
-from dlexp.data.base import SPLITS
+from dlexp.data.base import SPLITS, class_labels
 from dlexp.errors import ConfigError, DataError
-from dlexp.tasks import labels_of
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, val indices)
 
@@ -116,4 +115,4 @@ def kfold(
 def carve_test(targets, task: str, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(pool indices, test indices): a seeded holdout of ``fraction`` of the examples as a fixed test set,
     stratified by class for classification tasks. ``seed`` is the dataset's ``test_seed``, not the run's."""
-    return holdout(len(targets), labels_of(task, targets), seed, val_fraction=fraction)[0]
+    return holdout(len(targets), class_labels(task, targets), seed, val_fraction=fraction)[0]

@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlexp.constraints import Fraction, Seed
+from dlexp.config.constraints import Fraction, Seed
 from dlexp.data.base import DATASETS, Source
 from dlexp.data.preprocess import nan_mean_std
 from dlexp.data.splits import carve_test
 from dlexp.errors import DataError
-
-SUBMISSION_FILE = "submission.csv"
+from dlexp.runs.files import SUBMISSION_FILE
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import nn
 
 from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.models.layers import Activation, feature_shape, flat_features, image_channels, narrow
 
 INPUT_SIZES["alexnet"] = InputSize(minimum=65, textbook=224)  # the 11x11/4 conv and three 3x3/2 pools

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from dlexp.models.init import InitConfig
-from dlexp.registry import Registry
+from dlexp.config.registry import Registry
 
 MODELS = Registry("model", common=InitConfig)  # every model also takes model.init*
 

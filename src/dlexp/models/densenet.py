@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from annotated_types import MinLen
 
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import Activation, feature_shape, head_dropout, image_channels, narrow

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import Activation, head_dropout, image_channels, narrow

@@ -17,8 +17,8 @@ from typing import Any, Callable, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from dlexp.constraints import PositiveFloat
-from dlexp.registry import Registry
+from dlexp.config.constraints import PositiveFloat
+from dlexp.config.registry import Registry
 
 INITS = Registry("init")
 

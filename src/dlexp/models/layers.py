@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dlexp.errors import ConfigError
-from dlexp.registry import Registry
+from dlexp.config.registry import Registry
 
 ACTIVATIONS = Registry("activation")
 _ACTIVATION_CLASSES = {

@@ -9,7 +9,7 @@ from typing import Literal
 
 from torch import nn
 
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import Activation, feature_shape, flat_features, head_dropout, image_channels, narrow

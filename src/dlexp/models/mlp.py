@@ -5,7 +5,7 @@ from typing import List
 
 from torch import nn
 
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.models.base import MODELS
 from dlexp.models.layers import Activation
 from dlexp.models.layers import activation as make_activation

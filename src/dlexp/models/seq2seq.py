@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.errors import ConfigError
 from dlexp.models.attention import AdditiveAttention, DotProductAttention
 from dlexp.models.seq2seq_base import Seq2SeqModel, State, check_vocab_sizes, register_translation, source_mask

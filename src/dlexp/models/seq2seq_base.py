@@ -1,5 +1,5 @@
 """What every translation (sequence-to-sequence) model provides, so that training and decoding
-(``dlexp.decode``) work with any of them.
+(``dlexp.models.decoding``) work with any of them.
 
 Shapes: B sentences, S source steps, T target steps, V target vocabulary. Sequences are int64 ids,
 right-padded with id 0 (``<pad>``); ``src_len`` (B,) counts each source's tokens including ``<eos>``.

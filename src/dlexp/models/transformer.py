@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.errors import ConfigError
 from dlexp.models.attention import MultiHeadAttention
 from dlexp.models.seq2seq_base import Seq2SeqModel, State, check_vocab_sizes, register_translation, source_mask

@@ -11,7 +11,7 @@ from typing import Annotated, List
 from annotated_types import Len, MinLen
 from torch import nn
 
-from dlexp.constraints import Fraction, PositiveInt
+from dlexp.config.constraints import Fraction, PositiveInt
 from dlexp.models.base import INPUT_SIZES, MODELS, InputSize
 from dlexp.models.layers import activation as make_activation
 from dlexp.models.layers import Activation, feature_shape, flat_features, image_channels, narrow

@@ -1,4 +1,4 @@
-"""What a task is: how a batch feeds the model, its loss and weight, its metrics, its monitor.
+"""What a task is: how a batch feeds the model, its loss and weight, its metrics, its monitor, its outputs.
 
 The training loop knows nothing of the batch layout: it calls ``task.step`` and
 ``task.evaluate_batch`` and adds up what they return. A task is one class in one
@@ -9,40 +9,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dlexp.config.registry import Registry
+from dlexp.config.schema import DecodeConfig
+from dlexp.data.base import Batch, Loader
 from dlexp.errors import ConfigError
-from dlexp.metrics import METRICS, Metric
-from dlexp.registry import Registry
+from dlexp.tasks.metrics import METRICS, Metric
 
 TASKS = Registry("task")
 LOSSES = Registry("loss")
-
-
-@dataclass
-class Batch:
-    """One batch: the model's inputs, the targets, and optional extras (masks, lengths, weights)."""
-
-    inputs: Tensor  # (B, ...) e.g. images (B, C, H, W) or token ids (B, S)
-    targets: Optional[Tensor]  # (B,) class indices, (B, targets) floats, (B, T) token ids; None: unlabeled
-    extras: dict[str, Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.inputs.shape[0]
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
-        """The batch on ``device``: the one place a batch moves between devices."""
-        return Batch(
-            self.inputs.to(device, non_blocking=non_blocking),
-            None if self.targets is None else self.targets.to(device, non_blocking=non_blocking),
-            {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
-        )
 
 
 @dataclass
@@ -61,13 +42,13 @@ class Task:
     decodes = False  # True: the task reads the ``decode`` settings (beam size, ...)
 
     def __init__(self, *, loss: str = "auto", metric: str = "auto", context: Optional[dict[str, Any]] = None,
-                 label_smoothing: float = 0.0, decode: Any = None):
+                 label_smoothing: float = 0.0, decode: Optional[DecodeConfig] = None):
         self.context = context or {}
         self.loss_fn: nn.Module = build_loss(self.default_loss if loss == "auto" else loss, label_smoothing)
         self._per_example_loss: Optional[nn.Module] = None  # the loss with reduction="none", made when first needed
         self.metric_name = self.default_metric if metric == "auto" else metric
         self.metrics()  # an unknown metric name fails here, before any data moves
-        self.decode = decode  # a dlexp.config.DecodeConfig, or None
+        self.decode = decode  # a dlexp.config.schema.DecodeConfig, or None
         if decode is not None and not self.decodes:
             changed = [f"decode.{f.name}={getattr(decode, f.name)}" for f in dataclasses.fields(decode)
                        if getattr(decode, f.name) != f.default]
@@ -116,10 +97,13 @@ class Task:
         """The step without gradients, plus decoded outputs for metrics that need them (None here)."""
         return self.step(model, batch), None
 
-    @staticmethod
-    def labels(targets: Tensor) -> Optional[np.ndarray]:
-        """(N,) class index per example, for stratified splits and label shift; None without classes."""
-        return None
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+        """Model outputs for unlabeled inputs ``x`` (preprocessed, on the model's device), in eval mode,
+        ``batch_size`` rows at a time, on the CPU as float: e.g. predictions to write, or BBSE's logits."""
+        model.eval()
+        chunks = (Batch(x[i : i + batch_size], targets=None) for i in range(0, len(x), batch_size))
+        return torch.cat([self.forward(model, batch).float().cpu() for batch in chunks])
 
     def model_args(self) -> dict[str, Any]:
         """Facts of the data a model builder takes by keyword besides the input shape and the number of
@@ -133,7 +117,7 @@ class Task:
     def check_model(self, name: str) -> None:
         """Raise ConfigError if the model ``name`` cannot learn this task (before it is built)."""
 
-    def write_outputs(self, model: nn.Module, loader: Any, run_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    def write_outputs(self, model: nn.Module, loader: Loader, run_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
         """After the test: the task's own files in ``run_dir`` (e.g. translations) with the best weights;
         returns entries for summary.json. ``say`` prints a console line."""
         return {}
@@ -170,8 +154,3 @@ def resolve_monitor(monitor: str, mode: str, task: Task) -> tuple[str, str]:
     if mode == "auto":
         mode = metric.mode if name == f"val/{metric.name}" else "min"
     return name, mode
-
-
-def labels_of(task: str, targets: Tensor) -> Optional[np.ndarray]:
-    """Class labels of ``targets`` for the task named ``task`` (data code that has no Task object yet)."""
-    return TASKS.get(task).labels(targets)

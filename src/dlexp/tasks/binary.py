@@ -1,10 +1,7 @@
 """Binary classification (logistic regression): one logit (B, 1) against 0/1 float targets (B, 1)."""
 from __future__ import annotations
 
-from typing import Optional
-
-import numpy as np
-from torch import Tensor, nn
+from torch import nn
 
 from dlexp.tasks.base import LOSSES, TASKS, Task
 
@@ -19,7 +16,3 @@ class Binary(Task):
     name = "binary"
     default_loss = "bce"
     default_metric = "binary_acc"
-
-    @staticmethod
-    def labels(targets: Tensor) -> Optional[np.ndarray]:
-        return targets[:, 0].long().cpu().numpy()

@@ -1,10 +1,7 @@
 """Classification: logits (B, C) against class indices (B,); cross-entropy and accuracy."""
 from __future__ import annotations
 
-from typing import Optional
-
-import numpy as np
-from torch import Tensor, nn
+from torch import nn
 
 from dlexp.tasks.base import LOSSES, TASKS, Task
 
@@ -21,7 +18,3 @@ class Classification(Task):
     name = "classification"
     default_loss = "cross_entropy"
     default_metric = "acc"
-
-    @staticmethod
-    def labels(targets: Tensor) -> Optional[np.ndarray]:
-        return targets.cpu().numpy()

@@ -9,6 +9,7 @@ untruncated references, which the batches point to by row (``extras["row"]``, se
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
@@ -16,18 +17,18 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from dlexp.bleu import corpus_bleu, sentence_bleu_d2l
+from dlexp.data.base import Batch, Loader
 from dlexp.data.text import BOS_ID, PAD_ID, detokenize, lengths
-from dlexp.decode import MAX_LEN_A, MAX_LEN_B, beam_search, greedy, max_lengths
 from dlexp.errors import ConfigError
-from dlexp.metrics import CorpusMetric, MeanMetric, Metric
+from dlexp.models.decoding import MAX_LEN_A, MAX_LEN_B, Decoded, beam_search, greedy, max_lengths
 from dlexp.models.seq2seq_base import TRANSLATION, model_task
-from dlexp.tasks.base import LOSSES, TASKS, Batch, StepOutput, Task
+from dlexp.runs.files import ATTENTION_FILE, TRANSLATIONS_FILE
+from dlexp.tasks.base import LOSSES, TASKS, StepOutput, Task
+from dlexp.tasks.bleu import corpus_bleu, sentence_bleu_d2l
+from dlexp.tasks.metrics import CorpusMetric, MeanMetric, Metric
 
-TRANSLATIONS_FILE = "translations.tsv"
-ATTENTION_FILE = "attention.png"
 SHOWN_EXAMPLES = 5  # translations printed after the test, as the course prints them
-ATTENTION_EXAMPLES = 4  # test sentences drawn in attention.png
+ATTENTION_EXAMPLES = 4  # test sentences whose attention weights go to attention.json (drawn as attention.png)
 
 
 class TokenCrossEntropy(nn.Module):
@@ -121,8 +122,8 @@ class Translation(Task):
     def evaluate_batch(self, model: nn.Module, batch: Batch) -> tuple[StepOutput, list[str]]:
         return self.step(model, batch), self.sentences(self.translate(model, batch.inputs).tokens)
 
-    def translate(self, model: nn.Module, src: Tensor, beam_size: Optional[int] = None) -> Any:
-        """``dlexp.decode.Decoded`` for source ids (B, S), per ``decode.*`` (``beam_size`` overrides it)."""
+    def translate(self, model: nn.Module, src: Tensor, beam_size: Optional[int] = None) -> Decoded:
+        """``dlexp.models.decoding.Decoded`` for source ids (B, S), per ``decode.*`` (``beam_size`` overrides it)."""
         model, dec = _unwrap(model), self.decode
         beam = dec.beam_size if beam_size is None else beam_size
         src_len = lengths(src)
@@ -136,8 +137,9 @@ class Translation(Task):
         """Output ids (B, L) -> detokenized sentences, each up to its first <eos>."""
         return [detokenize(self.tgt_vocab.decode(row), self.tokens) for row in tokens.tolist()]
 
-    def write_outputs(self, model: nn.Module, loader: Any, run_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-        """translations.tsv for the test set, its first lines on the console, and attention.png."""
+    def write_outputs(self, model: nn.Module, loader: Loader, run_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+        """translations.tsv for the test set, its first lines on the console, and the attention weights of
+        a few sentences (attention.json, which the run's plots draw as attention.png)."""
         model.eval()
         rows, attention = [], None
         with torch.no_grad():
@@ -152,9 +154,7 @@ class Translation(Task):
         for src, hyp, _, score in rows[:SHOWN_EXAMPLES]:
             say(f"{src} => {hyp}, bleu {score:.3f}")
         if attention:
-            from dlexp.plots import plot_attention
-
-            plot_attention(attention, run_dir / ATTENTION_FILE)
+            _write_attention(run_dir / ATTENTION_FILE, attention)
         return {"bleu_signature": self.bleu_signature} if self.bleu_signature else {}
 
     def _attention_examples(self, model: nn.Module, batch: Batch) -> list[tuple[list[str], list[str], list[list[float]]]]:
@@ -177,3 +177,11 @@ def _write_tsv(path: Path, rows: list[tuple[str, str, str, float]]) -> None:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(["source", "prediction", "reference", "bleu"])
         writer.writerows((s, h, r, f"{b:.3f}") for s, h, r, b in rows)
+
+
+def _write_attention(path: Path, examples: list[tuple[list[str], list[str], list[list[float]]]]) -> None:
+    """[{source tokens, output tokens, weights (L, S)}, ...], written atomically."""
+    data = [{"source": source, "output": output, "weights": weights} for source, output, weights in examples]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data) + "\n")
+    tmp.replace(path)

@@ -10,18 +10,18 @@ its slow imports (torch, the data), so the terminal shows at once that it starte
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from dlexp import __version__
-from dlexp.config import INFO_FLAGS, CONFIG_DIR, default_choices, group_options
+from dlexp.config.files import CONFIG_DIR, config_groups, default_choices, group_options
 
 STARTING = "dlexp: composing config..."
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
 
 
 def help_text() -> str:
     """Usage and every config group's options (the default first), as listed under conf/."""
     defaults = default_choices([CONFIG_DIR])
-    groups = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+    groups = [g for g in config_groups() if g != "hydra"]
     lines = [
         f"dlexp {__version__}: train a model on a dataset, one run or a sweep (-m).",
         "",

@@ -132,7 +132,7 @@ def _holds(mark: Any, value: Any) -> bool:
         return len(value) <= mark.max_length
     if isinstance(mark, Predicate):  # a rule no bound expresses; its docstring says what it asks
         return bool(mark.func(value))
-    raise TypeError(f"constraint {mark!r} is not supported by dlexp.constraints")
+    raise TypeError(f"constraint {mark!r} is not supported by dlexp.config.constraints")
 
 
 def _describe(mark: Any) -> str:

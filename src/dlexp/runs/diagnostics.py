@@ -40,7 +40,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-GRAD_NORMS_FILE = "grad_norms.csv"
+from dlexp.runs.files import GRAD_NORMS_FILE, METRICS_FILE
 GRAD_COLUMNS = ["epoch", "depth", "layer", "type", "grad_norm", "weight_norm", "grad_to_weight"]
 
 MIN_EPOCHS = 3  # fewer epochs than this are too short to diagnose
@@ -155,7 +155,7 @@ class Diagnostics:
 
     def keep_epochs_up_to(self, last_epoch: int) -> None:
         """On resume: drop grad_norms.csv rows after ``last_epoch`` and take the earlier epochs from metrics.csv."""
-        metrics = self.path.with_name("metrics.csv")
+        metrics = self.path.with_name(METRICS_FILE)
         if metrics.is_file():
             with open(metrics, newline="") as handle:
                 self.rows = [{k: float(v) if v else math.nan for k, v in row.items()}

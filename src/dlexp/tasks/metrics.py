@@ -9,21 +9,32 @@ the state once per epoch. Two kinds share one interface:
 - a corpus metric (e.g. corpus BLEU) that is not a mean: it collects hypotheses
   and references and scores them together; across processes they are gathered.
 
-``LossMean`` is the weighted mean of the loss the optimizer minimizes.
+``LossMean`` is the weighted mean of the loss the optimizer minimizes. Metrics know nothing of
+processes: under torchrun the training layer hands ``sync`` a ``Reducer`` that sums or gathers
+across ranks (``dlexp.training.distributed.COLLECTIVES``).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 import torch
 from torch import Tensor
 
-from dlexp.distributed import all_gather_lists, all_reduce_sum
-from dlexp.registry import Registry
+from dlexp.config.registry import Registry
+from dlexp.data.base import Batch
 
 METRICS = Registry("metric")
 Count = Union[int, Tensor]  # examples known on the host, or a device tensor (e.g. non-pad tokens)
+
+
+class Reducer(Protocol):
+    """Combines a value over every process: ``sum`` a tensor (in place), ``gather`` lists in rank order.
+    In one process both return their argument."""
+
+    def sum(self, tensor: Tensor) -> Tensor: ...
+
+    def gather(self, items: list) -> list: ...
 
 
 class Metric:
@@ -36,7 +47,7 @@ class Metric:
     def reset(self, device: torch.device) -> None:
         raise NotImplementedError
 
-    def update(self, outputs: Any, batch: Any) -> None:
+    def update(self, outputs: Any, batch: Batch) -> None:
         raise NotImplementedError
 
     def compute(self) -> float:
@@ -48,11 +59,11 @@ class Metric:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def sync(self) -> None:
+    def sync(self, reduce: Reducer) -> None:
         """Combine every rank's state into the global one (under torchrun; a no-op in one process)."""
         raise NotImplementedError
 
-    def global_state_dict(self) -> dict[str, Any]:
+    def global_state_dict(self, reduce: Reducer) -> dict[str, Any]:
         """``state_dict`` of the global state, leaving this rank's own state as it is (for checkpoints)."""
         raise NotImplementedError
 
@@ -64,10 +75,10 @@ class MeanMetric(Metric):
         self.total = torch.zeros((), device=device)  # float32 running sum on the device
         self.count: Count = 0
 
-    def batch_stat(self, outputs: Tensor, batch: Any) -> tuple[Tensor, Count]:
+    def batch_stat(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Count]:
         raise NotImplementedError
 
-    def update(self, outputs: Tensor, batch: Any) -> None:
+    def update(self, outputs: Tensor, batch: Batch) -> None:
         value, count = self.batch_stat(outputs, batch)
         self.total.add_(value)
         self.count += count
@@ -90,12 +101,12 @@ class MeanMetric(Metric):
         self.total = torch.tensor(state["total"], device=self.total.device)
         self.count = state["count"]
 
-    def sync(self) -> None:
-        total, count = all_reduce_sum(self.state_tensor())  # one all-reduce of [sum, count]
+    def sync(self, reduce: Reducer) -> None:
+        total, count = reduce.sum(self.state_tensor())  # one all-reduce of [sum, count]
         self.total, self.count = total, int(count)
 
-    def global_state_dict(self) -> dict[str, Any]:
-        total, count = all_reduce_sum(self.state_tensor()).tolist()
+    def global_state_dict(self, reduce: Reducer) -> dict[str, Any]:
+        total, count = reduce.sum(self.state_tensor()).tolist()
         return {"total": total, "count": int(count)}
 
 
@@ -110,14 +121,14 @@ class CorpusMetric(Metric):
     needs_decode = True
 
     def __init__(self, name: str, mode: str, score: Callable[[list[str], list[str]], float],
-                 references: Callable[[Any], list[str]]):
+                 references: Callable[[Batch], list[str]]):
         self.name, self.mode, self.score, self.references = name, mode, score, references
 
     def reset(self, device: torch.device) -> None:
         self.hypotheses: list[str] = []
         self.refs: list[str] = []
 
-    def update(self, outputs: Optional[list[str]], batch: Any) -> None:
+    def update(self, outputs: Optional[list[str]], batch: Batch) -> None:
         if outputs is None:  # a training pass does not decode: the score stays NaN
             return
         self.hypotheses.extend(outputs)
@@ -132,12 +143,12 @@ class CorpusMetric(Metric):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.hypotheses, self.refs = list(state["hypotheses"]), list(state["refs"])
 
-    def sync(self) -> None:
+    def sync(self, reduce: Reducer) -> None:
         for name in ("hypotheses", "refs"):
-            setattr(self, name, all_gather_lists(getattr(self, name)))
+            setattr(self, name, reduce.gather(getattr(self, name)))
 
-    def global_state_dict(self) -> dict[str, Any]:
-        return {"hypotheses": all_gather_lists(list(self.hypotheses)), "refs": all_gather_lists(list(self.refs))}
+    def global_state_dict(self, reduce: Reducer) -> dict[str, Any]:
+        return {"hypotheses": reduce.gather(list(self.hypotheses)), "refs": reduce.gather(list(self.refs))}
 
 
 class LossMean(MeanMetric):
@@ -162,7 +173,7 @@ class _Elementwise(MeanMetric):
         self.name, self.mode, self.stat, self.per_element = name, mode, stat, per_element
         self._finish = finish
 
-    def batch_stat(self, outputs: Tensor, batch: Any) -> tuple[Tensor, Count]:
+    def batch_stat(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Count]:
         targets = batch.targets
         return self.stat(outputs, targets), targets.numel() if self.per_element else targets.shape[0]
 

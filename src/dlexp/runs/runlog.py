@@ -17,10 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dlexp.util import display_path, flatten
+from dlexp.config.schema import flatten
+from dlexp.runs.files import METRICS_FILE, SUMMARY_FILE, display_path
 
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
 LONG_KEYS = {"hint", "resume_with", "error"}
 
 

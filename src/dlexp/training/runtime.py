@@ -13,7 +13,10 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
 
+from dlexp.data.base import Batch
 from dlexp.errors import ConfigError
 
 
@@ -68,15 +71,13 @@ class Runtime:
             model = model.to(memory_format=torch.channels_last)
         raw, wrapped = model, model
         if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
             wrapped = DistributedDataParallel(wrapped, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.compile:
             mode = None if self.compile is True else self.compile
             wrapped = torch.compile(wrapped, mode=mode)
         return wrapped, raw
 
-    def prepare_batch(self, batch: Any) -> Any:
+    def prepare_batch(self, batch: Batch) -> Batch:
         """A batch as the model should see it: 4-D inputs in channels_last when the model is."""
         if self.channels_last and batch.inputs.dim() == 4:
             batch.inputs = batch.inputs.contiguous(memory_format=torch.channels_last)
@@ -87,7 +88,7 @@ class Runtime:
         dtype = PRECISIONS[self.precision]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def grad_scaler(self) -> Optional[Any]:
+    def grad_scaler(self) -> Optional[torch.amp.GradScaler]:
         """float16 needs loss scaling (its range is small); bf16 and fp32 do not."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "16" else None
 
@@ -119,7 +120,7 @@ def resolve_device(requested: str, local_rank: Optional[int] = None) -> torch.de
     return device
 
 
-def setup_runtime(trainer_cfg: Any, ranks: tuple[int, int, int] = (0, 1, 0)) -> Runtime:
+def setup_runtime(trainer_cfg: DictConfig, ranks: tuple[int, int, int] = (0, 1, 0)) -> Runtime:
     """The Runtime for ``trainer.*``; ``ranks`` is (rank, world size, local rank) under torchrun."""
     if trainer_cfg.num_threads is not None:
         if trainer_cfg.num_threads < 1:

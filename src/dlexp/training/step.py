@@ -1,4 +1,4 @@
-"""The training step, one pass over a loader, and early stopping.
+"""The training step and one pass over a loader (training or evaluation).
 
 Running sums stay on the device as tensors and are read once per epoch (and
 once per progress-bar refresh), so the hot loop does not stall on host syncs.
@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
+from rich.progress import Progress
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 
-from dlexp.distributed import all_reduce_max, all_reduce_sum
-from dlexp.metrics import LossMean, Metric
-from dlexp.optim import l1_penalty
-from dlexp.tasks import Batch, StepOutput, Task
+from dlexp.data.base import Batch, Loader
+from dlexp.tasks.base import StepOutput, Task
+from dlexp.tasks.metrics import LossMean, Metric
+from dlexp.training.distributed import COLLECTIVES, all_reduce_max, all_reduce_sum
+from dlexp.training.optim import l1_penalty
 
 
 def _no_autocast() -> Any:
@@ -31,9 +34,9 @@ class StepConfig:
     l1: float = 0.0  # coefficient of the L1 penalty added to the training loss
     grad_clip: Optional[float] = None  # max global L2 norm of the gradients
     autocast: Callable[[], Any] = _no_autocast  # the forward pass's precision context (Runtime.autocast)
-    scaler: Optional[Any] = None  # a GradScaler for float16; None otherwise
+    scaler: Optional[torch.amp.GradScaler] = None  # for float16; None otherwise
     world_size: int = 1  # processes under torchrun: DDP averages their gradients
-    scheduler: Optional[Any] = None  # an lr scheduler stepped after every optimizer step (scheduler.interval=step)
+    scheduler: Optional[LRScheduler] = None  # stepped after every optimizer step (scheduler.interval=step)
 
 
 class Diverged(Exception):
@@ -125,7 +128,8 @@ class EpochProgress:
     def state_dict(self, world_size: int = 1) -> dict[str, Any]:
         """The sums so far; with ``world_size`` > 1 every rank's together (a collective: all ranks call it)."""
         if world_size > 1:
-            return {"loss": self.loss.global_state_dict(), "metrics": [m.global_state_dict() for m in self.metrics],
+            return {"loss": self.loss.global_state_dict(COLLECTIVES),
+                    "metrics": [m.global_state_dict(COLLECTIVES) for m in self.metrics],
                     "batches": self.batches}
         return {"loss": self.loss.state_dict(), "metrics": [m.state_dict() for m in self.metrics], "batches": self.batches}
 
@@ -137,7 +141,7 @@ class EpochProgress:
 
     def sync(self) -> None:
         for acc in (self.loss, *self.metrics):
-            acc.sync()
+            acc.sync(COLLECTIVES)
 
 
 @dataclass
@@ -147,7 +151,7 @@ class Pass:
     optimizer: Optional[torch.optim.Optimizer] = None
     step: StepConfig = field(default_factory=StepConfig)
     limit_batches: Optional[int] = None
-    progress: Any = None  # a rich Progress, or None
+    progress: Optional[Progress] = None  # the live bar, when shown
     log_every: int = 20
     should_stop: Callable[[], bool] = lambda: False
     check_every: int = 1  # steps between divergence checks (each is a host sync)
@@ -157,7 +161,7 @@ class Pass:
     on_step: Callable[["EpochProgress"], None] = lambda state: None  # after each training step, e.g. checkpoints
 
 
-def run_epoch(model: nn.Module, loader: Any, task: Task, how: Optional[Pass] = None,
+def run_epoch(model: nn.Module, loader: Loader, task: Task, how: Optional[Pass] = None,
               state: Optional[EpochProgress] = None) -> Optional[dict[str, float]]:
     """Train (when ``how.optimizer`` is given) or evaluate for one pass over ``loader``.
 
@@ -235,7 +239,7 @@ def _should_stop(state: EpochProgress, grad_sum: Tensor, how: Pass, total: int) 
 class _Bar:
     """The progress-bar row of one pass: batches done, running loss, examples per second."""
 
-    def __init__(self, progress: Any, label: str, total: int, state: EpochProgress, log_every: int):
+    def __init__(self, progress: Optional[Progress], label: str, total: int, state: EpochProgress, log_every: int):
         self.progress, self.total, self.log_every = progress, total, log_every
         self.task = progress.add_task(label, total=total, completed=state.batches, loss="-", speed="-") if progress else None
         self.start = time.perf_counter()
@@ -258,39 +262,3 @@ def _check_finite(loss_sum: Tensor, grad_sum: Optional[Tensor], step: int) -> No
         raise Diverged(step, "the training loss")
     if grad_sum is not None and not math.isfinite(grad_sum.item()):
         raise Diverged(step, "the gradient norm")
-
-
-@dataclass
-class EarlyStopping:
-    """Tracks the best value of the monitored metric and says when to stop."""
-
-    monitor: str  # e.g. "val/acc"
-    mode: str  # "min" or "max"
-    patience: Optional[int] = None  # None: never stop early, only track the best
-    min_delta: float = 0.0
-    best: float = field(default=math.nan)
-    best_epoch: int = 0
-    bad_epochs: int = 0
-
-    def update(self, value: float, epoch: int) -> bool:
-        """Record an epoch's value; True if it is a new best."""
-        if math.isnan(self.best) or self._better(value, self.best):
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    def _better(self, value: float, best: float) -> bool:
-        if self.mode == "max":
-            return value > best + self.min_delta
-        return value < best - self.min_delta
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]

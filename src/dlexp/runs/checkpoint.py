@@ -1,4 +1,4 @@
-"""Atomic checkpoints that load with ``torch.load(..., weights_only=True)``.
+"""The checkpoint file: written atomically, loaded with ``torch.load(..., weights_only=True)``.
 
 A checkpoint is a flat dict of plain containers and tensors: model and optimizer
 state dicts, scheduler state, epoch, best metric and the resolved config. It is
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -75,30 +74,3 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a dlexp checkpoint (no 'model' entry)")
     return state
-
-
-class Checkpointer:
-    """``checkpoints/last.pt`` after every epoch (and on a stop mid-epoch), ``best.pt`` when val improves.
-
-    Every checkpoint also records the resolved config and the command-line overrides,
-    so ``resume=`` can recompose the same run.
-    """
-
-    def __init__(self, directory: Path, *, enabled: bool, config: dict[str, Any], overrides: list[str]):
-        self.directory, self.enabled = Path(directory), enabled
-        self.extra = {"config": config, "overrides": overrides}
-        self.last_save = time.monotonic()  # for trainer.checkpoint_every_minutes
-
-    def save(self, state: dict[str, Any], best: bool = False) -> None:
-        self.last_save = time.monotonic()
-        if not self.enabled:
-            return
-        state = {**state, **self.extra}
-        save_checkpoint(self.directory / "last.pt", state)
-        if best:
-            save_checkpoint(self.directory / "best.pt", state)
-
-    def load_best_model(self) -> "dict[str, Any] | None":
-        """The model weights of ``best.pt``, e.g. when the best epoch came before a resume; None if absent."""
-        path = self.directory / "best.pt"
-        return load_checkpoint(path)["model"] if path.is_file() else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 # A collective that waits longer than this means a peer is gone: fail instead of hanging.
@@ -76,8 +76,6 @@ def join_submitit_tasks(forced_cpu: bool) -> None:
 
 def _default_dir(multirun: bool) -> str:
     """The dir conf/train.yaml's ``${now:}`` pattern would give, resolved once, on rank 0."""
-    from datetime import datetime
-
     now = datetime.now()
     base = "outputs/multirun" if multirun else "outputs"
     return f"{base}/{now:%Y-%m-%d}/{now:%H-%M-%S-%f}"
@@ -88,6 +86,20 @@ def leave_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class Collectives:
+    """The ``dlexp.tasks.metrics.Reducer`` of this process: sums and gathers over every rank under
+    torchrun, and hands values back unchanged in one process."""
+
+    def sum(self, tensor: Any) -> Any:
+        return all_reduce_sum(tensor)
+
+    def gather(self, items: list) -> list:
+        return all_gather_lists(items)
+
+
+COLLECTIVES = Collectives()
 
 
 def all_reduce_sum(tensor: Any) -> Any:

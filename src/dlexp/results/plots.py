@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-CURVES_FILE = "curves.png"
-GRAD_NORMS_PLOT = "grad_norms.png"
-COMPARISON_FILE = "comparison.png"
-HEATMAP_FILE = "heatmap.png"
+from dlexp.runs.files import (
+    ATTENTION_FILE, ATTENTION_PLOT, CURVES_PLOT, GRAD_NORMS_FILE, GRAD_NORMS_PLOT, METRICS_FILE, SUMMARY_FILE,
+)
+
 MAX_EPOCH_LINES = 8  # grad-norm plot: at most this many epochs drawn, evenly spaced
 
 
@@ -74,17 +74,22 @@ def _wide_range(values: Sequence[float], ratio: float = 50.0) -> bool:
 
 
 def write_run_plots(run_dir: Path) -> list[Path]:
-    """``curves.png`` from metrics.csv and ``grad_norms.png`` from grad_norms.csv, when those exist."""
+    """``curves.png`` from metrics.csv, ``grad_norms.png`` from grad_norms.csv and ``attention.png`` from
+    attention.json, for those of the three files that exist."""
     run_dir = Path(run_dir)
     written = []
-    rows = read_csv(run_dir / "metrics.csv")
-    summary_path = run_dir / "summary.json"
+    rows = read_csv(run_dir / METRICS_FILE)
+    summary_path = run_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if rows:
-        written.append(plot_curves(rows, run_dir / CURVES_FILE, title=_run_title(run_dir, summary), summary=summary))
-    norms = read_csv(run_dir / "grad_norms.csv", text=("layer", "type"))
+        written.append(plot_curves(rows, run_dir / CURVES_PLOT, title=_run_title(run_dir, summary), summary=summary))
+    norms = read_csv(run_dir / GRAD_NORMS_FILE, text=("layer", "type"))
     if norms:
         written.append(plot_grad_norms(norms, run_dir / GRAD_NORMS_PLOT, title=_run_title(run_dir, {})))
+    attention = run_dir / ATTENTION_FILE
+    if attention.is_file():
+        examples = [(e["source"], e["output"], e["weights"]) for e in json.loads(attention.read_text())]
+        written.append(plot_attention(examples, run_dir / ATTENTION_PLOT))
     return written
 
 

@@ -1,217 +1,13 @@
-"""Findings: the claim each course experiment makes, measured from the files its run or sweep wrote.
-
-A preset in conf/experiment/ names its finding with the top-level key ``finding:``.
-A finding is a function registered in ``FINDINGS`` with its claim and its scope:
-
-- ``run``: measured from one run dir (metrics.csv, grad_norms.csv, summary.json,
-  checkpoints/last.pt), at the end of ``python -m dlexp experiment=NAME``;
-- ``sweep``: measured from the job dirs of a ``-m`` sweep (each job's files and its
-  ``.hydra/overrides.yaml``, grouped by the swept setting), at the end of the sweep
-  and again by ``python -m dlexp.report SWEEP_DIR``.
-
-Either way dlexp prints ``finding: <claim>: <measured>: holds|does not hold`` and
-writes ``finding.json`` (claim, measured values, holds) beside the summary. Only
-files on disk are read, never the live training state, so the verdict can be
-recomputed later from the same files.
+"""The course's findings, one per preset (conf/experiment/<name>.yaml): each claim and how it is measured
+from the files its run or sweep wrote (``dlexp.course.findings`` registers and records them).
 """
 from __future__ import annotations
 
-import json
 import math
-import sys
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import yaml
-
-from dlexp.errors import ConfigError
-from dlexp.plots import read_csv
-from dlexp.registry import Registry
-
-FINDING_FILE = "finding.json"
-FINDINGS = Registry("finding")
-
-
-@dataclass
-class Finding:
-    claim: str
-    measured: dict[str, Any]  # the numbers the verdict rests on, e.g. {"ratio/sigmoid": 3e-5}
-    holds: bool
-    line: str  # the measured values in words, e.g. "first/last layer grad norm 3e-05 (sigmoid) vs 0.41 (relu)"
-
-    def text(self) -> str:
-        return f"finding: {self.claim}: {self.line}: {'holds' if self.holds else 'does not hold'}"
-
-
-class NotMeasurable(Exception):
-    """The files do not hold what the finding needs (a job failed, the setting was not swept, ...)."""
-
-
-@dataclass
-class RunFiles:
-    """The files of one run (or one sweep job): read lazily, parsed as ``dlexp.plots.read_csv`` does."""
-
-    path: Path
-    overrides: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)  # the composed config (.hydra/config.yaml)
-
-    @classmethod
-    def load(cls, path: Path, config: Optional[dict[str, Any]] = None) -> "RunFiles":
-        path = Path(path)
-        hydra = path / ".hydra"
-        overrides = _yaml(hydra / "overrides.yaml") or []
-        return cls(path, [str(o) for o in overrides], config if config is not None else (_yaml(hydra / "config.yaml") or {}))
-
-    def setting(self, key: str) -> Optional[str]:
-        """The value the command line (or the preset's sweep) gave ``key`` in this job."""
-        return next((o.split("=", 1)[1] for o in self.overrides if o.lstrip("+~").split("=", 1)[0] == key), None)
-
-    def summary(self) -> dict[str, Any]:
-        path = self.path / "summary.json"
-        if not path.is_file():
-            raise NotMeasurable(f"{path} is missing (the run did not finish)")
-        return json.loads(path.read_text())
-
-    def metrics(self) -> list[dict[str, Any]]:
-        rows = read_csv(self.path / "metrics.csv")
-        if not rows:
-            raise NotMeasurable(f"{self.path / 'metrics.csv'} has no epochs")
-        return rows
-
-    def grad_norms(self) -> list[dict[str, Any]]:
-        rows = read_csv(self.path / "grad_norms.csv", text=("layer", "type"))
-        if not rows:
-            raise NotMeasurable(f"{self.path / 'grad_norms.csv'} has no rows")
-        return rows
-
-    def final(self, key: str) -> float:
-        """``key`` (a metrics.csv column, e.g. ``train/loss``) at the last epoch run."""
-        return float(self.metrics()[-1][key])
-
-
-def _yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    claim: str
-    scope: str  # "run" or "sweep"
-    axis: Optional[str]  # sweep: the override key(s) whose values are compared, e.g. "model.activation"
-    measure: Callable[..., tuple[dict[str, Any], bool, str]]  # files -> (measured, holds, line)
-
-
-def finding(name: str, claim: str, *, scope: str = "sweep", axis: Optional[str] = None) -> Callable:
-    """Register ``fn`` as the finding of preset ``name``.
-
-    A run finding gets a ``RunFiles``; a sweep finding gets ``{axis value: [RunFiles of its
-    completed jobs]}`` (seeds of one setting together). Either returns (measured, holds, line).
-    """
-    def decorator(fn: Callable) -> Callable:
-        FINDINGS.register(name)(Check(name, claim, scope, axis, fn))
-        return fn
-
-    return decorator
-
-
-def check_name(name: Optional[str]) -> None:
-    """An unknown ``finding:`` fails when the config is validated, before any training."""
-    if name is not None and name not in FINDINGS:
-        raise ConfigError(f"finding: {FINDINGS.unknown_message(name)}")
-
-
-# --------------------------------------------------------------------------
-# Measuring and recording
-
-
-def measure(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> Finding:
-    """The finding ``name`` measured from the run or sweep dir ``path``; never raises on missing data
-    (the verdict is then 'does not hold', with the reason as its measured text)."""
-    check: Check = FINDINGS.get(name)
-    try:
-        if check.scope == "run":
-            measured, holds, line = check.measure(RunFiles.load(path, config))
-        else:
-            measured, holds, line = check.measure(group_jobs(path, check.axis))
-    except NotMeasurable as why:
-        return Finding(check.claim, {}, False, f"not measured ({why})")
-    return Finding(check.claim, _plain(measured), bool(holds), line)
-
-
-def group_jobs(sweep_dir: Path, axis: Optional[str]) -> dict[str, list[RunFiles]]:
-    """Completed jobs of a sweep, by their value of ``axis`` in command-line order; at least two values."""
-    groups: dict[str, list[RunFiles]] = {}
-    for overrides in sorted(Path(sweep_dir).rglob(".hydra/overrides.yaml"), key=lambda p: _natural(p.parent.parent.name)):
-        job = RunFiles.load(overrides.parent.parent)
-        values = [job.setting(key) for key in (axis or "").split(",") if key]
-        value = " ".join(values) if values and None not in values else None
-        summary = job.path / "summary.json"
-        if value is not None and summary.is_file() and json.loads(summary.read_text()).get("status") == "completed":
-            groups.setdefault(value, []).append(job)
-    if len(groups) < 2:
-        raise NotMeasurable(f"needs completed jobs for at least two values of {axis} (run the preset with -m)")
-    return groups
-
-
-def _natural(name: str) -> tuple[int, str]:
-    return (int(name), "") if name.isdigit() else (sys.maxsize, name)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: floats rounded to 6 significant digits, NaN/inf as strings."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float):
-        return float(f"{value:.6g}") if math.isfinite(value) else str(value)
-    return value
-
-
-def record(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> Finding:
-    """Measure, write ``finding.json`` into ``path`` and print the finding line."""
-    result = measure(name, path, config)
-    data = {"finding": name, **asdict(result), "text": result.text()}
-    tmp = Path(path) / f".{FINDING_FILE}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(Path(path) / FINDING_FILE)
-    print(result.text(), flush=True)
-    return result
-
-
-def _in_sweep() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def after_run(config: dict[str, Any], run_dir: Path) -> Optional[Finding]:
-    """End of a single run: a run finding is recorded; a sweep finding says how to run the comparison."""
-    name = config.get("finding")
-    if name is None:
-        return None
-    check: Check = FINDINGS.get(name)
-    if check.scope == "run":
-        return record(name, run_dir, config)
-    if not _in_sweep():  # one job cannot show a comparison; say so rather than stay silent
-        print(f"finding: {check.claim}: compares the settings of {check.axis}; run the whole comparison with "
-              f"python -m dlexp -m experiment={name}", flush=True)
-    return None
-
-
-def after_sweep(sweep_dir: Path, job_dirs: list[Path]) -> Optional[Finding]:
-    """End of a sweep (and ``python -m dlexp.report``): the sweep finding named by the jobs' config."""
-    names = {(_yaml(d / ".hydra" / "config.yaml") or {}).get("finding") for d in job_dirs}
-    names.discard(None)
-    if len(names) != 1:
-        return None  # no preset with a finding, or a sweep over several presets
-    name = names.pop()
-    if name not in FINDINGS or FINDINGS.get(name).scope != "sweep":
-        return None  # run findings were recorded in each job dir
-    return record(name, sweep_dir)
+from dlexp.course.findings import NotMeasurable, RunFiles, finding
+from dlexp.runs.files import SUBMISSION_FILE, checkpoint_file
 
 
 # --------------------------------------------------------------------------
@@ -279,9 +75,9 @@ def _unit_spread(weights: Any) -> float:
 
 @finding("symmetry", "constant init leaves the hidden units of a layer identical; random init does not", scope="run")
 def _symmetry(run: RunFiles) -> tuple[dict, bool, str]:
-    import torch
+    import torch  # only this finding reads a checkpoint: the report command stays without torch
 
-    path = run.path / "checkpoints" / "last.pt"
+    path = checkpoint_file(run.path)
     if not path.is_file():
         raise NotMeasurable(f"{path} is missing: keep trainer.checkpoints=true")
     state = torch.load(path, map_location="cpu", weights_only=True)["model"]
@@ -454,7 +250,7 @@ def _kfold_house_prices(run: RunFiles) -> tuple[dict, bool, str]:
     summary = run.summary()
     key = f"best/{summary['monitor']}"
     value, std, folds = float(summary[key]), float(summary.get(f"std/{key}", math.nan)), int(summary.get("folds", 1))
-    submission = run.path / "submission.csv"
+    submission = run.path / SUBMISSION_FILE
     rows = max(len(submission.read_text().splitlines()) - 1, 0) if submission.is_file() else 0
     line = f"{summary['monitor']} {fmt(value)} +/- {fmt(std)} over {folds} folds; submission.csv with {rows} predictions"
     holds = folds >= 2 and std < value / 2 and rows > 0  # the folds agree to within half the error itself

@@ -11,35 +11,39 @@ layout, the loss and the metrics from the ``Task``; checkpoint files from the
 """
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
+from rich.progress import Progress
 
-from dlexp.checkpoint import Checkpointer
-from dlexp.config import DecodeConfig, chosen_options
-from dlexp.device import Runtime, capture_rng, restore_rng
-from dlexp.diagnostics import Diagnostics
-from dlexp.engine import Diverged, EarlyStopping, EpochProgress, Pass, StepConfig, run_epoch
-from dlexp.interrupt import StopRequest, signal_name
+from dlexp.data.base import DataBundle, Loader
+from dlexp.errors import UserError, building
 from dlexp.models import build_model, count_parameters
 from dlexp.models.init import init_summary
-from dlexp.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
-from dlexp.errors import UserError, building
-from dlexp.runlog import RunLog
-from dlexp.tasks import build_task, resolve_monitor
+from dlexp.runs.diagnostics import Diagnostics
+from dlexp.runs.files import CHECKPOINT_DIR
+from dlexp.runs.runlog import RunLog
+from dlexp.tasks.base import Task, resolve_monitor
+from dlexp.training.checkpointer import Checkpointer
+from dlexp.training.interrupt import StopRequest, signal_name
+from dlexp.training.optim import build_optimizer
+from dlexp.training.runtime import Runtime, capture_rng, restore_rng
+from dlexp.training.schedulers import build_scheduler, current_lr, step_scheduler
+from dlexp.training.step import Diverged, EpochProgress, Pass, StepConfig, run_epoch
+from dlexp.training.stopping import EarlyStopping
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, data: Any, runtime: Runtime, log: RunLog, run_dir: Path, *,
-                 overrides: Sequence[str] = (), resumable: bool = True):
+    def __init__(self, cfg: DictConfig, data: DataBundle, task: Task, runtime: Runtime, log: RunLog, run_dir: Path, *,
+                 overrides: Sequence[str] = (), resumable: bool = True, choices: Optional[dict[str, str]] = None):
         trainer, reg = cfg.trainer, cfg.regularizer
-        self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
+        self.cfg, self.data, self.task, self.runtime, self.log, self.run_dir = cfg, data, task, runtime, log, Path(run_dir)
         self.resumable = resumable
-        self.task = build_task(data.task, data.task_args, context=data.context, loss=trainer.loss, metric=trainer.metric,
-                               label_smoothing=trainer.label_smoothing, decode=DecodeConfig(**cfg.decode))
-        self.task.check_model(cfg.model.name)
+        # the options the run was composed from (optim=sgd_momentum), for the banner; the builder names without them
+        self.choices = choices or {group: cfg[group].name for group in ("model", "dataset", "optim")}
         es = trainer.early_stopping
         monitor, mode = resolve_monitor(es.monitor, es.mode, self.task)
         self.stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
@@ -57,7 +61,7 @@ class Trainer:
                                    scheduler=self.scheduler if self.per_step else None)
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
-            self.run_dir / "checkpoints", enabled=trainer.checkpoints and runtime.is_main,
+            self.run_dir / CHECKPOINT_DIR, enabled=trainer.checkpoints and runtime.is_main,
             config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides),
         )
         if trainer.checkpoint_every_minutes and runtime.distributed:  # ranks' clocks would disagree on when
@@ -98,7 +102,7 @@ class Trainer:
             outcome = self.interrupted_outcome()
         return self.finish(outcome)
 
-    def train_epoch(self, epoch: int, bar: Any, partial: Optional[dict[str, Any]]) -> Optional[dict[str, float]]:
+    def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]]) -> Optional[dict[str, float]]:
         """One pass over the training data; None if a signal stopped it (then it is checkpointed)."""
         trainer = self.cfg.trainer
         if self.log.show_progress:
@@ -125,7 +129,7 @@ class Trainer:
         if due:
             self.checkpointer.save(self.state(partial=progress))
 
-    def evaluate(self, loader: Any, limit_batches: Optional[int], bar: Any = None) -> dict[str, float]:
+    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Progress] = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
         how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None,
                    prepare=self.runtime.prepare_batch, autocast=self.runtime.autocast, world_size=self.runtime.world_size)
@@ -226,14 +230,15 @@ class Trainer:
                 if limit is not None and limit < len(loader):  # say so: these are not the full test set's numbers
                     scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
-            scores.update(self.data.after_fit(self.raw_model, self.run_dir) or {})  # and the data's own scores
+            outputs_of = functools.partial(self.task.predict, self.raw_model)  # (inputs, batch size) -> outputs, on the CPU
+            scores.update(self.data.after_fit(outputs_of, self.run_dir) or {})  # and the data's own scores
         if self.data.test is not None and self.runtime.is_main:  # e.g. translations.tsv, attention.png
             scores.update(self.task.write_outputs(self.raw_model, self.data.test, self.run_dir, self.log.info))
         return scores
 
     # -- console ------------------------------------------------------------------
     def log_header(self) -> None:
-        data, chosen = self.data, chosen_options(self.cfg)
+        data, chosen = self.data, self.choices
         test_size = data.test.num_examples if data.test else 0
         self.log.info(
             f"[bold]dlexp[/bold] model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} "

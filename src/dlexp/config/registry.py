@@ -7,15 +7,16 @@ only select code that ships with dlexp.
 Builder convention: positional parameters are the *context* the runner passes
 (e.g. the input shape, the parameters to optimize); keyword-only parameters are
 the *config keys* a YAML may set. The keyword-only signature therefore doubles
-as the schema of the config group (see ``dlexp.config``).
+as the schema of the config group (see ``dlexp.config.validate``).
 """
 from __future__ import annotations
 
 import inspect
 from typing import Any, Callable, Iterator, Optional
 
-from dlexp.constraints import did_you_mean
 from omegaconf import DictConfig, OmegaConf
+
+from dlexp.config.constraints import did_you_mean
 from dlexp.errors import ConfigError
 
 Builder = Callable[..., Any]

@@ -1,0 +1,272 @@
+"""Checks of the command line before Hydra: a malformed override, a mistyped group option or key, an
+unusable output dir, a ``resume=`` that names nothing, each as one line naming the fix.
+
+Hydra would refuse most of these too, but with a multi-line report; anything these checks do not
+understand (sweep functions, packages, ``+``/``~`` edits) is left to Hydra. Everything here reads the
+YAML files alone, without torch; only ``--cfg`` (which prints the config a run would use) imports the
+registries to validate it fully.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dlexp import course
+from dlexp.cli.help import INFO_FLAGS
+from dlexp.config.constraints import did_you_mean
+from dlexp.config.files import (
+    CONFIG_DIR, PRIMARY_CONFIG, config_groups, default_choices, find_option_file, group_options,
+)
+from dlexp.errors import ConfigError
+from dlexp.runs.files import find_checkpoint
+
+_SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
+
+
+def extra_config_dirs(argv: list[str]) -> list[str]:
+    """The folders ``--config-dir`` adds to the config search path."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+    return dirs
+
+
+def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
+    """Reject a malformed override (``optim.lr=1e-2,``), a mistyped group option (``model=lenett``)
+    or key (``model.hiden=3``) with a one-line hint.
+
+    Hydra would also refuse these, but with a multi-line report; anything this
+    check does not understand (sweep functions, packages, ``+``/``~`` edits) is
+    left to Hydra. ``writes_outputs=False`` (commands that write nothing, such
+    as ``dlexp.summary``) skips the output-dir check. ``--cfg`` (print the
+    config, run nothing) gets every check a run gets, the full schema included.
+    """
+    if any(arg in INFO_FLAGS for arg in argv):
+        return
+    _check_grammar(_positional_args(argv))
+    shows_config = any(arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv)
+    dirs = [CONFIG_DIR, *extra_config_dirs(argv)]
+    groups = set(config_groups())
+    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
+    defaults = default_choices(dirs)
+    chosen = dict(defaults)
+    for arg in overrides:
+        key, value = arg.lstrip("+").split("=", 1)
+        if key in groups and "@" not in key and not any(f in value for f in _SWEEP_FUNCS):
+            options = group_options(dirs, key)
+            for option in value.split(","):
+                if option not in options:
+                    raise ConfigError(
+                        f"unknown {key} '{option}'.{did_you_mean(option, options)} Choices: {', '.join(options)} (use {key}=<choice>)"
+                    )
+            chosen[key] = value  # a sweep (a,b) is checked against each of its options
+    _check_hydra_groups([a for a in argv if a.lstrip("+").startswith("hydra/") and "=" in a], dirs)
+    chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
+    if writes_outputs and not shows_config:
+        _check_output_dir(argv)
+    for arg in overrides:
+        if arg.startswith("resume=") and arg != "resume=null":
+            find_checkpoint(arg.split("=", 1)[1])  # must exist before Hydra creates a run dir there
+    for arg in overrides:
+        if arg.startswith("+"):
+            continue  # an explicit addition; the schema check after composing still applies
+        key = arg.split("=", 1)[0]
+        group, _, rest = key.partition(".")
+        if group in groups and rest and group in chosen:
+            for option in chosen[group].split(","):
+                _check_key_exists(dirs, group, option, rest)
+            if "," in chosen[group] and group in defaults:
+                _check_sweep_key(dirs, group, defaults[group], chosen[group], arg)
+    if shows_config:
+        _validate_shown_config(argv)
+
+
+# Hydra's flags that take the next argument as their value (``--cfg job``, ``-cn train``).
+_FLAGS_WITH_VALUE = {
+    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+    "--experimental-rerun",
+}
+
+
+def _positional_args(argv: list[str]) -> list[str]:
+    """The overrides of a command line: every argument that is not a flag or a flag's value."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            out.append(arg)
+    return out
+
+
+def _check_grammar(args: list[str]) -> None:
+    """Parse each override with Hydra's own parser, so a typo in its syntax is one line, not Hydra's report."""
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            raise ConfigError(f"cannot parse the override '{arg}': {_grammar_hint(arg)}") from None
+
+
+def _grammar_hint(arg: str) -> str:
+    key, eq, value = arg.partition("=")
+    if not eq:
+        return f"an override is key=value, e.g. {key}=1"
+    if value.rstrip().endswith(",") or ",," in value:
+        return f"a comma separates sweep values and none follows it; remove the extra ',' (e.g. {key}={value.strip(',')})"
+    for opening, closing in ("[]", "{}", "()"):
+        if value.count(opening) != value.count(closing):
+            return f"'{opening}' and '{closing}' do not pair up; close every '{opening}' (e.g. model.hidden=[64,32])"
+    if value.count("'") % 2 or value.count('"') % 2:
+        return "a quote is not closed; close it or drop it"
+    return "quote a value that holds spaces or special characters, e.g. 'dataset.root=\"my dir\"'"
+
+
+def _validate_shown_config(argv: list[str]) -> None:
+    """``--cfg`` prints the config without running it: compose it here and check it as a run would."""
+    if any(a in argv for a in ("-m", "--multirun", "--config-name", "-cn", "--config-path", "-cp")):
+        return  # one config per job, or another primary config: left to Hydra
+    overrides = _positional_args(argv)
+    extra = [f"file://{Path(d).absolute()}" for d in extra_config_dirs(argv)]
+    if extra:
+        overrides.append(f"hydra.searchpath=[{','.join(extra)}]")
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=overrides)
+    except (HydraException, OmegaConfBaseException):
+        return  # Hydra composes the same command line next and reports the problem itself
+    check_run_config(cfg)
+
+
+def check_run_config(cfg: DictConfig) -> DictConfig:
+    """Every check a run makes of its composed config (the schema, and a course preset's ``finding``):
+    for ``--cfg``, which prints the config a run would use, and for the run itself."""
+    from dlexp import train  # torch (the registries): only once a config is composed for a run or --cfg
+
+    typed = train.validate(cfg)
+    course.findings.check_name(typed.finding)
+    return typed
+
+
+def _with_experiment_choices(dirs: list[str], chosen: dict[str, str], explicit: set[str]) -> dict[str, str]:
+    """The group options after ``experiment=NAME``: its ``override /group: option`` entries switch groups
+    that the command line does not set itself. A group that a sweep over experiments may switch is
+    dropped (its keys are left to Hydra and the schema check after composing)."""
+    names = [n for n in chosen.get("experiment", "null").split(",") if n != "null"]
+    switched: dict[str, set[str]] = {}
+    for name in names:
+        path = find_option_file(dirs, "experiment", name)
+        for entry in (OmegaConf.load(path).get("defaults", []) if path is not None else []):
+            for key, value in (entry.items() if isinstance(entry, DictConfig) else []):
+                group = str(key).removeprefix("override").strip().lstrip("/")
+                if group not in explicit and isinstance(value, str):
+                    switched.setdefault(group, set()).add(value)
+    out = dict(chosen)
+    for group, options in switched.items():
+        if len(names) == 1:
+            out[group] = options.pop()
+        else:
+            out.pop(group, None)
+    return out
+
+
+def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
+    for d in dirs:
+        path = Path(d) / group / f"{option}.yaml"
+        if path.is_file():
+            node: Any = OmegaConf.load(path)
+            break
+    else:
+        return
+    if "defaults" in node:
+        return  # composed from other files: let Hydra decide
+    walked = group
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a required ??? value counts
+            keys = ", ".join(k for k in node.keys() if k != "name") if isinstance(node, DictConfig) else "(none)"
+            hint = did_you_mean(part, node.keys(), prefix=walked + ".") if isinstance(node, DictConfig) else ""
+            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}.{hint} Valid keys: {keys}")
+        if OmegaConf.is_missing(node, part):
+            return
+        node = node[part]
+        walked += "." + part
+
+
+def _check_sweep_key(dirs: list[str], group: str, default: str, swept: str, arg: str) -> None:
+    """Hydra composes a sweep's master config with the group's default option and applies
+    plain overrides to it, so ``-m model=vgg11,alexnet model.width_div=4`` fails when the
+    default model has no ``width_div``; ``++`` (add or override) works for every job."""
+    try:
+        _check_key_exists(dirs, group, default, arg.split("=", 1)[0].partition(".")[2])
+    except ConfigError:
+        raise ConfigError(
+            f"'{arg}' sets a key that the default {group}={default} lacks, and Hydra applies it there "
+            f"before sweeping {group}={swept}; write ++{arg}"
+        ) from None
+
+
+def _check_hydra_groups(args: list[str], dirs: list[Path]) -> None:
+    """``hydra/launcher=...`` and Hydra's other groups: their options come from Hydra, its plugins and
+    conf/hydra/, so ask Hydra's config loader (0.2 s, only when such an override is given)."""
+    if not args:
+        return
+    with initialize_config_dir(config_dir=str(dirs[0]), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for arg in args:
+            group, value = arg.lstrip("+").split("=", 1)
+            options = loader.get_group_options(group)
+            if not options:
+                groups = [f"hydra/{g}" for g in sorted(loader.list_groups("hydra"))]
+                raise ConfigError(f"'{arg}': Hydra has no config group '{group}'.{did_you_mean(group, groups)} "
+                                  f"Hydra's groups: {', '.join(groups)}")
+            for option in value.split(","):
+                if option not in options:
+                    raise ConfigError(f"unknown {group} '{option}'.{did_you_mean(option, options)} "
+                                      f"Choices: {', '.join(options)} (use {group}=<choice>)")
+
+
+def _check_output_dir(argv: list[str]) -> None:
+    """Hydra creates the run dir before dlexp runs; make sure it can, or say how to fix it."""
+    multirun = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    target = next((a.split("=", 1)[1] for a in argv if a.startswith(key + "=")), "outputs")
+    static = target
+    if "${" in target:  # resolved by Hydra later (e.g. ${now:...}): check the fixed folders before it
+        static = target.split("${", 1)[0].rpartition("/")[0]
+        if not static:
+            return
+    path = Path(static).expanduser().absolute()
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    reason = "not a directory" if not ancestor.is_dir() else None if _can_make_dir_in(ancestor) else "not writable"
+    if reason:
+        shown = path if static == target else target
+        raise ConfigError(f"cannot create output dir {shown}: {ancestor} is {reason}; set {key}=<writable path>")
+
+
+def _can_make_dir_in(folder: Path) -> bool:
+    """Make (and remove) a folder there: permission bits alone say yes to root on read-only or virtual
+    file systems (e.g. /proc), where Hydra's mkdir would then fail with a traceback."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dlexp-probe-", dir=folder))
+    except OSError:
+        return False
+    return True

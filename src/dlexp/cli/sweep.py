@@ -1,0 +1,161 @@
+"""Glue between dlexp and Hydra's multirun machinery: the end-of-sweep summary, threads per job, Optuna's direction.
+
+- ``SweepSummary`` is a Hydra callback (``hydra.callbacks`` in conf/train.yaml).
+  When a multirun ends it writes and prints the sweep summary (``dlexp.results``) and
+  checks a course preset's finding (``dlexp.course``),
+  and exits with status 1 if any job failed (a diverged job is a result, not a failure). Hydra 1.3 re-raises only the first
+  job failure and then skips ``on_multirun_end``; so every failed job also gets
+  a ``summary.json`` with its error (``on_job_end``), and a sweep that stops
+  early is still summarized at exit.
+- ``failed_objective`` is what a failed job returns, so that no sweeper stops at it.
+- ``share_threads`` gives each job of a parallel launcher its share of the CPU.
+- ``${dlexp.direction:}`` resolves to ``maximize``/``minimize`` from the metric a
+  run monitors; the Optuna preset (conf/hparams_search/optuna.yaml) uses it.
+
+Importing this module must stay light (no torch): Hydra imports it in every run.
+"""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dlexp import course
+from dlexp.results.report import SweepReport, find_job_dirs
+from dlexp.results.tables import summarize_sweep
+from dlexp.runs.files import display_path
+from dlexp.runs.runlog import record_failure
+
+
+class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.sweep_dir: Optional[Path] = None
+        self.ended = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_launcher(config.hydra.launcher)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank sweeps; rank 0 alone reports
+            self.ended = True
+            return
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        atexit.register(self._summarize_stopped_sweep)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A job whose error escaped the task function still gets a failed summary.json."""
+        if job_return.status == JobStatus.FAILED:
+            error = job_return._return_value  # the exception; .return_value would re-raise it
+            record_failure(Path(str(config.hydra.runtime.output_dir)), f"{type(error).__name__}: {error}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.ended:  # another rank's copy of the sweep
+            return
+        self.ended = True
+        report = report_sweep(self.sweep_dir or Path(str(config.hydra.sweep.dir)))
+        problems = report.problems()  # failed or unfinished; a diverged job is a result
+        if problems:
+            names = ", ".join(j.name for j in problems)
+            print(f"error: {len(problems)} of {len(report.jobs)} jobs did not complete (jobs {names}); "
+                  f"see {display_path(report.sweep_dir / 'summary.md')}", file=sys.stderr)
+            sys.exit(1)
+
+    def _summarize_stopped_sweep(self) -> None:
+        """At exit, when the sweep stopped before on_multirun_end (a re-raised job failure, Ctrl-C)."""
+        if self.ended or self.sweep_dir is None or not self.sweep_dir.is_dir():
+            return
+        if find_job_dirs(self.sweep_dir):  # else no job started: nothing to summarize
+            print("the sweep stopped early; summary of the jobs that ran:", file=sys.stderr)
+            report_sweep(self.sweep_dir)
+
+
+def report_sweep(sweep_dir: Path, *, run_plots: bool = False) -> SweepReport:
+    """The sweep summary (tables, plots, the console table), then a course preset's finding, if the jobs
+    name one (``finding.json`` in the sweep dir)."""
+    report = summarize_sweep(sweep_dir, run_plots=run_plots)
+    course.findings.after_sweep(report.sweep_dir, [job.path for job in report.jobs])
+    return report
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """The SLURM launcher needs SLURM's commands; without them, say so in one line (exit 2) instead of a trace."""
+    if str(launcher.get("_target_", "")).endswith("SlurmLauncher") and shutil.which("srun") is None:
+        print("error: hydra/launcher=slurm needs a SLURM cluster (srun and sbatch not found on PATH); run it on "
+              "the cluster's login node, or use hydra/launcher=joblib for parallel jobs on this machine", file=sys.stderr)
+        sys.exit(2)
+
+
+def failed_objective(error: BaseException) -> float:
+    """What a failed sweep job hands its sweeper, after it wrote its failed summary.json.
+
+    Hydra's basic sweeper stops the whole sweep at the end of a batch if a job
+    raised, so there a failed (or diverged) job returns NaN and the sweep goes
+    on. Other sweepers (Optuna) record a raising job as a failed trial and go on,
+    while a NaN objective aborts hydra-optuna-sweeper 1.3's study; there the
+    error is raised again.
+    """
+    target = str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
+    if not target or target.endswith("BasicSweeper"):
+        return math.nan
+    raise error
+
+
+# --------------------------------------------------------------------------
+# Threads per job
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use (cgroups, taskset)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def threads_per_job(launcher: Any, cores: int) -> Optional[int]:
+    """CPU threads for one job of ``launcher`` (Hydra's launcher config), or None to keep PyTorch's default.
+
+    joblib runs ``n_jobs`` jobs at once on this machine: each gets cores // n_jobs.
+    submitit (SLURM or local) gives each job ``cpus_per_task`` CPUs.
+    """
+    target = str(launcher.get("_target_", "")) if launcher is not None else ""
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs", -1))
+        if n_jobs < 0:  # joblib's convention: -1 = all cores, -2 = all but one, ...
+            n_jobs = cores + 1 + n_jobs
+        return max(1, cores // max(1, n_jobs))
+    cpus = launcher.get("cpus_per_task") if launcher is not None else None
+    if "submitit" in target and cpus:
+        return int(cpus)
+    return None
+
+
+def share_threads(cfg: DictConfig) -> None:
+    """In a parallel sweep, set ``trainer.num_threads`` when it is null, so jobs do not oversubscribe the CPU."""
+    trainer = cfg.get("trainer")
+    if trainer is None or trainer.get("num_threads") is not None or not HydraConfig.initialized():
+        return
+    threads = threads_per_job(HydraConfig.get().launcher, available_cores())
+    if threads is not None:
+        trainer.num_threads = threads
+
+
+# --------------------------------------------------------------------------
+# Optuna's direction
+
+
+def _direction(*, _root_: DictConfig) -> str:
+    """``maximize`` or ``minimize``: the mode of the val metric a run of this config monitors (the dataset
+    is built once, here in the launching process, when the task decides it)."""
+    from dlexp import train  # torch (the dataset and its task): only when a sweeper asks for the direction
+
+    return "maximize" if train.monitored_mode(_root_) == "max" else "minimize"
+
+
+OmegaConf.register_new_resolver("dlexp.direction", _direction, replace=True)

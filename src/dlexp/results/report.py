@@ -1,0 +1,216 @@
+"""A sweep read back from the files its jobs wrote: its jobs, grouped over seeds, and their ranking.
+
+``python -m dlexp.report SWEEP_DIR`` (and the end of every ``-m`` run) reads each
+job directory under the sweep dir:
+
+- ``.hydra/overrides.yaml``: the job's command-line overrides;
+- ``summary.json``: status (``completed``, ``failed``), epochs, ``best/<monitor>``,
+  ``test/*``, the generalization gap and the diagnosis. A job dir without it is
+  ``incomplete`` (still running, or killed).
+
+Jobs with the same overrides apart from ``seed`` form a group; each group gets the
+mean and the sample standard deviation (n - 1) over its completed jobs; ``dlexp.results.tables``
+writes them out. Nothing here imports torch, so the command starts fast.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from dlexp.runs.files import HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SUMMARY_FILE, recorded_overrides_path
+
+SEED_KEY = "seed"
+STATUSES = ("completed", "failed", "diverged", "interrupted", "incomplete")  # summary.csv has a count of each
+
+
+@dataclass
+class Job:
+    name: str  # path under the sweep dir, e.g. "3"
+    path: Path
+    overrides: list[str]
+    status: str  # completed | failed | incomplete
+    summary: dict[str, Any]
+    epochs: Optional[int]  # epochs run; for an incomplete job, the rows in its metrics.csv
+
+    @property
+    def seed(self) -> Optional[str]:
+        return next((v for k, v in map(_split, self.overrides) if k == SEED_KEY), None)
+
+    @property
+    def reason(self) -> str:
+        """Why a job has no complete result: its error, its divergence hint, or a missing summary."""
+        if not self.summary:
+            return "no summary.json: still running, or killed"
+        return str(self.summary.get("error") or self.summary.get("hint") or self.summary.get("stop_reason", ""))
+
+    def value(self, key: str) -> float:
+        value = self.summary.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+@dataclass
+class Group:
+    key: tuple[str, ...]  # the overrides minus the seed
+    jobs: list[Job] = field(default_factory=list)
+    rank: Optional[int] = None  # 1 = best mean of the monitored val metric
+
+    def completed(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "completed"]
+
+    def count(self, status: str) -> int:
+        return sum(j.status == status for j in self.jobs)
+
+    def stats(self, key: str) -> tuple[float, float, list[float]]:
+        """(mean, sample std, values) of ``key`` over the completed jobs that report it.
+
+        A NaN or infinite value (a diverged run) makes the mean NaN or infinite: it is
+        not dropped. The std needs two finite values; it is NaN otherwise.
+        """
+        values = [j.value(key) for j in self.completed() if key in j.summary]
+        if not values:
+            return math.nan, math.nan, values
+        mean = math.fsum(values) / len(values)
+        finite = len(values) >= 2 and all(math.isfinite(v) for v in values)
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if finite else math.nan
+        return mean, std, values
+
+
+@dataclass
+class SweepReport:
+    sweep_dir: Path
+    jobs: list[Job]
+    groups: list[Group]
+    axes: list[str]  # override keys whose value differs between groups, in command-line order
+    fixed: list[str]  # overrides shared by every job (seed excluded)
+    monitor: Optional[str]  # e.g. "val/acc"
+    mode: Optional[str]  # "max" or "min"
+    metric_keys: list[str]  # columns: best/<monitor>, test/*, gap/best/*
+
+    @property
+    def val_key(self) -> Optional[str]:
+        return f"best/{self.monitor}" if self.monitor else None
+
+    @property
+    def best(self) -> Optional[Group]:
+        return next((g for g in self.groups if g.rank == 1), None)
+
+    def unfinished(self) -> list[Job]:
+        """Jobs without a complete result: failed, diverged, interrupted, incomplete."""
+        return [j for j in self.jobs if j.status != "completed"]
+
+    def problems(self) -> list[Job]:
+        """Unfinished jobs that are not an experimental result (a diverged run is one)."""
+        return [j for j in self.unfinished() if j.status != "diverged"]
+
+    def axis_values(self, group: Group) -> dict[str, str]:
+        values = dict(map(_split, group.key))
+        return {axis: values.get(axis, "") for axis in self.axes}
+
+    def label(self, group: Group) -> str:
+        """Short text for a config: its swept values, e.g. ``weight_decay=0.001 dropout=0.5``."""
+        keys = [a.rsplit(".", 1)[-1] for a in self.axes]
+        names = [k if keys.count(k) == 1 else a for k, a in zip(keys, self.axes)]
+        values = [short_value(v) for v in self.axis_values(group).values()]
+        return " ".join(f"{k}={v}" for k, v in zip(names, values)) or "all jobs"
+
+
+# --------------------------------------------------------------------------
+# Reading a sweep
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def short_value(text: str) -> str:
+    """An override value for display: long floats (Optuna's samples) to 4 significant digits."""
+    if len(text) <= 8:
+        return text
+    try:
+        return f"{float(text):.4g}"
+    except ValueError:
+        return text
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key: job 10 after job 9."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def find_job_dirs(sweep_dir: Path) -> list[Path]:
+    """Directories under ``sweep_dir`` (or itself) that hold a Hydra job record."""
+    dirs = {p.parent.parent for p in sweep_dir.rglob(f"{HYDRA_DIR}/{OVERRIDES_RECORD}") if ".submitit" not in p.parts}
+    return sorted(dirs, key=lambda d: _natural(d.relative_to(sweep_dir).as_posix()))
+
+
+def load_job(sweep_dir: Path, job_dir: Path) -> Job:
+    overrides = yaml.safe_load(recorded_overrides_path(job_dir).read_text()) or []
+    summary_path = job_dir / SUMMARY_FILE
+    summary: dict[str, Any] = {}
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except json.JSONDecodeError:
+            summary = {"status": "failed", "error": "summary.json is not valid JSON"}
+    status = str(summary.get("status", "incomplete"))
+    epochs = summary.get("epochs_run")
+    if epochs is None and (job_dir / METRICS_FILE).is_file():
+        with open(job_dir / METRICS_FILE, newline="") as handle:
+            epochs = max(sum(1 for _ in handle) - 1, 0)  # data rows, header excluded
+    name = job_dir.relative_to(sweep_dir).as_posix() if job_dir != sweep_dir else job_dir.name
+    return Job(name, job_dir, [str(o) for o in overrides], status, summary, epochs)
+
+
+def build_report(sweep_dir: Path) -> SweepReport:
+    """Read every job under ``sweep_dir`` and group them; raises FileNotFoundError when there is none."""
+    sweep_dir = Path(sweep_dir)
+    jobs = [load_job(sweep_dir, d) for d in find_job_dirs(sweep_dir)]
+    if not jobs:
+        raise FileNotFoundError(f"no runs found under {sweep_dir} (a job dir holds .hydra/overrides.yaml)")
+    groups: dict[tuple[str, ...], Group] = {}
+    for job in jobs:
+        key = tuple(o for o in job.overrides if _split(o)[0] != SEED_KEY)
+        groups.setdefault(key, Group(key)).jobs.append(job)
+    keys = list(dict.fromkeys(_split(o)[0] for g in groups for o in g))
+    settings = [dict(map(_split, g)) for g in groups]
+    axes = [k for k in keys if len({s.get(k) for s in settings}) > 1]
+    fixed = [o for o in next(iter(groups)) if _split(o)[0] not in axes]
+    monitor, mode = _monitor(jobs)
+    report = SweepReport(sweep_dir, jobs, list(groups.values()), axes, fixed, monitor, mode, [])
+    report.metric_keys = _metric_keys(report)
+    _rank(report)
+    return report
+
+
+def _monitor(jobs: list[Job]) -> tuple[Optional[str], Optional[str]]:
+    """The (monitor, mode) most jobs used; groups are ranked on it."""
+    seen = Counter((j.summary["monitor"], j.summary.get("mode", "max")) for j in jobs if "monitor" in j.summary)
+    return seen.most_common(1)[0][0] if seen else (None, None)
+
+
+def _metric_keys(report: SweepReport) -> list[str]:
+    present = {k for j in report.jobs for k, v in j.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tests = sorted(k for k in present if k.startswith("test/"))
+    gaps = sorted(k for k in present if k.startswith("gap/best/"))
+    return ([report.val_key] if report.val_key in present else []) + tests + gaps
+
+
+def _rank(report: SweepReport) -> None:
+    if report.val_key is None:
+        return
+    scored = []
+    for i, group in enumerate(report.groups):
+        same_monitor = all(j.summary.get("monitor") == report.monitor for j in group.completed())
+        mean = group.stats(report.val_key)[0]
+        if same_monitor and math.isfinite(mean):
+            scored.append((-mean if report.mode == "max" else mean, i, group))
+    for rank, (_, _, group) in enumerate(sorted(scored, key=lambda t: t[:2]), start=1):
+        group.rank = rank

@@ -1,0 +1,118 @@
+"""The names of every file dlexp writes, in one place, and where a run dir keeps them.
+
+A run dir::
+
+    .hydra/config.yaml, hydra.yaml, overrides.yaml   the composed config and the command line (Hydra's record)
+    metrics.csv          one row per epoch
+    grad_norms.csv       per-layer gradient and weight norms after each epoch
+    summary.json         status, best and test metrics, diagnosis, wall time
+    events.out.tfevents.*  TensorBoard
+    checkpoints/last.pt, best.pt
+    curves.png, grad_norms.png
+    fold_<i>/            k-fold: one run dir per fold
+
+and what some runs add (``translations.tsv``, ``attention.json``, ``submission.csv``, ``finding.json``).
+A sweep dir holds the job dirs and ``summary.csv``, ``jobs.csv``, ``summary.md`` and the sweep plots.
+
+This module imports nothing heavy: the command line uses it before a run starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from dlexp.errors import ConfigError
+
+# A run's record
+HYDRA_DIR = ".hydra"  # Hydra's record of the run: the composed config and the command line
+RESUME_HYDRA_DIR = ".hydra_resume"  # a resumed run's own record, beside the original one
+CONFIG_RECORD = "config.yaml"
+OVERRIDES_RECORD = "overrides.yaml"
+METRICS_FILE = "metrics.csv"
+GRAD_NORMS_FILE = "grad_norms.csv"
+SUMMARY_FILE = "summary.json"
+TENSORBOARD_GLOB = "events.out.tfevents.*"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+FOLD_DIR = "fold_{}"  # k-fold: fold_1, fold_2, ...
+
+# What some runs add
+TRANSLATIONS_FILE = "translations.tsv"
+ATTENTION_FILE = "attention.json"  # attention weights of a few test sentences, drawn as attention.png
+SUBMISSION_FILE = "submission.csv"  # predictions for an unlabeled test file (house_prices)
+FINDING_FILE = "finding.json"  # a course preset's claim and its measured verdict
+
+# Plots
+CURVES_PLOT = "curves.png"
+GRAD_NORMS_PLOT = "grad_norms.png"
+ATTENTION_PLOT = "attention.png"
+COMPARISON_PLOT = "comparison.png"  # sweeps
+HEATMAP_PLOT = "heatmap.png"  # sweeps over two keys
+
+# A sweep's tables
+SUMMARY_CSV = "summary.csv"
+JOBS_CSV = "jobs.csv"
+SUMMARY_MD = "summary.md"
+
+
+def recorded_overrides_path(run_dir: Path) -> Path:
+    """The command line a run was started with, as Hydra recorded it."""
+    return Path(run_dir) / HYDRA_DIR / OVERRIDES_RECORD
+
+
+def recorded_config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / HYDRA_DIR / CONFIG_RECORD
+
+
+def checkpoint_file(run_dir: Path, best: bool = False) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / (BEST_CHECKPOINT if best else LAST_CHECKPOINT)
+
+
+def run_dir_of_checkpoint(path: Path) -> Path:
+    """outputs/.../checkpoints/last.pt -> outputs/...; a checkpoint elsewhere -> its folder."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    return Path(run_dir) / FOLD_DIR.format(fold)
+
+
+def display_path(path: Path) -> str:
+    """Relative to the working directory when inside it (shorter, copy-pasteable)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def find_checkpoint(resume: str) -> Optional[Path]:
+    """The checkpoint ``resume=`` names: a run dir's checkpoints/last.pt, or a checkpoint file.
+
+    None: a run dir that has no checkpoint yet (killed before its first one) but a recorded
+    command line, so the run can start again from it. A path that is neither is a ConfigError."""
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        if checkpoint_file(path).is_file():
+            return checkpoint_file(path)
+        if recorded_overrides_path(path).is_file():
+            return None
+        raise ConfigError(f"resume={resume}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} and no {HYDRA_DIR}/ record in that "
+                          f"dir; is it a dlexp run dir?")
+    if not path.exists():
+        raise ConfigError(f"resume={resume}: no such run dir or checkpoint; check the path")
+    return path
+
+
+def run_dir_of(resume: Optional[str], default: str) -> str:
+    """The run dir a (possibly resumed) run writes to: the original one when resuming (a resolver in train.yaml)."""
+    if not resume:
+        return default
+    path = Path(resume).expanduser()
+    return str(run_dir_of_checkpoint(path) if path.is_file() else path)
+
+
+def hydra_subdir(resume: Optional[str]) -> str:
+    """Keep the original run's .hydra/ record; a resume writes its own next to it (a resolver in train.yaml)."""
+    return RESUME_HYDRA_DIR if resume else HYDRA_DIR

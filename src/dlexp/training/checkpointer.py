@@ -1,0 +1,36 @@
+"""When a run checkpoints: ``last.pt`` after every epoch (and on a stop mid-epoch), ``best.pt`` when val improves."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from dlexp.runs.checkpoint import load_checkpoint, save_checkpoint
+from dlexp.runs.files import BEST_CHECKPOINT, LAST_CHECKPOINT
+
+
+class Checkpointer:
+    """``checkpoints/last.pt`` after every epoch (and on a stop mid-epoch), ``best.pt`` when val improves.
+
+    Every checkpoint also records the resolved config and the command-line overrides,
+    so ``resume=`` can recompose the same run.
+    """
+
+    def __init__(self, directory: Path, *, enabled: bool, config: dict[str, Any], overrides: list[str]):
+        self.directory, self.enabled = Path(directory), enabled
+        self.extra = {"config": config, "overrides": overrides}
+        self.last_save = time.monotonic()  # for trainer.checkpoint_every_minutes
+
+    def save(self, state: dict[str, Any], best: bool = False) -> None:
+        self.last_save = time.monotonic()
+        if not self.enabled:
+            return
+        state = {**state, **self.extra}
+        save_checkpoint(self.directory / LAST_CHECKPOINT, state)
+        if best:
+            save_checkpoint(self.directory / BEST_CHECKPOINT, state)
+
+    def load_best_model(self) -> Optional[dict[str, Any]]:
+        """The model weights of ``best.pt``, e.g. when the best epoch came before a resume; None if absent."""
+        path = self.directory / BEST_CHECKPOINT
+        return load_checkpoint(path)["model"] if path.is_file() else None

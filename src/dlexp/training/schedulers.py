@@ -1,0 +1,120 @@
+"""Learning-rate schedulers: per epoch or per optimizer step, with an optional linear warmup.
+
+Scheduler builders take ``(optimizer, intervals, mode)`` positionally: the run's length in the
+scheduler's intervals and the monitored metric's mode (for plateau); their keyword-only
+parameters are the keys of ``conf/scheduler/*.yaml``, plus the ``ScheduleTiming`` keys every
+scheduler takes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, List, Literal, Optional, Union
+
+import torch
+from annotated_types import Interval
+from omegaconf import DictConfig
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from dlexp.config.constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from dlexp.config.registry import Registry, builder_kwargs
+from dlexp.errors import ConfigError
+
+
+@dataclass
+class ScheduleTiming:
+    """Keys every scheduler takes: when it steps, and an optional linear warmup before it."""
+
+    interval: Literal["epoch", "step"] = "epoch"  # step once per epoch, or after every optimizer step
+    warmup_steps: NonNegativeInt = 0  # lr rises linearly from lr/warmup_steps to lr over this many intervals
+
+
+SCHEDULERS = Registry("scheduler", common=ScheduleTiming)
+Schedule = Union[LRScheduler, ReduceLROnPlateau]  # ReduceLROnPlateau steps on the monitored value
+
+
+# Schedulers step once per epoch, or per optimizer step with scheduler.interval=step; their own keys then
+# count steps (e.g. step_size). Context: (optimizer, epochs, mode of the monitored metric).
+
+
+@SCHEDULERS.register("none")
+def no_schedule(optimizer: torch.optim.Optimizer, epochs: int, mode: str) -> None:
+    return None
+
+
+@SCHEDULERS.register("step")
+def step(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, step_size: PositiveInt = 10, gamma: PositiveFloat = 0.1):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+@SCHEDULERS.register("multistep")
+def multistep(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, milestones: List[PositiveInt] = (15, 25), gamma: PositiveFloat = 0.1):
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+
+
+@SCHEDULERS.register("exponential")
+def exponential(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, gamma: PositiveFloat = 0.95):
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+@SCHEDULERS.register("cosine")
+def cosine(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, t_max: Optional[PositiveInt] = None, eta_min: NonNegativeFloat = 0.0):
+    """Cosine decay to ``eta_min`` over ``t_max`` epochs (None = the whole run)."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max or epochs, eta_min=eta_min)
+
+
+@SCHEDULERS.register("plateau")
+def plateau(
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    mode: str,
+    *,
+    factor: Annotated[float, Interval(gt=0, lt=1)] = 0.1,  # new lr = factor * lr
+    patience: NonNegativeInt = 5,
+    min_lr: NonNegativeFloat = 0.0,
+):
+    """Cut the lr by ``factor`` when the monitored val metric stalls ``patience`` epochs.
+
+    ``mode`` (min/max) follows the monitored metric.
+    """
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, min_lr=min_lr)
+
+
+@SCHEDULERS.register("inverse_sqrt")
+def inverse_sqrt(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, timescale: PositiveInt = 1000):
+    """lr x sqrt(timescale / (timescale + t)) at interval t after the warmup: the Transformer's decay
+    (it halves after 3 x timescale intervals); use it with scheduler.interval=step and a warmup."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: math.sqrt(timescale / (timescale + t)))
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, epochs: int, monitor_mode: str) -> Optional[Schedule]:
+    """The scheduler of ``cfg``, preceded by its linear warmup if any. ``epochs``: the run's length in the
+    scheduler's intervals (optimizer steps with interval=step); the main schedule gets what the warmup leaves."""
+    kwargs = builder_kwargs(cfg)
+    timing = ScheduleTiming(**{k: kwargs.pop(k) for k in ScheduleTiming.__dataclass_fields__ if k in kwargs})
+    main = SCHEDULERS.build(cfg.name, optimizer, max(1, epochs - timing.warmup_steps), monitor_mode, **kwargs)
+    plateau = isinstance(main, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and (timing.warmup_steps or timing.interval == "step"):
+        raise ConfigError("scheduler=plateau steps once per epoch on the val metric and has no warmup; "
+                          "remove scheduler.warmup_steps and scheduler.interval=step, or pick another scheduler")
+    if not timing.warmup_steps:
+        return main
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / timing.warmup_steps, total_iters=timing.warmup_steps)
+    if main is None:
+        return warmup
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[timing.warmup_steps])
+
+
+def step_scheduler(scheduler: Optional[Schedule], monitored_value: float) -> None:
+    """Advance one epoch; ReduceLROnPlateau needs the monitored value."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitored_value)
+    else:
+        scheduler.step()
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate of the first parameter group (every group shares it)."""
+    return optimizer.param_groups[0]["lr"]
