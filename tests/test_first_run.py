@@ -45,8 +45,8 @@ def test_a_run_without_checkpoints_is_never_restarted_over_its_results_nor_with_
     (run / "summary.json").unlink()  # as a kill before the end leaves it
     proc = run_cli("resume=run", "optim.lr=0.5", cwd=tmp_path)
     assert_one_line_error(proc, "cannot resume with optim.lr=0.5: the run was started with 0.003")
-    proc = run_cli("resume=run", "model=softmax", cwd=tmp_path)  # the run set model.hidden, which softmax lacks
-    assert_one_line_error(proc, "cannot resume with model=softmax on top of the run's own")
+    proc = run_cli("resume=run", "model=softmax", cwd=tmp_path)  # the run's own record says model=mlp
+    assert_one_line_error(proc, "cannot resume with model=softmax: the run was started with model=mlp")
     assert (run / "metrics.csv").read_bytes() == before["metrics.csv"]
 
 
@@ -109,12 +109,18 @@ def test_the_console_and_summary_show_the_chosen_options_and_keep_the_builder_na
 
 
 def test_each_sweep_job_prints_one_line_and_a_failed_job_is_recorded(tmp_path):
+    from dlexp.runs.sweep import job_dir_name
+
     proc = run_cli("-m", *QUICK, "model.hidden=[16],[0]", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert "Run summary" not in proc.stdout
-    job_lines = [line for line in proc.stdout.splitlines() if line.startswith("sweep/0: ")]
+    # a job's overrides: the command line's, with the swept key's value of that job (one per key)
+    good, bad = (job_dir_name({o.split("=")[0]: o for o in [*QUICK, f"model.hidden={h}"]}.values()) for h in ("[16]", "[0]"))
+    job_lines = [line for line in proc.stdout.splitlines() if line.startswith(f"sweep/{good}: ")]
     assert len(job_lines) == 1 and "completed, best val/acc" in job_lines[0]
-    failed = read_json(tmp_path / "sweep" / "1" / "summary.json")
+    failed = read_json(tmp_path / "sweep" / bad / "summary.json")
     assert failed["status"] == "failed" and "model.hidden[0] must be >= 1" in failed["error"]
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")][0].startswith(
+        "error: model.hidden[0] must be >= 1")  # said when the job failed, before the sweep's summary
 
 
 def test_a_config_error_in_a_single_run_writes_a_failed_summary(tmp_path):

@@ -356,9 +356,11 @@ def test_every_model_yaml_trains_a_smoke_epoch_through_the_cli(tmp_path):
         "trainer.checkpoints=false", "trainer.progress=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    jobs = sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name))
+    from dlexp.results.report import find_job_dirs
+
+    jobs = [d / "summary.json" for d in find_job_dirs(sweep_dir)]  # in the order the sweep launched them
     assert len(jobs) == len(MODEL_OPTIONS)
-    for option, path in zip(MODEL_OPTIONS, jobs):  # jobs are numbered in sweep order
+    for option, path in zip(MODEL_OPTIONS, jobs):
         summary = read_json(path)
         assert summary["status"] == "completed", (option, summary)
         builder = OmegaConf.load(Path(CONFIG_DIR, "model", f"{option}.yaml")).name

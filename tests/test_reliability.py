@@ -78,7 +78,8 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, refere
         summary = read_json(run_dir / "summary.json")
         assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
         assert f"resume={run_dir}" in summary["resume_with"]
-        assert "finishing the current step" in err
+        assert [line for line in err.splitlines() if line.strip()] == [
+            f"interrupted by SIGTERM: checkpoint saved; continue with: python -m dlexp resume={run_dir}"], err
         state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
         assert state["partial"] is None or state["partial"]["batches"] > 0
     else:
@@ -175,7 +176,7 @@ def test_corrupt_checkpoint_on_resume(tmp_path, finished_run):
 
 def test_resume_refuses_a_conflicting_config_and_accepts_more_epochs(tmp_path, finished_run):
     run_dir = _copy(finished_run, tmp_path)
-    assert_one_line_error(run_cli(f"resume={run_dir}", "model=softmax", cwd=tmp_path), "cannot resume with model.name='softmax'")
+    assert_one_line_error(run_cli(f"resume={run_dir}", "model=softmax", cwd=tmp_path), "cannot resume with model=softmax: the checkpoint was trained with model=mlp")
     assert_one_line_error(run_cli(f"resume={run_dir}", "optim.lr=0.5", cwd=tmp_path), "cannot resume with optim.lr=0.5")
     proc = run_cli(f"resume={run_dir / 'checkpoints' / 'last.pt'}", "trainer.epochs=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

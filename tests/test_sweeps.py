@@ -30,7 +30,10 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name))
+    """The job dirs in the order the sweep launched them (its jobs manifest)."""
+    from dlexp.results.report import find_job_dirs
+
+    return find_job_dirs(sweep_dir)
 
 
 def _overrides(job_dir: Path) -> list[str]:
@@ -89,7 +92,7 @@ def _check_summary_groups_seeds_with_mean_and_std(grid_sweep):
     assert sorted(int(r["rank"]) for r in rows) == [1, 2, 3, 4]
 
     jobs_csv = _csv(sweep_dir / "jobs.csv")
-    assert [r["job"] for r in jobs_csv] == [str(i) for i in range(8)]
+    assert [r["job"] for r in jobs_csv] == [job.name for job in jobs]  # in the order the sweep launched them
     for row, job in zip(jobs_csv, jobs):
         summary = read_json(job / "summary.json")
         assert row["status"] == "completed" and float(row["test/acc"]) == summary["test/acc"]
@@ -204,16 +207,17 @@ def test_failed_job_is_reported_while_the_others_complete_with_joblib(tmp_path):
         "optim.lr=-1,0.001,0.01", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
     )
     assert proc.returncode == 1, proc.stderr  # a sweep with a failed job exits non-zero, after all jobs ran
-    assert "error: 1 of 3 jobs did not complete (jobs 0)" in proc.stderr
+    failed_job = _job_dirs(sweep_dir)[0].name  # optim.lr=-1, the first of the grid
+    assert failed_job.startswith("lr=-1,") and f"error: 1 of 3 jobs did not complete (jobs {failed_job})" in proc.stderr
     rows = {r["optim.lr"]: r for r in _csv(sweep_dir / "summary.csv")}
     assert (rows["-1"]["failed"], rows["-1"]["completed"], rows["-1"]["best/val/acc_mean"], rows["-1"]["rank"]) == ("1", "0", "", "")
     for lr in ("0.001", "0.01"):
         assert rows[lr]["completed"] == "1" and 0 < float(rows[lr]["best/val/acc_mean"]) <= 1
     md = (sweep_dir / "summary.md").read_text()
     assert "3 jobs in 3 configs: 2 completed, 1 failed." in md
-    assert "- job 0 (failed, `" in md and "optim.lr must be > 0, got -1.0" in md
+    assert f"- job {failed_job} (failed, `" in md and "optim.lr must be > 0, got -1.0" in md
     # each of the 2 parallel jobs got its share of the cores
-    config = torch.load(sweep_dir / "1" / "checkpoints" / "last.pt", weights_only=True)["config"]
+    config = torch.load(_job_dirs(sweep_dir)[1] / "checkpoints" / "last.pt", weights_only=True)["config"]
     assert config["trainer"]["num_threads"] == max(1, available_cores() // 2)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +31,7 @@ from dlexp.runs.kfold import combine_fold_summaries
 from dlexp.runs.runlog import RunLog
 from dlexp.tasks import Task, build_task, resolve_monitor
 from dlexp.training.distributed import ranks_from_env
+from dlexp.training.interrupt import STOP, point
 from dlexp.training.optim import OPTIMIZERS
 from dlexp.training.runtime import Runtime, seed_everything, setup_runtime
 from dlexp.training.schedulers import SCHEDULERS
@@ -42,6 +43,7 @@ OPEN_GROUPS: dict[str, Registry] = {
     "augment": AUGMENTS, "shift": SHIFTS,
 }
 SHOWN_GROUPS = ("model", "dataset", "optim")  # the options a run's banner and summary name
+point("imports")  # a moment a test may signal at: while the command line imports a run's modules
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -58,7 +60,8 @@ class RunResult:
 
 def train(
     cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), checkpoint: Optional[dict[str, Any]] = None, *,
-    choices: Optional[dict[str, str]] = None, in_sweep: bool = False,
+    choices: Optional[dict[str, str]] = None, in_sweep: bool = False, reuse_dir: bool = False,
+    on_start: Optional[Callable[[], None]] = None,
 ) -> RunResult:
     """Train the composed config ``cfg``, writing metrics, summary and checkpoints into ``run_dir``.
 
@@ -66,7 +69,17 @@ def train(
     ``resume=`` can recompose the same config; with ``cfg.resume`` set, the run continues from that
     checkpoint (``checkpoint`` if already loaded). ``choices``: the option each group was composed
     from (``optim: sgd_momentum``), for the banner and the summary; ``in_sweep``: one line per run
-    instead of the summary table."""
+    instead of the summary table. ``reuse_dir``: the caller has decided that the dir's files may be
+    replaced (a run killed before its first checkpoint, started again); ``on_start`` is called once
+    the data and model are built, right before training: until then nothing is written into a dir
+    that holds an earlier run."""
+    with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
+        return _train(cfg, Path(run_dir), list(overrides), checkpoint, choices, in_sweep, reuse_dir, on_start)
+
+
+def _train(cfg: DictConfig, run_dir: Path, overrides: list[str], checkpoint: Optional[dict[str, Any]],
+           choices: Optional[dict[str, str]], in_sweep: bool, reuse_dir: bool,
+           on_start: Optional[Callable[[], None]]) -> RunResult:
     cfg = validate(cfg)  # imports the registries (torch): before the clock starts, so that a sweep's
     started = time.perf_counter()  # first job does not carry the process start-up in its wall_seconds
     run_dir = prepare_run_dir(Path(run_dir))
@@ -74,20 +87,24 @@ def train(
         checkpoint = load_resume_checkpoint(cfg.resume)
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
-    else:
+    elif not reuse_dir:
         refuse_earlier_run(run_dir)
     runtime = setup_runtime(cfg.trainer, ranks_from_env())
     seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
     with building(f"dataset={cfg.dataset.name}"):
         source = build_source(cfg)
+    point("data")
+    STOP.check()  # signals outside the training loop stop the run at these points, nothing half done
     task = build_run_task(cfg, source)
     with building(f"dataset={cfg.dataset.name}"):
         folds = load_folds(cfg, seed=cfg.seed, device=runtime.device, shard=(runtime.rank, runtime.world_size),
                            reuse_pool=True, source=source)
+    STOP.check()
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     chosen = chosen_options(cfg, choices)
-    run = Run(cfg, task, runtime, list(overrides), chosen, {"device": str(runtime.device), "seed": cfg.seed, **chosen}, started)
+    run = Run(cfg, task, runtime, list(overrides), chosen, {"device": str(runtime.device), "seed": cfg.seed, **chosen},
+              started, on_start)
     if len(folds) == 1:
         log, summary, exit_code = run.record(folds[0], run_dir, checkpoint)
     else:
@@ -132,6 +149,7 @@ class Run:
     chosen: dict[str, str]  # chosen_options
     facts: dict[str, Any]  # summary entries every training of the run reports (device, seed, options)
     started: float  # time.perf_counter() at the start of the run
+    on_start: Optional[Callable[[], None]] = None  # called once, when the first training is about to begin
 
     def record(self, data: DataBundle, run_dir: Path, checkpoint: Optional[dict[str, Any]] = None, *,
                resumable: bool = True, facts: bool = True) -> tuple[RunLog, dict[str, Any], int]:
@@ -141,6 +159,11 @@ class Run:
         log = self.open_log(run_dir)
         trainer = Trainer(self.cfg, data, self.task, self.runtime, log, run_dir, overrides=self.overrides,
                           resumable=resumable, choices=self.chosen)
+        point("model")
+        STOP.check()
+        if self.on_start is not None:
+            self.on_start()
+            self.on_start = None
         summary = trainer.fit(checkpoint)
         exit_code = summary.pop("exit_code", 0)
         return log, self.close_log(log, summary, run_dir, with_facts=facts), exit_code
@@ -169,8 +192,12 @@ class Run:
             summary.update(self.facts)
             summary["wall_seconds"] = round(time.perf_counter() - self.started, 3)
         log.write_summary(summary)
-        if self.runtime.is_main:
+        point("plots")
+        stopped = summary.get("status") == "interrupted"  # the loop already honoured a signal
+        if self.runtime.is_main and (stopped or not STOP()):
             plots_after_training(run_dir)
+        if not stopped:
+            STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
         return summary
 
 

@@ -1,15 +1,18 @@
 """The Hydra application behind ``python -m dlexp``: one composed config (a run, or one job of a sweep)
 to its files and its exit code.
 
-Hydra composes the config and picks the run dir; this module reads what it needs of Hydra's
-state (the run dir, today's overrides, the options chosen, single run or sweep), resolves
-``resume=``, hands the run to ``dlexp.train.train`` and turns the outcome into an exit code:
+Hydra composes the config and makes the run dir, writing nothing into it. The app decides
+what the invocation may do there before anything is written (``dlexp.cli.plan``), writes the
+run's record once the run is accepted, hands the run to ``dlexp.train.train`` and turns the
+outcome into an exit code:
 
-- 0: completed; 2: a user mistake (one ``error:`` line, ``summary.json`` says failed);
-- 3: diverged; 130/143: interrupted by SIGINT/SIGTERM (``status: interrupted``, resumable).
+- 0: completed (or, in a sweep, skipped because an earlier run of the command completed it);
+- 2: a user mistake: one ``error:`` line; a refused run leaves its dir as it was;
+- 3: diverged; 130/143: interrupted by SIGINT/SIGTERM, at any moment: one line, and
+  ``status: interrupted`` wherever the run has a dir (``resume=`` continues it).
 
 In a sweep a failed or diverged job is a result: it hands its sweeper a failed objective and
-the sweep goes on (``dlexp.cli.sweep``).
+the sweep goes on (``dlexp.cli.sweep``), unless ``sweep.fail_fast``.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,21 +28,27 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp import course
-from dlexp.cli.preflight import check_run_config
+from dlexp.cli import plan as planning
 from dlexp.cli.sweep import failed_objective, share_threads
 from dlexp.config.files import CONFIG_DIR, PRIMARY_CONFIG
 from dlexp.errors import RunDirInUse, UserError
-from dlexp.runs.files import hydra_subdir, run_dir_of
-from dlexp.runs.runlog import record_failure
+from dlexp.runs import sweep
+from dlexp.results.plots import plots_after_training
+from dlexp.runs.files import CURVES_PLOT, checkpoint_file, display_path, run_dir_of, sweep_dir_of
+from dlexp.runs.rundir import DirSnapshot
+from dlexp.runs.runlog import record_failure, record_interruption
 from dlexp.training import distributed
+from dlexp.training.interrupt import STOP, Interrupted, point, signal_name
 
 if TYPE_CHECKING:  # annotations only: dlexp.train imports torch, which the command line defers
     from dlexp.train import RunResult
 
 DIVERGED_EXIT_CODE = 3
+FAIL_FAST_EXIT_CODE = 1
 
-# conf/train.yaml puts a resumed run back in its own dir, and keeps the run's own .hydra/ record
-for _name, _resolver in (("dlexp_run_dir", run_dir_of), ("dlexp_hydra_subdir", hydra_subdir)):
+# conf/train.yaml: a resumed run's dir, a named sweep's dir, and each sweep job's dir named by its overrides
+for _name, _resolver in (("dlexp_run_dir", run_dir_of), ("dlexp_sweep_dir", sweep_dir_of),
+                         ("dlexp_job_dir", planning.job_dir_name)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 
@@ -48,73 +57,192 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def is_main_process() -> bool:
+    return distributed.ranks_from_env()[0] == 0
+
+
 class HydraApp:
-    """The task function Hydra calls once per run (or per sweep job); ``finished_single_run`` tells the
+    """The task function Hydra calls once per run (or per sweep job). ``before`` says which folders existed
+    before Hydra made the run dir (a refused run removes the rest); ``finished_single_run`` tells the
     entry point that a single run has written and closed all its files."""
 
-    def __init__(self) -> None:
+    def __init__(self, before: Optional[DirSnapshot] = None) -> None:
+        self.before = before or DirSnapshot()
         self.finished_single_run = False
+        self.started = False  # whether the current run has begun to train (its dir is its own from then on)
 
     def __call__(self, cfg: DictConfig) -> float:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        with STOP.installed():  # also in the worker processes of parallel launchers, which start no entry point
+            return self.job(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+    def job(self, cfg: DictConfig, run_dir: Path) -> float:
         distributed.join_submitit_tasks(forced_cpu=cfg.trainer.get("device") == "cpu")  # SLURM, tasks_per_node > 1
+        accepted = None
         try:
-            result = self.run(cfg, run_dir)
-            self.finished_single_run = not is_multirun()  # its files are written and closed
+            STOP.check()  # a signal while Hydra composed the config
+            plan = planning.plan_job(cfg, run_dir) if is_multirun() else planning.plan_run(cfg, run_dir)
+            STOP.check()  # decided, nothing written yet: a signal here leaves no trace
+            if plan.kind == "skip":
+                return self.skipped(plan, run_dir)
+            if is_main_process():
+                planning.accept(plan, run_dir)
+            accepted = plan
+            self.mark(run_dir, "running", plan.overrides)
+            result = self.run(plan, run_dir)
+        except Interrupted as stop:
+            self.interrupted(stop, run_dir, accepted)
         except UserError as err:
-            return self.refused(err, run_dir)
+            return self.refused(err, cfg, run_dir, accepted)
         except Exception as err:  # a bug, not a user mistake: keep the trace, but let the sweep go on
             if not is_multirun():
                 raise
             traceback.print_exc()
-            record_failure(run_dir, f"{type(err).__name__}: {err}")
+            self.failed(cfg, run_dir, f"{type(err).__name__}: {err}")
             return failed_objective(err)
-        if result.exit_code:  # interrupted: stop here, a sweep included
-            sys.exit(result.exit_code)
-        if result.summary["status"] == "diverged":
-            print(f"error: training diverged: {result.summary['hint']}", file=sys.stderr)
-            if not is_multirun():  # in a sweep a diverged job is a result, not a crash
-                sys.exit(DIVERGED_EXIT_CODE)
-            return failed_objective(RuntimeError(f"training diverged: {result.summary['hint']}"))
-        return result.objective
+        self.finished_single_run = not is_multirun()  # its files are written and closed
+        return self.outcome(result, run_dir)
 
-    def run(self, cfg: DictConfig, run_dir: Path) -> RunResult:
-        """Resolve ``resume=``, train, then check a course preset's finding from the files written."""
-        # torch and every layer of a run: imported here, after Hydra composed the config, so that
-        # --help, --cfg and the checks before Hydra never pay for them
-        from dlexp import train
-        from dlexp.runs import resume  # loads checkpoints: torch too
+    def run(self, plan: planning.Plan, run_dir: Path) -> RunResult:
+        """Train, then check a course preset's finding from the files written."""
+        from dlexp import train  # torch and every layer of a run: only once the run is decided and accepted
 
         hydra_cfg = HydraConfig.get()
-        today = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
-        plan = resume.resolve(cfg, today=today, config_name=hydra_cfg.job.config_name)
-        check_run_config(plan.cfg)  # the finding a course preset names, besides the schema
         share_threads(plan.cfg)  # parallel launchers: each job gets its share of the CPU cores
         if is_multirun():
             train.warm_imports(plan.cfg)
+        self.started = False
+
+        def on_start() -> None:
+            if is_main_process():
+                planning.start(plan, run_dir)
+            self.started = True
+
         result = train.train(plan.cfg, run_dir, overrides=plan.overrides, checkpoint=plan.checkpoint,
-                             choices=dict(hydra_cfg.runtime.choices), in_sweep=is_multirun())
-        if plan.cfg.get("finding") is not None and distributed.ranks_from_env()[0] == 0:
+                             choices=plan.choices or dict(hydra_cfg.runtime.choices), in_sweep=is_multirun(),
+                             reuse_dir=plan.kind == "restart", on_start=on_start)
+        if plan.cfg.get("finding") is not None and is_main_process():
             course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
         return result
 
+    def outcome(self, result: RunResult, run_dir: Path) -> float:
+        """The exit code of a finished run (a sweep job: its objective for the sweeper)."""
+        status = result.summary["status"]
+        self.mark(run_dir, status)
+        if result.exit_code:  # interrupted in the training loop: stop here, a sweep included
+            self.say_interrupted(result.exit_code - 128, run_dir, result.summary.get("resume_with"))
+            sys.exit(result.exit_code)
+        point("job_end")
+        if status == "diverged":
+            print(f"error: training diverged: {result.summary['hint']}", file=sys.stderr)
+            if not is_multirun():  # in a sweep a diverged job is a result, not a crash
+                sys.exit(DIVERGED_EXIT_CODE)
+            self.stop_between_jobs()
+            return failed_objective(RuntimeError(f"training diverged: {result.summary['hint']}"))
+        self.stop_between_jobs()
+        return result.objective
+
+    def skipped(self, plan: planning.Plan, run_dir: Path) -> float:
+        """A sweep job that an earlier run of the command completed: one quiet line, its recorded result."""
+        summary = plan.job.summary if plan.job else {}
+        monitor = summary.get("monitor", "")
+        value = summary.get(f"best/{monitor}")
+        result = f", best {monitor} {value:.4f}" if isinstance(value, float) else ""
+        print(f"{display_path(run_dir)}: {plan.job.status} earlier, skipped{result}", flush=True)
+        if is_main_process() and not (run_dir / CURVES_PLOT).is_file():
+            plots_after_training(run_dir)  # a job killed after its summary, before its plots: draw them now
+        self.mark(run_dir, plan.job.status, plan.overrides)
+        point("job_end")
+        self.stop_between_jobs()
+        return plan.objective()
+
     @staticmethod
-    def refused(err: UserError, run_dir: Path) -> float:
-        """A user mistake: one line; in a sweep, a failed objective so the other jobs go on."""
+    def stop_between_jobs() -> None:
+        """A signal as a job ended (a single run has nothing left to stop): the sweep stops before the next."""
+        if is_multirun() and STOP():
+            print(f"interrupted by {signal_name(STOP.signum)} between sweep jobs; run the same command again to "
+                  "continue the sweep", file=sys.stderr, flush=True)
+            sys.exit(STOP.exit_code)
+
+    def refused(self, err: UserError, cfg: DictConfig, run_dir: Path, accepted: Optional[planning.Plan]) -> float:
+        """A user mistake: one line. A refused run leaves nothing; a new run that failed once accepted
+        records it; in a sweep, a failed objective so the other jobs go on."""
+        if is_multirun():  # one bad job must not stop the rest of the sweep
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            if os.environ.get("DLEXP_TRACEBACK"):  # Hydra gets the error (and its trace); on_job_end records it
+                planning.record_job(cfg, run_dir)
+                raise err
+            self.failed(cfg, run_dir, str(err))
+            return failed_objective(err)  # NaN, or the error again for sweepers that record failed trials
         if os.environ.get("DLEXP_TRACEBACK"):
             raise err
-        print(f"error: {err}", file=sys.stderr)
-        if not isinstance(err, RunDirInUse):  # the report must not call it "still running"
-            record_failure(run_dir, str(err))
-        if is_multirun():  # one bad job must not stop the rest of the sweep
-            return failed_objective(err)  # NaN, or the error again for sweepers that record failed trials
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if accepted is not None and (accepted.kind == "new" or self.started) and not isinstance(err, RunDirInUse):
+            record_failure(run_dir, str(err))  # the report must not call it "still running"
+        elif accepted is None and is_main_process():
+            self.before.remove_made(run_dir)  # Hydra made it for this command: nothing of it stays
         sys.exit(err.exit_code)
 
+    def failed(self, cfg: DictConfig, run_dir: Path, error: str) -> None:
+        """A sweep job that failed: recorded in its dir and the manifest; the sweep stops if sweep.fail_fast."""
+        if is_main_process():
+            planning.record_job(cfg, run_dir)
+        record_failure(run_dir, error)
+        self.mark(run_dir, "failed")
+        if OmegaConf.select(cfg, "sweep.fail_fast"):
+            print(f"the sweep stops at its first failed job (sweep.fail_fast=true): {display_path(run_dir)}",
+                  file=sys.stderr, flush=True)
+            sys.exit(FAIL_FAST_EXIT_CODE)
 
-def run_app() -> tuple[bool, object]:
+    def interrupted(self, stop: Interrupted, run_dir: Path, accepted: Optional[planning.Plan]) -> None:
+        """A signal outside the training loop: ``status: interrupted`` where the run has a dir, one line, exit."""
+        resume_with = None
+        if accepted is None and is_main_process():
+            if is_multirun():  # the job's dir, made by Hydra a moment ago, is empty: no trace of a job not started
+                _remove_if_empty(run_dir)
+            else:
+                self.before.remove_made(run_dir)
+        elif accepted.kind != "new" and not self.started:  # an earlier run's dir, untouched so far: it stays so
+            resume_with = f"python -m dlexp resume={run_dir}"
+        else:
+            resume_with = record_interruption(run_dir, signal_name(stop.signum), resumable=accepted.cfg.split.name != "kfold")
+            self.mark(run_dir, "interrupted")
+        self.say_interrupted(stop.signum, run_dir if accepted else None, resume_with)
+        sys.exit(stop.exit_code)
+
+    @staticmethod
+    def say_interrupted(signum: int, run_dir: Optional[Path], resume_with: Optional[str]) -> None:
+        name = signal_name(signum)
+        if run_dir is None and is_multirun():
+            print(f"interrupted by {name} before the next sweep job started; run the same command again to continue "
+                  "the sweep", file=sys.stderr, flush=True)
+        elif run_dir is None:
+            print(f"interrupted by {name} before the run started; nothing was written", file=sys.stderr, flush=True)
+        elif is_multirun():
+            print(f"interrupted by {name}: {display_path(run_dir)} is saved; run the same command again to continue "
+                  "the sweep", file=sys.stderr, flush=True)
+        elif resume_with and resume_with.startswith("python"):
+            saved = "checkpoint saved" if checkpoint_file(run_dir).is_file() else "no checkpoint yet"
+            print(f"interrupted by {name}: {saved}; continue with: {resume_with}", file=sys.stderr, flush=True)
+        else:
+            print(f"interrupted by {name}; k-fold runs cannot be resumed: run the same command again to start "
+                  "over", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def mark(run_dir: Path, status: str, overrides: Optional[list[str]] = None) -> None:
+        """A sweep job's status in the sweep's jobs manifest, as it changes."""
+        if is_multirun() and is_main_process():
+            sweep.mark(run_dir.parent, run_dir, status, overrides)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def run_app(before: Optional[DirSnapshot] = None) -> tuple[bool, object]:
     """Run the Hydra app on ``sys.argv``: (whether a single run finished and closed its files, the exit
     code). An exit before that (a refused run, a sweep) leaves through SystemExit as usual."""
-    app = HydraApp()
+    app = HydraApp(before)
     try:
         hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=PRIMARY_CONFIG)(app)()
     except SystemExit as stop:

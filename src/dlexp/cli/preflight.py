@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -27,7 +27,7 @@ from dlexp.config.files import (
     CONFIG_DIR, PRIMARY_CONFIG, config_groups, default_choices, find_option_file, group_options,
 )
 from dlexp.errors import ConfigError
-from dlexp.runs.files import find_checkpoint
+from dlexp.runs.files import find_checkpoint, run_dir_of
 
 _SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
 
@@ -76,9 +76,9 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     if writes_outputs and not shows_config:
         _check_output_dir(argv)
-    for arg in overrides:
-        if arg.startswith("resume=") and arg != "resume=null":
-            find_checkpoint(arg.split("=", 1)[1])  # must exist before Hydra creates a run dir there
+    resume = last_value(overrides, "resume")
+    if resume and resume != "null":
+        find_checkpoint(resume)  # must exist before Hydra creates a run dir there
     for arg in overrides:
         if arg.startswith("+"):
             continue  # an explicit addition; the schema check after composing still applies
@@ -240,11 +240,27 @@ def _check_hydra_groups(args: list[str], dirs: list[Path]) -> None:
                                       f"Choices: {', '.join(options)} (use {group}=<choice>)")
 
 
+def last_value(argv: list[str], key: str) -> Optional[str]:
+    """The value Hydra gives ``key``: that of its last ``key=``, ``+key=`` or ``++key=`` on the command line."""
+    values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(key + "=")]
+    return values[-1] if values else None
+
+
+def run_dir_target(argv: list[str]) -> str:
+    """The run dir (a single run) or sweep dir (-m) Hydra will make, as given: a path, or a ``${...}`` pattern."""
+    if "-m" in argv or "--multirun" in argv:
+        return last_value(argv, "hydra.sweep.dir") or "outputs/multirun/${now:}"
+    resume = last_value(argv, "resume")
+    if resume and resume != "null":
+        return run_dir_of(resume, "")
+    return last_value(argv, "hydra.run.dir") or "outputs/${now:}"
+
+
 def _check_output_dir(argv: list[str]) -> None:
     """Hydra creates the run dir before dlexp runs; make sure it can, or say how to fix it."""
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    target = next((a.split("=", 1)[1] for a in argv if a.startswith(key + "=")), "outputs")
+    target = last_value(argv, key) or "outputs"
     static = target
     if "${" in target:  # resolved by Hydra later (e.g. ${now:...}): check the fixed folders before it
         static = target.split("${", 1)[0].rpartition("/")[0]

@@ -30,23 +30,35 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp import course
+from dlexp.cli.plan import pending_jobs
 from dlexp.results.report import SweepReport, find_job_dirs
 from dlexp.results.tables import summarize_sweep
+from dlexp.runs import sweep
 from dlexp.runs.files import display_path
 from dlexp.runs.runlog import record_failure
+from dlexp.training.interrupt import point
 
 
 class SweepSummary(Callback):
+    """Hydra's callback for every run: the sweep's jobs manifest and, at its end, its summary; and the
+    moment Hydra has composed a run's config (a point signal tests can stop a run at)."""
+
     def __init__(self) -> None:
         self.sweep_dir: Optional[Path] = None
         self.ended = False
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        point("compose")  # Hydra has composed the config and is about to make the run dir
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        point("compose")
         check_launcher(config.hydra.launcher)
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank sweeps; rank 0 alone reports
             self.ended = True
             return
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # a grid: its jobs are known now
+            sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)
         atexit.register(self._summarize_stopped_sweep)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

@@ -84,7 +84,18 @@ class DecodeConfig:
     max_len_b: NonNegativeInt = may_change(5)
 
 
-FIXED_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "regularizer": RegularizerConfig, "decode": DecodeConfig}
+@dataclass
+class SweepConfig:
+    """How a -m sweep names its dir and treats what a rerun of the same command finds; an error in a single run."""
+
+    name: Optional[str] = may_change(None)  # outputs/multirun/<name>: the same dir for the same command
+    retry_failed: bool = may_change(True)  # a rerun runs failed jobs again (completed ones are skipped)
+    fail_fast: bool = may_change(False)  # stop the sweep at its first failed job
+
+
+FIXED_GROUPS: dict[str, type] = {
+    "trainer": TrainerConfig, "regularizer": RegularizerConfig, "decode": DecodeConfig, "sweep": SweepConfig,
+}
 TOP_LEVEL_KEYS: dict[str, Any] = {
     "seed": Seed, "resume": Optional[str],
     "finding": Optional[str],  # a course preset's claim, checked from the run files (dlexp.course)

@@ -29,8 +29,8 @@ from dlexp.config.registry import Registry
 from dlexp.errors import ConfigError
 from dlexp.results.plots import read_csv
 from dlexp.runs.files import (
-    FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SUMMARY_FILE, recorded_config_path,
-    recorded_overrides_path,
+    FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SUMMARY_FILE, atomic_write,
+    recorded_config_path, recorded_overrides_path,
 )
 
 FINDINGS = Registry("finding")
@@ -177,9 +177,7 @@ def record(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> Fi
     """Measure, write ``finding.json`` into ``path`` and print the finding line."""
     result = measure(name, path, config)
     data = {"finding": name, **asdict(result), "text": result.text()}
-    tmp = Path(path) / f".{FINDING_FILE}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(Path(path) / FINDING_FILE)
+    atomic_write(Path(path) / FINDING_FILE, json.dumps(data, indent=2) + "\n")
     print(result.text(), flush=True)
     return result
 

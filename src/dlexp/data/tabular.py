@@ -24,7 +24,7 @@ from dlexp.data.base import DATASETS, Source
 from dlexp.data.preprocess import nan_mean_std
 from dlexp.data.splits import carve_test
 from dlexp.errors import DataError
-from dlexp.runs.files import SUBMISSION_FILE
+from dlexp.runs.files import SUBMISSION_FILE, atomic_write
 
 
 @dataclass
@@ -109,9 +109,7 @@ def _submission_writer(ids: np.ndarray, id_column: str, target_column: str) -> C
         import pandas as pd
 
         frame = pd.DataFrame({id_column: ids, target_column: outputs[:, 0].double().exp().numpy()})
-        tmp = run_dir / f".{SUBMISSION_FILE}.tmp"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, run_dir / SUBMISSION_FILE)
+        atomic_write(run_dir / SUBMISSION_FILE, frame.to_csv(index=False))
 
     return write
 

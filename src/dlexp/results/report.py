@@ -25,9 +25,11 @@ from typing import Any, Optional
 import yaml
 
 from dlexp.runs.files import HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SUMMARY_FILE, recorded_overrides_path
+from dlexp.runs.sweep import read_manifest
 
 SEED_KEY = "seed"
-STATUSES = ("completed", "failed", "diverged", "interrupted", "incomplete")  # summary.csv has a count of each
+# summary.csv has a count of each; pending and running come from the jobs manifest of a sweep still going on
+STATUSES = ("completed", "failed", "diverged", "interrupted", "incomplete", "running", "pending")
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Job:
     name: str  # path under the sweep dir, e.g. "3"
     path: Path
     overrides: list[str]
-    status: str  # completed | failed | incomplete
+    status: str  # one of STATUSES
     summary: dict[str, Any]
     epochs: Optional[int]  # epochs run; for an incomplete job, the rows in its metrics.csv
 
@@ -46,6 +48,8 @@ class Job:
     @property
     def reason(self) -> str:
         """Why a job has no complete result: its error, its divergence hint, or a missing summary."""
+        if self.status in ("pending", "running"):
+            return f"{self.status} (jobs.json)"
         if not self.summary:
             return "no summary.json: still running, or killed"
         return str(self.summary.get("error") or self.summary.get("hint") or self.summary.get("stop_reason", ""))
@@ -102,12 +106,16 @@ class SweepReport:
         return next((g for g in self.groups if g.rank == 1), None)
 
     def unfinished(self) -> list[Job]:
-        """Jobs without a complete result: failed, diverged, interrupted, incomplete."""
-        return [j for j in self.jobs if j.status != "completed"]
+        """Jobs that ran without a complete result: failed, diverged, interrupted, incomplete, running."""
+        return [j for j in self.jobs if j.status not in ("completed", "pending")]
+
+    def pending(self) -> list[Job]:
+        """Jobs of the grid that have not started (a sweep still running, or stopped before them)."""
+        return [j for j in self.jobs if j.status == "pending"]
 
     def problems(self) -> list[Job]:
         """Unfinished jobs that are not an experimental result (a diverged run is one)."""
-        return [j for j in self.unfinished() if j.status != "diverged"]
+        return [j for j in self.unfinished() if j.status != "diverged"] + self.pending()
 
     def axis_values(self, group: Group) -> dict[str, str]:
         values = dict(map(_split, group.key))
@@ -146,12 +154,20 @@ def _natural(name: str) -> list[Any]:
 
 
 def find_job_dirs(sweep_dir: Path) -> list[Path]:
-    """Directories under ``sweep_dir`` (or itself) that hold a Hydra job record."""
+    """Directories under ``sweep_dir`` (or itself) that hold a job record: in the order the jobs manifest
+    lists them (the order the sweep first launched them), the others after, in natural order."""
     dirs = {p.parent.parent for p in sweep_dir.rglob(f"{HYDRA_DIR}/{OVERRIDES_RECORD}") if ".submitit" not in p.parts}
-    return sorted(dirs, key=lambda d: _natural(d.relative_to(sweep_dir).as_posix()))
+    order = {name: i for i, name in enumerate(read_manifest(sweep_dir))}
+
+    def key(d: Path) -> tuple[int, list[Any]]:
+        name = d.relative_to(sweep_dir).as_posix()
+        return order.get(name, len(order)), _natural(name)
+
+    return sorted(dirs, key=key)
 
 
-def load_job(sweep_dir: Path, job_dir: Path) -> Job:
+def load_job(sweep_dir: Path, job_dir: Path, manifest: Optional[dict[str, Any]] = None) -> Job:
+    """A job from its dir; without a summary, its status in the manifest (running), else incomplete."""
     overrides = yaml.safe_load(recorded_overrides_path(job_dir).read_text()) or []
     summary_path = job_dir / SUMMARY_FILE
     summary: dict[str, Any] = {}
@@ -160,7 +176,8 @@ def load_job(sweep_dir: Path, job_dir: Path) -> Job:
             summary = json.loads(summary_path.read_text())
         except json.JSONDecodeError:
             summary = {"status": "failed", "error": "summary.json is not valid JSON"}
-    status = str(summary.get("status", "incomplete"))
+    listed = (manifest or {}).get("status")
+    status = str(summary.get("status") or (listed if listed in ("running", "interrupted") else "incomplete"))
     epochs = summary.get("epochs_run")
     if epochs is None and (job_dir / METRICS_FILE).is_file():
         with open(job_dir / METRICS_FILE, newline="") as handle:
@@ -172,7 +189,11 @@ def load_job(sweep_dir: Path, job_dir: Path) -> Job:
 def build_report(sweep_dir: Path) -> SweepReport:
     """Read every job under ``sweep_dir`` and group them; raises FileNotFoundError when there is none."""
     sweep_dir = Path(sweep_dir)
-    jobs = [load_job(sweep_dir, d) for d in find_job_dirs(sweep_dir)]
+    manifest = read_manifest(sweep_dir)
+    jobs = [load_job(sweep_dir, d, manifest.get(d.name)) for d in find_job_dirs(sweep_dir)]
+    seen = {j.path.name for j in jobs}
+    jobs += [Job(name, sweep_dir / name, [str(o) for o in entry.get("overrides", [])], "pending", {}, None)
+             for name, entry in manifest.items() if name not in seen and entry.get("status") == "pending"]
     if not jobs:
         raise FileNotFoundError(f"no runs found under {sweep_dir} (a job dir holds .hydra/overrides.yaml)")
     groups: dict[tuple[str, ...], Group] = {}

@@ -5,7 +5,6 @@ Nothing here imports torch, so ``python -m dlexp.report`` starts fast.
 """
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,8 @@ from dlexp.results.report import (
     SEED_KEY, STATUSES, Group, Job, SweepReport, build_report, short_value,
 )
 from dlexp.runs.files import (
-    COMPARISON_PLOT, CURVES_PLOT, HEATMAP_PLOT, JOBS_CSV, METRICS_FILE, SUMMARY_CSV, SUMMARY_MD, display_path,
+    COMPARISON_PLOT, CURVES_PLOT, HEATMAP_PLOT, JOBS_CSV, METRICS_FILE, SUMMARY_CSV, SUMMARY_MD, atomic_write, csv_text,
+    display_path,
 )
 
 
@@ -181,26 +181,26 @@ def markdown(report: SweepReport) -> str:
         lines += ["", "## Jobs that did not complete", ""]
         for job in unfinished:
             lines.append(f"- job {job.name} ({job.status}, `{' '.join(job.overrides)}`): {job.reason}")
+    if report.pending():
+        lines += ["", pending_line(report)]
     return "\n".join(lines) + "\n"
+
+
+def pending_line(report: SweepReport) -> str:
+    n = len(report.pending())
+    return f"{n} job{'s' * (n != 1)} not started yet: run the same command again to continue the sweep"
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    atomic_write(path, csv_text([[row.get(c, "") for c in columns] for row in rows], header=columns))
 
 
 def write_tables(report: SweepReport) -> list[Path]:
     out = report.sweep_dir
     _write_csv(out / SUMMARY_CSV, group_rows(report))
     _write_csv(out / JOBS_CSV, job_rows(report))
-    tmp = out / f".{SUMMARY_MD}.tmp"
-    tmp.write_text(markdown(report))
-    tmp.replace(out / SUMMARY_MD)
+    atomic_write(out / SUMMARY_MD, markdown(report))
     return [out / SUMMARY_CSV, out / JOBS_CSV, out / SUMMARY_MD]
 
 
@@ -264,6 +264,8 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
     console.print(best_line(report))
     for job in report.unfinished():
         console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {job.reason}")
+    if report.pending():
+        console.print(pending_line(report))
     if written:
         names = ", ".join(p.name for p in written)
         console.print(f"sweep summary in {display_path(report.sweep_dir)}: {names}")

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from dlexp.runs.files import GRAD_NORMS_FILE, METRICS_FILE
+from dlexp.runs.files import GRAD_NORMS_FILE, METRICS_FILE, atomic_write, csv_text
 GRAD_COLUMNS = ["epoch", "depth", "layer", "type", "grad_norm", "weight_norm", "grad_to_weight"]
 
 MIN_EPOCHS = 3  # fewer epochs than this are too short to diagnose
@@ -163,13 +162,8 @@ class Diagnostics:
         if not self.is_main or not self.path.is_file():
             return
         with open(self.path, newline="") as handle:
-            kept = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=GRAD_COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, self.path)
+            kept = [[row[c] for c in GRAD_COLUMNS] for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
+        atomic_write(self.path, csv_text(kept, header=GRAD_COLUMNS))
 
     def summarize(self, metric: str, best_epoch: Optional[int], *, diverged: Optional[str] = None) -> dict[str, Any]:
         """Summary entries: the generalization gap at the best and final epochs, and the diagnosis.

@@ -18,15 +18,22 @@ This module imports nothing heavy: the command line uses it before a run starts.
 """
 from __future__ import annotations
 
+import csv
+import io
+import os
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 from dlexp.errors import ConfigError
 
+SWEEPS_DIR = "outputs/multirun"  # where named sweeps (sweep.name=...) live
+
 # A run's record
 HYDRA_DIR = ".hydra"  # Hydra's record of the run: the composed config and the command line
 RESUME_HYDRA_DIR = ".hydra_resume"  # a resumed run's own record, beside the original one
 CONFIG_RECORD = "config.yaml"
+HYDRA_RECORD = "hydra.yaml"
 OVERRIDES_RECORD = "overrides.yaml"
 METRICS_FILE = "metrics.csv"
 GRAD_NORMS_FILE = "grad_norms.csv"
@@ -54,6 +61,39 @@ HEATMAP_PLOT = "heatmap.png"  # sweeps over two keys
 SUMMARY_CSV = "summary.csv"
 JOBS_CSV = "jobs.csv"
 SUMMARY_MD = "summary.md"
+JOBS_MANIFEST = "jobs.json"  # each job's status while the sweep runs (dlexp.runs.sweep)
+
+
+_UMASK = os.umask(0o022)  # read once (setting it is the only way to read it), and put back at once
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, text: str, *, durable: bool = False) -> None:
+    """Write ``text`` to a temp file of its own beside ``path``, then rename it over ``path``: a reader (or a
+    kill at any instant) sees the old file or the new one, never half of one. ``durable``: fsync first."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would have made it: mkstemp's files are private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def csv_text(rows: list[list], *, header: Optional[list[str]] = None) -> str:
+    """Rows (and a header) as CSV text, for ``atomic_write``."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    if header is not None:
+        writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def recorded_overrides_path(run_dir: Path) -> Path:
@@ -63,6 +103,11 @@ def recorded_overrides_path(run_dir: Path) -> Path:
 
 def recorded_config_path(run_dir: Path) -> Path:
     return Path(run_dir) / HYDRA_DIR / CONFIG_RECORD
+
+
+def recorded_hydra_path(run_dir: Path) -> Path:
+    """Hydra's own settings for the run, the options each group was composed from among them."""
+    return Path(run_dir) / HYDRA_DIR / HYDRA_RECORD
 
 
 def checkpoint_file(run_dir: Path, best: bool = False) -> Path:
@@ -113,6 +158,6 @@ def run_dir_of(resume: Optional[str], default: str) -> str:
     return str(run_dir_of_checkpoint(path) if path.is_file() else path)
 
 
-def hydra_subdir(resume: Optional[str]) -> str:
-    """Keep the original run's .hydra/ record; a resume writes its own next to it (a resolver in train.yaml)."""
-    return RESUME_HYDRA_DIR if resume else HYDRA_DIR
+def sweep_dir_of(name: Optional[str], default: str) -> str:
+    """A named sweep's dir, the same for every run of the same command (a resolver in train.yaml)."""
+    return f"{SWEEPS_DIR}/{name}" if name else default

@@ -1,27 +1,28 @@
 """``resume=``: which checkpoint a run continues from, with which config, and what may change.
 
-``resume=`` takes a run dir or a checkpoint path. The resumed run uses the
-original run's overrides plus the new command line, so ``python -m dlexp
-resume=DIR`` alone continues exactly the run in DIR; settings that do not change
-the result's meaning (more epochs, threads, the progress bar: the keys declared
-``may_change`` in ``dlexp.config.schema``) may change, anything else (a different
-model, lr, seed, ...) is refused. A run killed before its first checkpoint is
-started again in its own dir from its recorded command line; a finished run
-without a checkpoint is never restarted (that would replace its results).
+``resume=`` takes a run dir or a checkpoint path. The run's own record rules: the resumed run
+takes the config its checkpoint was trained with (or, for a run killed before its first
+checkpoint, the config its dir records) and the options its groups were composed from, and
+today's command line may change only the keys declared ``may_change`` in
+``dlexp.config.schema`` (more epochs, threads, the progress bar, decoding). Anything else (a
+different model, lr, seed, ...) is refused, unless it repeats what the run already has. So
+``python -m dlexp resume=DIR`` alone continues exactly the run in DIR, and nothing about the
+run is taken from today's defaults. A finished run without a checkpoint is never restarted
+(that would replace its results).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from hydra import compose
-from hydra.errors import HydraException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from dlexp.config.files import config_groups
 from dlexp.config.schema import flatten, keys_a_resume_may_change
 from dlexp.errors import ConfigError, UserError
 from dlexp.runs import files
@@ -29,30 +30,38 @@ from dlexp.runs.checkpoint import load_checkpoint
 
 MAY_CHANGE = keys_a_resume_may_change()  # keys that may differ between a checkpoint's config and the resumed run
 RESUME_NEEDS = {"config", "epoch", "optimizer", "rng", "loader"}  # what a checkpoint must hold to be continued
+UNSET = "<unset>"
 
 
 @dataclass
 class Resumption:
-    """What an invocation runs: its config, the overrides to record, and the checkpoint to continue (or None)."""
+    """What an invocation runs: its config, the overrides to record, the checkpoint to continue (or None),
+    and the option each group was composed from (the run's own, when resuming; None: today's)."""
 
     cfg: DictConfig
     overrides: list[str]
     checkpoint: Optional[dict[str, Any]] = None
+    choices: Optional[dict[str, str]] = None
+    restart: bool = False  # a run killed before its first checkpoint, started again in its own dir
+    changes: list[str] = field(default_factory=list)  # today's overrides that the resumed run takes
 
 
-def resolve(cfg: DictConfig, *, today: list[str], config_name: str) -> Resumption:
+def resolve(cfg: DictConfig, *, today: list[str]) -> Resumption:
     """The run this invocation continues, if ``cfg.resume`` is set; else ``cfg`` as it is.
 
-    ``today``: the command line's overrides (without ``resume=``); ``config_name``: the primary
-    config they compose (both Hydra's). When resuming, the original run's overrides come first
-    and today's are applied on top."""
+    ``today``: the command line's overrides (without ``resume=``). Nothing is written: a refusal
+    leaves the run's dir as it was."""
     if not cfg.get("resume"):
         return Resumption(cfg, today)
+    run_dir = Path(files.run_dir_of(cfg.resume, ""))
+    choices = recorded_choices(run_dir)
     if files.find_checkpoint(cfg.resume) is None:  # killed before its first checkpoint: start it again, same dir
-        return _restart(cfg, today, config_name)
+        return _restart(cfg, run_dir, today, choices)
     checkpoint = load_resume_checkpoint(cfg.resume)
+    recorded = OmegaConf.create(checkpoint["config"])
+    changes = accepted_changes(today, recorded, choices, saved_as="the checkpoint was trained with")
     saved = list(checkpoint.get("overrides", []))
-    return Resumption(recompose(config_name, saved, today, cfg.resume), [*saved, *today], checkpoint)
+    return Resumption(_with(recorded, changes, cfg.resume), [*saved, *changes], checkpoint, choices, changes=changes)
 
 
 def load_resume_checkpoint(resume: str) -> dict[str, Any]:
@@ -64,22 +73,17 @@ def load_resume_checkpoint(resume: str) -> dict[str, Any]:
     return state
 
 
-def _restart(cfg: DictConfig, today: list[str], config_name: str) -> Resumption:
-    """``resume=DIR`` for a run with no checkpoint: start it again from its recorded config, in DIR.
-    A finished run is never restarted, and the recorded config may change only where a resume may."""
-    run_dir = Path(cfg.resume).expanduser()
+def _restart(cfg: DictConfig, run_dir: Path, today: list[str], choices: dict[str, str]) -> Resumption:
+    """``resume=DIR`` for a run with no checkpoint: start it again from its recorded config, in DIR."""
     summary = run_dir / files.SUMMARY_FILE
     status = json.loads(summary.read_text()).get("status") if summary.is_file() else None
     if status in ("completed", "diverged"):
         raise ConfigError(f"the run in {cfg.resume} has finished (status {status}) and kept no checkpoint to continue "
                           f"from; start a new run without resume= (its results stay where they are)")
-    saved = recorded_overrides(run_dir)
-    fresh = recompose(config_name, saved, today, cfg.resume)
-    check_compatible(fresh, recompose(config_name, saved, [], None), saved_as="the run was started with")
-    print(f"no checkpoint in {cfg.resume} yet: starting that run again from its recorded config", flush=True)
-    fresh.resume = None
-    clear_attempt(run_dir)
-    return Resumption(fresh, [*saved, *today])
+    recorded = OmegaConf.load(files.recorded_config_path(run_dir))
+    changes = accepted_changes(today, recorded, choices, saved_as="the run was started with")
+    fresh = _with(recorded, changes, None)
+    return Resumption(fresh, [*recorded_overrides(run_dir), *changes], None, choices, restart=True, changes=changes)
 
 
 def clear_attempt(run_dir: Path) -> None:
@@ -96,29 +100,65 @@ def recorded_overrides(run_dir: Path) -> list[str]:
     return [o for o in saved if not o.startswith(("hydra.", "resume="))]
 
 
-def recompose(config_name: str, saved: list[str], today: list[str], resume: Optional[str]) -> DictConfig:
-    """Inside a Hydra app: the original overrides followed by today's (and ``resume=``, when given).
-    Overrides that do not compose with the run's own (model=softmax on a run that set model.hidden)
-    are one line naming both."""
-    try:
-        return compose(config_name=config_name, overrides=[*saved, *today, *([f"resume={resume}"] if resume else [])])
-    except (HydraException, OmegaConfBaseException) as err:
-        reason = str(err).strip().splitlines()[0]
-        raise ConfigError(f"cannot resume with {' '.join(today)} on top of the run's own {' '.join(saved)} "
-                          f"({reason}); drop those overrides, or start a new run without resume=") from None
+def recorded_choices(run_dir: Path) -> dict[str, str]:
+    """The option each config group of the run was composed from (its .hydra/hydra.yaml); {} without it."""
+    path = files.recorded_hydra_path(Path(run_dir).expanduser())
+    record = yaml.safe_load(path.read_text()) if path.is_file() else None
+    choices = ((record or {}).get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
+    return {str(k): str(v) for k, v in choices.items() if v is not None and not str(k).startswith("hydra/")}
+
+
+def accepted_changes(today: list[str], recorded: DictConfig, choices: dict[str, str], saved_as: str) -> list[str]:
+    """Today's overrides that the resumed run takes: those of keys a resume may change. One that repeats
+    what the run has is dropped; any other is refused in one line."""
+    groups = set(config_groups())
+    flat = flatten(OmegaConf.to_container(recorded, resolve=True))
+    kept = []
+    for override, text in zip(OverridesParser.create().parse_overrides(today), today):
+        key = override.key_or_group.lstrip("+~")
+        if key in groups:
+            _check_same_option(override, key, choices, saved_as)
+        elif key in MAY_CHANGE and not override.is_delete():
+            kept.append(text)
+        else:
+            value = override.value() if not override.is_delete() else UNSET
+            if flat.get(key, UNSET) != value:
+                raise ConfigError(f"cannot resume with {key}={value!r}: {saved_as} {flat.get(key, UNSET)!r}; drop that "
+                                  f"override, or start a new run without resume=")
+    return kept
+
+
+def _check_same_option(override: Override, group: str, choices: dict[str, str], saved_as: str) -> None:
+    option, recorded = str(override.value()), choices.get(group)
+    if recorded is None:
+        raise ConfigError(f"cannot resume with {group}={option}: the run's record names no {group} option (a run "
+                          f"from an older dlexp); drop that override, or start a new run without resume=")
+    if option != recorded:
+        raise ConfigError(f"cannot resume with {group}={option}: {saved_as} {group}={recorded}; drop that "
+                          f"override, or start a new run without resume=")
+
+
+def _with(recorded: DictConfig, changes: list[str], resume: Optional[str]) -> DictConfig:
+    """The recorded config with today's accepted changes (values as Hydra parses them), and ``resume=``."""
+    cfg = recorded.copy()
+    for override in OverridesParser.create().parse_overrides(changes):
+        OmegaConf.update(cfg, override.key_or_group.lstrip("+"), override.value(), force_add=True)
+    cfg.resume = resume
+    return cfg
 
 
 def check_compatible(new: Any, saved: Any, saved_as: str = "the checkpoint was trained with") -> None:
-    """Refuse to resume with settings that would change what the checkpoint means."""
+    """Refuse to continue a checkpoint with settings that would change what it means (``train`` called
+    with a config and a checkpoint, and a sweep's rerun of an interrupted job)."""
     new_flat, saved_flat = flatten(_plain(new)), flatten(_plain(saved))
     # component names first: "model.name differs" says more than any of its keys
     for key in sorted(set(new_flat) | set(saved_flat), key=lambda k: (not k.endswith(".name"), k)):
         if key in MAY_CHANGE:
             continue
-        if new_flat.get(key, "<unset>") != saved_flat.get(key, "<unset>"):
+        if new_flat.get(key, UNSET) != saved_flat.get(key, UNSET):
             raise ConfigError(
-                f"cannot resume with {key}={new_flat.get(key, '<unset>')!r}: {saved_as} "
-                f"{saved_flat.get(key, '<unset>')!r}; drop that override, or start a new run without resume="
+                f"cannot resume with {key}={new_flat.get(key, UNSET)!r}: {saved_as} "
+                f"{saved_flat.get(key, UNSET)!r}; drop that override, or start a new run without resume="
             )
 
 

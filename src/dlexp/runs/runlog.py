@@ -18,20 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dlexp.config.schema import flatten
-from dlexp.runs.files import METRICS_FILE, SUMMARY_FILE, display_path
+from dlexp.runs.files import METRICS_FILE, SUMMARY_FILE, atomic_write, csv_text, display_path
 
 LONG_KEYS = {"hint", "resume_with", "error"}
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON via a temp file + rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, default=_jsonable)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write JSON whole (``atomic_write``, fsynced), so readers never see half a file."""
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n", durable=True)
 
 
 def record_failure(run_dir: Path, error: str) -> None:
@@ -46,6 +40,23 @@ def record_failure(run_dir: Path, error: str) -> None:
         write_json_atomic(path, {"status": "failed", "error": error})
     except OSError:
         pass  # the run dir itself is unusable; the error was already printed
+
+
+def record_interruption(run_dir: Path, signal: str, *, resumable: bool = True) -> str:
+    """``status: interrupted`` in ``summary.json`` (its other entries kept), for a run a signal stopped
+    outside the training loop; returns how to continue it."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        summary = {}
+    resume_with = f"python -m dlexp resume={run_dir}" if resumable else "(k-fold runs start again)"
+    summary.update({"status": "interrupted", "signal": signal, "resume_with": resume_with})
+    try:
+        write_json_atomic(path, summary)
+    except OSError:
+        pass  # the run dir itself is unusable; the interruption is still said on the console
+    return resume_with
 
 
 def _jsonable(value: Any) -> Any:
@@ -139,13 +150,8 @@ class RunLog:
             rows = list(csv.reader(handle))
         if not rows:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        kept = [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
+        atomic_write(path, csv_text(kept, header=rows[0]), durable=True)
         self._csv_columns = rows[0]
 
     def write_summary(self, summary: dict[str, Any]) -> None:

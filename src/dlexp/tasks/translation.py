@@ -22,7 +22,7 @@ from dlexp.data.text import BOS_ID, PAD_ID, detokenize, lengths
 from dlexp.errors import ConfigError
 from dlexp.models.decoding import MAX_LEN_A, MAX_LEN_B, Decoded, beam_search, greedy, max_lengths
 from dlexp.models.seq2seq_base import TRANSLATION, model_task
-from dlexp.runs.files import ATTENTION_FILE, TRANSLATIONS_FILE
+from dlexp.runs.files import ATTENTION_FILE, TRANSLATIONS_FILE, atomic_write
 from dlexp.tasks.base import LOSSES, TASKS, StepOutput, Task
 from dlexp.tasks.bleu import corpus_bleu, sentence_bleu_d2l
 from dlexp.tasks.metrics import CorpusMetric, MeanMetric, Metric
@@ -182,6 +182,4 @@ def _write_tsv(path: Path, rows: list[tuple[str, str, str, float]]) -> None:
 def _write_attention(path: Path, examples: list[tuple[list[str], list[str], list[list[float]]]]) -> None:
     """[{source tokens, output tokens, weights (L, S)}, ...], written atomically."""
     data = [{"source": source, "output": output, "weights": weights} for source, output, weights in examples]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data) + "\n")

@@ -1,8 +1,16 @@
-"""Graceful stops on SIGINT (Ctrl-C) and SIGTERM (e.g. cluster preemption).
+"""Stops on SIGINT (Ctrl-C) and SIGTERM (e.g. cluster preemption), at any moment, the same way every time.
 
-The first signal only sets a flag: the training loop finishes its current step,
-saves a checkpoint and reports status ``interrupted``. A second signal exits at
-once (the last checkpoint on disk stays valid: checkpoints are written atomically).
+The command line installs ``STOP`` as its first act and keeps it to the end. The first
+signal only records itself: nothing is cut off mid-import, mid-write or mid-step. The
+code then stops at the next safe point: the training loop after its current step (it
+checkpoints there), anything else at a ``STOP.check()``, which raises ``Interrupted``.
+The command line turns that into one line, ``status: interrupted`` where a run dir
+exists, and exit code 128 + the signal (130, 143). A second signal exits at once (the
+last checkpoint on disk stays valid: checkpoints are written atomically).
+
+``point(name)`` marks a moment a test may send a signal at (``DLEXP_SIGNAL_AT=name``, or
+``name@N`` for its N-th time, ``:SIGTERM`` for another signal), so that interruptions are
+tested at fixed points instead of after sleeps; ``DLEXP_KILL_AT`` does the same with SIGKILL.
 """
 from __future__ import annotations
 
@@ -16,37 +24,82 @@ from typing import Iterator, Optional
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
+class Interrupted(BaseException):
+    """A signal asked the run to stop; raised at a safe point. A BaseException, so that no ``except
+    Exception`` on the way up mistakes it for a failure."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
 class StopRequest:
+    """Whether a stop was asked for, and by which signal; one per process (``STOP``)."""
+
     def __init__(self) -> None:
         self.signum: Optional[int] = None
+        self._depth = 0
+        self._previous: dict[int, object] = {}
 
     def __call__(self) -> bool:
         return self.signum is not None
 
     @property
     def exit_code(self) -> int:
-        return 128 + (self.signum or 0)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        return 128 + (self.signum or 0)
+
+    def check(self) -> None:
+        """Raise ``Interrupted`` if a signal arrived: called where stopping leaves nothing half done."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
 
     def _handle(self, signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
         if self.signum is not None:
-            sys.stderr.write(f"\n{name} again: exiting now\n")
+            sys.stderr.write(f"\n{signal_name(signum)} again: exiting now\n")
+            sys.stderr.flush()
             os._exit(128 + signum)
         self.signum = signum
-        sys.stderr.write(f"\n{name}: finishing the current step and saving a checkpoint (send it again to exit at once)\n")
 
     @contextmanager
     def installed(self) -> Iterator["StopRequest"]:
-        """Handle the signals while the block runs (only possible in the main thread)."""
+        """Handle the signals while the block runs (the main thread only). Nested blocks share the outer
+        one's handlers; the outermost starts with no stop asked for."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {sig: signal.signal(sig, self._handle) for sig in HANDLED}
+        if self._depth == 0:
+            self.signum = None
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in HANDLED}
+        self._depth += 1
         try:
             yield self
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._depth -= 1
+            if self._depth == 0:
+                for sig, handler in self._previous.items():
+                    signal.signal(sig, handler)
+
+
+STOP = StopRequest()
+_POINTS_SEEN: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """A moment tests may interrupt at: ``DLEXP_SIGNAL_AT`` / ``DLEXP_KILL_AT`` = ``name[@N][:SIGNAL]``."""
+    _POINTS_SEEN[name] = _POINTS_SEEN.get(name, 0) + 1
+    for variable, default in (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL")):
+        spec = os.environ.get(variable)
+        if not spec:
+            continue
+        where, _, sig = spec.partition(":")
+        at, _, nth = where.partition("@")
+        if at == name and _POINTS_SEEN[name] == int(nth or 1):
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.Signals[sig or default])
 
 
 def signal_name(signum: Optional[int]) -> str:

@@ -28,7 +28,7 @@ from dlexp.runs.files import CHECKPOINT_DIR
 from dlexp.runs.runlog import RunLog
 from dlexp.tasks.base import Task, resolve_monitor
 from dlexp.training.checkpointer import Checkpointer
-from dlexp.training.interrupt import StopRequest, signal_name
+from dlexp.training.interrupt import STOP, point, signal_name
 from dlexp.training.optim import build_optimizer
 from dlexp.training.runtime import Runtime, capture_rng, restore_rng
 from dlexp.training.schedulers import build_scheduler, current_lr, step_scheduler
@@ -67,7 +67,7 @@ class Trainer:
         if trainer.checkpoint_every_minutes and runtime.distributed:  # ranks' clocks would disagree on when
             raise UserError("trainer.checkpoint_every_minutes needs one process; under torchrun use "
                             "trainer.checkpoint_every_n_steps")
-        self.stop = StopRequest()
+        self.stop = STOP  # the process's: the command line installs it before anything else
         self.completed = 0  # epochs finished (and checkpointed)
         self.best_state: Optional[dict[str, Any]] = None  # CPU copy of the weights of the best epoch
         self.epoch_lr = current_lr(self.optimizer)  # the lr when the current epoch began
@@ -77,30 +77,38 @@ class Trainer:
         """Train, then score the test sets with the best weights; returns the run's summary entries."""
         partial = self.restore(checkpoint) if checkpoint is not None else None
         self.log_header()
-        outcome: dict[str, Any] = {"status": "completed", "stop_reason": "max_epochs"}
-        with self.stop.installed(), self.log.progress_bar() as bar:
-            for epoch in range(self.completed + 1, self.cfg.trainer.epochs + 1):
-                if self.stop() or self.stopper.should_stop:
-                    break
-                # the lr at the epoch's start (a per-step schedule moves it; a resumed partial epoch saved it)
-                started, lr = time.perf_counter(), (partial or {}).get("lr", current_lr(self.optimizer))
-                self.epoch_lr = lr
-                try:
-                    train_stats = self.train_epoch(epoch, bar, partial)
-                except Diverged as err:
-                    outcome = diverged_outcome(err, epoch, self.cfg)
-                    break
-                partial = None
-                if train_stats is None:  # a signal arrived mid-epoch; the partial epoch is saved
-                    break
-                val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar)
-                self.end_epoch(epoch, lr, train_stats, val_stats, started)
-                if self.stopper.should_stop:
-                    outcome["stop_reason"] = "early_stopping"
-                    self.log_early_stop()
-        if self.stop():
-            outcome = self.interrupted_outcome()
-        return self.finish(outcome)
+        outcome: dict[str, Any] = {"status": "completed",
+                                   "stop_reason": "early_stopping" if self.stopper.should_stop else "max_epochs"}
+        with self.stop.installed():  # the loop and the test sets: a signal anywhere here is a stop, not a traceback
+            with self.log.progress_bar() as bar:
+                outcome = self.loop(bar, partial, outcome)
+            if self.stop():
+                outcome = self.interrupted_outcome()
+            return self.finish(outcome)
+
+    def loop(self, bar: Progress, partial: Optional[dict[str, Any]], outcome: dict[str, Any]) -> dict[str, Any]:
+        """The epochs still to run; returns the outcome (completed, early stopped, diverged)."""
+        for epoch in range(self.completed + 1, self.cfg.trainer.epochs + 1):
+            if self.stop() or self.stopper.should_stop:
+                break
+            # the lr at the epoch's start (a per-step schedule moves it; a resumed partial epoch saved it)
+            started, lr = time.perf_counter(), (partial or {}).get("lr", current_lr(self.optimizer))
+            self.epoch_lr = lr
+            try:
+                train_stats = self.train_epoch(epoch, bar, partial)
+            except Diverged as err:
+                outcome = diverged_outcome(err, epoch, self.cfg)
+                break
+            partial = None
+            if train_stats is None:  # a signal arrived mid-epoch; the partial epoch is saved
+                break
+            point("val")
+            val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar)
+            self.end_epoch(epoch, lr, train_stats, val_stats, started)
+            if self.stopper.should_stop:
+                outcome["stop_reason"] = "early_stopping"
+                self.log_early_stop()
+        return outcome
 
     def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]]) -> Optional[dict[str, float]]:
         """One pass over the training data; None if a signal stopped it (then it is checkpointed)."""
@@ -128,6 +136,7 @@ class Trainer:
         due = due or (bool(minutes) and time.monotonic() - self.checkpointer.last_save >= 60 * minutes)
         if due:
             self.checkpointer.save(self.state(partial=progress))
+        point("train_step")
 
     def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Progress] = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
@@ -150,6 +159,7 @@ class Trainer:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.raw_model.state_dict().items()}
         self.completed = epoch
         self.checkpointer.save(self.state(), best=improved)
+        point("end_epoch")
 
     # -- checkpoint state -----------------------------------------------------
     def state(self, partial: Optional[EpochProgress] = None) -> dict[str, Any]:
@@ -211,7 +221,10 @@ class Trainer:
         metric = self.task.monitor_metric.name
         summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint")))
         if outcome["status"] == "completed":
+            point("test")
             summary.update(self.test())
+            if self.stop():  # a signal while the test sets were scored: the run continues from its last checkpoint
+                summary.update(self.interrupted_outcome())
         summary["num_params"] = count_parameters(self.raw_model)
         summary.update(init_summary(self.cfg.model))  # e.g. init: normal, init_sigma: 0.01
         return summary
@@ -253,11 +266,8 @@ class Trainer:
         )
 
     def interrupted_outcome(self) -> dict[str, Any]:
+        """The summary entries of a run a signal stopped (the command line says it in one line)."""
         resume = f"python -m dlexp resume={self.run_dir}"
-        if self.resumable:
-            self.log.info(f"interrupted: checkpoint saved; continue with: {resume}")
-        else:
-            self.log.info("interrupted: k-fold runs cannot be resumed; run the same command again to start over")
         return {"status": "interrupted", "signal": signal_name(self.stop.signum), "exit_code": self.stop.exit_code,
                 "resume_with": resume if self.resumable else "(k-fold runs start again)"}
 

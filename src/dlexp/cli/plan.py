@@ -1,0 +1,133 @@
+"""What an invocation will do with its run dir, decided before anything is written: a new run, a resumed
+one, a restart, or (in a sweep) a job to skip; then, once accepted, its record.
+
+A single run: a new run needs a dir that holds no other run; ``resume=`` continues the run in its
+dir with that run's own config (``dlexp.runs.resume``). A sweep job looks at what an earlier run
+of the same command left in its dir: completed (or diverged) jobs are skipped, interrupted ones
+continue from their checkpoint, failed ones run again unless ``sweep.retry_failed=false``, and
+jobs killed before their first checkpoint start over.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from dlexp.cli.preflight import check_run_config
+from dlexp.config.schema import SweepConfig
+from dlexp.errors import ConfigError
+from dlexp.runs import files, sweep
+from dlexp.runs.files import display_path
+from dlexp.runs.rundir import refuse_earlier_run, write_record
+
+
+@dataclass
+class Plan:
+    """The run an invocation starts (``kind``: new, resume, restart, skip), with everything ``train`` takes."""
+
+    kind: str
+    cfg: DictConfig
+    overrides: list[str]
+    checkpoint: Optional[dict[str, Any]] = None
+    choices: Optional[dict[str, str]] = None  # the options of the run's own record (a resume); None: today's
+    job: Optional[sweep.JobState] = None  # what a sweep job's dir held
+
+    def objective(self) -> float:
+        """A skipped job's result, for its sweeper: the best monitored value it recorded (NaN: diverged)."""
+        summary = self.job.summary if self.job else {}
+        value = summary.get(f"best/{summary.get('monitor')}")
+        return float(value) if isinstance(value, (int, float)) and summary.get("status") == "completed" else math.nan
+
+
+def today_overrides() -> list[str]:
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+
+
+def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
+    """A single run: new, or resumed (the run's record rules), or refused. Reads, never writes."""
+    from dlexp.runs import resume  # loads checkpoints: torch, which the command line defers to here
+
+    _refuse_sweep_keys(cfg)
+    resumed = resume.resolve(cfg, today=today_overrides())
+    check_run_config(resumed.cfg)
+    if not cfg.get("resume"):
+        refuse_earlier_run(run_dir)
+        return Plan("new", resumed.cfg, resumed.overrides)
+    kind = "restart" if resumed.restart else "resume"
+    return Plan(kind, resumed.cfg, resumed.overrides, resumed.checkpoint, resumed.choices)
+
+
+def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
+    """A sweep job, from what its dir holds. Reads, never writes."""
+    from dlexp.runs import resume  # loads checkpoints: torch, which the command line defers to here
+
+    if cfg.get("resume"):
+        raise ConfigError("resume= continues one run; to continue a sweep, run the same -m command again "
+                          "(completed jobs are skipped, interrupted ones resumed)")
+    today, state = today_overrides(), sweep.job_state(job_dir)
+    if state.status in ("completed", "diverged") or (state.status == "failed" and not cfg.sweep.retry_failed):
+        return Plan("skip", cfg, today, job=state)
+    check_run_config(cfg)
+    if state.status in ("interrupted", "incomplete") and state.checkpoint is not None:
+        checkpoint = resume.load_checkpoint(state.checkpoint)
+        resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
+        return Plan("resume", cfg, list(checkpoint.get("overrides", today)), checkpoint, job=state)
+    return Plan("new" if state.status == "new" else "restart", cfg, today, job=state)
+
+
+def accept(plan: Plan, run_dir: Path) -> None:
+    """A new run's dir is the plan's from here on: its record. A dir that holds an earlier attempt (a resume,
+    a restart) is left as it is until the run has its data and model (``start``)."""
+    if plan.kind == "new" or (plan.kind == "restart" and plan.job is not None):
+        write_record(run_dir, plan.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task)
+    elif plan.kind == "restart":
+        print(f"no checkpoint in {display_path(run_dir)} yet: starting that run again from its recorded config",
+              flush=True)
+
+
+def start(plan: Plan, run_dir: Path) -> None:
+    """The run has its data and model and starts training: clear what an unfinished attempt left, and give
+    a resumed run its own record beside the original. Until here, a refusal changed nothing in the dir."""
+    from dlexp.runs import resume  # (with plan_run, as above)
+
+    if plan.kind == "restart":
+        resume.clear_attempt(run_dir)
+    elif plan.kind == "resume" and plan.job is None:
+        write_record(run_dir, plan.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task, resumed=True)
+
+
+def record_job(cfg: DictConfig, job_dir: Path) -> None:
+    """A sweep job's record, where a job that failed before it was accepted has none: the report and a
+    rerun find every job of the sweep by it."""
+    if not files.recorded_overrides_path(job_dir).is_file():
+        write_record(job_dir, cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task)
+
+
+def _refuse_sweep_keys(cfg: DictConfig) -> None:
+    """``sweep.*`` applies to -m sweeps: set in a single run it would be silently ignored."""
+    node = cfg.get("sweep") or {}
+    changed = [f"sweep.{f.name}={node.get(f.name)}" for f in dataclasses.fields(SweepConfig)
+               if f.name in node and node.get(f.name) != f.default]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} applies to -m sweeps; add -m to sweep, or drop it for a single run")
+
+
+def job_dir_name(overrides: Any) -> str:
+    """``hydra.sweep.subdir``'s resolver: a job's dir, named by its overrides (``dlexp.runs.sweep``)."""
+    return sweep.job_dir_name([str(o) for o in overrides])
+
+
+def pending_jobs(config: DictConfig) -> dict[str, dict[str, Any]]:
+    """The jobs of a basic (grid) sweep, from its config before any has started: dir name -> entry."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    (grid,) = BasicSweeper.split_arguments(overrides, None)
+    return {sweep.job_dir_name(job): {"overrides": list(job), "status": "pending"} for job in grid}
+

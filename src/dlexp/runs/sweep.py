@@ -1,0 +1,129 @@
+"""A sweep's jobs on disk: each job's dir, named by its overrides; what state a rerun finds it in; and
+the jobs manifest (``jobs.json``) that says, while the sweep runs, which jobs are pending, running or done.
+
+A job dir is named by what defines the job, not by its place in the grid, so that rerunning the
+same command (a grid with a point added, reordered, interrupted half-way) finds each job's own dir:
+``dropout=0.5,weight_decay=0.001-3fa2c1d0`` is the overrides' last key segments and values, cut to
+stay readable, and a hash of the full, sorted overrides, so no two jobs share a dir.
+
+Light: no torch, so the sweep's launcher process can use it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from dlexp.runs import files
+
+# Overrides that change how a job runs or shows, not what it computes: left out of its identity, so a
+# rerun on another machine (threads, device) or with the progress bar off still finds its jobs.
+NOT_IDENTITY = ("sweep.", "trainer.progress", "trainer.log_every_n_steps", "trainer.num_threads", "trainer.device",
+                "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_minutes")
+READABLE_CHARS = 64  # of a job dir's name, before its hash
+LONG_PART = 20  # a setting longer than this goes after the short ones in the name
+STATES = ("pending", "running", "completed", "failed", "interrupted", "diverged")  # a job in the manifest
+
+
+def identity(overrides: Sequence[str]) -> list[str]:
+    """The overrides that define a job, sorted by key."""
+    kept = [str(o) for o in overrides if not str(o).lstrip("+~").startswith(NOT_IDENTITY)]
+    return sorted(kept, key=lambda o: (o.lstrip("+~").split("=", 1)[0], o))
+
+
+def job_dir_name(overrides: Sequence[str]) -> str:
+    """``dropout=0.5,weight_decay=0.001-3fa2c1d0`` for a job's overrides; ``defaults-<hash>`` for none.
+
+    Short settings come first (paths last, by their file name), so the swept values stay in sight."""
+    defining = identity(overrides)
+    digest = hashlib.sha1("\n".join(defining).encode()).hexdigest()[:8]
+    parts = []
+    for override in defining:
+        key, _, value = override.lstrip("+~").partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value.rstrip('/').rsplit('/', 1)[-1]}")
+    parts.sort(key=lambda part: len(part) > LONG_PART)  # stable: key order within each kind
+    readable = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", ",".join(parts))[:READABLE_CHARS].rstrip(",_") or "defaults"
+    return f"{readable}-{digest}"
+
+
+@dataclass
+class JobState:
+    """What a sweep's rerun finds in a job dir."""
+
+    status: str  # new | completed | diverged | failed | interrupted | incomplete (files, but no summary)
+    checkpoint: Optional[Path]  # checkpoints/last.pt, when there is one to continue from
+    summary: dict[str, Any]
+
+
+def job_state(job_dir: Path) -> JobState:
+    summary_path = job_dir / files.SUMMARY_FILE
+    summary: dict[str, Any] = {}
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except ValueError:
+            summary = {}
+    checkpoint = files.checkpoint_file(job_dir)
+    checkpoint = checkpoint if checkpoint.is_file() else None
+    if summary.get("status"):
+        return JobState(str(summary["status"]), checkpoint, summary)
+    started = (job_dir / files.METRICS_FILE).exists() or checkpoint is not None
+    return JobState("incomplete" if started else "new", checkpoint, summary)
+
+
+# --------------------------------------------------------------------------
+# The jobs manifest
+
+
+def manifest_path(sweep_dir: Path) -> Path:
+    return Path(sweep_dir) / files.JOBS_MANIFEST
+
+
+@contextlib.contextmanager
+def _locked(sweep_dir: Path) -> Iterator[None]:
+    """One writer at a time: jobs of a parallel launcher (joblib, SLURM) end at the same moment."""
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(sweep_dir) / f".{files.JOBS_MANIFEST}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_manifest(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """Job dir name -> its entry (overrides, status, times), in the order the jobs first appeared."""
+    path = manifest_path(sweep_dir)
+    try:
+        return json.loads(path.read_text()).get("jobs", {}) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def update_manifest(sweep_dir: Path, entries: dict[str, dict[str, Any]], *, only_new: bool = False) -> None:
+    """Merge ``entries`` (job dir name -> fields) into the manifest; ``only_new``: add jobs it lacks, change none."""
+    with _locked(sweep_dir):
+        jobs = read_manifest(sweep_dir)
+        for name, fields in entries.items():
+            if only_new and name in jobs:
+                continue
+            jobs[name] = {**jobs.get(name, {}), **fields}
+        files.atomic_write(manifest_path(sweep_dir), json.dumps({"jobs": jobs}, indent=1) + "\n")
+
+
+def mark(sweep_dir: Path, job_dir: Path, status: str, overrides: Optional[Sequence[str]] = None) -> None:
+    """Record a job's new status (and when), e.g. ``running`` as it starts, ``completed`` as it ends."""
+    fields: dict[str, Any] = {"status": status, "started" if status == "running" else "ended": _now()}
+    if overrides is not None:
+        fields["overrides"] = list(overrides)
+    update_manifest(sweep_dir, {Path(job_dir).name: fields})
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -1,0 +1,260 @@
+"""The life of a run dir and a sweep: a refused command changes no byte, a resume follows the run's own
+record, a signal at any moment stops in one line, and an interrupted sweep continues where it stopped."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAST, assert_one_line_error, cli_in_process, read_json, run_cli
+from datafiles import write_arrays
+from dlexp.results.report import find_job_dirs
+from dlexp.runs.sweep import job_dir_name, read_manifest
+
+SMOKE = ["trainer=smoke", "trainer.progress=false"]
+TABLE_COLUMNS_NOT_COMPARED = {"wall_seconds"}  # a rerun's time is its own; every number it computed is compared
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``, hidden ones included, with its bytes; folders as None."""
+    out: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        out[path.relative_to(root).as_posix()] = path.read_bytes() if path.is_file() else None
+    return out
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    """A finished 2-epoch run of softmax on an .npz file, whose dir later commands must leave alone."""
+    root = tmp_path_factory.mktemp("earlier")
+    write_arrays(root / "d.npz", n=120, seed=3, task="classification")
+    proc = run_cli(*SMOKE, "model=softmax", "dataset=arrays", "dataset.path=d.npz", "hydra.run.dir=runs/a", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+REFUSED = {  # a command that must be refused in one line, and a words of its error
+    "used dir": (["model=softmax", "hydra.run.dir=runs/a"], "already holds a run"),
+    "incompatible resume": (["resume=runs/a", "optim.lr=0.5"], "cannot resume with optim.lr=0.5"),
+    "another group": (["resume=runs/a", "model=mlp"], "cannot resume with model=mlp: the checkpoint was trained with model=softmax"),
+    "bad override": (["resume=runs/a", "trainer.epochs=abc"], "bad value for 'trainer.epochs'"),
+    "bad data file": (["resume=runs/a", "trainer.epochs=3"], "cannot read"),
+    "a sweep key in a run": (["resume=runs/a", "sweep.name=x"], "sweep.name=x applies to -m sweeps"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_a_refused_command_changes_no_byte_of_the_earlier_run(earlier_run, tmp_path, kind):
+    root = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(earlier_run, root)
+    if kind == "bad data file":
+        (root / "d.npz").write_bytes(b"not an npz file")  # the run's data is damaged since
+    before = tree(root / "runs")
+    args, words = REFUSED[kind]
+    proc = run_cli(*FAST, *args, cwd=root)
+    assert_one_line_error(proc, words)
+    assert tree(root / "runs") == before  # hidden files (.hydra/) included, and nothing new
+
+
+def test_a_refused_new_run_leaves_no_dir(tmp_path):
+    proc = run_cli(*SMOKE, "optim.lr=-1", "hydra.run.dir=new/run", cwd=tmp_path)
+    assert_one_line_error(proc, "optim.lr must be > 0")
+    assert not (tmp_path / "new").exists()
+    proc = run_cli(*SMOKE, "optim.lr=-1", cwd=tmp_path)  # the default outputs/<date>/<time> too
+    assert proc.returncode == 2 and not any((tmp_path / "outputs").rglob("*"))
+
+
+def test_the_value_hydra_uses_is_the_value_checked(tmp_path):
+    """A key given twice: Hydra takes the last one, and so does every check before it."""
+    proc = run_cli(*SMOKE, "hydra.run.dir=a", "hydra.run.dir=/proc/dlexp_x", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot create output dir /proc/dlexp_x")
+    proc = run_cli(*SMOKE, "hydra.run.dir=/proc/dlexp_x", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b" / "summary.json").is_file() and not (tmp_path / "a").exists()
+    proc = run_cli("resume=b", "resume=does/not/exist", cwd=tmp_path)
+    assert_one_line_error(proc, "resume=does/not/exist: no such run dir or checkpoint")
+
+
+# (group, option, overrides that keep its run small): a run of each group's non-default option
+GROUP_RUNS = [
+    ("model", "softmax", []),
+    ("optim", "sgd_momentum", []),
+    ("regularizer", "dropout", []),
+    ("scheduler", "step", []),
+    ("augment", "noise", []),
+    ("shift", "covariate", []),
+    ("split", "holdout", ["split.val_fraction=0.25"]),
+    ("dataset", "wedge", []),
+    ("trainer", "smoke", []),
+    ("experiment", "lenet_digits", ["trainer.limit_train_batches=2", "trainer.limit_eval_batches=2"]),
+]
+
+
+@pytest.mark.parametrize("group,option,extra", GROUP_RUNS, ids=[g for g, _, _ in GROUP_RUNS])
+def test_a_resume_follows_the_runs_own_record_for_every_group(tmp_path, capfd, group, option, extra):
+    run_dir = tmp_path / "run"
+    first = cli_in_process("dlexp", [*SMOKE, "trainer.epochs=1", f"{group}={option}", *extra,
+                                     f"hydra.run.dir={run_dir}"], capfd)
+    assert first.returncode == 0, first.stderr
+    recorded = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["config"]
+    banner = next(line for line in first.stdout.splitlines() if line.startswith("dlexp model="))
+    resumed = cli_in_process("dlexp", [f"resume={run_dir}", "trainer.epochs=2"], capfd)  # nothing else said today
+    assert resumed.returncode == 0, resumed.stderr
+    again = next(line for line in resumed.stdout.splitlines() if line.startswith("dlexp model="))
+    assert again.split(" device=")[0] == banner.split(" device=")[0]  # model=, dataset=, optim=, params
+    config = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["config"]
+    assert {**config, "trainer": {**config["trainer"], "epochs": 1}, "resume": None} == {**recorded, "resume": None}
+    summary = read_json(run_dir / "summary.json")
+    assert summary["epochs_run"] == 2
+    first_choices = {k: v for k, v in zip(("model", "dataset", "optim"), banner.split(" params=")[0].split()[1:])}
+    assert {k: summary[k] for k in first_choices} == {k: v.split("=")[1] for k, v in first_choices.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Signals at fixed points: one line, 130 or 143, status interrupted wherever a run dir exists
+
+BEFORE_THE_RUN = ["startup", "imports", "compose"]
+IN_THE_RUN = ["data", "model", "train_step", "val", "end_epoch", "test", "plots"]
+
+
+@pytest.mark.parametrize("point", BEFORE_THE_RUN + IN_THE_RUN)
+def test_a_signal_at_any_moment_stops_in_one_line(tmp_path, point):
+    sig = "SIGTERM" if point in ("imports", "val", "plots") else "SIGINT"
+    proc = run_cli(*SMOKE, "hydra.run.dir=run", cwd=tmp_path, env={"DLEXP_SIGNAL_AT": f"{point}:{sig}"})
+    assert proc.returncode == 128 + signal.Signals[sig], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    said = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(said) == 1 and said[0].startswith(f"interrupted by {sig}"), proc.stderr
+    run_dir = tmp_path / "run"
+    if point in BEFORE_THE_RUN:
+        assert not run_dir.exists() and "nothing was written" in said[0]
+        return
+    assert read_json(run_dir / "summary.json")["status"] == "interrupted"
+    assert f"continue with: python -m dlexp resume={run_dir}" in said[0]
+    resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2 and "test/acc" in summary
+    assert (run_dir / "curves.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# Sweeps that continue
+
+GRID = ["optim.lr=0.003,0.01", "seed=0,1"]
+
+
+def _table(sweep_dir: Path) -> list[dict[str, str]]:
+    """summary.csv and jobs.csv rows, without the columns a rerun may change (its wall time)."""
+    rows = []
+    for name in ("summary.csv", "jobs.csv"):
+        with open(sweep_dir / name, newline="") as handle:
+            rows += [{k: v for k, v in row.items() if k not in TABLE_COLUMNS_NOT_COMPARED} for row in csv.DictReader(handle)]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def whole_sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("whole")
+    proc = run_cli("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "outputs" / "multirun" / "grid"
+
+
+def test_a_named_sweep_has_one_dir_and_jobs_named_by_their_overrides(whole_sweep):
+    jobs = find_job_dirs(whole_sweep)
+    assert len(jobs) == 4
+    for job in jobs:
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        lr, seed = (next(line.split("=")[1] for line in overrides.splitlines() if key in line) for key in ("optim.lr", "seed="))
+        assert job.name.startswith(f"lr={lr},seed={seed},") and job.name == job_dir_name(
+            [o.removeprefix("- ") for o in overrides.splitlines()])
+    manifest = read_manifest(whole_sweep)
+    assert [m["status"] for m in manifest.values()] == ["completed"] * 4
+    assert list(manifest) == [j.name for j in jobs]  # the grid's order, kept by the report
+
+
+# kill points: a job's epoch end, mid-epoch (4 step points an epoch, 8 a job), after a summary before its
+# plots, and between two jobs
+@pytest.mark.parametrize("kill_at", ["end_epoch@3", "train_step@11", "plots@2", "job_end@3"])
+def test_a_sweep_killed_at_any_point_continues_to_the_same_table(tmp_path, whole_sweep, kill_at):
+    proc = run_cli("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=tmp_path, env={"DLEXP_KILL_AT": kill_at})
+    assert proc.returncode == -signal.SIGKILL
+    sweep_dir = tmp_path / "outputs" / "multirun" / "grid"
+    again = run_cli("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "completed earlier, skipped" in again.stdout
+    assert _table(sweep_dir) == _table(whole_sweep)
+    assert [m["status"] for m in read_manifest(sweep_dir).values()] == ["completed"] * 4
+
+
+def test_a_rerun_skips_completed_jobs_retries_failed_ones_and_runs_new_points(tmp_path):
+    data = write_arrays(tmp_path / "d.npz", n=120, seed=3, task="classification")
+    args = ["-m", *SMOKE, "dataset=arrays", "sweep.name=s"]
+    first = run_cli(*args, f"dataset.path={data}", "optim.lr=-1,0.01", cwd=tmp_path)  # lr=-1 fails
+    assert first.returncode == 1 and "error: optim.lr must be > 0" in first.stderr
+    sweep_dir = tmp_path / "outputs" / "multirun" / "s"
+    statuses = {m["overrides"][-1]: m["status"] for m in read_manifest(sweep_dir).values()}
+    assert statuses == {"optim.lr=-1": "failed", "optim.lr=0.01": "completed"}
+    kept = run_cli(*args, f"dataset.path={data}", "optim.lr=-1,0.01", "sweep.retry_failed=false", cwd=tmp_path)
+    assert kept.returncode == 1 and kept.stdout.count("earlier, skipped") == 2
+    again = run_cli(*args, f"dataset.path={data}", "optim.lr=0.1,0.01,0.003", cwd=tmp_path)  # -1 replaced, 0.003 added
+    assert again.returncode == 1  # the old failed job is still one of the sweep's, and still failed
+    lines = [line for line in again.stdout.splitlines() if "skipped" in line]
+    assert len(lines) == 1 and "lr=0.01," in lines[0]
+    rows = {r["optim.lr"]: r for r in csv.DictReader(open(sweep_dir / "summary.csv", newline=""))}
+    assert {k: (r["completed"], r["failed"]) for k, r in rows.items()} == {
+        "-1": ("0", "1"), "0.01": ("1", "0"), "0.1": ("1", "0"), "0.003": ("1", "0")}
+
+
+def test_a_failed_job_can_stop_the_sweep(tmp_path):
+    proc = run_cli("-m", *SMOKE, "optim.lr=-1,0.01", "sweep.name=f", "sweep.fail_fast=true", cwd=tmp_path)
+    assert proc.returncode == 1 and "stops at its first failed job" in proc.stderr
+    manifest = read_manifest(tmp_path / "outputs" / "multirun" / "f")
+    assert [m["status"] for m in manifest.values()] == ["failed", "pending"]
+
+
+def test_a_signal_between_sweep_jobs_stops_the_sweep_and_a_rerun_finishes_it(tmp_path):
+    args = ["-m", *SMOKE, *GRID, "sweep.name=g"]
+    proc = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@2:SIGTERM"})
+    assert proc.returncode == 143 and "Traceback" not in proc.stderr
+    assert "interrupted by SIGTERM between sweep jobs; run the same command again" in proc.stderr
+    assert "the sweep stopped early" in proc.stderr  # and what ran is summarized
+    manifest = read_manifest(tmp_path / "outputs" / "multirun" / "g")
+    assert [m["status"] for m in manifest.values()] == ["completed", "completed", "pending", "pending"]
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("completed earlier, skipped") == 2
+
+
+def test_a_sweep_in_progress_shows_its_state_in_the_report(tmp_path):
+    from dlexp.results.report import build_report
+
+    proc = run_cli("-m", *SMOKE, *GRID, "sweep.name=p", cwd=tmp_path, env={"DLEXP_KILL_AT": "end_epoch@3"})
+    assert proc.returncode == -signal.SIGKILL
+    report = build_report(tmp_path / "outputs" / "multirun" / "p")
+    assert [j.status for j in report.jobs] == ["completed", "running", "pending", "pending"]
+
+
+def test_resume_is_refused_inside_a_sweep_and_sweep_keys_outside_one(tmp_path):
+    proc = run_cli(*SMOKE, "sweep.name=x", cwd=tmp_path)
+    assert_one_line_error(proc, "sweep.name=x applies to -m sweeps")
+    proc = run_cli("-m", *SMOKE, "resume=whatever", "optim.lr=0.1,0.2", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_the_manifest_is_valid_json_after_every_update(tmp_path):
+    from dlexp.runs.sweep import mark, update_manifest
+
+    update_manifest(tmp_path, {"a": {"status": "pending"}, "b": {"status": "pending"}})
+    mark(tmp_path, tmp_path / "b", "running", ["x=1"])
+    update_manifest(tmp_path, {"a": {"status": "completed"}}, only_new=True)  # known jobs are not changed
+    jobs = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
+    assert jobs["a"] == {"status": "pending"} and jobs["b"]["status"] == "running" and jobs["b"]["overrides"] == ["x=1"]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
