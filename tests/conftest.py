@@ -93,3 +93,11 @@ def cli_in_process(module: str, args: list[str], capfd) -> subprocess.CompletedP
         HydraConfig.instance().cfg = None  # a later in-process train() must not think it is in this sweep
     out, err = capfd.readouterr()
     return subprocess.CompletedProcess([module, *args], code, out, err)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL 15 server for this test session (``tests/services.py``)."""
+    from services import postgres_server
+
+    yield from postgres_server()

@@ -94,6 +94,7 @@ LAYERS = [
     ("cli", ("dlexp.cli", "dlexp.__main__", "dlexp.summary", "dlexp.report", "dlexp.translate", "dlexp.curriculum",
              "dlexp.sweep")),  # the command line, and the public module paths that lead into it
     ("course", ("dlexp.course",)),
+    ("search", ("dlexp.search",)),
     ("train", ("dlexp.train",)),
     ("results", ("dlexp.results",)),
     ("training", ("dlexp.training",)),

@@ -211,7 +211,7 @@ def shrink(args: list[str], *, sweep: bool, resume: bool, as_written: bool = Fal
             value = TINY[bare]
         elif bare in BATCH_CAP:
             value = str(min(int(value), BATCH_CAP[bare]))
-        elif bare == "hydra.sweeper.n_trials":
+        elif bare == "hparams_search.n_trials":
             value = OPTUNA_TRIALS
         elif values:
             value, axes = cut(values, axes == 0), axes + 1
@@ -220,8 +220,8 @@ def shrink(args: list[str], *, sweep: bool, resume: bool, as_written: bool = Fal
     if resume:
         budget.pop("trainer.epochs")  # the resumed run's own epochs, or the command's
     out += [f"{key}={value}" for key, value in budget.items() if key not in seen]
-    if sweep and "hparams_search" in seen and "hydra.sweeper.n_trials" not in seen:
-        out.append(f"hydra.sweeper.n_trials={OPTUNA_TRIALS}")
+    if sweep and "hparams_search" in seen and "hparams_search.n_trials" not in seen:
+        out.append(f"hparams_search.n_trials={OPTUNA_TRIALS}")
     return out + (preset_sweeps(out, seen, first_axis=axes == 0) if sweep else [])
 
 

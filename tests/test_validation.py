@@ -123,7 +123,7 @@ def test_hydra_group_options_and_names_are_checked_before_hydra_starts():
         preflight(["-m", "hydra/launcher=jobllib", "optim.lr=0.1,0.2"])
     with pytest.raises(ConfigError, match="no config group 'hydra/launchr'. Did you mean 'hydra/launcher'"):
         preflight(["hydra/launchr=joblib"])
-    preflight(["-m", "hydra/launcher=joblib", "hydra/sweeper=optuna", "hydra.sweep.dir=/tmp/dlexp_preflight_probe"])
+    preflight(["-m", "hydra/launcher=joblib", "hydra/sweeper=dlexp_optuna", "hydra.sweep.dir=/tmp/dlexp_preflight_probe"])
 
 
 @pytest.mark.parametrize(

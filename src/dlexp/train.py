@@ -61,7 +61,7 @@ class RunResult:
 def train(
     cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), checkpoint: Optional[dict[str, Any]] = None, *,
     choices: Optional[dict[str, str]] = None, in_sweep: bool = False, reuse_dir: bool = False,
-    on_start: Optional[Callable[[], None]] = None,
+    on_start: Optional[Callable[[], None]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None,
 ) -> RunResult:
     """Train the composed config ``cfg``, writing metrics, summary and checkpoints into ``run_dir``.
 
@@ -72,14 +72,15 @@ def train(
     instead of the summary table. ``reuse_dir``: the caller has decided that the dir's files may be
     replaced (a run killed before its first checkpoint, started again); ``on_start`` is called once
     the data and model are built, right before training: until then nothing is written into a dir
-    that holds an earlier run."""
+    that holds an earlier run. ``on_epoch(epoch, monitored val value)`` returns whether to stop there
+    (a search's pruner): the run ends ``pruned``, without scoring its test sets."""
     with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
-        return _train(cfg, Path(run_dir), list(overrides), checkpoint, choices, in_sweep, reuse_dir, on_start)
+        return _train(cfg, Path(run_dir), list(overrides), checkpoint, choices, in_sweep, reuse_dir, on_start, on_epoch)
 
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str], checkpoint: Optional[dict[str, Any]],
            choices: Optional[dict[str, str]], in_sweep: bool, reuse_dir: bool,
-           on_start: Optional[Callable[[], None]]) -> RunResult:
+           on_start: Optional[Callable[[], None]], on_epoch: Optional[Callable[[int, float], bool]] = None) -> RunResult:
     cfg = validate(cfg)  # imports the registries (torch): before the clock starts, so that a sweep's
     started = time.perf_counter()  # first job does not carry the process start-up in its wall_seconds
     run_dir = prepare_run_dir(Path(run_dir))
@@ -104,7 +105,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str], checkpoint: Opt
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     chosen = chosen_options(cfg, choices)
     run = Run(cfg, task, runtime, list(overrides), chosen, {"device": str(runtime.device), "seed": cfg.seed, **chosen},
-              started, on_start)
+              started, on_start, on_epoch)
     if len(folds) == 1:
         log, summary, exit_code = run.record(folds[0], run_dir, checkpoint)
     else:
@@ -150,6 +151,7 @@ class Run:
     facts: dict[str, Any]  # summary entries every training of the run reports (device, seed, options)
     started: float  # time.perf_counter() at the start of the run
     on_start: Optional[Callable[[], None]] = None  # called once, when the first training is about to begin
+    on_epoch: Optional[Callable[[int, float], bool]] = None  # a search's pruner: stop after this epoch?
 
     def record(self, data: DataBundle, run_dir: Path, checkpoint: Optional[dict[str, Any]] = None, *,
                resumable: bool = True, facts: bool = True) -> tuple[RunLog, dict[str, Any], int]:
@@ -158,7 +160,7 @@ class Run:
         Returns (the log, the summary, the exit code: non-zero when a signal stopped the run)."""
         log = self.open_log(run_dir)
         trainer = Trainer(self.cfg, data, self.task, self.runtime, log, run_dir, overrides=self.overrides,
-                          resumable=resumable, choices=self.chosen)
+                          resumable=resumable, choices=self.chosen, on_epoch=self.on_epoch)
         point("model")
         STOP.check()
         if self.on_start is not None:

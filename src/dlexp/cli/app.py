@@ -20,7 +20,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -36,6 +36,7 @@ from dlexp.runs import sweep
 from dlexp.results.plots import plots_after_training
 from dlexp.runs.files import CURVES_PLOT, checkpoint_file, display_path, run_dir_of, sweep_dir_of
 from dlexp.runs.rundir import DirSnapshot
+from dlexp.search.slots import TRIAL_VARIABLE
 from dlexp.runs.runlog import record_failure, record_interruption
 from dlexp.training import distributed
 from dlexp.training.interrupt import STOP, Interrupted, point, signal_name
@@ -48,7 +49,7 @@ FAIL_FAST_EXIT_CODE = 1
 
 # conf/train.yaml: a resumed run's dir, a named sweep's dir, and each sweep job's dir named by its overrides
 for _name, _resolver in (("dlexp_run_dir", run_dir_of), ("dlexp_sweep_dir", sweep_dir_of),
-                         ("dlexp_job_dir", planning.job_dir_name)):
+                         ("dlexp_job_dir", planning.job_dir_name), ("dlexp_search_dir", planning.search_dir)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 
@@ -119,7 +120,7 @@ class HydraApp:
 
         result = train.train(plan.cfg, run_dir, overrides=plan.overrides, checkpoint=plan.checkpoint,
                              choices=plan.choices or dict(hydra_cfg.runtime.choices), in_sweep=is_multirun(),
-                             reuse_dir=plan.kind == "restart", on_start=on_start)
+                             reuse_dir=plan.kind == "restart", on_start=on_start, on_epoch=trial_reporter())
         if plan.cfg.get("finding") is not None and is_main_process():
             course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
         return result
@@ -232,6 +233,15 @@ class HydraApp:
         """A sweep job's status in the sweep's jobs manifest, as it changes."""
         if is_multirun() and is_main_process():
             sweep.mark(run_dir.parent, run_dir, status, overrides)
+
+
+def trial_reporter() -> Optional[Callable[[int, float], bool]]:
+    """A search's trial reports each epoch to its study (``DLEXP_TRIAL``, set by the search's slot)."""
+    if not os.environ.get(TRIAL_VARIABLE):
+        return None
+    from dlexp.search.study import reporter_from_env  # optuna: only in a search's trials
+
+    return reporter_from_env()
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -72,7 +72,7 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
         raise ConfigError("resume= continues one run; to continue a sweep, run the same -m command again "
                           "(completed jobs are skipped, interrupted ones resumed)")
     today, state = today_overrides(), sweep.job_state(job_dir)
-    if state.status in ("completed", "diverged") or (state.status == "failed" and not cfg.sweep.retry_failed):
+    if state.status in ("completed", "pruned", "diverged") or (state.status == "failed" and not cfg.sweep.retry_failed):
         return Plan("skip", cfg, today, job=state)
     check_run_config(cfg)
     if state.status in ("interrupted", "incomplete") and state.checkpoint is not None:
@@ -111,7 +111,9 @@ def record_job(cfg: DictConfig, job_dir: Path) -> None:
 
 
 def _refuse_sweep_keys(cfg: DictConfig) -> None:
-    """``sweep.*`` applies to -m sweeps: set in a single run it would be silently ignored."""
+    """``sweep.*`` and ``hparams_search`` apply to -m sweeps: set in a single run they would be silently ignored."""
+    if cfg.get("hparams_search") is not None:
+        raise ConfigError("hparams_search is a search over many runs: add -m (python -m dlexp -m hparams_search=optuna)")
     node = cfg.get("sweep") or {}
     changed = [f"sweep.{f.name}={node.get(f.name)}" for f in dataclasses.fields(SweepConfig)
                if f.name in node and node.get(f.name) != f.default]
@@ -122,6 +124,11 @@ def _refuse_sweep_keys(cfg: DictConfig) -> None:
 def job_dir_name(overrides: Any) -> str:
     """``hydra.sweep.subdir``'s resolver: a job's dir, named by its overrides (``dlexp.runs.sweep``)."""
     return sweep.job_dir_name([str(o) for o in overrides])
+
+
+def search_dir(name: Optional[str], overrides: Any) -> str:
+    """A search's ``hydra.sweep.dir`` resolver (conf/hparams_search/optuna.yaml): named by its command."""
+    return sweep.search_dir(name, [str(o) for o in overrides])
 
 
 def pending_jobs(config: DictConfig) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Glue between dlexp and Hydra's multirun machinery: the end-of-sweep summary, threads per job, Optuna's direction.
+"""Glue between dlexp and Hydra's multirun machinery: the end-of-sweep summary and threads per job.
 
 - ``SweepSummary`` is a Hydra callback (``hydra.callbacks`` in conf/train.yaml).
   When a multirun ends it writes and prints the sweep summary (``dlexp.results``) and
@@ -9,8 +9,6 @@
   early is still summarized at exit.
 - ``failed_objective`` is what a failed job returns, so that no sweeper stops at it.
 - ``share_threads`` gives each job of a parallel launcher its share of the CPU.
-- ``${dlexp.direction:}`` resolves to ``maximize``/``minimize`` from the metric a
-  run monitors; the Optuna preset (conf/hparams_search/optuna.yaml) uses it.
 
 Importing this module must stay light (no torch): Hydra imports it in every run.
 """
@@ -27,7 +25,7 @@ from typing import Any, Optional
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlexp import course
 from dlexp.cli.plan import pending_jobs
@@ -36,6 +34,7 @@ from dlexp.results.tables import summarize_sweep
 from dlexp.runs import sweep
 from dlexp.runs.files import display_path
 from dlexp.runs.runlog import record_failure
+from dlexp.search.slots import THREADS_VARIABLE
 from dlexp.training.interrupt import point
 
 
@@ -109,12 +108,11 @@ def failed_objective(error: BaseException) -> float:
 
     Hydra's basic sweeper stops the whole sweep at the end of a batch if a job
     raised, so there a failed (or diverged) job returns NaN and the sweep goes
-    on. Other sweepers (Optuna) record a raising job as a failed trial and go on,
-    while a NaN objective aborts hydra-optuna-sweeper 1.3's study; there the
-    error is raised again.
+    on; dlexp's search reads the job's summary.json. Other sweepers record a
+    raising job as a failed trial and go on; there the error is raised again.
     """
     target = str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
-    if not target or target.endswith("BasicSweeper"):
+    if not target or target.endswith(("BasicSweeper", "DlexpSearchSweeper")):
         return math.nan
     raise error
 
@@ -133,9 +131,12 @@ def available_cores() -> int:
 def threads_per_job(launcher: Any, cores: int) -> Optional[int]:
     """CPU threads for one job of ``launcher`` (Hydra's launcher config), or None to keep PyTorch's default.
 
+    dlexp's slots say it in ``DLEXP_THREADS_PER_JOB`` (cores // slots).
     joblib runs ``n_jobs`` jobs at once on this machine: each gets cores // n_jobs.
     submitit (SLURM or local) gives each job ``cpus_per_task`` CPUs.
     """
+    if os.environ.get(THREADS_VARIABLE):
+        return int(os.environ[THREADS_VARIABLE])
     target = str(launcher.get("_target_", "")) if launcher is not None else ""
     if target.endswith("JoblibLauncher"):
         n_jobs = int(launcher.get("n_jobs", -1))
@@ -156,18 +157,3 @@ def share_threads(cfg: DictConfig) -> None:
     threads = threads_per_job(HydraConfig.get().launcher, available_cores())
     if threads is not None:
         trainer.num_threads = threads
-
-
-# --------------------------------------------------------------------------
-# Optuna's direction
-
-
-def _direction(*, _root_: DictConfig) -> str:
-    """``maximize`` or ``minimize``: the mode of the val metric a run of this config monitors (the dataset
-    is built once, here in the launching process, when the task decides it)."""
-    from dlexp import train  # torch (the dataset and its task): only when a sweeper asks for the direction
-
-    return "maximize" if train.monitored_mode(_root_) == "max" else "minimize"
-
-
-OmegaConf.register_new_resolver("dlexp.direction", _direction, replace=True)

@@ -93,6 +93,28 @@ class SweepConfig:
     fail_fast: bool = may_change(False)  # stop the sweep at its first failed job
 
 
+@dataclass
+class SearchConfig:
+    """An Optuna search (``-m hparams_search=optuna``, ``dlexp.search``); an error in a single run.
+
+    Not part of a run's own config: the search decides which runs there are, each run is one trial."""
+
+    n_trials: PositiveInt = 20  # trials in the study, over every rerun and worker: a rerun continues toward it
+    sampler: Literal["tpe", "random", "grid", "gp", "cmaes"] = "tpe"
+    seed: Optional[int] = None  # the sampler's seed; None: the run's seed
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
+    min_epochs: PositiveInt = 1  # no trial is pruned before it has run this many epochs
+    direction: Literal["auto", "maximize", "minimize"] = "auto"  # auto: the monitored val metric's mode
+    storage: Optional[str] = None  # None: <sweep dir>/optuna.journal; sqlite:///study.db; postgresql://...
+    study_name: Optional[str] = None  # None: the sweep dir's name
+    slots: Optional[PositiveInt] = None  # trials at once in this worker; None: one per GPU, else one per core
+    jobs_per_gpu: PositiveInt = 1  # more than 1 shares each GPU between that many trials
+    synchronous: bool = False  # true: batches of ``slots`` trials, each batch waiting for its slowest
+    lease_seconds: PositiveFloat = 300.0  # a trial whose worker stopped renewing its lease this long is taken over
+    params: dict[str, Any] = field(default_factory=dict)  # key: Hydra sweep syntax, e.g. tag(log, interval(1e-4, 0.1))
+
+
+SEARCH_GROUP = "hparams_search"
 FIXED_GROUPS: dict[str, type] = {
     "trainer": TrainerConfig, "regularizer": RegularizerConfig, "decode": DecodeConfig, "sweep": SweepConfig,
 }

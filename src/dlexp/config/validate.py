@@ -25,7 +25,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dlexp.config.constraints import check, check_fields, did_you_mean, plain_dataclass, plain_type
 from dlexp.config.registry import Registry
-from dlexp.config.schema import FIXED_GROUPS, TOP_LEVEL_KEYS
+from dlexp.config.schema import FIXED_GROUPS, SEARCH_GROUP, TOP_LEVEL_KEYS, SearchConfig
 from dlexp.errors import ConfigError
 
 
@@ -99,7 +99,7 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
     """A typed copy of a composed run config, or a ConfigError naming the bad key.
 
     ``groups`` maps each open group to the registry its ``name:`` selects from (``dlexp.train.OPEN_GROUPS``)."""
-    known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS)
+    known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS) | {SEARCH_GROUP}
     for key in cfg.keys():
         if key not in known:
             raise ConfigError(
@@ -118,9 +118,16 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, hint in TOP_LEVEL_KEYS.items():
         out[key] = _check_top_level(key, hint, cfg.get(key))
+    if cfg.get(SEARCH_GROUP) is not None:  # checked here, kept out of the run's own config: the search's, not a run's
+        search_settings(cfg[SEARCH_GROUP])
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
+
+
+def search_settings(node: Any) -> DictConfig:
+    """The checked ``hparams_search`` node of a search (``dlexp.config.schema.SearchConfig``)."""
+    return _check(SEARCH_GROUP, SearchConfig, node)
 
 
 def _check_top_level(key: str, hint: Any, value: Any) -> Any:

@@ -29,7 +29,7 @@ from dlexp.runs.sweep import read_manifest
 
 SEED_KEY = "seed"
 # summary.csv has a count of each; pending and running come from the jobs manifest of a sweep still going on
-STATUSES = ("completed", "failed", "diverged", "interrupted", "incomplete", "running", "pending")
+STATUSES = ("completed", "pruned", "failed", "diverged", "interrupted", "incomplete", "running", "pending")
 
 
 @dataclass
@@ -114,8 +114,8 @@ class SweepReport:
         return [j for j in self.jobs if j.status == "pending"]
 
     def problems(self) -> list[Job]:
-        """Unfinished jobs that are not an experimental result (a diverged run is one)."""
-        return [j for j in self.unfinished() if j.status != "diverged"] + self.pending()
+        """Unfinished jobs that are not an experimental result (a diverged run is one, a pruned trial too)."""
+        return [j for j in self.unfinished() if j.status not in ("diverged", "pruned")] + self.pending()
 
     def axis_values(self, group: Group) -> dict[str, str]:
         values = dict(map(_split, group.key))

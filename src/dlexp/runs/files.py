@@ -62,6 +62,8 @@ SUMMARY_CSV = "summary.csv"
 JOBS_CSV = "jobs.csv"
 SUMMARY_MD = "summary.md"
 JOBS_MANIFEST = "jobs.json"  # each job's status while the sweep runs (dlexp.runs.sweep)
+STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study, when it has no database (dlexp.search)
+JOB_LOGS_DIR = "logs"  # parallel slots: each job's console output, <sweep dir>/logs/<job dir>.log
 
 
 _UMASK = os.umask(0o022)  # read once (setting it is the only way to read it), and put back at once

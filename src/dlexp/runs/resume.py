@@ -23,7 +23,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config.files import config_groups
-from dlexp.config.schema import flatten, keys_a_resume_may_change
+from dlexp.config.schema import SEARCH_GROUP, flatten, keys_a_resume_may_change
 from dlexp.errors import ConfigError, UserError
 from dlexp.runs import files
 from dlexp.runs.checkpoint import load_checkpoint
@@ -150,7 +150,8 @@ def _with(recorded: DictConfig, changes: list[str], resume: Optional[str]) -> Di
 def check_compatible(new: Any, saved: Any, saved_as: str = "the checkpoint was trained with") -> None:
     """Refuse to continue a checkpoint with settings that would change what it means (``train`` called
     with a config and a checkpoint, and a sweep's rerun of an interrupted job)."""
-    new_flat, saved_flat = flatten(_plain(new)), flatten(_plain(saved))
+    # a search's settings are the search's, not the run's (a trial's config holds them, its checkpoint not)
+    new_flat, saved_flat = (flatten({k: v for k, v in _plain(c).items() if k != SEARCH_GROUP}) for c in (new, saved))
     # component names first: "model.name differs" says more than any of its keys
     for key in sorted(set(new_flat) | set(saved_flat), key=lambda k: (not k.endswith(".name"), k)):
         if key in MAY_CHANGE:

@@ -26,22 +26,34 @@ from dlexp.runs import files
 # rerun on another machine (threads, device) or with the progress bar off still finds its jobs.
 NOT_IDENTITY = ("sweep.", "trainer.progress", "trainer.log_every_n_steps", "trainer.num_threads", "trainer.device",
                 "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_minutes")
+# ...and, for a search's dir, what only changes how far or how wide the search runs: a rerun with more
+# trials or slots continues the same study
+NOT_SEARCH_IDENTITY = NOT_IDENTITY + ("hparams_search.n_trials", "hparams_search.slots", "hparams_search.jobs_per_gpu",
+                                      "hparams_search.lease_seconds", "hydra/launcher", "hydra.launcher")
+SEARCHES_DIR = "outputs/search"  # a search's dir, named by its command, unless sweep.name names it
 READABLE_CHARS = 64  # of a job dir's name, before its hash
 LONG_PART = 20  # a setting longer than this goes after the short ones in the name
-STATES = ("pending", "running", "completed", "failed", "interrupted", "diverged")  # a job in the manifest
+STATES = ("pending", "running", "completed", "pruned", "failed", "interrupted", "diverged")  # a job in the manifest
 
 
-def identity(overrides: Sequence[str]) -> list[str]:
+def identity(overrides: Sequence[str], ignored: tuple[str, ...] = NOT_IDENTITY) -> list[str]:
     """The overrides that define a job, sorted by key."""
-    kept = [str(o) for o in overrides if not str(o).lstrip("+~").startswith(NOT_IDENTITY)]
+    kept = [str(o) for o in overrides if not str(o).lstrip("+~").startswith(ignored)]
     return sorted(kept, key=lambda o: (o.lstrip("+~").split("=", 1)[0], o))
 
 
-def job_dir_name(overrides: Sequence[str]) -> str:
+def search_dir(name: Optional[str], overrides: Sequence[str]) -> str:
+    """A search's dir: the named sweep's, or ``outputs/search/<its command>``, the same for the same command."""
+    if name:
+        return files.sweep_dir_of(name, "")
+    return f"{SEARCHES_DIR}/{job_dir_name(overrides, NOT_SEARCH_IDENTITY)}"
+
+
+def job_dir_name(overrides: Sequence[str], ignored: tuple[str, ...] = NOT_IDENTITY) -> str:
     """``dropout=0.5,weight_decay=0.001-3fa2c1d0`` for a job's overrides; ``defaults-<hash>`` for none.
 
     Short settings come first (paths last, by their file name), so the swept values stay in sight."""
-    defining = identity(overrides)
+    defining = identity(overrides, ignored)
     digest = hashlib.sha1("\n".join(defining).encode()).hexdigest()[:8]
     parts = []
     for override in defining:

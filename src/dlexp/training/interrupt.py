@@ -10,7 +10,8 @@ last checkpoint on disk stays valid: checkpoints are written atomically).
 
 ``point(name)`` marks a moment a test may send a signal at (``DLEXP_SIGNAL_AT=name``, or
 ``name@N`` for its N-th time, ``:SIGTERM`` for another signal), so that interruptions are
-tested at fixed points instead of after sleeps; ``DLEXP_KILL_AT`` does the same with SIGKILL.
+tested at fixed points instead of after sleeps; ``DLEXP_KILL_AT`` does the same with SIGKILL, and
+``DLEXP_KILL_PARENT_AT`` kills the process that started this one (a search slot's sweep process).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -91,7 +93,7 @@ _POINTS_SEEN: dict[str, int] = {}
 def point(name: str) -> None:
     """A moment tests may interrupt at: ``DLEXP_SIGNAL_AT`` / ``DLEXP_KILL_AT`` = ``name[@N][:SIGNAL]``."""
     _POINTS_SEEN[name] = _POINTS_SEEN.get(name, 0) + 1
-    for variable, default in (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL")):
+    for variable, default in (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL"), ("DLEXP_KILL_PARENT_AT", "SIGKILL")):
         spec = os.environ.get(variable)
         if not spec:
             continue
@@ -99,7 +101,11 @@ def point(name: str) -> None:
         at, _, nth = where.partition("@")
         if at == name and _POINTS_SEEN[name] == int(nth or 1):
             sys.stdout.flush()
-            os.kill(os.getpid(), signal.Signals[sig or default])
+            if variable == "DLEXP_KILL_PARENT_AT":  # a slot's sweep process; the slot dies with it, here
+                os.kill(os.getppid(), signal.Signals[sig or default])
+                time.sleep(60)  # the parent's teardown takes a moment: go no further meanwhile
+            else:
+                os.kill(os.getpid(), signal.Signals[sig or default])
 
 
 def signal_name(signum: Optional[int]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
@@ -38,8 +38,10 @@ from dlexp.training.stopping import EarlyStopping
 
 class Trainer:
     def __init__(self, cfg: DictConfig, data: DataBundle, task: Task, runtime: Runtime, log: RunLog, run_dir: Path, *,
-                 overrides: Sequence[str] = (), resumable: bool = True, choices: Optional[dict[str, str]] = None):
+                 overrides: Sequence[str] = (), resumable: bool = True, choices: Optional[dict[str, str]] = None,
+                 on_epoch: Optional[Callable[[int, float], bool]] = None):
         trainer, reg = cfg.trainer, cfg.regularizer
+        self.on_epoch = on_epoch  # (epoch, monitored val value) -> stop here? (a search's pruner)
         self.cfg, self.data, self.task, self.runtime, self.log, self.run_dir = cfg, data, task, runtime, log, Path(run_dir)
         self.resumable = resumable
         # the options the run was composed from (optim=sgd_momentum), for the banner; the builder names without them
@@ -104,7 +106,11 @@ class Trainer:
                 break
             point("val")
             val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar)
-            self.end_epoch(epoch, lr, train_stats, val_stats, started)
+            value = self.end_epoch(epoch, lr, train_stats, val_stats, started)
+            if self.on_epoch is not None and self.on_epoch(epoch, value):
+                self.log.info(f"pruned after epoch {epoch}: {self.stopper.monitor} {value:.4f} is behind the search's "
+                              "other trials at this epoch")
+                return {"status": "pruned", "stop_reason": "pruned"}
             if self.stopper.should_stop:
                 outcome["stop_reason"] = "early_stopping"
                 self.log_early_stop()
@@ -144,8 +150,9 @@ class Trainer:
                    prepare=self.runtime.prepare_batch, autocast=self.runtime.autocast, world_size=self.runtime.world_size)
         return run_epoch(self.model, loader, self.task, how)
 
-    def end_epoch(self, epoch: int, lr: float, train_stats: dict, val_stats: dict, started: float) -> None:
-        """Log the epoch, update diagnostics, early stopping and the scheduler, then checkpoint."""
+    def end_epoch(self, epoch: int, lr: float, train_stats: dict, val_stats: dict, started: float) -> float:
+        """Log the epoch, update diagnostics, early stopping and the scheduler, then checkpoint; returns the
+        epoch's value of the monitored val metric."""
         row = {"epoch": epoch, "lr": lr}
         row.update({f"train/{k}": v for k, v in train_stats.items()})
         row.update({f"val/{k}": v for k, v in val_stats.items()})
@@ -160,6 +167,7 @@ class Trainer:
         self.completed = epoch
         self.checkpointer.save(self.state(), best=improved)
         point("end_epoch")
+        return float(row[self.stopper.monitor])
 
     # -- checkpoint state -----------------------------------------------------
     def state(self, partial: Optional[EpochProgress] = None) -> dict[str, Any]:

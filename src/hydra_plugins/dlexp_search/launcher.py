@@ -1,0 +1,78 @@
+"""``hydra/launcher=slots``: a grid sweep's jobs side by side on this machine, one slot per core share or GPU."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class SlotsLauncher(Launcher):
+    """Runs each batch of jobs on ``dlexp.search.slots.SlotPool``: a free slot takes the next job at once;
+    the console shows one line as each job starts and ends, each job's own output is in its log."""
+
+    def __init__(self, slots: Optional[int] = None, jobs_per_gpu: int = 1, **unknown: Any) -> None:
+        from dlexp.errors import ConfigError
+
+        if unknown:
+            raise ConfigError(f"unknown hydra.launcher key(s) for hydra/launcher=slots: {', '.join(sorted(unknown))}; "
+                              "it takes slots and jobs_per_gpu")
+        self.slots, self.jobs_per_gpu = slots, jobs_per_gpu
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from dlexp.search.slots import Job, SlotPool, describe, slot_envs
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        device = str(self.config.get("trainer", {}).get("device", "auto"))
+        envs = slot_envs(self.slots, device=device, jobs_per_gpu=self.jobs_per_gpu)
+        envs = envs[: max(1, len(job_overrides))]  # no more slots than jobs
+        print(f"{len(job_overrides)} jobs on {describe(envs)}; each job's console output in {sweep_dir.name}/logs/",
+              flush=True)
+        pool = SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=self.config,
+                        sweep_dir=sweep_dir)
+        queue = [Job(initial_job_idx + i, list(o), f"job {initial_job_idx + i}") for i, o in enumerate(job_overrides)]
+        results: dict[int, JobReturn] = {}
+        try:
+            results = _run_all(pool, queue)
+        finally:
+            pool.close()
+        return [results[job.num] for job in queue if job.num in results]
+
+
+def _run_all(pool: Any, queue: list) -> dict[int, JobReturn]:
+    from dlexp.runs.sweep import job_state
+    from dlexp.search.slots import log_hint
+    from dlexp.training.interrupt import STOP
+
+    results: dict[int, JobReturn] = {}
+    pending, forwarded = list(queue), False
+    while pending or pool.running:
+        while pending and pool.free() and not STOP():
+            pool.submit(pending.pop(0))
+        if STOP() and not forwarded:
+            pool.interrupt(STOP.signum)
+            forwarded, pending = True, []
+        for end in pool.wait(timeout=1.0):
+            state = job_state(end.output_dir) if end.output_dir else None
+            status = (state.summary.get("status") if state else None) or ("failed" if end.error else "unfinished")
+            name = end.output_dir.name if end.output_dir else end.job.label
+            pool.say(f"{end.job.label} {status} in {end.seconds:.1f} s: {name}"
+                     f"{': ' + end.error if end.error else ''}{log_hint(end) if status != 'completed' else ''}")
+            ret = JobReturn(overrides=end.job.overrides, status=JobStatus.COMPLETED, _return_value=float("nan"))
+            if end.error:
+                ret.status, ret._return_value = JobStatus.FAILED, RuntimeError(end.error)
+            results[end.job.num] = ret
+    if STOP():
+        import sys
+
+        sys.exit(STOP.exit_code)
+    return results
