@@ -101,3 +101,11 @@ def postgres_url():
     from services import postgres_server
 
     yield from postgres_server()
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    """A single-node SLURM cluster on localhost for this test session (``tests/services.py``)."""
+    from services import slurm_cluster
+
+    yield from slurm_cluster()

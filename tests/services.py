@@ -74,3 +74,89 @@ def wait_for(check, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+SLURM_CONF = """ClusterName=dlexp
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={home}/munge.socket
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={home}/state
+SlurmdSpoolDir={home}/spool
+SlurmctldPidFile={home}/slurmctld.pid
+SlurmdPidFile={home}/slurmd.pid
+SlurmctldLogFile={home}/slurmctld.log
+SlurmdLogFile={home}/slurmd.log
+# no cgroups: processes tracked through /proc, no task confinement, no accounting daemon
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+KillWait=2
+JobRequeue=1
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def slurm_cluster() -> Iterator[dict[str, str]]:
+    """munged, slurmctld and slurmd on localhost (one node, this machine's cores); yields the environment
+    the SLURM commands need (``SLURM_CONF``), then stops them."""
+    missing = [tool for tool in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol") if shutil.which(tool) is None
+               and not Path(f"/usr/sbin/{tool}").is_file()]
+    if missing:
+        pytest.skip(f"SLURM is not installed ({', '.join(missing)} not found): apt-get install slurm-wlm munge")
+    if os.geteuid() != 0:
+        pytest.skip("the single-node SLURM cluster runs its daemons as root (SlurmUser=root): run the tests as root")
+    home = Path(tempfile.mkdtemp(prefix="dlexp-slurm-"))
+    os.chmod(home, 0o755)
+    (home / "state").mkdir()
+    (home / "spool").mkdir()
+    node = socket.gethostname().split(".")[0]
+    memory_mb = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 2
+    conf = home / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(node=node, home=home, ctld_port=free_port(), slurmd_port=free_port(),
+                                      cpus=os.cpu_count() or 1, memory_mb=memory_mb))
+    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin"}
+    (home / "munge.key").write_bytes(os.urandom(1024))
+    os.chmod(home / "munge.key", 0o400)
+    daemons: list[subprocess.Popen] = []
+    try:
+        _run(["munged", "--force", f"--key-file={home}/munge.key", f"--socket={home}/munge.socket",
+              f"--pid-file={home}/munged.pid", f"--log-file={home}/munged.log", f"--seed-file={home}/munged.seed"],
+             log=home / "munged.log")
+        for daemon in (["slurmctld", "-D"], ["slurmd", "-D", "-N", node]):
+            out = open(home / f"{daemon[0]}.out", "w")
+            daemons.append(subprocess.Popen(daemon, env=env, stdout=out, stderr=subprocess.STDOUT))
+
+        def node_idle() -> bool:
+            for proc in daemons:
+                if proc.poll() is not None:
+                    pytest.fail(f"{proc.args[0]} exited ({proc.returncode}): "
+                                f"{(home / (proc.args[0] + '.out')).read_text()[-2000:]}")
+            state = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+            return state.stdout.strip() == "idle"
+
+        wait_for(node_idle, 60, f"the SLURM node {node} to be idle (logs in {home})")
+        yield env
+    finally:
+        for proc in daemons:
+            proc.terminate()
+        for proc in daemons:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        pid_file = home / "munged.pid"
+        if pid_file.is_file():
+            subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)

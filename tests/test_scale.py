@@ -86,6 +86,36 @@ def test_two_processes_train_exactly_like_one_at_the_same_global_batch(arrays_fi
     assert two.stdout.count("Run summary") == 1  # only rank 0 prints
 
 
+def test_two_nodes_of_one_process_train_exactly_like_one_process(arrays_file, tmp_path):
+    """Multi-node torchrun on localhost: 2 nodes x 1 process, c10d rendezvous, one launcher per node (as a
+    SLURM job script starts them), against 1 process at the same global batch: the same metrics and weights,
+    one run dir."""
+    from services import free_port
+
+    args = _common(arrays_file, "trainer.epochs=2")
+    one = subprocess.run([sys.executable, "-m", "dlexp", *args, "hydra.run.dir=one"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    port = free_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=dlexp-two-nodes",
+         "-m", "dlexp", *args], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err for _, err in outputs]
+    runs = list((tmp_path / "outputs").rglob("summary.json"))
+    assert len(runs) == 1 and len(list((tmp_path / "outputs").rglob("metrics.csv"))) == 1  # one run dir for both nodes
+    two_dir = runs[0].parent
+    assert read_json(runs[0])["status"] == "completed"
+    for a, b in zip(_metrics(tmp_path / "one"), _metrics(two_dir), strict=True):
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4) for k in a)
+    w1 = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    w2 = torch.load(two_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.allclose(w1[k], w2[k], rtol=1e-4, atol=1e-6) for k in w1)
+    assert sum(out.count("Run summary") for out, _ in outputs) == 1  # only the global rank 0 prints
+
+
 def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(arrays_file, tmp_path):
     proc = subprocess.run([*TORCHRUN, "-m", "dlexp", *_common(arrays_file, "trainer.batch_size=15")], cwd=tmp_path,
                           env=_env(), capture_output=True, text=True, timeout=300)

@@ -12,6 +12,8 @@ last checkpoint on disk stays valid: checkpoints are written atomically).
 ``name@N`` for its N-th time, ``:SIGTERM`` for another signal), so that interruptions are
 tested at fixed points instead of after sleeps; ``DLEXP_KILL_AT`` does the same with SIGKILL, and
 ``DLEXP_KILL_PARENT_AT`` kills the process that started this one (a search slot's sweep process).
+``DLEXP_HOLD_AT`` stops there until the process is killed, once per ``DLEXP_HOLD_FILE`` (which it
+writes first, with the SLURM job id, so that a test can requeue that job while it holds).
 """
 from __future__ import annotations
 
@@ -93,6 +95,7 @@ _POINTS_SEEN: dict[str, int] = {}
 def point(name: str) -> None:
     """A moment tests may interrupt at: ``DLEXP_SIGNAL_AT`` / ``DLEXP_KILL_AT`` = ``name[@N][:SIGNAL]``."""
     _POINTS_SEEN[name] = _POINTS_SEEN.get(name, 0) + 1
+    _hold(name)
     for variable, default in (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL"), ("DLEXP_KILL_PARENT_AT", "SIGKILL")):
         spec = os.environ.get(variable)
         if not spec:
@@ -106,6 +109,22 @@ def point(name: str) -> None:
                 time.sleep(60)  # the parent's teardown takes a moment: go no further meanwhile
             else:
                 os.kill(os.getpid(), signal.Signals[sig or default])
+
+
+def _hold(name: str) -> None:
+    where, _, nth = os.environ.get("DLEXP_HOLD_AT", "").partition("@")
+    marker = os.environ.get("DLEXP_HOLD_FILE")
+    if where != name or _POINTS_SEEN[name] != int(nth or 1) or not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # one process holds: the first to get here
+    except FileExistsError:
+        return
+    os.write(fd, (os.environ.get("SLURM_JOB_ID", str(os.getpid())) + "\n").encode())
+    os.close(fd)
+    sys.stdout.flush()
+    for _ in range(600):  # a preempted job: killed here, not ended
+        time.sleep(1)
 
 
 def signal_name(signum: Optional[int]) -> str:
