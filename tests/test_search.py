@@ -55,6 +55,14 @@ def test_sweep_syntax_becomes_optuna_distributions():
                                        "trainer.batch_size=64", "optim.momentum=0.9", "model.hidden=[128]"]
 
 
+def test_search_ranges_on_the_command_line_join_the_space_and_search_settings_stay_fixed():
+    space = parse_space({"optim.lr": "interval(0.1, 1)"},
+                        ["hparams_search.params.optim.lr=tag(log, interval(0.01, 0.1))", "hparams_search.n_trials=5",
+                         "~hparams_search.storage"])
+    assert space.distributions == {"optim.lr": FloatDistribution(0.01, 0.1, log=True)}
+    assert space.fixed == ["hparams_search.n_trials=5", "~hparams_search.storage"]
+
+
 def test_space_mistakes_are_one_line_errors():
     with pytest.raises(ConfigError, match="is one value, not a range"):
         parse_space({"optim.lr": "0.1"}, [])
@@ -237,6 +245,18 @@ def test_a_failed_trial_is_told_as_failed_and_the_search_goes_on(tmp_path):
     assert _states(study) == ["FAIL", "COMPLETE"]  # a grid of 2: n_trials is capped at its size
     assert "failed in" in proc.stdout and "optim.lr must be > 0, got -1.0" in proc.stdout
     assert "error: 1 of 2 jobs did not complete" in proc.stderr
+
+
+def test_the_old_sweeper_keys_and_mistyped_search_keys_get_a_one_line_hint(tmp_path):
+    from dlexp.cli.preflight import preflight
+
+    with pytest.raises(ConfigError, match=r"'hydra.sweeper.n_trials' is the old Optuna sweeper's key; dlexp's search takes "
+                                          r"hparams_search.n_trials \(e.g. hparams_search.n_trials=50\)"):
+        preflight(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=50"])
+    with pytest.raises(ConfigError, match="hparams_search.slots"):
+        preflight(["-m", "hparams_search=optuna", "hydra.sweeper.n_jobs=2"])
+    with pytest.raises(ConfigError, match="unknown key 'hparams_search.n_trial'. Did you mean 'hparams_search.n_trials'"):
+        preflight(["-m", "hparams_search=optuna", "hparams_search.n_trial=5"])
 
 
 def test_a_search_setting_in_a_single_run_or_a_bad_one_is_a_one_line_error(tmp_path):

@@ -8,6 +8,7 @@ registries to validate it fully.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dlexp import course
 from dlexp.cli.help import INFO_FLAGS
 from dlexp.config.constraints import did_you_mean
+from dlexp.config.schema import SearchConfig
 from dlexp.config.files import (
     CONFIG_DIR, PRIMARY_CONFIG, config_groups, default_choices, find_option_file, group_options,
 )
@@ -73,6 +75,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                     )
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
     _check_hydra_groups([a for a in argv if a.lstrip("+").startswith("hydra/") and "=" in a], dirs)
+    _check_search_keys(argv)
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     if writes_outputs and not shows_config:
         _check_output_dir(argv)
@@ -238,6 +241,25 @@ def _check_hydra_groups(args: list[str], dirs: list[Path]) -> None:
                 if option not in options:
                     raise ConfigError(f"unknown {group} '{option}'.{did_you_mean(option, options)} "
                                       f"Choices: {', '.join(options)} (use {group}=<choice>)")
+
+
+OLD_SWEEPER_KEYS = ("n_trials", "n_jobs", "storage", "study_name", "sampler", "direction", "params", "max_failure_rate")
+
+
+def _check_search_keys(argv: list[str]) -> None:
+    """``hparams_search.n_trial=5`` (its schema, ``SearchConfig``), and ``hydra.sweeper.n_trials=50``: the old
+    Optuna sweeper plugin's keys; dlexp's search reads ``hparams_search.*``."""
+    fields = [f.name for f in dataclasses.fields(SearchConfig)]
+    for arg in argv:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key.startswith("hparams_search.") and key.split(".")[1] not in fields:
+            raise ConfigError(f"unknown key '{key}'.{did_you_mean(key.split('.')[1], fields, prefix='hparams_search.')} "
+                              f"Valid keys for hparams_search: {', '.join(fields)}")
+        if key.startswith("hydra.sweeper.") and key.split(".")[2] in OLD_SWEEPER_KEYS:
+            leaf = key.split(".", 2)[2]
+            new = "slots" if leaf == "n_jobs" else leaf
+            raise ConfigError(f"'{key}' is the old Optuna sweeper's key; dlexp's search takes hparams_search.{new}"
+                              f" (e.g. hparams_search.{new}={arg.split('=', 1)[1] if '=' in arg else '...'})")
 
 
 def last_value(argv: list[str], key: str) -> Optional[str]:

@@ -244,13 +244,16 @@ def _run_one(job: Job, hydra_context: Any, task_function: Any, config: Any,
     from hydra.core.utils import JobStatus, run_job
     from omegaconf import open_dict
 
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(job.overrides))
-    with open_dict(sweep_config):
-        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{job.num}"
-        sweep_config.hydra.job.num = job.num
-        sweep_config.hydra.sweep.dir = str(sweep_dir)  # the sweep's, resolved once (a job's overrides would move it)
-    HydraConfig.instance().set_config(sweep_config)
-    subdir = str(sweep_config.hydra.sweep.subdir)
+    try:
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(job.overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{job.num}"
+            sweep_config.hydra.job.num = job.num
+            sweep_config.hydra.sweep.dir = str(sweep_dir)  # the sweep's, resolved once (a job's overrides would move it)
+        HydraConfig.instance().set_config(sweep_config)
+        subdir = str(sweep_config.hydra.sweep.subdir)
+    except Exception as err:  # noqa: BLE001  (overrides that do not compose: this job fails, the slot goes on)
+        return None, f"{type(err).__name__}: {str(err).strip().splitlines()[0]}", 0, None
     log = sweep_dir / JOB_LOGS_DIR / f"{subdir.replace('/', '_')}.log"
     os.environ.update(job.env)
     error, code = None, 0

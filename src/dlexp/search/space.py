@@ -21,6 +21,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from dlexp.errors import ConfigError
 
+PARAMS_PREFIX = "hparams_search.params."  # hparams_search.params.optim.lr='interval(0.01, 0.1)' on the command line
+
 
 @dataclass
 class SearchSpace:
@@ -54,11 +56,14 @@ def parse_space(params: Mapping[str, Any], arguments: Sequence[str]) -> SearchSp
         distributions[override.get_key_element()] = to_distribution(override)
     fixed = []
     for override in from_command:
-        if override.is_sweep_override():
-            distributions[override.get_key_element()] = to_distribution(override)
-        else:
-            distributions.pop(override.get_key_element(), None)  # a value on the command line fixes the key
+        key = override.get_key_element()
+        if key.startswith(PARAMS_PREFIX) and not override.is_delete():  # a range for the space, not for a run
+            distributions[key[len(PARAMS_PREFIX):]] = to_distribution(override)
+        elif key.startswith("hparams_search") or not override.is_sweep_override():
+            distributions.pop(key, None)  # a value on the command line fixes the key
             fixed.append(override.input_line)
+        else:
+            distributions[key] = to_distribution(override)
     if not distributions:
         raise ConfigError("the search has no parameters: set hparams_search.params (e.g. "
                           "'+hparams_search.params.optim.lr=tag(log, interval(1e-4, 1e-1))') or sweep a key on the command line")

@@ -52,9 +52,9 @@ class DlexpSearchSweeper(Sweeper):
         if direction == "auto":
             direction = "maximize" if train.monitored_mode(run_cfg) == "max" else "minimize"
         envs = slot_envs(settings.slots, device=str(run_cfg.trainer.device), jobs_per_gpu=settings.jobs_per_gpu)
-        print(f"{describe(envs)}; each trial's console output in {sweep_dir.name}/logs/", flush=True)
 
         def make_pool() -> SlotPool:
+            print(f"{describe(envs)}; each trial's console output in {sweep_dir.name}/logs/", flush=True)
             return SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=config,
                             sweep_dir=sweep_dir)
 
