@@ -1,4 +1,4 @@
-"""Two Optuna searches on digits side by side in one run: asynchronous with the median pruner, and
+"""Two Optuna searches on digits side by side in one run: asynchronous with a pruner (successive halving), and
 synchronous without one (Hydra's Optuna sweeper's way: batches that wait for their slowest trial).
 
     python benchmarks/bench_search.py [--trials 40] [--slots 2] [--epochs 20]
@@ -46,16 +46,16 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--pruner", default="median", help="the pruned search's hparams_search.pruner")
+    parser.add_argument("--pruner", default="successive_halving", help="the pruned search's hparams_search.pruner")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         pruned = search(cwd, "async_pruned", args, [f"hparams_search.pruner={args.pruner}"])
         plain = search(cwd, "sync_unpruned", args, ["hparams_search.pruner=none", "hparams_search.synchronous=true"])
     print(f"{args.trials} trials, {args.slots} slots, {args.epochs} epochs at most per trial (digits, MLP, Adam)")
-    print(f"{'search':<26}{'best val/acc':>13}{'epochs':>8}{'pruned':>8}{'busy %':>8}{'wall s':>8}")
+    print(f"{'search':<36}{'best val/acc':>13}{'epochs':>8}{'pruned':>8}{'busy %':>8}{'wall s':>8}")
     for name, row in ((f"asynchronous, {args.pruner}", pruned), ("synchronous, no pruner", plain)):
-        print(f"{name:<26}{row['best val/acc']:>13.4f}{row['epochs']:>8.0f}{row['pruned']:>8.0f}{row['busy %']:>8.1f}"
+        print(f"{name:<36}{row['best val/acc']:>13.4f}{row['epochs']:>8.0f}{row['pruned']:>8.0f}{row['busy %']:>8.1f}"
               f"{row['wall s']:>8.1f}")
     gap = 100 * (plain["best val/acc"] - pruned["best val/acc"])
     share = pruned["epochs"] / plain["epochs"]

@@ -327,6 +327,12 @@ def test_sqlite_storage_and_the_study_in_optuna_dashboard(tmp_path):
     detail = json.loads(client.get(f"/api/studies/{entry['study_id']}").get_data())
     assert len(detail["trials"]) == 2 and {t["state"] for t in detail["trials"]} == {"Complete"}
 
+    journal = tmp_path / "search" / "optuna.journal"  # `optuna-dashboard <sweep dir>/optuna.journal`, as the README says
+    study = optuna.create_study(study_name="search", storage=studies.open_storage(None, journal.parent))
+    study.tell(study.ask({"x": FloatDistribution(0, 1)}), 0.5)
+    listed = json.loads(Client(wsgi(str(journal))).get("/api/studies").get_data())["study_summaries"]
+    assert [s["study_name"] for s in listed] == ["search"]
+
 
 def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
     proc = run_cli(*SEARCH, "hparams_search.storage=postgresql://nobody@127.0.0.1:1/none", "sweep.name=nostore", cwd=tmp_path)

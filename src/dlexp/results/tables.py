@@ -263,7 +263,8 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
         console.print(f"same in every job: {' '.join(report.fixed)}")
     console.print(best_line(report))
     for job in report.unfinished():
-        console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {job.reason}")
+        if job.status != "pruned":  # a search's pruned trial is a result, and its row says so
+            console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {job.reason}")
     if report.pending():
         console.print(pending_line(report))
     if written:
