@@ -32,9 +32,9 @@ from dlexp.runs.runlog import RunLog
 from dlexp.tasks import Task, build_task, resolve_monitor
 from dlexp.training.distributed import ranks_from_env
 from dlexp.training.interrupt import STOP, point
-from dlexp.training.optim import OPTIMIZERS
+from dlexp.training.optim import OPTIMIZERS, build_optimizer
 from dlexp.training.runtime import Runtime, seed_everything, setup_runtime
-from dlexp.training.schedulers import SCHEDULERS
+from dlexp.training.schedulers import SCHEDULERS, build_scheduler
 from dlexp.training.trainer import Trainer
 
 # Each open group and the registry its ``name:`` selects from: the schema of the group's options.
@@ -243,3 +243,25 @@ def summarize_layers(cfg: DictConfig, depth: int = 1) -> tuple[dict[str, Any], l
         **init_summary(cfg.model),
     }
     return facts, layer_rows(model, lambda m: task.forward(m, batch), depth), count_parameters(model)
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Every check a run makes before its first step, without training or writing anything: the data, the
+    task (a model that cannot learn it, decode.* on a task that does not decode), the model, its optimizer
+    and scheduler. ``--cfg`` prints a config only once this passes, so that it never shows a config a run
+    would refuse."""
+    cfg = validate(cfg)
+    seed_everything(cfg.seed)
+    with building(f"dataset={cfg.dataset.name}"):
+        source = build_source(cfg)
+    task = build_run_task(cfg, source)
+    with building(f"dataset={cfg.dataset.name}"):
+        data = load_folds(cfg, seed=cfg.seed, device=torch.device("cpu"), source=source)[0]
+    mode = resolve_monitor(cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode, task)[1]
+    reg = cfg.regularizer
+    with building(f"model={cfg.model.name}"):
+        model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, task.model_args())
+    with building(f"optim={cfg.optim.name}"):
+        optimizer = build_optimizer(cfg.optim, model, reg.weight_decay)
+    with building(f"scheduler={cfg.scheduler.name}"):
+        build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs, mode)

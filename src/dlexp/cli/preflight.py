@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dlexp import course
 from dlexp.cli.help import INFO_FLAGS
+from dlexp.cli.mistakes import check_sweep_needs_multirun, check_top_level_keys, space_in_list_hint
 from dlexp.config.constraints import did_you_mean
 from dlexp.config.files import (
     CONFIG_DIR, PRIMARY_CONFIG, config_groups, default_choices, find_option_file, group_options,
@@ -57,6 +58,9 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
         return
     _check_grammar(_positional_args(argv))
     shows_config = any(arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv)
+    multirun = "-m" in argv or "--multirun" in argv
+    if writes_outputs:
+        check_sweep_needs_multirun(_positional_args(argv), multirun)
     dirs = [CONFIG_DIR, *extra_config_dirs(argv)]
     groups = set(config_groups())
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
@@ -74,6 +78,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
     _check_hydra_groups([a for a in argv if a.lstrip("+").startswith("hydra/") and "=" in a], dirs)
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
+    check_top_level_keys(overrides, dirs, groups, chosen)
     if writes_outputs and not shows_config:
         _check_output_dir(argv)
     resume = last_value(overrides, "resume")
@@ -116,11 +121,12 @@ def _positional_args(argv: list[str]) -> list[str]:
 def _check_grammar(args: list[str]) -> None:
     """Parse each override with Hydra's own parser, so a typo in its syntax is one line, not Hydra's report."""
     parser = OverridesParser.create()
-    for arg in args:
+    for i, arg in enumerate(args):
         try:
             parser.parse_overrides([arg])
         except OverrideParseException:
-            raise ConfigError(f"cannot parse the override '{arg}': {_grammar_hint(arg)}") from None
+            hint = space_in_list_hint(args, i) or _grammar_hint(arg)
+            raise ConfigError(f"cannot parse the override '{arg}': {hint}") from None
 
 
 def _grammar_hint(arg: str) -> str:
@@ -151,6 +157,9 @@ def _validate_shown_config(argv: list[str]) -> None:
     except (HydraException, OmegaConfBaseException):
         return  # Hydra composes the same command line next and reports the problem itself
     check_run_config(cfg)
+    from dlexp import train  # torch: --cfg builds what a run builds, to refuse what a run refuses
+
+    train.check_buildable(cfg)
 
 
 def check_run_config(cfg: DictConfig) -> DictConfig:
