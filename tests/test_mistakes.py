@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_one_line_error, cli_in_process
+from conftest import assert_one_line_error, cli_in_process, read_json
 from dlexp.cli.preflight import preflight
 from dlexp.errors import ConfigError
 
@@ -60,3 +60,32 @@ def test_cfg_job_still_prints_a_config_a_run_accepts(tmp_path, monkeypatch, capf
     monkeypatch.chdir(tmp_path)
     shown = cli_in_process("dlexp", ["--cfg", "job", "model=lenet"], capfd)
     assert shown.returncode == 0 and "name: lenet" in shown.stdout
+
+
+# -- one key per setting -----------------------------------------------------------------------
+
+def test_two_dropout_keys_that_disagree_are_refused(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["model.dropout=0.1", "regularizer=dropout"], ["--cfg", "job", "model.dropout=0.1", "regularizer=dropout"],
+                 ["experiment=optimizers", "regularizer=dropout"]):
+        shown = cli_in_process("dlexp", argv, capfd)
+        assert shown.returncode == 2
+        assert_one_line_error(shown, "both set the model's dropout; keep one")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_dropout_that_took_effect_is_recorded(tmp_path, monkeypatch, capfd):
+    """regularizer=dropout overrides the model's own 0.3: summary.json, the checkpoint's config (and so
+    TensorBoard's hparams, from the same config) say 0.5, and the model's Dropout layers are 0.5."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    shown = cli_in_process("dlexp", ["regularizer=dropout", "trainer=smoke", "trainer.epochs=1", "trainer.progress=false",
+                                     "hydra.run.dir=run"], capfd)
+    assert shown.returncode == 0, shown.stderr
+    assert read_json(tmp_path / "run" / "summary.json")["dropout"] == 0.5
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["config"]["model"]["dropout"] == 0.5 and saved["config"]["regularizer"]["dropout"] == 0.5
+    shown = cli_in_process("dlexp", ["model.dropout=0.1", "trainer=smoke", "trainer.epochs=1", "trainer.progress=false",
+                                     "hydra.run.dir=run2"], capfd)
+    assert read_json(tmp_path / "run2" / "summary.json")["dropout"] == 0.1

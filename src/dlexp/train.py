@@ -103,8 +103,10 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str], checkpoint: Opt
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     chosen = chosen_options(cfg, choices)
-    run = Run(cfg, task, runtime, list(overrides), chosen, {"device": str(runtime.device), "seed": cfg.seed, **chosen},
-              started, on_start)
+    facts = {"device": str(runtime.device), "seed": cfg.seed, **chosen}
+    if "dropout" in cfg.model:
+        facts["dropout"] = cfg.model.dropout  # the value that took effect (regularizer.dropout, if set, is it)
+    run = Run(cfg, task, runtime, list(overrides), chosen, facts, started, on_start)
     if len(folds) == 1:
         log, summary, exit_code = run.record(folds[0], run_dir, checkpoint)
     else:

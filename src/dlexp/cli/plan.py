@@ -21,6 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from dlexp.cli.preflight import check_run_config
+from dlexp.config.files import CONFIG_DIR
 from dlexp.config.schema import SweepConfig
 from dlexp.errors import ConfigError
 from dlexp.runs import files, sweep
@@ -56,7 +57,7 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
 
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
-    check_run_config(resumed.cfg)
+    check_run_config(resumed.cfg, resumed.choices or _choices(), _config_dirs())
     if not cfg.get("resume"):
         refuse_earlier_run(run_dir)
         return Plan("new", resumed.cfg, resumed.overrides)
@@ -74,12 +75,22 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     today, state = today_overrides(), sweep.job_state(job_dir)
     if state.status in ("completed", "diverged") or (state.status == "failed" and not cfg.sweep.retry_failed):
         return Plan("skip", cfg, today, job=state)
-    check_run_config(cfg)
+    check_run_config(cfg, _choices(), _config_dirs())
     if state.status in ("interrupted", "incomplete") and state.checkpoint is not None:
         checkpoint = resume.load_checkpoint(state.checkpoint)
         resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
         return Plan("resume", cfg, list(checkpoint.get("overrides", today)), checkpoint, job=state)
     return Plan("new" if state.status == "new" else "restart", cfg, today, job=state)
+
+
+def _choices() -> dict[str, str]:
+    return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+
+
+def _config_dirs() -> list[str]:
+    """conf/, then the folders ``--config-dir`` (or hydra.searchpath) adds."""
+    sources = HydraConfig.get().runtime.config_sources
+    return [s.path for s in sources if s.provider in ("main", "command-line") and s.schema == "file"] or [CONFIG_DIR]
 
 
 def accept(plan: Plan, run_dir: Path) -> None:

@@ -141,9 +141,24 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, hint in TOP_LEVEL_KEYS.items():
         out[key] = _check_top_level(key, hint, cfg.get(key))
+    if out["regularizer"].dropout is not None and "dropout" in out["model"]:
+        out["model"].dropout = out["regularizer"].dropout  # the value that takes effect, wherever it is recorded
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
+
+
+def check_one_dropout(cfg: DictConfig, own: Any) -> None:
+    """Two keys set a model's dropout: ``model.dropout`` (the model option's own, ``own`` in its file) and
+    ``regularizer.dropout`` (``regularizer=dropout``: 0.5), which overrides it. Both set, to different
+    values, would ignore one of them: a one-line error naming both."""
+    model, reg = cfg.get("model") or {}, cfg.get("regularizer") or {}
+    mine, theirs = model.get("dropout"), reg.get("dropout")
+    if theirs is None or mine is None or own is None or mine == own or float(mine) == float(theirs):
+        return
+    raise ConfigError(f"model.dropout={mine} (from the command line or a preset) and regularizer.dropout={theirs} "
+                      f"(from regularizer=dropout or the command line) both set the model's dropout; keep one: "
+                      f"drop model.dropout, or use regularizer=none with model.dropout={mine}")
 
 
 def _check_top_level(key: str, hint: Any, value: Any) -> Any:
