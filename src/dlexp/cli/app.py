@@ -133,7 +133,7 @@ class HydraApp:
             sys.exit(result.exit_code)
         point("job_end")
         if status == "diverged":
-            print(f"error: training diverged: {result.summary['hint']}", file=sys.stderr)
+            print(f"error: training diverged: {result.summary['hint']}{tested_note(result.summary)}", file=sys.stderr)
             if not is_multirun():  # in a sweep a diverged job is a result, not a crash
                 sys.exit(DIVERGED_EXIT_CODE)
             self.stop_between_jobs()
@@ -232,6 +232,15 @@ class HydraApp:
         """A sweep job's status in the sweep's jobs manifest, as it changes."""
         if is_multirun() and is_main_process():
             sweep.mark(run_dir.parent, run_dir, status, overrides)
+
+
+def tested_note(summary: dict) -> str:
+    """``; its best checkpoint (epoch 7) scored test/acc 0.9611`` for a run that ended before its last epoch."""
+    metric = summary.get("monitor", "").removeprefix("val/")
+    value = summary.get(f"test/{metric}")
+    if "tested" not in summary or not isinstance(value, float):
+        return ""
+    return f"; its best checkpoint (epoch {summary['best_epoch']}) scored test/{metric} {value:.4f}"
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -225,12 +225,17 @@ class Trainer:
             summary.update(self.test())
             if self.stop():  # a signal while the test sets were scored: the run continues from its last checkpoint
                 summary.update(self.interrupted_outcome())
+        elif self.stopper.best_epoch:  # diverged or interrupted: its best epoch so far still gets a test score
+            summary.update(self.test(outputs=False))
+            summary["tested"] = (f"the best checkpoint (epoch {self.stopper.best_epoch}) of a run that "
+                                 f"{'diverged' if outcome['status'] == 'diverged' else 'was interrupted'}")
         summary["num_params"] = count_parameters(self.raw_model)
         summary.update(init_summary(self.cfg.model))  # e.g. init: normal, init_sigma: 0.01
         return summary
 
-    def test(self) -> dict[str, float]:
-        """Load the best weights, score every test set, then write the data's own outputs (predictions)."""
+    def test(self, outputs: bool = True) -> dict[str, float]:
+        """Load the best weights, score every test set, then (``outputs``) write the data's own outputs
+        (predictions, translations): a run that did not complete scores its best epoch, and writes no files."""
         best = self.best_state if self.best_state is not None else self.checkpointer.load_best_model()
         if best is not None:  # None: no epoch improved, or the best came before a resume without checkpoints
             self.raw_model.load_state_dict(best)
@@ -242,6 +247,8 @@ class Trainer:
                 scores.update({f"{name}/{k}": v for k, v in stats.items()})
                 if limit is not None and limit < len(loader):  # say so: these are not the full test set's numbers
                     scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
+        if not outputs:
+            return scores
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
             outputs_of = functools.partial(self.task.predict, self.raw_model)  # (inputs, batch size) -> outputs, on the CPU
             scores.update(self.data.after_fit(outputs_of, self.run_dir) or {})  # and the data's own scores
