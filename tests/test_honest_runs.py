@@ -27,3 +27,28 @@ def test_an_interrupted_run_scores_its_best_checkpoint(tmp_path):
     summary = read_json(tmp_path / "run" / "summary.json")
     assert summary["status"] == "interrupted" and summary["epochs_run"] == 2
     assert summary["tested"].endswith("of a run that was interrupted") and "test/acc" in summary
+
+
+def test_the_run_says_its_estimated_time_once(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    shown = cli_in_process("dlexp", [*FAST, "trainer.epochs=3", "hydra.run.dir=run"], capfd)
+    assert shown.returncode == 0, shown.stderr
+    said = [line for line in shown.stdout.splitlines() if line.startswith("estimated time:")]
+    assert len(said) == 1 and "for the 1 epoch(s) left" in said[0] and "measured on epoch 2" in said[0]
+
+
+def test_a_long_cpu_run_suggests_a_shorter_budget():
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from dlexp.training.trainer import Trainer
+
+    lines: list[str] = []
+    fake = SimpleNamespace(cfg=OmegaConf.create({"trainer": {"epochs": 40}, "model": {"width_div": 1}}),
+                           runtime=SimpleNamespace(device=torch.device("cpu")), log=SimpleNamespace(info=lines.append))
+    Trainer.say_time(fake, 1, 30.0)  # 39 epochs left at 30 s each: about 20 min
+    assert lines == ["estimated time: about 20 min for the 39 epoch(s) left (30.0 s per epoch, measured on epoch 1; "
+                     "early stopping may end it sooner); over 10 minutes on the CPU: for a first look, try "
+                     "trainer.epochs=20 or model.width_div=4"]

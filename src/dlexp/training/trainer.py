@@ -71,6 +71,8 @@ class Trainer:
         self.completed = 0  # epochs finished (and checkpointed)
         self.best_state: Optional[dict[str, Any]] = None  # CPU copy of the weights of the best epoch
         self.epoch_lr = current_lr(self.optimizer)  # the lr when the current epoch began
+        self.said_time = False  # the run's estimated time, said once after its second epoch (or a long first)
+        self.epochs_here = 0  # epochs this process has trained (a resumed run counts from its resume)
 
     # -- the loop ---------------------------------------------------------------
     def fit(self, checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -151,6 +153,9 @@ class Trainer:
         row.update({f"val/{k}": v for k, v in val_stats.items()})
         row["epoch_seconds"] = round(time.perf_counter() - started, 4)
         self.log.log_epoch(row)
+        self.epochs_here += 1
+        if not self.said_time and (self.epochs_here >= 2 or row["epoch_seconds"] > 30):
+            self.say_time(epoch, row["epoch_seconds"])  # the second epoch: the first one pays the warm-up
         self.diagnostics.record(self.raw_model, row)  # grad/weight norms left by the epoch's last step
         improved = self.stopper.update(row[self.stopper.monitor], epoch)
         if not self.per_step:
@@ -266,6 +271,22 @@ class Trainer:
             f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
         )
 
+    def say_time(self, epoch: int, seconds: float) -> None:
+        """Once, after the second epoch this process trains (or a first one of over 30 s): the run's estimated
+        time (the epochs left times the pace measured), and, for a CPU run of over 10 minutes, a shorter budget."""
+        self.said_time = True
+        left = self.cfg.trainer.epochs - epoch
+        if left <= 0:
+            return
+        estimate = left * seconds
+        line = (f"estimated time: about {_duration(estimate)} for the {left} epoch(s) left "
+                f"({seconds:.1f} s per epoch, measured on epoch {epoch}; early stopping may end it sooner)")
+        if self.runtime.device.type == "cpu" and estimate > 600:
+            quick = max(1, int(600 // max(seconds, 1e-9)))
+            line += (f"; over 10 minutes on the CPU: for a first look, try trainer.epochs={quick}"
+                     + (" or model.width_div=4" if "width_div" in self.cfg.model else ""))
+        self.log.info(line)
+
     def log_early_stop(self) -> None:
         s = self.stopper
         self.log.info(
@@ -277,6 +298,13 @@ class Trainer:
         resume = f"python -m dlexp resume={self.run_dir}"
         return {"status": "interrupted", "signal": signal_name(self.stop.signum), "exit_code": self.stop.exit_code,
                 "resume_with": resume if self.resumable else "(k-fold runs start again)"}
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def diverged_outcome(err: Diverged, epoch: int, cfg: DictConfig) -> dict[str, Any]:
