@@ -52,3 +52,33 @@ def test_a_long_cpu_run_suggests_a_shorter_budget():
     assert lines == ["estimated time: about 20 min for the 39 epoch(s) left (30.0 s per epoch, measured on epoch 1; "
                      "early stopping may end it sooner); over 10 minutes on the CPU: for a first look, try "
                      "trainer.epochs=20 or model.width_div=4"]
+
+
+# -- a model's own recipe -----------------------------------------------------------------------
+
+def _shown_lr(argv: list[str], capfd) -> float:
+    from omegaconf import OmegaConf
+
+    shown = cli_in_process("dlexp", ["--cfg", "job", *argv], capfd)
+    assert shown.returncode == 0, shown.stderr
+    return OmegaConf.create(shown.stdout).optim.lr
+
+
+def test_a_models_recipe_sets_its_lr_visibly_and_stays_overridable(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    assert _shown_lr(["model=alexnet", "optim=sgd_momentum"], capfd) == 0.01  # conf/recipe/alexnet_sgd_momentum.yaml
+    assert _shown_lr(["model=vgg11", "optim=sgd_momentum"], capfd) == 0.01
+    assert _shown_lr(["model=alexnet", "optim=sgd_momentum", "optim.lr=0.03"], capfd) == 0.03  # the command line wins
+    assert _shown_lr(["model=mlp", "optim=sgd_momentum"], capfd) == 0.05  # no recipe: the optimizer's own
+    assert _shown_lr(["experiment=d2l_vgg"], capfd) == 0.05  # a preset's own setting wins over the recipe
+
+
+def test_the_banner_and_summary_name_the_recipe(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    shown = cli_in_process("dlexp", ["model=alexnet", "optim=sgd_momentum", "model.width_div=16", "model.fc_width=16",
+                                     "trainer=smoke", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=a"], capfd)
+    assert shown.returncode == 0, shown.stderr
+    assert "optim=sgd_momentum recipe=alexnet_sgd_momentum (lr=0.01) params=" in shown.stdout
+    assert read_json(tmp_path / "a" / "summary.json")["recipe"] == "alexnet_sgd_momentum"
+    plain = cli_in_process("dlexp", ["trainer=smoke", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=b"], capfd)
+    assert "recipe" not in plain.stdout and "recipe" not in read_json(tmp_path / "b" / "summary.json")

@@ -19,7 +19,7 @@ from dlexp.config import validate as config_validation
 from dlexp.config.registry import Registry, builder_kwargs
 from dlexp.config.schema import DecodeConfig
 from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, build_source, load_folds
-from dlexp.errors import UserError, building
+from dlexp.errors import DataError, UserError, building
 from dlexp.models import MODELS, build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.models.summary import LayerRow, layer_rows
@@ -137,6 +137,8 @@ def chosen_options(cfg: DictConfig, choices: Optional[dict[str, str]] = None) ->
         out[group] = (choices or {}).get(group) or builder
         if out[group] != builder:
             out[f"{group}_builder"] = builder
+    if (choices or {}).get("recipe"):  # conf/recipe/<model>_<optim>.yaml set the model's own optimizer settings
+        out["recipe"] = choices["recipe"]
     return out
 
 
@@ -254,8 +256,16 @@ def check_buildable(cfg: DictConfig) -> None:
     would refuse."""
     cfg = validate(cfg)
     seed_everything(cfg.seed)
-    with building(f"dataset={cfg.dataset.name}"):
-        source = build_source(cfg)
+    downloads = bool(cfg.dataset.get("download"))
+    if downloads:
+        cfg.dataset.download = False  # --cfg downloads nothing: the data at hand, or only the checks without it
+    try:
+        with building(f"dataset={cfg.dataset.name}"):
+            source = build_source(cfg)
+    except DataError:
+        if downloads:
+            return  # not downloaded yet: a run fetches it first, and checks the rest then
+        raise
     task = build_run_task(cfg, source)
     with building(f"dataset={cfg.dataset.name}"):
         data = load_folds(cfg, seed=cfg.seed, device=torch.device("cpu"), source=source)[0]

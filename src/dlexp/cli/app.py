@@ -106,7 +106,6 @@ class HydraApp:
         """Train, then check a course preset's finding from the files written."""
         from dlexp import train  # torch and every layer of a run: only once the run is decided and accepted
 
-        hydra_cfg = HydraConfig.get()
         share_threads(plan.cfg)  # parallel launchers: each job gets its share of the CPU cores
         if is_multirun():
             train.warm_imports(plan.cfg)
@@ -118,7 +117,7 @@ class HydraApp:
             self.started = True
 
         result = train.train(plan.cfg, run_dir, overrides=plan.overrides, checkpoint=plan.checkpoint,
-                             choices=plan.choices or dict(hydra_cfg.runtime.choices), in_sweep=is_multirun(),
+                             choices=plan.choices or planning.applied_choices(), in_sweep=is_multirun(),
                              reuse_dir=plan.kind == "restart", on_start=on_start)
         if plan.cfg.get("finding") is not None and is_main_process():
             course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())

@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from dlexp.cli.preflight import check_run_config
-from dlexp.config.files import CONFIG_DIR
+from dlexp.config.files import CONFIG_DIR, find_option_file
 from dlexp.config.schema import SweepConfig
 from dlexp.errors import ConfigError
 from dlexp.runs import files, sweep
@@ -57,7 +57,7 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
 
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
-    check_run_config(resumed.cfg, resumed.choices or _choices(), _config_dirs())
+    check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
     if not cfg.get("resume"):
         refuse_earlier_run(run_dir)
         return Plan("new", resumed.cfg, resumed.overrides)
@@ -75,7 +75,7 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     today, state = today_overrides(), sweep.job_state(job_dir)
     if state.status in ("completed", "diverged") or (state.status == "failed" and not cfg.sweep.retry_failed):
         return Plan("skip", cfg, today, job=state)
-    check_run_config(cfg, _choices(), _config_dirs())
+    check_run_config(cfg, applied_choices(), _config_dirs())
     if state.status in ("interrupted", "incomplete") and state.checkpoint is not None:
         checkpoint = resume.load_checkpoint(state.checkpoint)
         resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
@@ -83,8 +83,14 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     return Plan("new" if state.status == "new" else "restart", cfg, today, job=state)
 
 
-def _choices() -> dict[str, str]:
-    return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+def applied_choices() -> dict[str, str]:
+    """The option each group was composed from, as Hydra records it, without an optional ``recipe`` that
+    has no file (Hydra names ``<model>_<optim>`` whether or not conf/recipe/ has one)."""
+    choices = {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    recipe = choices.get("recipe")
+    if recipe and find_option_file(_config_dirs(), "recipe", recipe) is None:
+        del choices["recipe"]
+    return choices
 
 
 def _config_dirs() -> list[str]:

@@ -8,7 +8,9 @@ registries to validate it fully.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -163,7 +165,8 @@ def _validate_shown_config(argv: list[str]) -> None:
     check_run_config(cfg, choices, [CONFIG_DIR, *extra_config_dirs(argv)])
     from dlexp import train  # torch: --cfg builds what a run builds, to refuse what a run refuses
 
-    train.check_buildable(cfg)
+    with contextlib.redirect_stdout(sys.stderr):  # notes of the build (e.g. a resize) must not mix into the YAML
+        train.check_buildable(cfg)
 
 
 def check_run_config(cfg: DictConfig, choices: Optional[dict[str, str]] = None,

@@ -267,7 +267,7 @@ class Trainer:
         test_size = data.test.num_examples if data.test else 0
         self.log.info(
             f"[bold]dlexp[/bold] model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} "
-            f"params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
+            f"{self.recipe_note()}params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
             f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
         )
 
@@ -286,6 +286,11 @@ class Trainer:
             line += (f"; over 10 minutes on the CPU: for a first look, try trainer.epochs={quick}"
                      + (" or model.width_div=4" if "width_div" in self.cfg.model else ""))
         self.log.info(line)
+
+    def recipe_note(self) -> str:
+        """``recipe=alexnet_sgd_momentum (lr=0.01) ``: the model's own optimizer settings, when it has some."""
+        recipe = self.choices.get("recipe")
+        return f"recipe={recipe} (lr={self.cfg.optim.get('lr')}) " if recipe else ""
 
     def log_early_stop(self) -> None:
         s = self.stopper
