@@ -40,6 +40,10 @@ from dlexp.cli.sweep import threads_per_job
         ([2.303, 2.2], [2.302, 2.1], "too_short"),
         ([2.0, 1.0, float("nan")], [1.8, 0.9, float("nan")], "diverging"),
         ([2.0, 1.0, 0.5], [1.8, float("inf"), 0.6], "diverging"),
+        ([178.0, 1.0, 1e-5, 1e-9, 1e-11], [250.0, 230.0, 229.0, 228.6, 228.7], "overfitting"),  # memorized
+        ([19.6, 1.0, 0.01, 0.006, 0.0058], [10.0, 0.5, 0.009, 0.012, 0.0144], "fine"),  # a rise at the noise floor
+        ([20.0, 8.0, 4.0, 3.0, 2.5, 2.2, 2.12, 2.1, 2.1, 2.09, 2.1, 2.1],
+         [30.0, 12.0, 8.0, 6.5, 6.0, 5.8, 5.7, 5.7, 5.66, 5.7, 5.68, 5.66], "underfitting"),  # levelled off at 10%
     ],
 )
 def test_diagnosis_rules(train, val, label):
@@ -55,6 +59,9 @@ def test_diagnosis_reasons_quote_the_numbers():
     assert diagnose([2.0, 1.0, float("nan")], [1.0, 1.0, 1.0]) == ("diverging", "train loss is nan at epoch 3")
     label, reason = diagnose([2.0, 0.5, 0.2, 0.05], [1.0, 0.4, 0.5, 0.6])
     assert label == "overfitting" and reason.startswith("val loss rose 50% above its minimum 0.4 (epoch 2)")
+    label, reason = diagnose([178.0, 1.0, 1e-5, 1e-9, 1e-11], [250.0, 230.0, 229.0, 228.6, 183.0])
+    assert (label, reason) == ("overfitting", "val loss 183 is 1.83e+13x its train loss 1e-11: a gap of 103% of the "
+                                              "first epoch's train loss")
 
 
 def test_generalization_gap_at_best_and_final_epochs():
