@@ -23,3 +23,15 @@ def test_each_preset_run_gets_the_diagnosis_its_lesson_names(run_train, preset, 
     result, _ = run_train(f"experiment={preset}", setting, f"seed={seed}")
     summary = result.summary
     assert (summary["diagnosis"], says in summary["diagnosis_reason"]) == (label, True), summary["diagnosis_reason"]
+
+
+def test_a_finding_that_holds_for_the_wrong_reason_does_not_hold():
+    """L2 at 0.2 narrowed the gap only by crippling the model (test acc 0.77 against 0.92)."""
+    from dlexp.course.findings import Finding
+    from dlexp.course.lessons import _crippled
+
+    assert _crippled({"none": 0.923, "dropout": 0.915, "L2": 0.908, "both": 0.902}) is None
+    premise = _crippled({"none": 0.923, "dropout": 0.915, "L2": 0.767, "both": 0.747})
+    assert premise.startswith("a regularized model must still learn: test acc L2 0.767, both 0.747 against 0.923")
+    shown = Finding("dropout and weight decay each shrink the train-val loss gap", {}, False, "L2 0.0249", premise)
+    assert shown.text().endswith(f": L2 0.0249: does not hold (premise: {premise})")
