@@ -82,3 +82,18 @@ def test_the_banner_and_summary_name_the_recipe(tmp_path, monkeypatch, capfd):
     assert read_json(tmp_path / "a" / "summary.json")["recipe"] == "alexnet_sgd_momentum"
     plain = cli_in_process("dlexp", ["trainer=smoke", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=b"], capfd)
     assert "recipe" not in plain.stdout and "recipe" not in read_json(tmp_path / "b" / "summary.json")
+
+
+# -- dlexp.report on one run's dir ----------------------------------------------------------------
+
+def test_report_on_a_run_dir_prints_its_report_and_writes_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process("dlexp", [*FAST, "trainer.epochs=1", "hydra.run.dir=run"], capfd).returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    shown = cli_in_process("dlexp.report", ["run"], capfd)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Run report: run\n") and "test/acc" in shown.stdout and "Best:" not in shown.stdout
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    (tmp_path / "run" / "summary.json").unlink()
+    shown = cli_in_process("dlexp.report", ["run"], capfd)
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "has metrics but no summary.json" in shown.stderr
