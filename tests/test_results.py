@@ -267,3 +267,31 @@ def test_a_diverged_run_is_diagnosed_as_diverging_with_its_hint(run_train):
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "diverged" and summary["diagnosis"] == "diverging"
     assert summary["diagnosis_reason"] == summary["hint"]
+
+
+def test_a_sweep_ranks_on_its_named_metric_and_shows_shifted_test_columns(tmp_path):
+    """covariate_shift ranks on test_shifted/acc (its lesson), not on the unshifted val accuracy, and the
+    shifted test metrics are columns of summary.csv, jobs.csv, summary.md and the console table."""
+    sweep = tmp_path / "sweep"
+    for i, (correct, val, shifted) in enumerate([("none", 0.87, 0.50), ("importance", 0.74, 0.75)]):
+        _job(sweep, str(i), [f"shift.correct={correct}"], {
+            "status": "completed", "epochs_run": 20, "monitor": "val/acc", "mode": "max", "best/val/acc": val,
+            "test/acc": val, "test_shifted/acc": shifted, "test_shifted/loss": 1 - shifted, "diagnosis": "fine"})
+        (sweep / str(i) / ".hydra" / "config.yaml").write_text("sweep:\n  rank_by: test_shifted/acc\n")
+    rep = report.build_report(sweep)
+    assert (rep.rank_key, rep.rank_mode) == ("test_shifted/acc", "max")
+    assert {g.key[0]: g.rank for g in rep.groups} == {"shift.correct=importance": 1, "shift.correct=none": 2}
+    assert tables.best_line(rep).startswith("Best: correct=importance with test_shifted/acc (sweep.rank_by) 0.7500")
+    assert "test_shifted/acc_mean" in tables.group_rows(rep)[0] and "test_shifted/acc" in tables.markdown(rep)
+    columns, _ = tables._console_columns(rep)
+    assert "test_shifted/acc" in columns
+    assert "test_shifted/acc" in tables.job_rows(rep)[0]
+
+
+def test_a_preset_that_names_its_ranking_metric_still_runs_alone():
+    from conftest import compose_cfg
+    from dlexp.cli.plan import _refuse_sweep_keys
+
+    cfg = compose_cfg("experiment=covariate_shift")
+    assert cfg.sweep.rank_by == "test_shifted/acc"
+    _refuse_sweep_keys(cfg)  # sweep.rank_by is no error in a single run (sweep.name would be)

@@ -131,7 +131,7 @@ def _refuse_sweep_keys(cfg: DictConfig) -> None:
     """``sweep.*`` applies to -m sweeps: set in a single run it would be silently ignored."""
     node = cfg.get("sweep") or {}
     changed = [f"sweep.{f.name}={node.get(f.name)}" for f in dataclasses.fields(SweepConfig)
-               if f.name in node and node.get(f.name) != f.default]
+               if f.name in node and node.get(f.name) != f.default and f.name != "rank_by"]
     if changed:
         raise ConfigError(f"{', '.join(changed)} applies to -m sweeps; add -m to sweep, or drop it for a single run")
 
