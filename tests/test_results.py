@@ -295,3 +295,15 @@ def test_a_preset_that_names_its_ranking_metric_still_runs_alone():
     cfg = compose_cfg("experiment=covariate_shift")
     assert cfg.sweep.rank_by == "test_shifted/acc"
     _refuse_sweep_keys(cfg)  # sweep.rank_by is no error in a single run (sweep.name would be)
+
+
+def test_sweep_curves_use_the_run_plots_styles_and_a_marker_per_config(tmp_path, monkeypatch):
+    from dlexp.results import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    rows = [{"epoch": e, "train/loss": 1.0 / e, "val/loss": 1.5 / e} for e in range(1, 9)]
+    plots.plot_sweep_curves([(f"lr={i}", [rows]) for i in range(4)], ["loss"], tmp_path / "c.png")  # 4 equal curves
+    lines = drawn["fig"].axes[0].get_lines()
+    assert [line.get_linestyle() for line in lines[:2]] == ["-", "--"]  # train solid, val dashed, as per run
+    assert len({line.get_marker() for line in lines}) == 4  # overlapping curves still tell their config
