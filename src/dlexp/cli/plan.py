@@ -62,7 +62,7 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
         refuse_earlier_run(run_dir)
         return Plan("new", resumed.cfg, resumed.overrides)
     kind = "restart" if resumed.restart else "resume"
-    return Plan(kind, resumed.cfg, resumed.overrides, resumed.checkpoint, resumed.choices)
+    return Plan(kind, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
 
 
 def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
@@ -86,10 +86,14 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
 def applied_choices() -> dict[str, str]:
     """The option each group was composed from, as Hydra records it, without an optional ``recipe`` that
     has no file (Hydra names ``<model>_<optim>`` whether or not conf/recipe/ has one)."""
-    choices = {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
-    recipe = choices.get("recipe")
+    return without_missing_recipe({str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None})
+
+
+def without_missing_recipe(choices: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+    """``choices`` without a ``recipe`` that conf/recipe/ has no file for (a run's record names one anyway)."""
+    recipe = (choices or {}).get("recipe")
     if recipe and find_option_file(_config_dirs(), "recipe", recipe) is None:
-        del choices["recipe"]
+        choices = {k: v for k, v in choices.items() if k != "recipe"}
     return choices
 
 
