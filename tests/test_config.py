@@ -123,7 +123,7 @@ def test_validate_converts_types():
         (["+trainer.epoch=3"], "unknown config key 'trainer.epoch'"),
         (["trainer.epochs=abc"], "bad value for 'trainer.epochs'"),
         (["trainer.early_stopping.patience=soon"], "bad value for 'trainer.early_stopping.patience'"),
-        (["model.hidden=wide"], "bad value for 'model.hidden'"),
+        (["model.hidden=wide"], r"'model.hidden' takes a list, got 'wide'; write it in brackets, e.g. model.hidden=\[256\]"),
         (["+lr=0.1"], "unknown top-level config key 'lr'"),
         (["seed=abc"], "config 'seed' must be of type int"),
     ],

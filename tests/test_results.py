@@ -40,6 +40,10 @@ from dlexp.cli.sweep import threads_per_job
         ([2.303, 2.2], [2.302, 2.1], "too_short"),
         ([2.0, 1.0, float("nan")], [1.8, 0.9, float("nan")], "diverging"),
         ([2.0, 1.0, 0.5], [1.8, float("inf"), 0.6], "diverging"),
+        ([178.0, 1.0, 1e-5, 1e-9, 1e-11], [250.0, 230.0, 229.0, 228.6, 228.7], "overfitting"),  # memorized
+        ([19.6, 1.0, 0.01, 0.006, 0.0058], [10.0, 0.5, 0.009, 0.012, 0.0144], "fine"),  # a rise at the noise floor
+        ([20.0, 8.0, 4.0, 3.0, 2.5, 2.2, 2.12, 2.1, 2.1, 2.09, 2.1, 2.1],
+         [30.0, 12.0, 8.0, 6.5, 6.0, 5.8, 5.7, 5.7, 5.66, 5.7, 5.68, 5.66], "underfitting"),  # levelled off at 10%
     ],
 )
 def test_diagnosis_rules(train, val, label):
@@ -55,6 +59,9 @@ def test_diagnosis_reasons_quote_the_numbers():
     assert diagnose([2.0, 1.0, float("nan")], [1.0, 1.0, 1.0]) == ("diverging", "train loss is nan at epoch 3")
     label, reason = diagnose([2.0, 0.5, 0.2, 0.05], [1.0, 0.4, 0.5, 0.6])
     assert label == "overfitting" and reason.startswith("val loss rose 50% above its minimum 0.4 (epoch 2)")
+    label, reason = diagnose([178.0, 1.0, 1e-5, 1e-9, 1e-11], [250.0, 230.0, 229.0, 228.6, 183.0])
+    assert (label, reason) == ("overfitting", "val loss 183 is 1.83e+13x its train loss 1e-11: a gap of 103% of the "
+                                              "first epoch's train loss")
 
 
 def test_generalization_gap_at_best_and_final_epochs():
@@ -261,3 +268,43 @@ def test_a_diverged_run_is_diagnosed_as_diverging_with_its_hint(run_train):
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "diverged" and summary["diagnosis"] == "diverging"
     assert summary["diagnosis_reason"] == summary["hint"]
+
+
+def test_a_sweep_ranks_on_its_named_metric_and_shows_shifted_test_columns(tmp_path):
+    """covariate_shift ranks on test_shifted/acc (its lesson), not on the unshifted val accuracy, and the
+    shifted test metrics are columns of summary.csv, jobs.csv, summary.md and the console table."""
+    sweep = tmp_path / "sweep"
+    for i, (correct, val, shifted) in enumerate([("none", 0.87, 0.50), ("importance", 0.74, 0.75)]):
+        _job(sweep, str(i), [f"shift.correct={correct}"], {
+            "status": "completed", "epochs_run": 20, "monitor": "val/acc", "mode": "max", "best/val/acc": val,
+            "test/acc": val, "test_shifted/acc": shifted, "test_shifted/loss": 1 - shifted, "diagnosis": "fine"})
+        (sweep / str(i) / ".hydra" / "config.yaml").write_text("sweep:\n  rank_by: test_shifted/acc\n")
+    rep = report.build_report(sweep)
+    assert (rep.rank_key, rep.rank_mode) == ("test_shifted/acc", "max")
+    assert {g.key[0]: g.rank for g in rep.groups} == {"shift.correct=importance": 1, "shift.correct=none": 2}
+    assert tables.best_line(rep).startswith("Best: correct=importance with test_shifted/acc (sweep.rank_by) 0.7500")
+    assert "test_shifted/acc_mean" in tables.group_rows(rep)[0] and "test_shifted/acc" in tables.markdown(rep)
+    columns, _ = tables._console_columns(rep)
+    assert "test_shifted/acc" in columns
+    assert "test_shifted/acc" in tables.job_rows(rep)[0]
+
+
+def test_a_preset_that_names_its_ranking_metric_still_runs_alone():
+    from conftest import compose_cfg
+    from dlexp.cli.plan import _refuse_sweep_keys
+
+    cfg = compose_cfg("experiment=covariate_shift")
+    assert cfg.sweep.rank_by == "test_shifted/acc"
+    _refuse_sweep_keys(cfg)  # sweep.rank_by is no error in a single run (sweep.name would be)
+
+
+def test_sweep_curves_use_the_run_plots_styles_and_a_marker_per_config(tmp_path, monkeypatch):
+    from dlexp.results import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    rows = [{"epoch": e, "train/loss": 1.0 / e, "val/loss": 1.5 / e} for e in range(1, 9)]
+    plots.plot_sweep_curves([(f"lr={i}", [rows]) for i in range(4)], ["loss"], tmp_path / "c.png")  # 4 equal curves
+    lines = drawn["fig"].axes[0].get_lines()
+    assert [line.get_linestyle() for line in lines[:2]] == ["-", "--"]  # train solid, val dashed, as per run
+    assert len({line.get_marker() for line in lines}) == 4  # overlapping curves still tell their config

@@ -201,6 +201,17 @@ def test_translate_command_reproduces_the_runs_test_translations(cli_run, tmp_pa
     lines = proc.stdout.splitlines()
     # sentences are preprocessed as in training (hyphens split), and the output's hyphens are joined again
     assert lines == [f"{r['source'].replace(' - ', '-')} => {r['prediction'].replace(' - ', '-')}" for r in rows]
+    assert "warning" not in proc.stderr  # every word is known
+
+
+def test_translate_warns_of_words_outside_the_vocabulary(cli_run, tmp_path):
+    run_dir, _ = cli_run
+    proc = run_cli(str(run_dir), "I like the mouse.", "twelve", cwd=tmp_path, module="dlexp.translate")
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(said) == 1 and said[0].startswith("warning: not in the training vocabulary")
+    assert said[0].split("read as <unk>: ")[1].startswith("i, like, the, mouse, .;")
+    assert len(proc.stdout.splitlines()) == 2
 
 
 @pytest.mark.parametrize("case", ["missing", "no_checkpoint"])

@@ -19,7 +19,7 @@ from dlexp.config import validate as config_validation
 from dlexp.config.registry import Registry, builder_kwargs
 from dlexp.config.schema import DecodeConfig
 from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, build_source, load_folds
-from dlexp.errors import UserError, building
+from dlexp.errors import DataError, UserError, building
 from dlexp.models import MODELS, build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.models.summary import LayerRow, layer_rows
@@ -32,9 +32,9 @@ from dlexp.runs.runlog import RunLog
 from dlexp.tasks import Task, build_task, resolve_monitor
 from dlexp.training.distributed import ranks_from_env
 from dlexp.training.interrupt import STOP, point
-from dlexp.training.optim import OPTIMIZERS
+from dlexp.training.optim import OPTIMIZERS, build_optimizer
 from dlexp.training.runtime import Runtime, seed_everything, setup_runtime
-from dlexp.training.schedulers import SCHEDULERS
+from dlexp.training.schedulers import SCHEDULERS, build_scheduler
 from dlexp.training.trainer import Trainer
 
 # Each open group and the registry its ``name:`` selects from: the schema of the group's options.
@@ -104,8 +104,10 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str], checkpoint: Opt
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     chosen = chosen_options(cfg, choices)
-    run = Run(cfg, task, runtime, list(overrides), chosen, {"device": str(runtime.device), "seed": cfg.seed, **chosen},
-              started, on_start, on_epoch)
+    facts = {"device": str(runtime.device), "seed": cfg.seed, **chosen}
+    if "dropout" in cfg.model:
+        facts["dropout"] = cfg.model.dropout  # the value that took effect (regularizer.dropout, if set, is it)
+    run = Run(cfg, task, runtime, list(overrides), chosen, facts, started, on_start, on_epoch)
     if len(folds) == 1:
         log, summary, exit_code = run.record(folds[0], run_dir, checkpoint)
     else:
@@ -136,6 +138,8 @@ def chosen_options(cfg: DictConfig, choices: Optional[dict[str, str]] = None) ->
         out[group] = (choices or {}).get(group) or builder
         if out[group] != builder:
             out[f"{group}_builder"] = builder
+    if (choices or {}).get("recipe"):  # conf/recipe/<model>_<optim>.yaml set the model's own optimizer settings
+        out["recipe"] = choices["recipe"]
     return out
 
 
@@ -245,3 +249,33 @@ def summarize_layers(cfg: DictConfig, depth: int = 1) -> tuple[dict[str, Any], l
         **init_summary(cfg.model),
     }
     return facts, layer_rows(model, lambda m: task.forward(m, batch), depth), count_parameters(model)
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Every check a run makes before its first step, without training or writing anything: the data, the
+    task (a model that cannot learn it, decode.* on a task that does not decode), the model, its optimizer
+    and scheduler. ``--cfg`` prints a config only once this passes, so that it never shows a config a run
+    would refuse."""
+    cfg = validate(cfg)
+    seed_everything(cfg.seed)
+    downloads = bool(cfg.dataset.get("download"))
+    if downloads:
+        cfg.dataset.download = False  # --cfg downloads nothing: the data at hand, or only the checks without it
+    try:
+        with building(f"dataset={cfg.dataset.name}"):
+            source = build_source(cfg)
+    except DataError:
+        if downloads:
+            return  # not downloaded yet: a run fetches it first, and checks the rest then
+        raise
+    task = build_run_task(cfg, source)
+    with building(f"dataset={cfg.dataset.name}"):
+        data = load_folds(cfg, seed=cfg.seed, device=torch.device("cpu"), source=source)[0]
+    mode = resolve_monitor(cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode, task)[1]
+    reg = cfg.regularizer
+    with building(f"model={cfg.model.name}"):
+        model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, task.model_args())
+    with building(f"optim={cfg.optim.name}"):
+        optimizer = build_optimizer(cfg.optim, model, reg.weight_decay)
+    with building(f"scheduler={cfg.scheduler.name}"):
+        build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs, mode)

@@ -21,6 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from dlexp.cli.preflight import check_run_config
+from dlexp.config.files import CONFIG_DIR, find_option_file
 from dlexp.config.schema import SweepConfig
 from dlexp.errors import ConfigError
 from dlexp.runs import files, sweep
@@ -56,12 +57,12 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
 
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
-    check_run_config(resumed.cfg)
+    check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
     if not cfg.get("resume"):
         refuse_earlier_run(run_dir)
         return Plan("new", resumed.cfg, resumed.overrides)
     kind = "restart" if resumed.restart else "resume"
-    return Plan(kind, resumed.cfg, resumed.overrides, resumed.checkpoint, resumed.choices)
+    return Plan(kind, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
 
 
 def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
@@ -74,12 +75,32 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     today, state = today_overrides(), sweep.job_state(job_dir)
     if state.status in ("completed", "pruned", "diverged") or (state.status == "failed" and not cfg.sweep.retry_failed):
         return Plan("skip", cfg, today, job=state)
-    check_run_config(cfg)
+    check_run_config(cfg, applied_choices(), _config_dirs())
     if state.status in ("interrupted", "incomplete") and state.checkpoint is not None:
         checkpoint = resume.load_checkpoint(state.checkpoint)
         resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
         return Plan("resume", cfg, list(checkpoint.get("overrides", today)), checkpoint, job=state)
     return Plan("new" if state.status == "new" else "restart", cfg, today, job=state)
+
+
+def applied_choices() -> dict[str, str]:
+    """The option each group was composed from, as Hydra records it, without an optional ``recipe`` that
+    has no file (Hydra names ``<model>_<optim>`` whether or not conf/recipe/ has one)."""
+    return without_missing_recipe({str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None})
+
+
+def without_missing_recipe(choices: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+    """``choices`` without a ``recipe`` that conf/recipe/ has no file for (a run's record names one anyway)."""
+    recipe = (choices or {}).get("recipe")
+    if recipe and find_option_file(_config_dirs(), "recipe", recipe) is None:
+        choices = {k: v for k, v in choices.items() if k != "recipe"}
+    return choices
+
+
+def _config_dirs() -> list[str]:
+    """conf/, then the folders ``--config-dir`` (or hydra.searchpath) adds."""
+    sources = HydraConfig.get().runtime.config_sources
+    return [s.path for s in sources if s.provider in ("main", "command-line") and s.schema == "file"] or [CONFIG_DIR]
 
 
 def accept(plan: Plan, run_dir: Path) -> None:
@@ -116,7 +137,7 @@ def _refuse_sweep_keys(cfg: DictConfig) -> None:
         raise ConfigError("hparams_search is a search over many runs: add -m (python -m dlexp -m hparams_search=optuna)")
     node = cfg.get("sweep") or {}
     changed = [f"sweep.{f.name}={node.get(f.name)}" for f in dataclasses.fields(SweepConfig)
-               if f.name in node and node.get(f.name) != f.default]
+               if f.name in node and node.get(f.name) != f.default and f.name != "rank_by"]
     if changed:
         raise ConfigError(f"{', '.join(changed)} applies to -m sweeps; add -m to sweep, or drop it for a single run")
 

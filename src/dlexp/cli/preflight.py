@@ -8,23 +8,27 @@ registries to validate it fully.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from dlexp import course
 from dlexp.cli.help import INFO_FLAGS
+from dlexp.cli.mistakes import check_sweep_needs_multirun, check_top_level_keys, space_in_list_hint
 from dlexp.config.constraints import did_you_mean
 from dlexp.config.schema import SearchConfig
+from dlexp.config.validate import check_one_dropout
 from dlexp.config.files import (
     CONFIG_DIR, PRIMARY_CONFIG, config_groups, default_choices, find_option_file, group_options,
 )
@@ -59,6 +63,9 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
         return
     _check_grammar(_positional_args(argv))
     shows_config = any(arg in ("-c", "--cfg") or arg.startswith("--cfg=") for arg in argv)
+    multirun = "-m" in argv or "--multirun" in argv
+    if writes_outputs:
+        check_sweep_needs_multirun(_positional_args(argv), multirun)
     dirs = [CONFIG_DIR, *extra_config_dirs(argv)]
     groups = set(config_groups())
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
@@ -77,6 +84,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     _check_hydra_groups([a for a in argv if a.lstrip("+").startswith("hydra/") and "=" in a], dirs)
     _check_search_keys(argv)
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
+    check_top_level_keys(overrides, dirs, groups, chosen)
     if writes_outputs and not shows_config:
         _check_output_dir(argv)
     resume = last_value(overrides, "resume")
@@ -119,11 +127,12 @@ def _positional_args(argv: list[str]) -> list[str]:
 def _check_grammar(args: list[str]) -> None:
     """Parse each override with Hydra's own parser, so a typo in its syntax is one line, not Hydra's report."""
     parser = OverridesParser.create()
-    for arg in args:
+    for i, arg in enumerate(args):
         try:
             parser.parse_overrides([arg])
         except OverrideParseException:
-            raise ConfigError(f"cannot parse the override '{arg}': {_grammar_hint(arg)}") from None
+            hint = space_in_list_hint(args, i) or _grammar_hint(arg)
+            raise ConfigError(f"cannot parse the override '{arg}': {hint}") from None
 
 
 def _grammar_hint(arg: str) -> str:
@@ -150,17 +159,29 @@ def _validate_shown_config(argv: list[str]) -> None:
         overrides.append(f"hydra.searchpath=[{','.join(extra)}]")
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name=PRIMARY_CONFIG, overrides=overrides)
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException):
         return  # Hydra composes the same command line next and reports the problem itself
-    check_run_config(cfg)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check_run_config(cfg, choices, [CONFIG_DIR, *extra_config_dirs(argv)])
+    from dlexp import train  # torch: --cfg builds what a run builds, to refuse what a run refuses
+
+    with contextlib.redirect_stdout(sys.stderr):  # notes of the build (e.g. a resize) must not mix into the YAML
+        train.check_buildable(cfg)
 
 
-def check_run_config(cfg: DictConfig) -> DictConfig:
-    """Every check a run makes of its composed config (the schema, and a course preset's ``finding``):
-    for ``--cfg``, which prints the config a run would use, and for the run itself."""
+def check_run_config(cfg: DictConfig, choices: Optional[dict[str, str]] = None,
+                     dirs: Sequence[str] = (CONFIG_DIR,)) -> DictConfig:
+    """Every check a run makes of its composed config (the schema, one value per setting, and a course
+    preset's ``finding``): for ``--cfg``, which prints the config a run would use, and for the run itself.
+    ``choices``: the option each group was composed from (``model: mlp``), found in ``dirs``."""
     from dlexp import train  # torch (the registries): only once a config is composed for a run or --cfg
 
+    option = (choices or {}).get("model")
+    path = find_option_file(list(dirs), "model", option) if option else None
+    check_one_dropout(cfg, OmegaConf.load(path).get("dropout") if path is not None else None)
     typed = train.validate(cfg)
     course.findings.check_name(typed.finding)
     return typed

@@ -23,7 +23,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from dlexp.tasks.translator import translate  # torch: deferred, so --help answers at once
 
     try:
-        outputs = translate(args.run_dir, args.sentences, args.beam)
+        outputs = translate(args.run_dir, args.sentences, args.beam,
+                            warn=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -41,8 +41,8 @@ def default_choices(dirs: list[str]) -> dict[str, str]:
     choices: dict[str, str] = {}
     for entry in OmegaConf.load(primary).get("defaults", []):
         if isinstance(entry, DictConfig):
-            for key, value in entry.items():
-                if isinstance(value, str):
+            for key, value in entry.items_ex(resolve=False):
+                if isinstance(value, str) and "${" not in value:  # not a choice made from others (conf/recipe/)
                     choices[str(key).lstrip("/")] = value
     return choices
 

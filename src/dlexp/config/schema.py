@@ -91,6 +91,9 @@ class SweepConfig:
     name: Optional[str] = may_change(None)  # outputs/multirun/<name>: the same dir for the same command
     retry_failed: bool = may_change(True)  # a rerun runs failed jobs again (completed ones are skipped)
     fail_fast: bool = may_change(False)  # stop the sweep at its first failed job
+    # the metric the sweep's tables rank on (a summary.json key, e.g. test_shifted/acc); None = the best
+    # monitored val metric. A preset names the metric its lesson is about; harmless in a single run.
+    rank_by: Optional[str] = may_change(None)
 
 
 @dataclass

@@ -58,6 +58,7 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
     missing or out-of-range value is a ConfigError naming the key's full path."""
     if not isinstance(node, DictConfig):
         raise ConfigError(f"config '{path}' must be a mapping, got {node!r}")
+    _check_lists(path, schema, node)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(plain_dataclass(schema)), node)
     except ConfigKeyError as err:
@@ -71,6 +72,28 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
     check_fields(path, schema, OmegaConf.to_container(merged, resolve=True))
     OmegaConf.set_struct(merged, True)
     return merged
+
+
+def _check_lists(path: str, schema: type, node: DictConfig) -> None:
+    """``model.hidden=256`` for a list key: OmegaConf says "AnyNode is not a ListConfig"; suggest ``[256]``."""
+    hints = typing.get_type_hints(plain_dataclass(schema))
+    for f in dataclasses.fields(schema):
+        hint = hints.get(f.name)
+        if typing.get_origin(hint) is typing.Union:  # Optional[List[int]]
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        if f.name not in node or typing.get_origin(hint) is not list:
+            continue
+        child = node._get_node(f.name)
+        value = child._value()
+        if value is None or OmegaConf.is_list(child) or OmegaConf.is_interpolation(node, f.name):
+            continue
+        key = f"{path}.{f.name}"
+        if isinstance(value, str):  # not an item of the list either: show the list's form with its default
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            example = ",".join(map(str, default)) if isinstance(default, (list, tuple)) and default else "..."
+            raise ConfigError(f"'{key}' takes a list, got {value!r}; write it in brackets, e.g. {key}=[{example}]")
+        raise ConfigError(f"'{key}' takes a list, got {value!r}; write {key}=[{value}] (several values: "
+                          f"{key}=[{value},{value}])")
 
 
 def _first_line(err: Exception) -> str:
@@ -118,6 +141,8 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, hint in TOP_LEVEL_KEYS.items():
         out[key] = _check_top_level(key, hint, cfg.get(key))
+    if out["regularizer"].dropout is not None and "dropout" in out["model"]:
+        out["model"].dropout = out["regularizer"].dropout  # the value that takes effect, wherever it is recorded
     if cfg.get(SEARCH_GROUP) is not None:  # checked here, kept out of the run's own config: the search's, not a run's
         search_settings(cfg[SEARCH_GROUP])
     typed = OmegaConf.create(out)
@@ -128,6 +153,19 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
 def search_settings(node: Any) -> DictConfig:
     """The checked ``hparams_search`` node of a search (``dlexp.config.schema.SearchConfig``)."""
     return _check(SEARCH_GROUP, SearchConfig, node)
+
+
+def check_one_dropout(cfg: DictConfig, own: Any) -> None:
+    """Two keys set a model's dropout: ``model.dropout`` (the model option's own, ``own`` in its file) and
+    ``regularizer.dropout`` (``regularizer=dropout``: 0.5), which overrides it. Both set, to different
+    values, would ignore one of them: a one-line error naming both."""
+    model, reg = cfg.get("model") or {}, cfg.get("regularizer") or {}
+    mine, theirs = model.get("dropout"), reg.get("dropout")
+    if theirs is None or mine is None or own is None or mine == own or float(mine) == float(theirs):
+        return
+    raise ConfigError(f"model.dropout={mine} (from the command line or a preset) and regularizer.dropout={theirs} "
+                      f"(from regularizer=dropout or the command line) both set the model's dropout; keep one: "
+                      f"drop model.dropout, or use regularizer=none with model.dropout={mine}")
 
 
 def _check_top_level(key: str, hint: Any, value: Any) -> Any:

@@ -42,9 +42,13 @@ class Finding:
     measured: dict[str, Any]  # the numbers the verdict rests on, e.g. {"ratio/sigmoid": 3e-5}
     holds: bool
     line: str  # the measured values in words, e.g. "first/last layer grad norm 3e-05 (sigmoid) vs 0.41 (relu)"
+    premise: Optional[str] = None  # what the claim presumes and the runs did not meet (then it does not hold)
 
     def text(self) -> str:
-        return f"finding: {self.claim}: {self.line}: {'holds' if self.holds else 'does not hold'}"
+        verdict = "holds" if self.holds else "does not hold"
+        if self.premise:
+            verdict = f"does not hold (premise: {self.premise})"
+        return f"finding: {self.claim}: {self.line}: {verdict}"
 
 
 class NotMeasurable(Exception):
@@ -139,7 +143,10 @@ def measure(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> F
             measured, holds, line = check.measure(group_jobs(path, check.axis))
     except NotMeasurable as why:
         return Finding(check.claim, {}, False, f"not measured ({why})")
-    return Finding(check.claim, _plain(measured), bool(holds), line)
+    premise = None
+    if isinstance(line, tuple):  # (line, the premise the runs did not meet, or None)
+        line, premise = line
+    return Finding(check.claim, _plain(measured), bool(holds) and premise is None, line, premise)
 
 
 def group_jobs(sweep_dir: Path, axis: Optional[str]) -> dict[str, list[RunFiles]]:

@@ -4,7 +4,7 @@ from the files its run or sweep wrote (``dlexp.course.findings`` registers and r
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from dlexp.course.findings import NotMeasurable, RunFiles, finding
 from dlexp.runs.files import SUBMISSION_FILE, checkpoint_file
@@ -105,7 +105,21 @@ def _dropout_vs_weight_decay(groups: dict[str, list[RunFiles]]) -> tuple[dict, b
     gaps = {label: over_seeds(g, _final_gap) for label, g in zip(names.values(), need(labelled, *names.values()))}
     line = ", ".join(f"{label} {fmt(gap)}" for label, gap in gaps.items()) + " (val minus train loss)"
     holds = all(gaps[k] < 0.75 * gaps["none"] for k in ("dropout", "L2", "both"))  # each at least a quarter smaller
-    return {f"gap/{k}": v for k, v in gaps.items()}, holds, line
+    tests = {label: over_seeds(g, _test_acc) for label, g in zip(names.values(), need(labelled, *names.values()))}
+    measured = {**{f"gap/{k}": v for k, v in gaps.items()}, **{f"test_acc/{k}": v for k, v in tests.items()}}
+    return measured, holds, (line, _crippled(tests))
+
+
+def _crippled(test_acc: dict[str, float], points: float = 0.05) -> Optional[str]:
+    """A regularizer narrows the gap for the right reason only if the model still learns: none of the
+    settings may score more than ``points`` below the best one on the test set."""
+    best = max(test_acc.values())
+    worse = {k: v for k, v in test_acc.items() if v < best - points}
+    if not worse:
+        return None
+    shown = ", ".join(f"{k} {fmt(v)}" for k, v in worse.items())
+    return (f"a regularized model must still learn: test acc {shown} against {fmt(best)} for the best setting, "
+            f"more than {points:.0%} below it: the gap narrows because the model is crippled")
 
 
 @finding("polynomial", "degree 1 underfits, degree 3 fits, degree 20 overfits 20 points", axis="dataset.degree")

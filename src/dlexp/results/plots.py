@@ -288,10 +288,15 @@ def seed_band(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[float], 
     return epochs, means, stds
 
 
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")  # one per config, beside its colour
+
+
 def plot_sweep_curves(configs: list[tuple[str, list[list[dict[str, Any]]]]], metrics: list[str], path: Path,
                       *, title: str = "") -> Path:
-    """One panel per metric (e.g. loss, acc): each config's val curve (solid) and train curve (dashed)
-    against the epoch, as the mean over its seeds with a +/- one std band; one colour per config."""
+    """One panel per metric (e.g. loss, acc): each config's train curve (solid) and val curve (dashed), as
+    in each run's own curves.png, against the epoch, as the mean over its seeds with a +/- one std band;
+    one colour and one marker per config, so that configs whose curves lie on top of each other (or
+    share a colour, past 10 configs) still tell apart."""
     from matplotlib import colormaps
 
     colors = colormaps["tab10" if len(configs) <= 10 else "tab20"]
@@ -300,12 +305,13 @@ def plot_sweep_curves(configs: list[tuple[str, list[list[dict[str, Any]]]]], met
     for ax, metric in zip(panels, metrics):
         values: list[float] = []
         for i, (label, runs) in enumerate(configs):
-            for split, style in (("val", "-"), ("train", "--")):
+            for split, style in (("train", "-"), ("val", "--")):
                 epochs, means, stds = seed_band(runs, f"{split}/{metric}")
                 if not epochs:
                     continue
-                color = colors(i % colors.N)
+                color, every = colors(i % colors.N), max(1, len(epochs) // 8)
                 ax.plot(epochs, means, style, color=color, linewidth=1.5 if split == "val" else 1.0,
+                        marker=MARKERS[i % len(MARKERS)], markersize=4, markevery=(i % every, every),
                         label=f"{label} ({split})" if split == "val" else None)
                 low = [m - s if math.isfinite(s) else m for m, s in zip(means, stds)]
                 high = [m + s if math.isfinite(s) else m for m, s in zip(means, stds)]
@@ -316,7 +322,7 @@ def plot_sweep_curves(configs: list[tuple[str, list[list[dict[str, Any]]]]], met
         ax.set_xlabel("epoch")
         _integer_ticks(ax.xaxis)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric}: val solid, train dashed; mean +/- std over seeds", fontsize=9)
+        ax.set_title(f"{metric}: train solid, val dashed; mean +/- std over seeds", fontsize=9)
         ax.grid(True, alpha=0.3)
     if panels[-1].get_legend_handles_labels()[0]:  # runs without a val split draw no labelled (val) curve
         panels[-1].legend(loc="best", fontsize=7)

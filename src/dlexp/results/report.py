@@ -95,11 +95,23 @@ class SweepReport:
     fixed: list[str]  # overrides shared by every job (seed excluded)
     monitor: Optional[str]  # e.g. "val/acc"
     mode: Optional[str]  # "max" or "min"
-    metric_keys: list[str]  # columns: best/<monitor>, test/*, gap/best/*
+    metric_keys: list[str]  # columns: best/<monitor>, test*/* (shifted test sets too), gap/best/*
+    rank_by: Optional[str] = None  # sweep.rank_by: the metric to rank on; None = val_key
 
     @property
     def val_key(self) -> Optional[str]:
         return f"best/{self.monitor}" if self.monitor else None
+
+    @property
+    def rank_key(self) -> Optional[str]:
+        return self.rank_by or self.val_key
+
+    @property
+    def rank_mode(self) -> Optional[str]:
+        """The monitor's mode, or for ``rank_by``: min for a loss or an error, max otherwise (acc, bleu)."""
+        if not self.rank_by:
+            return self.mode
+        return "min" if self.rank_by.rpartition("/")[2] in ("loss", "rmse", "mse", "mae", "error") else "max"
 
     @property
     def best(self) -> Optional[Group]:
@@ -205,7 +217,7 @@ def build_report(sweep_dir: Path) -> SweepReport:
     axes = [k for k in keys if len({s.get(k) for s in settings}) > 1]
     fixed = [o for o in next(iter(groups)) if _split(o)[0] not in axes]
     monitor, mode = _monitor(jobs)
-    report = SweepReport(sweep_dir, jobs, list(groups.values()), axes, fixed, monitor, mode, [])
+    report = SweepReport(sweep_dir, jobs, list(groups.values()), axes, fixed, monitor, mode, [], _rank_by(jobs))
     report.metric_keys = _metric_keys(report)
     _rank(report)
     return report
@@ -217,21 +229,33 @@ def _monitor(jobs: list[Job]) -> tuple[Optional[str], Optional[str]]:
     return seen.most_common(1)[0][0] if seen else (None, None)
 
 
+def _rank_by(jobs: list[Job]) -> Optional[str]:
+    """``sweep.rank_by`` as the jobs' recorded configs give it (the first that says)."""
+    for job in jobs:
+        path = job.path / HYDRA_DIR / "config.yaml"
+        if path.is_file():
+            value = ((yaml.safe_load(path.read_text()) or {}).get("sweep") or {}).get("rank_by")
+            if value:
+                return str(value)
+    return None
+
+
 def _metric_keys(report: SweepReport) -> list[str]:
     present = {k for j in report.jobs for k, v in j.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tests = sorted(k for k in present if k.startswith("test/"))
+    tests = sorted(k for k in present if k.split("/")[0].startswith("test") and "/" in k)  # test_shifted/acc too
     gaps = sorted(k for k in present if k.startswith("gap/best/"))
     return ([report.val_key] if report.val_key in present else []) + tests + gaps
 
 
 def _rank(report: SweepReport) -> None:
-    if report.val_key is None:
+    key = report.rank_key
+    if key is None:
         return
     scored = []
     for i, group in enumerate(report.groups):
-        same_monitor = all(j.summary.get("monitor") == report.monitor for j in group.completed())
-        mean = group.stats(report.val_key)[0]
+        same_monitor = report.rank_by or all(j.summary.get("monitor") == report.monitor for j in group.completed())
+        mean = group.stats(key)[0]
         if same_monitor and math.isfinite(mean):
-            scored.append((-mean if report.mode == "max" else mean, i, group))
+            scored.append((-mean if report.rank_mode == "max" else mean, i, group))
     for rank, (_, _, group) in enumerate(sorted(scored, key=lambda t: t[:2]), start=1):
         group.rank = rank

@@ -102,11 +102,13 @@ def _display_columns(report: SweepReport) -> list[str]:
 
 
 def _console_columns(report: SweepReport) -> tuple[list[str], list[bool]]:
-    """The console's columns: rank, the swept axes, runs, the monitored val metric, the test
-    score of the same metric, the diagnosis (and which of the full table's columns they are)."""
+    """The console's columns: rank, the swept axes, runs, the monitored val metric, the test scores of
+    the same metric (a shifted test set's too, e.g. test_shifted/acc), the ranking metric, the diagnosis
+    (and which of the full table's columns they are)."""
     full = _display_columns(report)
     metric = (report.monitor or "").split("/")[-1]
-    wanted = {"rank", *report.axes, "runs", f"best {report.monitor}", f"test/{metric}", "diagnosis"}
+    tests = {k for k in report.metric_keys if k.split("/")[0].startswith("test") and k.endswith(f"/{metric}")}
+    wanted = {"rank", *report.axes, "runs", f"best {report.monitor}", *tests, report.rank_key, "diagnosis"}
     keep = [c in wanted for c in full]
     return [c for c, k in zip(full, keep) if k], keep
 
@@ -142,9 +144,10 @@ def best_line(report: SweepReport) -> str:
     best = report.best
     if best is None:
         return "Best: none (no completed job)"
-    mean, std, values = best.stats(report.val_key)
-    better = "higher" if report.mode == "max" else "lower"
-    return (f"Best: {report.label(best)} with {report.monitor} {_mean_std(mean, std, values)} "
+    mean, std, values = best.stats(report.rank_key)
+    better = "higher" if report.rank_mode == "max" else "lower"
+    shown = report.monitor if report.rank_key == report.val_key else f"{report.rank_key} (sweep.rank_by)"
+    return (f"Best: {report.label(best)} with {shown} {_mean_std(mean, std, values)} "
             f"over {len(values)} run(s) ({better} is better)")
 
 

@@ -18,15 +18,22 @@ in this order (``tr``/``va`` are the per-epoch train/val losses):
    (ln(classes) for a classifier that has learned nothing), wobbles by a few per
    cent either way: that is not divergence but rule 3.
 2. ``overfitting``: the final val loss is more than ``OVERFIT_RISE`` (20%) above
-   its minimum while the train loss kept falling after that minimum. (Smaller
-   rises are within the epoch-to-epoch noise of a small val set.)
+   its minimum while the train loss kept falling after that minimum, by more than
+   ``NEGLIGIBLE`` (0.1%) of the first train loss (smaller rises are within the
+   epoch-to-epoch noise of a small val set, or of a fit at its noise floor); or the
+   final val loss is ``GAP_RATIO`` (10) times the final train loss and above it by
+   ``WIDE_GAP`` (a quarter) of the first train loss (memorized: the val loss never
+   came down, e.g. 20 points and 200 weights with no weight decay).
 3. ``underfitting``: the final train loss is more than ``UNDERFIT_LEFT`` (half)
    of the first epoch's (the model barely fitted the training data; within
    ``FLAT`` (2%) of it, the reason says the model is not learning at all); or it is
    still above ``FITTED`` (a tenth) of it while the last epoch lowered the train
    loss by more than ``STILL_FALLING`` (5%) and set a val loss more than 5% below
    the best before it (training stopped while the model was still improving on
-   unseen data; a new best, not a mere dip, so that noisy curves do not count).
+   unseen data; a new best, not a mere dip, so that noisy curves do not count);
+   or, in a run of 8 epochs or more, it is still above ``FITTED`` of the first and
+   has levelled off (within ``LEVEL``, 20%, over the run's last quarter): the model
+   cannot fit the training data (a line through a cubic).
 4. ``fine`` otherwise.
 """
 from __future__ import annotations
@@ -49,6 +56,10 @@ OVERFIT_RISE = 0.20  # val loss this far (relative) above its minimum counts as 
 UNDERFIT_LEFT = 0.5  # final train loss above this fraction of the first epoch's: barely fitted
 FITTED = 0.1  # final train loss below this fraction of the first epoch's: the training data is fitted
 STILL_FALLING = 0.05  # relative drop of both losses in the last epoch that means "still learning"
+NEGLIGIBLE = 1e-3  # a val loss rise under this fraction of the first train loss: the noise of a converged fit
+GAP_RATIO = 10.0  # final val loss this many times the final train loss...
+WIDE_GAP = 0.25  # ...and above it by this fraction of the first train loss: overfitting, even if val never rose
+LEVEL = 0.2  # train loss within this (relative) over the run's last quarter: it has levelled off
 
 
 def parameter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -105,11 +116,17 @@ def diagnose(train_loss: Sequence[float], val_loss: Sequence[float]) -> tuple[st
     if tr[-1] > (1 + DIVERGE_RISE) * tr[0]:
         return "diverging", f"train loss rose from {tr[0]:.4g} (epoch 1) to {tr[-1]:.4g} (epoch {len(tr)})"
     best = min(range(len(va)), key=va.__getitem__)
-    if va[-1] > (1 + OVERFIT_RISE) * va[best] and tr[-1] < tr[best]:
+    rose = va[-1] - va[best] > NEGLIGIBLE * tr[0]  # a rise of a converged fit's noise floor is no sign
+    if va[-1] > (1 + OVERFIT_RISE) * va[best] and tr[-1] < tr[best] and rose:
         rise = va[-1] / va[best] - 1
         return "overfitting", (
             f"val loss rose {rise:.0%} above its minimum {va[best]:.4g} (epoch {best + 1}) "
             f"while train loss fell to {tr[-1]:.4g}"
+        )
+    if va[-1] > GAP_RATIO * tr[-1] and va[-1] - tr[-1] > WIDE_GAP * tr[0]:
+        return "overfitting", (
+            f"val loss {va[-1]:.4g} is {va[-1] / max(tr[-1], 1e-300):.3g}x its train loss {tr[-1]:.4g}: "
+            f"a gap of {(va[-1] - tr[-1]) / tr[0]:.0%} of the first epoch's train loss"
         )
     if abs(tr[-1] - tr[0]) <= FLAT * tr[0]:
         return "underfitting", (
@@ -118,13 +135,25 @@ def diagnose(train_loss: Sequence[float], val_loss: Sequence[float]) -> tuple[st
         )
     if tr[-1] > UNDERFIT_LEFT * tr[0]:
         return "underfitting", f"train loss fell only {1 - tr[-1] / tr[0]:.0%} ({tr[0]:.4g} -> {tr[-1]:.4g})"
+    tail = tr[-max(2, len(tr) // 4):]  # the last quarter of the run
+    if tr[-1] > FITTED * tr[0] and max(tail) - min(tail) < LEVEL * tr[-1] and len(tr) >= 8:
+        return "underfitting", (
+            f"train loss levelled off at {tr[-1]:.4g}, {tr[-1] / tr[0]:.0%} of its first epoch's {tr[0]:.4g} "
+            f"(within {LEVEL:.0%} over the last {len(tail)} epochs): the model cannot fit the training data"
+        )
     still_falling = len(tr) >= 2 and tr[-1] < (1 - STILL_FALLING) * tr[-2] and va[-1] < (1 - STILL_FALLING) * min(va[:-1])
     if still_falling and tr[-1] > FITTED * tr[0]:
         return "underfitting", (
             f"still learning when training stopped: the last epoch cut the train loss {1 - tr[-1] / tr[-2]:.0%} "
             f"and set a val loss {1 - va[-1] / min(va[:-1]):.0%} below its previous best: train longer"
         )
-    return "fine", f"train loss fell {1 - tr[-1] / tr[0]:.0%}; val loss within {OVERFIT_RISE:.0%} of its minimum"
+    if va[-1] > (1 + OVERFIT_RISE) * va[best]:
+        held = (f"val loss {va[-1]:.4g} rose {va[-1] / va[best] - 1:.0%} above its minimum {va[best]:.4g}, by less "
+                f"than {NEGLIGIBLE:.1%} of the first train loss (noise)")
+    else:
+        held = f"val loss {va[-1]:.4g} within {OVERFIT_RISE:.0%} of its minimum"
+    return "fine", (f"train loss fell {1 - tr[-1] / tr[0]:.1%} ({tr[0]:.4g} -> {tr[-1]:.4g}); {held}, "
+                    f"{va[-1] / max(tr[-1], 1e-300):.3g}x the train loss")
 
 
 class Diagnostics:

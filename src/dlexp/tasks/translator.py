@@ -7,12 +7,12 @@ at hand. Sentences are preprocessed as the training data was (lowercase, a space
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
 
-from dlexp.data.text import BOS_ID, EOS_ID, PAD_ID, Vocab, detokenize, lengths, preprocess, tokenize
+from dlexp.data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, detokenize, lengths, preprocess, tokenize
 from dlexp.errors import UserError
 from dlexp.models import build_model
 from dlexp.models.decoding import beam_search, greedy, max_lengths
@@ -54,11 +54,27 @@ def encode_sentences(sentences: Sequence[str], task: dict[str, Any]) -> Any:
     return ids
 
 
-def translate(run_dir: Path, sentences: Sequence[str], beam: Optional[int] = None) -> list[str]:
+def unknown_words(sentences: Sequence[str], task: dict[str, Any]) -> list[str]:
+    """The source tokens of ``sentences`` that the training vocabulary lacks (the model reads each as
+    ``<unk>``), in order of appearance, each once."""
+    vocab, seen = Vocab.from_state(task["src_vocab"]), {}
+    for sentence in sentences:
+        for token in tokenize(preprocess(sentence, split_hyphens=task["split_hyphens"]), task["tokens"]):
+            if vocab.encode([token]) == [UNK_ID]:
+                seen.setdefault(token, None)
+    return list(seen)
+
+
+def translate(run_dir: Path, sentences: Sequence[str], beam: Optional[int] = None,
+              warn: Optional[Callable[[str], None]] = None) -> list[str]:
     """The run's translations of ``sentences``; ``beam`` overrides the run's decode.beam_size."""
     model, task, config = load_translator(run_dir)
     decode = config.get("decode", {})
     beam = beam or decode.get("beam_size", 1)
+    unknown = unknown_words(sentences, task)
+    if unknown and warn is not None:
+        warn(f"not in the training vocabulary ({len(Vocab.from_state(task['src_vocab']))} tokens), read as <unk>: "
+             f"{', '.join(unknown)}; translations of these sentences are guesses")
     src = encode_sentences(sentences, task)
     src_len = lengths(src)
     limits = max_lengths(src_len, decode.get("max_len_a", 1.5), decode.get("max_len_b", 5))

@@ -73,6 +73,8 @@ class Trainer:
         self.completed = 0  # epochs finished (and checkpointed)
         self.best_state: Optional[dict[str, Any]] = None  # CPU copy of the weights of the best epoch
         self.epoch_lr = current_lr(self.optimizer)  # the lr when the current epoch began
+        self.said_time = False  # the run's estimated time, said once after its second epoch (or a long first)
+        self.epochs_here = 0  # epochs this process has trained (a resumed run counts from its resume)
 
     # -- the loop ---------------------------------------------------------------
     def fit(self, checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -158,6 +160,9 @@ class Trainer:
         row.update({f"val/{k}": v for k, v in val_stats.items()})
         row["epoch_seconds"] = round(time.perf_counter() - started, 4)
         self.log.log_epoch(row)
+        self.epochs_here += 1
+        if not self.said_time and (self.epochs_here >= 2 or row["epoch_seconds"] > 30):
+            self.say_time(epoch, row["epoch_seconds"])  # the second epoch: the first one pays the warm-up
         self.diagnostics.record(self.raw_model, row)  # grad/weight norms left by the epoch's last step
         improved = self.stopper.update(row[self.stopper.monitor], epoch)
         if not self.per_step:
@@ -233,12 +238,17 @@ class Trainer:
             summary.update(self.test())
             if self.stop():  # a signal while the test sets were scored: the run continues from its last checkpoint
                 summary.update(self.interrupted_outcome())
+        elif self.stopper.best_epoch:  # diverged or interrupted: its best epoch so far still gets a test score
+            summary.update(self.test(outputs=False))
+            summary["tested"] = (f"the best checkpoint (epoch {self.stopper.best_epoch}) of a run that "
+                                 f"{'diverged' if outcome['status'] == 'diverged' else 'was interrupted'}")
         summary["num_params"] = count_parameters(self.raw_model)
         summary.update(init_summary(self.cfg.model))  # e.g. init: normal, init_sigma: 0.01
         return summary
 
-    def test(self) -> dict[str, float]:
-        """Load the best weights, score every test set, then write the data's own outputs (predictions)."""
+    def test(self, outputs: bool = True) -> dict[str, float]:
+        """Load the best weights, score every test set, then (``outputs``) write the data's own outputs
+        (predictions, translations): a run that did not complete scores its best epoch, and writes no files."""
         best = self.best_state if self.best_state is not None else self.checkpointer.load_best_model()
         if best is not None:  # None: no epoch improved, or the best came before a resume without checkpoints
             self.raw_model.load_state_dict(best)
@@ -250,6 +260,8 @@ class Trainer:
                 scores.update({f"{name}/{k}": v for k, v in stats.items()})
                 if limit is not None and limit < len(loader):  # say so: these are not the full test set's numbers
                     scores[f"{name}_batches"] = f"{limit} of {len(loader)} (cut by trainer.limit_test_batches)"
+        if not outputs:
+            return scores
         if self.data.after_fit is not None and self.runtime.is_main:  # e.g. predictions for an unlabeled test file
             outputs_of = functools.partial(self.task.predict, self.raw_model)  # (inputs, batch size) -> outputs, on the CPU
             scores.update(self.data.after_fit(outputs_of, self.run_dir) or {})  # and the data's own scores
@@ -263,9 +275,30 @@ class Trainer:
         test_size = data.test.num_examples if data.test else 0
         self.log.info(
             f"[bold]dlexp[/bold] model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} "
-            f"params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
+            f"{self.recipe_note()}params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
             f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
         )
+
+    def say_time(self, epoch: int, seconds: float) -> None:
+        """Once, after the second epoch this process trains (or a first one of over 30 s): the run's estimated
+        time (the epochs left times the pace measured), and, for a CPU run of over 10 minutes, a shorter budget."""
+        self.said_time = True
+        left = self.cfg.trainer.epochs - epoch
+        if left <= 0:
+            return
+        estimate = left * seconds
+        line = (f"estimated time: about {_duration(estimate)} for the {left} epoch(s) left "
+                f"({seconds:.1f} s per epoch, measured on epoch {epoch}; early stopping may end it sooner)")
+        if self.runtime.device.type == "cpu" and estimate > 600:
+            quick = max(1, int(600 // max(seconds, 1e-9)))
+            line += (f"; over 10 minutes on the CPU: for a first look, try trainer.epochs={quick}"
+                     + (" or model.width_div=4" if "width_div" in self.cfg.model else ""))
+        self.log.info(line)
+
+    def recipe_note(self) -> str:
+        """``recipe=alexnet_sgd_momentum (lr=0.01) ``: the model's own optimizer settings, when it has some."""
+        recipe = self.choices.get("recipe")
+        return f"recipe={recipe} (lr={self.cfg.optim.get('lr')}) " if recipe else ""
 
     def log_early_stop(self) -> None:
         s = self.stopper
@@ -278,6 +311,13 @@ class Trainer:
         resume = f"python -m dlexp resume={self.run_dir}"
         return {"status": "interrupted", "signal": signal_name(self.stop.signum), "exit_code": self.stop.exit_code,
                 "resume_with": resume if self.resumable else "(k-fold runs start again)"}
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def diverged_outcome(err: Diverged, epoch: int, cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""A run that ends early still reports what it learnt: a diverged or interrupted run scores its best epoch
+on the test set, and says that it did."""
+from __future__ import annotations
+
+from conftest import cli_in_process, read_json, run_cli
+
+FAST = ["model.dropout=0", "trainer.progress=false", "trainer.limit_train_batches=5"]
+
+
+def test_a_diverged_run_scores_its_best_checkpoint(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    # the lr grows 100x an epoch: epoch 1 learns, a later one overflows
+    shown = cli_in_process("dlexp", [*FAST, "optim=sgd", "optim.lr=0.01", "scheduler=exponential",
+                                     "scheduler.gamma=100", "trainer.epochs=8", "hydra.run.dir=run"], capfd)
+    assert shown.returncode == 3, shown.stderr
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["status"] == "diverged" and summary["diverged_at"]["epoch"] > summary["best_epoch"] >= 1
+    assert summary["tested"] == f"the best checkpoint (epoch {summary['best_epoch']}) of a run that diverged"
+    assert 0.0 <= summary["test/acc"] <= 1.0 and "test/loss" in summary
+    assert f"its best checkpoint (epoch {summary['best_epoch']}) scored test/acc {summary['test/acc']:.4f}" in shown.stderr
+
+
+def test_an_interrupted_run_scores_its_best_checkpoint(tmp_path):
+    proc = run_cli(*FAST, "trainer.epochs=4", "hydra.run.dir=run", cwd=tmp_path,
+                   env={"DLEXP_SIGNAL_AT": "end_epoch@2:SIGINT"})
+    assert proc.returncode == 130, proc.stderr
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 2
+    assert summary["tested"].endswith("of a run that was interrupted") and "test/acc" in summary
+
+
+def test_the_run_says_its_estimated_time_once(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    shown = cli_in_process("dlexp", [*FAST, "trainer.epochs=3", "hydra.run.dir=run"], capfd)
+    assert shown.returncode == 0, shown.stderr
+    said = [line for line in shown.stdout.splitlines() if line.startswith("estimated time:")]
+    assert len(said) == 1 and "for the 1 epoch(s) left" in said[0] and "measured on epoch 2" in said[0]
+
+
+def test_a_long_cpu_run_suggests_a_shorter_budget():
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from dlexp.training.trainer import Trainer
+
+    lines: list[str] = []
+    fake = SimpleNamespace(cfg=OmegaConf.create({"trainer": {"epochs": 40}, "model": {"width_div": 1}}),
+                           runtime=SimpleNamespace(device=torch.device("cpu")), log=SimpleNamespace(info=lines.append))
+    Trainer.say_time(fake, 1, 30.0)  # 39 epochs left at 30 s each: about 20 min
+    assert lines == ["estimated time: about 20 min for the 39 epoch(s) left (30.0 s per epoch, measured on epoch 1; "
+                     "early stopping may end it sooner); over 10 minutes on the CPU: for a first look, try "
+                     "trainer.epochs=20 or model.width_div=4"]
+
+
+# -- a model's own recipe -----------------------------------------------------------------------
+
+def _shown_lr(argv: list[str], capfd) -> float:
+    from omegaconf import OmegaConf
+
+    shown = cli_in_process("dlexp", ["--cfg", "job", *argv], capfd)
+    assert shown.returncode == 0, shown.stderr
+    return OmegaConf.create(shown.stdout).optim.lr
+
+
+def test_a_models_recipe_sets_its_lr_visibly_and_stays_overridable(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    assert _shown_lr(["model=alexnet", "optim=sgd_momentum"], capfd) == 0.01  # conf/recipe/alexnet_sgd_momentum.yaml
+    assert _shown_lr(["model=vgg11", "optim=sgd_momentum"], capfd) == 0.01
+    assert _shown_lr(["model=alexnet", "optim=sgd_momentum", "optim.lr=0.03"], capfd) == 0.03  # the command line wins
+    assert _shown_lr(["model=mlp", "optim=sgd_momentum"], capfd) == 0.05  # no recipe: the optimizer's own
+    assert _shown_lr(["experiment=d2l_vgg"], capfd) == 0.05  # a preset's own setting wins over the recipe
+
+
+def test_the_banner_and_summary_name_the_recipe(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    shown = cli_in_process("dlexp", ["model=alexnet", "optim=sgd_momentum", "model.width_div=16", "model.fc_width=16",
+                                     "trainer=smoke", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=a"], capfd)
+    assert shown.returncode == 0, shown.stderr
+    assert "optim=sgd_momentum recipe=alexnet_sgd_momentum (lr=0.01) params=" in shown.stdout
+    assert read_json(tmp_path / "a" / "summary.json")["recipe"] == "alexnet_sgd_momentum"
+    plain = cli_in_process("dlexp", ["trainer=smoke", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=b"], capfd)
+    assert "recipe" not in plain.stdout and "recipe" not in read_json(tmp_path / "b" / "summary.json")
+
+
+# -- dlexp.report on one run's dir ----------------------------------------------------------------
+
+def test_report_on_a_run_dir_prints_its_report_and_writes_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process("dlexp", [*FAST, "trainer.epochs=1", "hydra.run.dir=run"], capfd).returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    shown = cli_in_process("dlexp.report", ["run"], capfd)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Run report: run\n") and "test/acc" in shown.stdout and "Best:" not in shown.stdout
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    (tmp_path / "run" / "summary.json").unlink()
+    shown = cli_in_process("dlexp.report", ["run"], capfd)
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "has metrics but no summary.json" in shown.stderr
