@@ -81,8 +81,11 @@ class Trainer:
         outcome: dict[str, Any] = {"status": "completed",
                                    "stop_reason": "early_stopping" if self.stopper.should_stop else "max_epochs"}
         with self.stop.installed():  # the loop and the test sets: a signal anywhere here is a stop, not a traceback
-            with self.log.progress_bar() as bar:
-                outcome = self.loop(bar, partial, outcome)
+            try:
+                with self.log.progress_bar() as bar:
+                    outcome = self.loop(bar, partial, outcome)
+            finally:
+                self.checkpointer.wait()  # the deferred checkpoint writes, before the test sets and the return
             if self.stop():
                 outcome = self.interrupted_outcome()
             return self.finish(outcome)
