@@ -258,6 +258,7 @@ class _Bar:
             return
         speed = (state.examples - self.start_examples) / max(time.perf_counter() - self.start, 1e-9)
         self.progress.update(self.task, completed=state.batches, loss=f"{state.loss.compute():.4f}", speed=f"{speed:,.0f}")
+        self.progress.refresh()  # the bar has no refresh thread of its own (RunLog.progress_bar)
 
     def close(self) -> None:
         if self.task is not None:
