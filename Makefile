@@ -30,9 +30,11 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-# Data-path benchmark (not part of the tests): BENCH_ARGS="--model lenet --repeats 3".
+# Benchmarks (not part of the tests): the data path (BENCH_ARGS="--model lenet --repeats 3"), then the
+# whole epoch against a bare loop, MLP and LeNet (EPOCH_BENCH_ARGS="--model mlp --repeats 7").
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_epoch.py $(EPOCH_BENCH_ARGS)
 
 # GPU benchmark: images/s and MFU for ResNet-18 and LeNet, eager / bf16 / bf16+compile (skips without a GPU).
 bench-gpu: $(STAMP)

@@ -1,6 +1,7 @@
 """Shared helpers: compose the real config with Hydra's compose API, and run the real CLI."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from dlexp.config.files import CONFIG_DIR
+from dlexp.training.throughput import is_timing
 
 # Small, fast runs: one thread, no progress bar, no checkpoints unless a test asks.
 FAST = ["trainer.num_threads=1", "trainer.progress=false"]
@@ -55,6 +57,15 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def untimed_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv rows as written (strings: the last digit counts), without the timing columns
+    (``epoch_seconds``, ``*_per_s``): what two runs of one config must agree on. ``path``: the file or its run dir."""
+    path = Path(path)
+    path = path / "metrics.csv" if path.is_dir() else path
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if not is_timing(k)} for row in csv.DictReader(handle)]
 
 
 def read_json(path: Path) -> dict:

@@ -29,7 +29,8 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
 
     rows = _rows(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert list(rows[0]) == ["epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "epoch_seconds"]
+    assert list(rows[0]) == ["epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "train_examples_per_s",
+                            "val_examples_per_s", "epoch_seconds"]
     # the default cosine schedule over smoke's 2 epochs: Adam's lr 3e-3, then halfway down
     assert [float(r["lr"]) for r in rows] == pytest.approx([3e-3, 1.5e-3])
     for row in rows:

@@ -2,21 +2,19 @@
 one line per sweep job, a cut test set said so, failures recorded, build errors in one line."""
 from __future__ import annotations
 
-import csv
 import functools
 import io
 
 import pytest
 import torch
 
-from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli
+from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli, untimed_rows
 
 QUICK = [*FAST, "trainer.epochs=2", "trainer.early_stopping.patience=null", "model.hidden=[32]"]
 
 
 def _rows(path):
-    with open(path, newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+    return untimed_rows(path)
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_again_from_its_recorded_config(tmp_path):

@@ -14,14 +14,13 @@ rounding (a relative 1e-6) and the test says which CPU it saw.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import read_json
+from conftest import read_json, untimed_rows
 from datafiles import write_arrays
 
 REFERENCE = Path(__file__).parent / "reference" / "pinned_metrics.json"
@@ -60,9 +59,8 @@ CONFIGS = {
 
 
 def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    """metrics.csv rows as written (strings: the last digit counts), without the timing column."""
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+    """metrics.csv rows as written (strings: the last digit counts), without the timing columns."""
+    return untimed_rows(run_dir)
 
 
 def _summary_numbers(summary: dict) -> dict:

@@ -1,7 +1,6 @@
 """Exact resume, atomic checkpoints under kill -9, graceful SIGTERM, divergence, and bad inputs."""
 from __future__ import annotations
 
-import csv
 import multiprocessing
 import os
 import random
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_one_line_error, read_json, run_cli
+from conftest import assert_one_line_error, read_json, run_cli, untimed_rows
 from dlexp.runs.checkpoint import load_checkpoint, save_checkpoint
 
 # Big enough that an epoch takes a fraction of a second, so signals land mid-run.
@@ -28,8 +27,7 @@ SMOKE = ["trainer=smoke", "trainer.progress=false"]
 
 
 def _metrics(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+    return untimed_rows(run_dir)
 
 
 def _results(run_dir: Path) -> dict:

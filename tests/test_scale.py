@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_json
+from conftest import read_json, untimed_rows
 from datafiles import write_arrays
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 def _metrics(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+    return [{k: float(v) for k, v in row.items()} for row in untimed_rows(run_dir)]
 
 
 def test_bf16_autocast_trains_on_the_cpu(run_train):

@@ -1,13 +1,12 @@
 """The training loop's behaviour: regularizers, early stopping, schedulers, determinism, accuracy."""
 from __future__ import annotations
 
-import csv
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import compose_cfg, read_json
+from conftest import compose_cfg, read_json, untimed_rows
 from dlexp.train import validate
 from dlexp.training.step import StepConfig, training_step
 from dlexp.training.stopping import EarlyStopping
@@ -16,8 +15,7 @@ from dlexp.models import build_model
 
 
 def _metrics(run_dir):
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+    return untimed_rows(run_dir)
 
 
 def test_default_experiment_reaches_97_percent_on_digits(run_train, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli
+from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli, untimed_rows
 from dlexp.config.schema import DecodeConfig
 from dlexp.data.text import PAD_ID, numbers
 from dlexp.models.decoding import beam_search
@@ -64,8 +64,7 @@ def test_translation_model_without_attention_writes_no_attention_plot(run_train)
 
 
 def _without_seconds(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+    return untimed_rows(run_dir)
 
 
 def _tiny_task_and_model(decode: DecodeConfig):

@@ -93,6 +93,10 @@ class Task:
         losses = self._per_example_loss(outputs, targets)
         return losses.reshape(len(losses), -1).mean(dim=1)
 
+    def count_tokens(self, batch: Batch) -> Optional[Tensor]:
+        """The batch's real tokens, for throughput; None for tasks without tokens."""
+        return None
+
     def evaluate_batch(self, model: nn.Module, batch: Batch) -> tuple[StepOutput, Optional[Any]]:
         """The step without gradients, plus decoded outputs for metrics that need them (None here)."""
         return self.step(model, batch), None

@@ -116,8 +116,12 @@ class Translation(Task):
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
         logits = self.forward(model, batch)
-        tokens = (batch.targets != PAD_ID).sum()  # the loss is a mean over these: the batch's weight
-        return StepOutput(self.loss_fn(logits, batch.targets), tokens, logits)
+        # the loss is a mean over the real target tokens: the batch's weight
+        return StepOutput(self.loss_fn(logits, batch.targets), self.count_tokens(batch), logits)
+
+    def count_tokens(self, batch: Batch) -> Tensor:
+        """The target tokens that are not padding (what the loss is over, as fairseq counts them), 0-d."""
+        return (batch.targets != PAD_ID).sum()
 
     def evaluate_batch(self, model: nn.Module, batch: Batch) -> tuple[StepOutput, list[str]]:
         return self.step(model, batch), self.sentences(self.translate(model, batch.inputs).tokens)

@@ -23,6 +23,7 @@ from dlexp.tasks.base import StepOutput, Task
 from dlexp.tasks.metrics import LossMean, Metric
 from dlexp.training.distributed import COLLECTIVES, all_reduce_max, all_reduce_sum
 from dlexp.training.optim import l1_penalty
+from dlexp.training.throughput import Meter
 
 
 def _no_autocast() -> Any:
@@ -159,6 +160,7 @@ class Pass:
     prepare: Callable[[Batch], Batch] = lambda batch: batch  # the Runtime's per-batch hook
     autocast: Callable[[], Any] = _no_autocast  # evaluation's precision context (training uses step.autocast)
     on_step: Callable[["EpochProgress"], None] = lambda state: None  # after each training step, e.g. checkpoints
+    meter: Optional[Meter] = None  # filled with the pass's examples (and tokens) and seconds
 
 
 def run_epoch(model: nn.Module, loader: Loader, task: Task, how: Optional[Pass] = None,
@@ -179,11 +181,14 @@ def run_epoch(model: nn.Module, loader: Loader, task: Task, how: Optional[Pass] 
     grad_sum = torch.zeros((), device=device)  # non-finite iff some clipped step's grad norm was
     total = len(loader) if how.limit_batches is None else min(len(loader), how.limit_batches)
     bar = _Bar(how.progress, "train" if training else "eval", total, state, how.log_every)
+    meter, started = how.meter, time.perf_counter()
     with torch.set_grad_enabled(training):
         for batch in loader.batches(skip=state.batches):
             if state.batches >= total:
                 break
             batch = how.prepare(batch)
+            if meter is not None:
+                meter.add(len(batch), task.count_tokens(batch))
             if training:
                 out, grad_norm = training_step(model, batch, task, how.optimizer, how.step)
                 if grad_norm is not None:
@@ -200,7 +205,10 @@ def run_epoch(model: nn.Module, loader: Loader, task: Task, how: Optional[Pass] 
     bar.close()
     if training and state.batches < total:
         return None  # stopped early on request
-    return state.result(how.world_size)
+    result = state.result(how.world_size)  # reads the sums: the device has finished the pass
+    if meter is not None:
+        meter.seconds = time.perf_counter() - started
+    return result
 
 
 def _eval_update(state: EpochProgress, task: Task, model: nn.Module, batch: Batch) -> None:
@@ -250,6 +258,7 @@ class _Bar:
             return
         speed = (state.examples - self.start_examples) / max(time.perf_counter() - self.start, 1e-9)
         self.progress.update(self.task, completed=state.batches, loss=f"{state.loss.compute():.4f}", speed=f"{speed:,.0f}")
+        self.progress.refresh()  # the bar has no refresh thread of its own (RunLog.progress_bar)
 
     def close(self) -> None:
         if self.task is not None:

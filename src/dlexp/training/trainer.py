@@ -34,6 +34,7 @@ from dlexp.training.runtime import Runtime, capture_rng, restore_rng
 from dlexp.training.schedulers import build_scheduler, current_lr, step_scheduler
 from dlexp.training.step import Diverged, EpochProgress, Pass, StepConfig, run_epoch
 from dlexp.training.stopping import EarlyStopping
+from dlexp.training.throughput import Meter, median_rates
 
 
 class Trainer:
@@ -84,8 +85,11 @@ class Trainer:
         outcome: dict[str, Any] = {"status": "completed",
                                    "stop_reason": "early_stopping" if self.stopper.should_stop else "max_epochs"}
         with self.stop.installed():  # the loop and the test sets: a signal anywhere here is a stop, not a traceback
-            with self.log.progress_bar() as bar:
-                outcome = self.loop(bar, partial, outcome)
+            try:
+                with self.log.progress_bar() as bar:
+                    outcome = self.loop(bar, partial, outcome)
+            finally:
+                self.checkpointer.wait()  # the deferred checkpoint writes, before the test sets and the return
             if self.stop():
                 outcome = self.interrupted_outcome()
             return self.finish(outcome)
@@ -98,8 +102,9 @@ class Trainer:
             # the lr at the epoch's start (a per-step schedule moves it; a resumed partial epoch saved it)
             started, lr = time.perf_counter(), (partial or {}).get("lr", current_lr(self.optimizer))
             self.epoch_lr = lr
+            train_meter, val_meter = Meter(), Meter()  # examples (and tokens) per second of each pass
             try:
-                train_stats = self.train_epoch(epoch, bar, partial)
+                train_stats = self.train_epoch(epoch, bar, partial, train_meter)
             except Diverged as err:
                 outcome = diverged_outcome(err, epoch, self.cfg)
                 break
@@ -107,8 +112,9 @@ class Trainer:
             if train_stats is None:  # a signal arrived mid-epoch; the partial epoch is saved
                 break
             point("val")
-            val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar)
-            value = self.end_epoch(epoch, lr, train_stats, val_stats, started)
+            val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar, val_meter)
+            value = self.end_epoch(epoch, lr, train_stats, val_stats, started,
+                                   {**train_meter.rates("train"), **val_meter.rates("val")})
             if self.on_epoch is not None and self.on_epoch(epoch, value):
                 self.log.info(f"pruned after epoch {epoch}: {self.stopper.monitor} {value:.4f} is behind the search's "
                               "other trials at this epoch")
@@ -118,7 +124,8 @@ class Trainer:
                 self.log_early_stop()
         return outcome
 
-    def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]]) -> Optional[dict[str, float]]:
+    def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]],
+                    meter: Optional[Meter] = None) -> Optional[dict[str, float]]:
         """One pass over the training data; None if a signal stopped it (then it is checkpointed)."""
         trainer = self.cfg.trainer
         if self.log.show_progress:
@@ -129,7 +136,7 @@ class Trainer:
             optimizer=self.optimizer, step=self.step_cfg, limit_batches=trainer.limit_train_batches,
             progress=bar if self.log.show_progress else None, log_every=trainer.log_every_n_steps,
             should_stop=self.stop, check_every=self.runtime.check_every, prepare=self.runtime.prepare_batch,
-            world_size=self.runtime.world_size, on_step=self.checkpoint_if_due,
+            world_size=self.runtime.world_size, on_step=self.checkpoint_if_due, meter=meter,
         )
         stats = run_epoch(self.model, self.data.train, self.task, how, progress)
         if stats is None:  # every rank stopped at the same step
@@ -146,18 +153,21 @@ class Trainer:
             self.checkpointer.save(self.state(partial=progress))
         point("train_step")
 
-    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Progress] = None) -> dict[str, float]:
+    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Progress] = None,
+                 meter: Optional[Meter] = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
-        how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None,
+        how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None, meter=meter,
                    prepare=self.runtime.prepare_batch, autocast=self.runtime.autocast, world_size=self.runtime.world_size)
         return run_epoch(self.model, loader, self.task, how)
 
-    def end_epoch(self, epoch: int, lr: float, train_stats: dict, val_stats: dict, started: float) -> float:
+    def end_epoch(self, epoch: int, lr: float, train_stats: dict, val_stats: dict, started: float,
+                  rates: Optional[dict[str, float]] = None) -> float:
         """Log the epoch, update diagnostics, early stopping and the scheduler, then checkpoint; returns the
         epoch's value of the monitored val metric."""
         row = {"epoch": epoch, "lr": lr}
         row.update({f"train/{k}": v for k, v in train_stats.items()})
         row.update({f"val/{k}": v for k, v in val_stats.items()})
+        row.update(rates or {})  # train_examples_per_s, val_examples_per_s (and tokens, for translation)
         row["epoch_seconds"] = round(time.perf_counter() - started, 4)
         self.log.log_epoch(row)
         self.epochs_here += 1
@@ -233,12 +243,14 @@ class Trainer:
         }
         metric = self.task.monitor_metric.name
         summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint")))
+        summary.update(median_rates(self.diagnostics.rows))  # the epochs' median examples/s (and tokens/s)
         if outcome["status"] == "completed":
             point("test")
             summary.update(self.test())
             if self.stop():  # a signal while the test sets were scored: the run continues from its last checkpoint
                 summary.update(self.interrupted_outcome())
-        elif self.stopper.best_epoch:  # diverged or interrupted: its best epoch so far still gets a test score
+        elif outcome["status"] != "pruned" and self.stopper.best_epoch:  # diverged or interrupted: its best epoch
+            # so far still gets a test score (a search's pruned trial does not: it lost on val)
             summary.update(self.test(outputs=False))
             summary["tested"] = (f"the best checkpoint (epoch {self.stopper.best_epoch}) of a run that "
                                  f"{'diverged' if outcome['status'] == 'diverged' else 'was interrupted'}")
