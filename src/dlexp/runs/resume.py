@@ -151,7 +151,8 @@ def check_compatible(new: Any, saved: Any, saved_as: str = "the checkpoint was t
     """Refuse to continue a checkpoint with settings that would change what it means (``train`` called
     with a config and a checkpoint, and a sweep's rerun of an interrupted job)."""
     # a search's settings are the search's, not the run's (a trial's config holds them, its checkpoint not)
-    new_flat, saved_flat = (flatten({k: v for k, v in _plain(c).items() if k != SEARCH_GROUP}) for c in (new, saved))
+    new_flat, saved_flat = (flatten(_effective({k: v for k, v in _plain(c).items() if k != SEARCH_GROUP}))
+                            for c in (new, saved))
     # component names first: "model.name differs" says more than any of its keys
     for key in sorted(set(new_flat) | set(saved_flat), key=lambda k: (not k.endswith(".name"), k)):
         if key in MAY_CHANGE:
@@ -161,6 +162,15 @@ def check_compatible(new: Any, saved: Any, saved_as: str = "the checkpoint was t
                 f"cannot resume with {key}={new_flat.get(key, UNSET)!r}: {saved_as} "
                 f"{saved_flat.get(key, UNSET)!r}; drop that override, or start a new run without resume="
             )
+
+
+def _effective(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as it takes effect: ``regularizer.dropout``, when set, is the model's dropout (as the
+    validated config that a checkpoint stores records it), so a composed config compares equal to it."""
+    model, reg = config.get("model"), config.get("regularizer") or {}
+    if isinstance(model, dict) and "dropout" in model and reg.get("dropout") is not None:
+        config = {**config, "model": {**model, "dropout": reg["dropout"]}}
+    return config
 
 
 def _plain(node: Any) -> dict[str, Any]:
