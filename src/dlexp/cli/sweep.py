@@ -34,7 +34,7 @@ from dlexp.results.tables import summarize_sweep
 from dlexp.runs import sweep
 from dlexp.runs.files import display_path
 from dlexp.runs.runlog import record_failure
-from dlexp.search.slots import THREADS_VARIABLE
+from dlexp.search.slots import THREADS_VARIABLE, available_cores
 from dlexp.training.interrupt import point
 
 
@@ -119,13 +119,6 @@ def failed_objective(error: BaseException) -> float:
 
 # --------------------------------------------------------------------------
 # Threads per job
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the CPUs this process may use (cgroups, taskset)
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def threads_per_job(launcher: Any, cores: int) -> Optional[int]:

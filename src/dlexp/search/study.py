@@ -65,11 +65,11 @@ def open_storage(spec: Optional[str], sweep_dir: Path) -> BaseStorage:
     try:
         return _open_database(spec)
     except (ImportError, ModuleNotFoundError) as err:
-        raise ConfigError(f"hparams_search.storage={_hide_password(spec)} needs a database driver ({err}); for "
+        raise ConfigError(f"hparams_search.storage={hide_password(spec)} needs a database driver ({err}); for "
                           "PostgreSQL: pip install 'dlexp[postgres]'") from None
     except Exception as err:  # sqlalchemy's OperationalError: the server is not reachable, or refuses us
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"cannot open hparams_search.storage={_hide_password(spec)}: {first}") from None
+        raise ConfigError(f"cannot open hparams_search.storage={hide_password(spec)}: {first}") from None
 
 
 def _open_database(url: str, attempts: int = 5) -> RDBStorage:
@@ -87,7 +87,7 @@ def _open_database(url: str, attempts: int = 5) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     return f"{scheme}{sep}{creds.split(':')[0]}:***{at}{host}" if at and ":" in creds else url

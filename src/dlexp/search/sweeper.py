@@ -172,7 +172,7 @@ def _check_direction(study: optuna.Study, direction: str, name: str) -> None:
 def _where(storage: Optional[str], sweep_dir: Path) -> str:
     if not storage:
         return display_path(Path(sweep_dir) / studies.STUDY_JOURNAL)
-    return studies._hide_password(storage)
+    return studies.hide_password(storage)
 
 
 def outcome_line(study: optuna.Study, n_trials: int, busy: float, wall: float) -> str:

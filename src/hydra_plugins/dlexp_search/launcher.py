@@ -1,6 +1,7 @@
 """``hydra/launcher=slots``: a grid sweep's jobs side by side on this machine, one slot per core share or GPU."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -72,7 +73,5 @@ def _run_all(pool: Any, queue: list) -> dict[int, JobReturn]:
                 ret.status, ret._return_value = JobStatus.FAILED, RuntimeError(end.error)
             results[end.job.num] = ret
     if STOP():
-        import sys
-
         sys.exit(STOP.exit_code)
     return results
