@@ -3,10 +3,12 @@ progress bar) against a bare PyTorch loop that does the same train + val on the 
 
 Both sides get the same model (built by the registry from the same config and seed), Adam, batch size,
 eval batch size and threads. Each repeat runs, interleaved so that drift on a shared machine hits both
-alike: the bare loop for --epochs epochs, then a real run (``dlexp.train.train`` on a composed config,
+alike: the bare loop for --epochs epochs, and a real run (``dlexp.train.train`` on a composed config,
 checkpoints on, the progress bar drawn as on a terminal, into /dev/null) for --epochs epochs. A run's
 window is its epochs plus the wait for its deferred writes at the end; the start-up, test sets and plots,
-paid once per run, are outside it. The ratio is of the medians over the repeats of seconds per epoch.
+paid once per run, are outside it. The ratio is of the medians over the repeats of seconds per epoch; the
+ratio of each repeat's pair is printed beside it, so the spread on a shared machine is in plain sight.
+The two sides alternate which goes first (ABBA), so an order effect falls on both alike.
 
 The breakdown times the runner's parts inside the same runs (a wrapper around each: about a microsecond
 per call, a few per batch): the training and validation passes without their metric sums and bar
@@ -182,6 +184,7 @@ def compare(model_name: str, args: argparse.Namespace, data_path: Path, data: di
     ]
     if model_name == "mlp":
         overrides.append("model.hidden=[256]")  # 784-256-10
+    overrides += args.set  # e.g. trainer.checkpoints=false, to see what one part costs the rest
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*overrides, f"trainer.epochs={args.epochs}"])
         warm_cfg = compose(config_name="train", overrides=[*overrides, "trainer.epochs=1"])
@@ -202,12 +205,19 @@ def compare(model_name: str, args: argparse.Namespace, data_path: Path, data: di
     bare_epoch(*fresh_bare(), data, args.batch_size, eval_batch, torch.Generator().manual_seed(0))
     bare: list[tuple[float, float]] = []
     runs: list[dict[str, float]] = []
-    for r in range(args.repeats):
+    def bare_run(r: int) -> None:
         model, optimizer = fresh_bare()
         gen = torch.Generator().manual_seed(r)
         times = [bare_epoch(model, optimizer, data, args.batch_size, eval_batch, gen) for _ in range(args.epochs)]
         bare.append((sum(t for t, _ in times) / args.epochs, sum(v for _, v in times) / args.epochs))
+
+    for r in range(args.repeats):  # ABBA order: whichever side runs second in a repeat (a warmer cache,
+        # a drifting clock) is the bare loop in one repeat and the runner in the next
+        if r % 2 == 0:
+            bare_run(r)
         runs.append({k: v / args.epochs for k, v in runner(cfg, f"{model_name}-{r}").items()})
+        if r % 2 == 1:
+            bare_run(r)
     report(model_name, args, bare, runs, count_parameters(fresh_bare()[0]), len(data["x"]), len(data["x_val"]))
 
 
@@ -250,18 +260,22 @@ def report(model_name: str, args: argparse.Namespace, bare: list[tuple[float, fl
               f"{100 * (ours - theirs) / bare_epoch_s:>+8.1f}%")
     print(f"{'whole epoch':<58}{1e3 * runner_epoch_s:>9.1f}{1e3 * bare_epoch_s:>9.1f}"
           f"{1e3 * (runner_epoch_s - bare_epoch_s):>+9.1f}{100 * (runner_epoch_s / bare_epoch_s - 1):>+8.1f}%")
-    print(f"ratio {model_name}: runner / bare loop = {runner_epoch_s / bare_epoch_s:.3f}x [goal <= 1.03x]")
+    paired = sorted(r["window"] / (t + v) for r, (t, v) in zip(runs, bare))
+    print(f"ratio {model_name}: runner / bare loop = {runner_epoch_s / bare_epoch_s:.3f}x [goal <= 1.03x]; "
+          f"per repeat {', '.join(f'{x:.3f}' for x in paired)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", nargs="+", default=["mlp", "lenet"], choices=["mlp", "lenet"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (a run's window covers them all)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per side; the median is shown")
+    parser.add_argument("--repeats", type=int, default=6, help="interleaved runs per side (even: ABBA); the median is shown")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--n-train", type=int, default=40000)
     parser.add_argument("--n-val", type=int, default=10000)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra overrides for the runner's side, e.g. trainer.checkpoints=false")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = Clock()

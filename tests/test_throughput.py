@@ -93,7 +93,8 @@ def test_the_median_skips_epochs_without_a_rate():
     assert median_rates(rows) == {"train_examples_per_s": 20.0}
 
 
-def test_the_progress_bar_is_drawn_by_the_loop_without_a_thread_of_its_own(tmp_path):
+def _draw_a_pass(tmp_path, seconds_per_batch: float, batches: int = 40, log_every: int = 5) -> str:
+    """What the bar of one pass draws on a terminal, on a clock that advances ``seconds_per_batch`` a batch."""
     import io
     import threading
 
@@ -106,13 +107,31 @@ def test_the_progress_bar_is_drawn_by_the_loop_without_a_thread_of_its_own(tmp_p
     drawn = io.StringIO()
     log.console, log.show_progress = Console(file=drawn, force_terminal=True, width=120), True  # as on a terminal
     before = set(threading.enumerate())
+    clock = [100.0]
     with log.progress_bar() as bar:
+        bar.get_time = lambda: clock[0]
         assert set(threading.enumerate()) == before  # no refresh thread to take the GIL from the step
         state = EpochProgress.start(build_task("classification"), torch.device("cpu"))
-        row = _Bar(bar, "train", 40, state, log_every=20)
-        for _ in range(40):
+        row = _Bar(bar, "train", batches, state, log_every=log_every)
+        for _ in range(batches):
+            clock[0] += seconds_per_batch
             state.loss.add(torch.tensor(0.5), 4)
             state.batches += 1
             row.update(state)
         row.close()
-    assert "20/40" in drawn.getvalue() and "40/40" in drawn.getvalue() and "ex/s" in drawn.getvalue()
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.getvalue())  # the text, without colours
+
+
+def test_the_progress_bar_is_drawn_by_the_loop_without_a_thread_of_its_own(tmp_path):
+    # every 5 batches is every 0.625 s: each is drawn, but not the last batch (the row goes at once)
+    drawn = _draw_a_pass(tmp_path, seconds_per_batch=0.125)
+    assert all(f" {n}/40" in drawn for n in range(5, 40, 5)), drawn
+    assert "40/40" not in drawn and "ex/s" in drawn and "loss 0.5000" in drawn
+    assert "32 ex/s" in drawn  # 4 examples per 0.125 s
+    assert "0:00:04" in drawn  # the elapsed time counts from the pass's start (4.4 s at 35/40), not its first draw
+
+
+def test_the_progress_bar_draws_at_most_twice_a_second_and_not_at_all_for_a_short_pass(tmp_path):
+    drawn = _draw_a_pass(tmp_path / "fast", seconds_per_batch=0.0625)  # every 5 batches is 0.3125 s
+    assert [n for n in range(5, 40, 5) if f" {n}/40 " in drawn] == [10, 20, 30], drawn  # every 0.625 s
+    assert "/40" not in _draw_a_pass(tmp_path / "short", seconds_per_batch=0.01)  # 0.4 s in all

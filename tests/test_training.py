@@ -134,3 +134,35 @@ def test_weight_decay_skips_biases():
     optimizer = build_optimizer(cfg.optim, model, weight_decay=0.1)
     decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decay == {id(model[0].weight), id(model[2].weight)}
+
+
+def test_without_weight_decay_one_group_steps_as_two_and_loads_their_checkpoint():
+    """No decay: one parameter group (weights first, as the two groups were), the same updates to the bit,
+    and an optimizer state saved with two groups loads into it."""
+    from dlexp.training.optim import build_optimizer, load_optimizer_state
+
+    cfg = validate(compose_cfg("optim=adam"))
+
+    def trained(split: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        if split:
+            weights, rest = [p for p in model.parameters() if p.ndim > 1], [p for p in model.parameters() if p.ndim == 1]
+            optimizer = torch.optim.Adam([{"params": weights, "weight_decay": 0.0}, {"params": rest, "weight_decay": 0.0}],
+                                         lr=cfg.optim.lr)
+        else:
+            optimizer = build_optimizer(cfg.optim, model, weight_decay=0.0)
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+        return model, optimizer
+
+    (one, one_opt), (two, two_opt) = trained(split=False), trained(split=True)
+    assert len(one_opt.param_groups) == 1 and len(two_opt.param_groups) == 2
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+    load_optimizer_state(one_opt, two_opt.state_dict())
+    weight = one[0].weight
+    assert torch.equal(one_opt.state[weight]["exp_avg_sq"], two_opt.state[two[0].weight]["exp_avg_sq"])
+    assert torch.equal(one_opt.state[one[0].bias]["exp_avg"], two_opt.state[two[0].bias]["exp_avg"])

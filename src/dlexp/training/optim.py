@@ -77,10 +77,11 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, weight_decay: float) -> t
     L2 (regularizer.weight_decay >= 0) goes on weights only (the textbook's choice)."""
     kwargs = builder_kwargs(cfg)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if _decays(p)], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if not _decays(p)], "weight_decay": 0.0},
-    ]
+    decaying, other = [p for n, p in named if _decays(p)], [p for n, p in named if not _decays(p)]
+    if weight_decay == 0:  # one group: the same steps, and each optimizer step makes one call, not two
+        groups = [{"params": decaying + other, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": decaying, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     optimizer = OPTIMIZERS.build(cfg.name, groups, **kwargs)
     return _fused_on_cuda(optimizer) if named and named[0][1].is_cuda else optimizer
@@ -105,6 +106,19 @@ def _fused_on_cuda(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     # wins over the constructor's: drop the implementation keys so every group takes fused=True.
     groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in optimizer.param_groups]
     return type(optimizer)(groups, **defaults)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict``, also for a checkpoint whose groups were split where this optimizer's are
+    not: without weight decay the weights and the rest share one group, in the same order (weights first),
+    and checkpoints written before that have two groups with the same settings."""
+    groups = state["param_groups"]
+    if len(groups) > 1 and len(optimizer.param_groups) == 1:
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in groups]
+        if all(s == settings[0] for s in settings):
+            merged = {**groups[0], "params": [i for g in groups for i in g["params"]]}
+            state = {**state, "param_groups": [merged]}
+    optimizer.load_state_dict(state)
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -245,19 +245,37 @@ def _should_stop(state: EpochProgress, grad_sum: Tensor, how: Pass, total: int) 
 
 
 class _Bar:
-    """The progress-bar row of one pass: batches done, running loss, examples per second."""
+    """The progress-bar row of one pass: batches done, running loss, examples per second.
+
+    Drawn every ``log_every`` batches, but no more often than every ``MIN_REDRAW_S`` seconds, and first
+    only once the pass has run that long: each draw renders the whole bar (about 2 ms on a CPU), so a
+    pass shorter than that (a small validation set) draws nothing, and a fast epoch draws a few times.
+    """
+
+    MIN_REDRAW_S = 0.5
 
     def __init__(self, progress: Optional[Progress], label: str, total: int, state: EpochProgress, log_every: int):
-        self.progress, self.total, self.log_every = progress, total, log_every
-        self.task = progress.add_task(label, total=total, completed=state.batches, loss="-", speed="-") if progress else None
-        self.start = time.perf_counter()
+        self.progress, self.label, self.total, self.log_every = progress, label, total, log_every
+        self.task: Optional[TaskID] = None  # added at the first draw
+        self.start = self.last_draw = progress.get_time() if progress else 0.0  # the clock rich's columns use
         self.start_examples = state.examples if progress else 0  # a resumed pass counts only its own speed
 
     def update(self, state: EpochProgress) -> None:
-        if self.task is None or not (state.batches % self.log_every == 0 or state.batches == self.total):
+        if self.progress is None or state.batches % self.log_every != 0 or state.batches == self.total:
+            return  # the last batch is not drawn: the row goes when the pass ends
+        now = self.progress.get_time()
+        if now - self.last_draw < self.MIN_REDRAW_S:
             return
-        speed = (state.examples - self.start_examples) / max(time.perf_counter() - self.start, 1e-9)
-        self.progress.update(self.task, completed=state.batches, loss=f"{state.loss.compute():.4f}", speed=f"{speed:,.0f}")
+        self.last_draw = now
+        speed = f"{(state.examples - self.start_examples) / max(now - self.start, 1e-9):,.0f}"
+        loss = f"{state.loss.compute():.4f}"
+        if self.task is None:
+            self.task = self.progress.add_task(self.label, total=self.total, completed=state.batches, loss=loss,
+                                               speed=speed)  # draws the bar
+            task = next(t for t in self.progress.tasks if t.id == self.task)
+            task.start_time = self.start  # the elapsed time counts from the pass's start, not the first draw
+            return
+        self.progress.update(self.task, completed=state.batches, loss=loss, speed=speed)
         self.progress.refresh()  # the bar has no refresh thread of its own (RunLog.progress_bar)
 
     def close(self) -> None:

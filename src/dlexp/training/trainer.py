@@ -29,7 +29,7 @@ from dlexp.runs.runlog import RunLog
 from dlexp.tasks.base import Task, resolve_monitor
 from dlexp.training.checkpointer import Checkpointer
 from dlexp.training.interrupt import STOP, point, signal_name
-from dlexp.training.optim import build_optimizer
+from dlexp.training.optim import build_optimizer, load_optimizer_state
 from dlexp.training.runtime import Runtime, capture_rng, restore_rng
 from dlexp.training.schedulers import build_scheduler, current_lr, step_scheduler
 from dlexp.training.step import Diverged, EpochProgress, Pass, StepConfig, run_epoch
@@ -67,6 +67,9 @@ class Trainer:
             self.run_dir / CHECKPOINT_DIR, enabled=trainer.checkpoints and runtime.is_main,
             config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides),
         )
+        # mid-epoch checkpoints, read once: a config read costs tens of microseconds, and this is per step
+        self.checkpoint_every_n = trainer.checkpoint_every_n_steps or 0
+        self.checkpoint_every_s = 60.0 * (trainer.checkpoint_every_minutes or 0)
         if trainer.checkpoint_every_minutes and runtime.distributed:  # ranks' clocks would disagree on when
             raise UserError("trainer.checkpoint_every_minutes needs one process; under torchrun use "
                             "trainer.checkpoint_every_n_steps")
@@ -145,10 +148,9 @@ class Trainer:
 
     def checkpoint_if_due(self, progress: EpochProgress) -> None:
         """A mid-epoch checkpoint every ``checkpoint_every_n_steps`` steps or ``checkpoint_every_minutes``."""
-        trainer = self.cfg.trainer
-        every_n, minutes = trainer.checkpoint_every_n_steps, trainer.checkpoint_every_minutes
+        every_n, every_s = self.checkpoint_every_n, self.checkpoint_every_s
         due = bool(every_n) and progress.batches % every_n == 0
-        due = due or (bool(minutes) and time.monotonic() - self.checkpointer.last_save >= 60 * minutes)
+        due = due or (bool(every_s) and time.monotonic() - self.checkpointer.last_save >= every_s)
         if due:
             self.checkpointer.save(self.state(partial=progress))
         point("train_step")
@@ -215,7 +217,7 @@ class Trainer:
                 f"{self.runtime.world_size}; resume it with python -m dlexp"
             )
         self.raw_model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        load_optimizer_state(self.optimizer, checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint["scheduler"] is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.stopper.load_state_dict(checkpoint["early_stopping"])
