@@ -308,3 +308,27 @@ def test_sweep_curves_use_the_run_plots_styles_and_a_marker_per_config(tmp_path,
     lines = drawn["fig"].axes[0].get_lines()
     assert [line.get_linestyle() for line in lines[:2]] == ["-", "--"]  # train solid, val dashed, as per run
     assert len({line.get_marker() for line in lines}) == 4  # overlapping curves still tell their config
+
+
+def test_ties_for_best_are_named_in_the_best_line_and_the_table(tmp_path):
+    """Five configs where four share the best val accuracy: the Best line says which it is tied with, and
+    the table marks the tied rows; a config just below is not called a tie."""
+    sweep = tmp_path / "sweep"
+    for i, (wd, acc) in enumerate([(0.0, 0.9), (0.001, 1.0), (0.01, 1.0), (0.1, 1.0), (0.3, 1.0)]):
+        _job(sweep, str(i), [f"regularizer.weight_decay={wd}"], {
+            "status": "completed", "epochs_run": 5, "monitor": "val/acc", "mode": "max", "best/val/acc": acc,
+            "test/acc": acc, "diagnosis": "fine"})
+    rep = report.build_report(sweep)
+    line = tables.best_line(rep)
+    assert line.startswith("Best: weight_decay=0.001 with val/acc 1.0000")
+    assert "tied with weight_decay=0.01, weight_decay=0.1, weight_decay=0.3: the sweep does not tell them apart" in line
+    rows = {row[1]: row[0] for row in tables.display_rows(rep)}
+    assert rows["0.001"] == "1 (best)" and rows["0.3"].endswith("(tied with 1)") and rows["0.0"] == "5"
+
+    _job(tmp_path / "clear", "0", ["regularizer.weight_decay=0"], {
+        "status": "completed", "epochs_run": 5, "monitor": "val/acc", "mode": "max", "best/val/acc": 0.8,
+        "test/acc": 0.8, "diagnosis": "fine"})
+    _job(tmp_path / "clear", "1", ["regularizer.weight_decay=0.1"], {
+        "status": "completed", "epochs_run": 5, "monitor": "val/acc", "mode": "max", "best/val/acc": 0.9,
+        "test/acc": 0.9, "diagnosis": "fine"})
+    assert "tied" not in tables.best_line(report.build_report(tmp_path / "clear"))

@@ -297,3 +297,33 @@ def test_several_numbers_per_line_come_from_one_split():
     for part, allowed in (("train_pairs", train_numbers), ("test_pairs", test_numbers)):
         for src, tgt in lines.context[part]:
             assert len(src.split(" ; ")) == 3 == len(tgt.split(" ; ")) and set(src.split(" ; ")) <= allowed
+
+
+def test_translate_writes_number_words_as_the_training_data_did(cli_run, tmp_path):
+    """Without num2words' commas and hyphens ("four thousand three hundred and twelve", "forty two"), a
+    sentence of the numbers data gets the translation of its training spelling, and no warning."""
+    run_dir, _ = cli_run
+    rows = _tsv(run_dir / "translations.tsv")[:3]
+    loose = [r["source"].replace(",", "").replace(" - ", " ") for r in rows]
+    assert any("," in r["source"] or " - " in r["source"] for r in rows)  # the rows do test a normalization
+    proc = run_cli(str(run_dir), *loose, "--beam", "1", cwd=tmp_path, module="dlexp.translate")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"{s} => {r['prediction'].replace(' - ', '-')}" for s, r in zip(loose, rows)]
+    assert "warning" not in proc.stderr
+
+
+@pytest.mark.parametrize("text, value", [
+    ("four thousand three hundred and twelve", 4312), ("four thousand, three hundred and twelve", 4312),
+    ("Forty two.", 42), ("forty-two", 42), ("nine thousand nine hundred ninety nine", 9999), ("zero", 0),
+    ("three hundred one", 301), ("five five", None), ("twenty thirty", None), ("hundred", None),
+    ("one thousand thousand", None), ("I like the mouse.", None), ("", None),
+])
+def test_english_number_words_are_read_however_they_are_punctuated(text, value):
+    from dlexp.data.text import _english_number, canonical_numbers
+
+    assert _english_number(text) == value
+    if value is not None:
+        from num2words import num2words
+
+        assert canonical_numbers(text, "en") == num2words(value, lang="en")
+    assert canonical_numbers(text, "fr") == text  # only English is read back

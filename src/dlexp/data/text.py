@@ -157,7 +157,7 @@ def _split_by_index(n: int, test_fraction: float, seed: int) -> tuple[list[int],
 
 def _source(
     pairs: list[tuple[str, str]], test_idx: list[int], train_idx: list[int], *, num_steps: int, min_freq: int, tokens: str,
-    split_hyphens: bool = False, bucket: bool = False,
+    split_hyphens: bool = False, bucket: bool = False, numbers_lang: Optional[str] = None,
 ) -> Source:
     """Preprocessed sentence pairs -> a ``Source`` with vocabularies built on the training pool only."""
     toks = [(tokenize(s, tokens), tokenize(t, tokens)) for s, t in pairs]
@@ -174,6 +174,7 @@ def _source(
     context = {
         "src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
         "tokens": tokens, "split_hyphens": split_hyphens,  # how new source sentences are preprocessed
+        "numbers_lang": numbers_lang,  # source sentences are numbers spelled by num2words in this language
         # the preprocessed sentences, row-aligned with train and test: untruncated references for BLEU
         "train_pairs": [pairs[i] for i in train_idx], "test_pairs": [pairs[i] for i in test_idx],
     }
@@ -283,6 +284,52 @@ def _lines_of_numbers(
     return lines, list(range(len(train_idx))), list(range(len(train_idx), len(lines)))
 
 
+_EN_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_EN_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)}
+_EN_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
+
+
+def _english_number(text: str) -> Optional[int]:
+    """The integer that English number words spell, however they are punctuated ("four thousand three
+    hundred and twelve", "four thousand, three hundred and twelve", "forty-two"); None if they are not one."""
+    words = [w.strip(".!?") for w in text.lower().replace("-", " ").replace(",", " ").split()]
+    words = [w for w in words if w and w != "and"]
+    if not words:
+        return None
+    total, current, last_scale = 0, None, None
+    for word in words:
+        if word in _EN_UNITS or word in _EN_TENS:
+            value = _EN_UNITS.get(word, _EN_TENS.get(word))
+            if current is not None and not (current % 100 == 0 or (current % 10 == 0 and current % 100 >= 20
+                                                                   and value < 10)):
+                return None  # "five five", "twenty thirty": not a number
+            current = (current or 0) + value
+        elif word == "hundred" and current is not None and 0 < current < 10:
+            current *= 100
+        elif word in _EN_SCALES and current is not None and (last_scale is None or _EN_SCALES[word] < last_scale):
+            total, current, last_scale = total + current * _EN_SCALES[word], None, _EN_SCALES[word]
+        else:
+            return None
+    return total + (current or 0)
+
+
+def canonical_numbers(sentence: str, lang: Optional[str]) -> str:
+    """A source sentence of the ``numbers`` dataset written as its training sentences were: each part
+    (parts are joined by ``;``) that English number words spell is spelled again by num2words, so missing
+    commas or hyphens do not make it unfamiliar. Other text, and other languages, pass as they are."""
+    if lang != "en":
+        return sentence
+    from num2words import num2words
+
+    parts = []
+    for part in sentence.split(";"):
+        value = _english_number(part)
+        parts.append(part if value is None else num2words(value, lang="en"))
+    return " ; ".join(p.strip() for p in parts)
+
+
 def _spell(numbers: Sequence[int], lang: str) -> list[str]:
     return list(_spelled(tuple(numbers), lang))
 
@@ -340,4 +387,4 @@ def numbers(
     if num_steps is None:  # the longest side in tokens, plus <eos>
         num_steps = 1 + max(len(tokenize(s, tokens)) for pair in pairs for s in pair)
     return _source(pairs, test_idx, train_idx, num_steps=num_steps, min_freq=min_freq, tokens=tokens, split_hyphens=True,
-                   bucket=bucket)
+                   bucket=bucket, numbers_lang=src_lang)

@@ -117,6 +117,15 @@ class SweepReport:
     def best(self) -> Optional[Group]:
         return next((g for g in self.groups if g.rank == 1), None)
 
+    def tied_with_best(self) -> list[Group]:
+        """The other ranked configs whose ranking metric's mean equals the best one's (ranked after it only
+        by their order in the sweep)."""
+        best = self.best
+        if best is None:
+            return []
+        mean = best.stats(self.rank_key)[0]
+        return [g for g in self.groups if g is not best and g.rank and g.stats(self.rank_key)[0] == mean]
+
     def unfinished(self) -> list[Job]:
         """Jobs that ran without a complete result: failed, diverged, interrupted, incomplete, running."""
         return [j for j in self.jobs if j.status not in ("completed", "pending")]

@@ -120,9 +120,11 @@ def _title(report: SweepReport, key: str) -> str:
 def display_rows(report: SweepReport) -> list[list[str]]:
     """The grouped table as text cells (Markdown and the console)."""
     shown = [k for k in report.metric_keys if not k.startswith("gap/")]
+    ties = report.tied_with_best()
     rows = []
     for group in report.groups:
         rank = "1 (best)" if group.rank == 1 else str(group.rank or "-")
+        rank += " (tied with 1)" if group in ties else ""
         cells = [rank, *map(short_value, report.axis_values(group).values()), _runs(group)]
         epochs = group.stats("epochs_run")[0]
         cells.append(f"{epochs:.1f}".removesuffix(".0") if math.isfinite(epochs) else "-")
@@ -147,8 +149,11 @@ def best_line(report: SweepReport) -> str:
     mean, std, values = best.stats(report.rank_key)
     better = "higher" if report.rank_mode == "max" else "lower"
     shown = report.monitor if report.rank_key == report.val_key else f"{report.rank_key} (sweep.rank_by)"
+    ties = report.tied_with_best()
+    named = ", ".join(report.label(g) for g in ties[:3]) + (f" and {len(ties) - 3} more" if len(ties) > 3 else "")
+    tied = f"; tied with {named}: the sweep does not tell them apart" if ties else ""
     return (f"Best: {report.label(best)} with {shown} {_mean_std(mean, std, values)} "
-            f"over {len(values)} run(s) ({better} is better)")
+            f"over {len(values)} run(s) ({better} is better{tied})")
 
 
 def _md_cell(text: str) -> str:

@@ -99,7 +99,8 @@ class Translation(Task):
     def state_dict(self) -> dict[str, Any]:
         """The vocabularies and text settings: what ``dlexp.translate`` needs besides the weights."""
         return {"src_vocab": self.src_vocab.to_state(), "tgt_vocab": self.tgt_vocab.to_state(), "tokens": self.tokens,
-                "split_hyphens": bool(self.context.get("split_hyphens", False))}
+                "split_hyphens": bool(self.context.get("split_hyphens", False)),
+                "numbers_lang": self.context.get("numbers_lang")}
 
     def check_model(self, name: str) -> None:
         if model_task(name) != TRANSLATION:

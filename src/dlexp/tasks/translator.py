@@ -12,7 +12,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from omegaconf import OmegaConf
 
-from dlexp.data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, detokenize, lengths, preprocess, tokenize
+from dlexp.data.text import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, canonical_numbers, detokenize, lengths, preprocess,
+                             tokenize)
 from dlexp.errors import UserError
 from dlexp.models import build_model
 from dlexp.models.decoding import beam_search, greedy, max_lengths
@@ -48,10 +49,17 @@ def encode_sentences(sentences: Sequence[str], task: dict[str, Any]) -> Any:
     vocab, steps = Vocab.from_state(task["src_vocab"]), task["input_shape"][0]
     ids = torch.full((len(sentences), steps), PAD_ID, dtype=torch.int64)
     for row, sentence in enumerate(sentences):
-        tokens = tokenize(preprocess(sentence, split_hyphens=task["split_hyphens"]), task["tokens"])
+        tokens = source_tokens(sentence, task)
         encoded = vocab.encode(tokens[: steps - 1]) + [EOS_ID]
         ids[row, : len(encoded)] = torch.tensor(encoded)
     return ids
+
+
+def source_tokens(sentence: str, task: dict[str, Any]) -> list[str]:
+    """A raw sentence as the training sentences were written and cut into tokens: the ``numbers`` data's
+    number words spelled again as num2words spells them (commas, hyphens), then the course's cleaning."""
+    sentence = canonical_numbers(sentence, task.get("numbers_lang"))  # absent from older checkpoints: as is
+    return tokenize(preprocess(sentence, split_hyphens=task["split_hyphens"]), task["tokens"])
 
 
 def unknown_words(sentences: Sequence[str], task: dict[str, Any]) -> list[str]:
@@ -59,7 +67,7 @@ def unknown_words(sentences: Sequence[str], task: dict[str, Any]) -> list[str]:
     ``<unk>``), in order of appearance, each once."""
     vocab, seen = Vocab.from_state(task["src_vocab"]), {}
     for sentence in sentences:
-        for token in tokenize(preprocess(sentence, split_hyphens=task["split_hyphens"]), task["tokens"]):
+        for token in source_tokens(sentence, task):
             if vocab.encode([token]) == [UNK_ID]:
                 seen.setdefault(token, None)
     return list(seen)
