@@ -93,7 +93,9 @@ STOP = StopRequest()
 _POINTS_SEEN: dict[str, int] = {}
 
 
-POINT_VARIABLES = ("DLEXP_SIGNAL_AT", "DLEXP_KILL_AT", "DLEXP_KILL_PARENT_AT", "DLEXP_HOLD_AT")
+# each variable that makes a point send a signal, with the signal it sends unless the spec names one
+SIGNALLING = (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL"), ("DLEXP_KILL_PARENT_AT", "SIGKILL"))
+POINT_VARIABLES = (*(variable for variable, _ in SIGNALLING), "DLEXP_HOLD_AT")
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,7 +111,7 @@ def point(name: str) -> None:
     if not _armed():
         return
     _hold(name)
-    for variable, default in (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL"), ("DLEXP_KILL_PARENT_AT", "SIGKILL")):
+    for variable, default in SIGNALLING:
         spec = os.environ.get(variable)
         if not spec:
             continue
