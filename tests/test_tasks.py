@@ -36,6 +36,27 @@ def test_an_accumulated_metric_equals_the_metric_of_all_batches_at_once(name):
     assert whole.compute() == pytest.approx(whole.finish(float(whole.total) / whole.count), rel=1e-12)
 
 
+@pytest.mark.parametrize("name", ["acc", "binary_acc"])
+def test_an_accuracy_counted_in_groups_of_batches_is_exact_at_every_point(name):
+    """Accuracy counts its matches every FLUSH_EVERY batches; read at any point (a mid-epoch checkpoint, the
+    end of a pass), the count equals that of one sum per batch."""
+    classes = 1 if name == "binary_acc" else 4
+    pairs = _batches(n_batches=150, classes=classes)
+    if classes == 1:
+        pairs = [(out, Batch(b.inputs, (torch.randn_like(out) > 0).float())) for out, b in pairs]
+    metric = METRICS.build(name)
+    metric.reset(CPU)
+    correct = 0
+    for i, (out, batch) in enumerate(pairs, 1):
+        metric.update(out, batch)
+        predicted = out.argmax(dim=1) if classes > 1 else out > 0
+        correct += int((predicted == (batch.targets if classes > 1 else batch.targets > 0.5)).sum())
+        if i in (1, 63, 64, 70, 129):
+            assert metric.state_dict() == {"total": float(correct), "count": i * 7}
+    assert metric.compute() == correct / (150 * 7)
+    assert metric.pending == []  # reading the state counted every batch kept
+
+
 def test_metric_states_of_two_processes_add_up_to_the_global_metric():
     """What one all-reduce of state_tensor() does under torchrun: sum [sum, count] over ranks."""
     pairs = _batches(n_batches=4)

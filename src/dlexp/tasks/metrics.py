@@ -181,16 +181,61 @@ class _Elementwise(MeanMetric):
         return self._finish(mean) if self._finish is not None else mean
 
 
+class _DeferredCount(MeanMetric):
+    """A count of matches between ``predict(outputs)`` and ``truth(targets)`` (e.g. correct arg-max classes).
+
+    A step makes only its predictions (one op) and keeps them with its targets; the comparison and the sum
+    run on ``FLUSH_EVERY`` batches at once, and before the state is read. The counts are integers, so summing
+    them in another grouping gives the same total, to the bit, as one sum per batch (a float32 total is exact
+    up to 2**24 matches). That saves three ops per step (compare, sum, add): a third of the metric's cost in
+    a small MLP's epoch on the CPU. The outputs themselves are not kept: under CUDA graphs
+    (``trainer.compile=reduce-overhead``) the next step overwrites them."""
+
+    FLUSH_EVERY = 64  # batches kept before they are counted: at most 64 batches of predictions in memory
+
+    def __init__(self, name: str, predict: Callable[[Tensor], Tensor], truth: Callable[[Tensor], Tensor]):
+        self.name, self.mode, self.predict, self.truth = name, "max", predict, truth
+
+    def reset(self, device: torch.device) -> None:
+        super().reset(device)
+        self.pending: list[tuple[Tensor, Tensor]] = []  # (predictions, targets) of batches not yet counted
+
+    def update(self, outputs: Tensor, batch: Batch) -> None:
+        targets = batch.targets
+        self.pending.append((self.predict(outputs), targets))
+        self.count += targets.numel()
+        if len(self.pending) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            predicted, targets = (torch.cat(t) for t in zip(*self.pending))
+            self.total.add_((predicted == self.truth(targets)).sum())
+            self.pending.clear()
+
+    def compute(self) -> float:
+        self.flush()
+        return super().compute()
+
+    def state_tensor(self) -> Tensor:
+        self.flush()
+        return super().state_tensor()
+
+    def state_dict(self) -> dict[str, Any]:
+        self.flush()
+        return super().state_dict()
+
+
 @METRICS.register("acc")
 def accuracy() -> Metric:
     """Fraction of examples whose arg-max logit is the class: outputs (B, C), targets (B,)."""
-    return _Elementwise("acc", "max", lambda out, y: (out.argmax(dim=1) == y).sum(), per_element=False)
+    return _DeferredCount("acc", lambda out: out.argmax(dim=1), lambda y: y)
 
 
 @METRICS.register("binary_acc")
 def binary_accuracy() -> Metric:
-    """Accuracy of 0/1 predictions from logits (logit > 0 means class 1). Logged as ``acc``."""
-    return _Elementwise("acc", "max", lambda out, y: ((out > 0) == (y > 0.5)).sum())
+    """Accuracy of 0/1 predictions from logits (logit > 0 means class 1), per target element. Logged as ``acc``."""
+    return _DeferredCount("acc", lambda out: out > 0, lambda y: y > 0.5)
 
 
 def _root_mean_squared_error(name: str) -> Metric:
