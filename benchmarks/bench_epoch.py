@@ -8,7 +8,10 @@ checkpoints on, the progress bar drawn as on a terminal, into /dev/null) for --e
 window is its epochs plus the wait for its deferred writes at the end; the start-up, test sets and plots,
 paid once per run, are outside it. The ratio is of the medians over the repeats of seconds per epoch; the
 ratio of each repeat's pair is printed beside it, so the spread on a shared machine is in plain sight.
-The two sides alternate which goes first (ABBA), so an order effect falls on both alike.
+The two sides alternate which goes first (ABBA), so an order effect falls on both alike. A control side
+(``--no-control`` leaves it out) runs the bare loop once more per repeat on another instance of the same
+model: two identical loops differ by what the machine and the memory layout alone do, the noise floor
+against which the runner's ratio is read.
 
 The breakdown times the runner's parts inside the same runs (a wrapper around each: about a microsecond
 per call, a few per batch): the training and validation passes without their metric sums and bar
@@ -204,25 +207,29 @@ def compare(model_name: str, args: argparse.Namespace, data_path: Path, data: di
     runner(warm_cfg, f"{model_name}-warm")  # first-call costs (imports, allocator, kernels) stay out
     bare_epoch(*fresh_bare(), data, args.batch_size, eval_batch, torch.Generator().manual_seed(0))
     bare: list[tuple[float, float]] = []
+    control: list[tuple[float, float]] = []  # the same bare loop again, on another instance of the same model
     runs: list[dict[str, float]] = []
-    def bare_run(r: int) -> None:
+
+    def bare_run(r: int, into: list[tuple[float, float]]) -> None:
         model, optimizer = fresh_bare()
         gen = torch.Generator().manual_seed(r)
         times = [bare_epoch(model, optimizer, data, args.batch_size, eval_batch, gen) for _ in range(args.epochs)]
-        bare.append((sum(t for t, _ in times) / args.epochs, sum(v for _, v in times) / args.epochs))
+        into.append((sum(t for t, _ in times) / args.epochs, sum(v for _, v in times) / args.epochs))
 
     for r in range(args.repeats):  # ABBA order: whichever side runs second in a repeat (a warmer cache,
         # a drifting clock) is the bare loop in one repeat and the runner in the next
         if r % 2 == 0:
-            bare_run(r)
+            bare_run(r, bare)
         runs.append({k: v / args.epochs for k, v in runner(cfg, f"{model_name}-{r}").items()})
         if r % 2 == 1:
-            bare_run(r)
-    report(model_name, args, bare, runs, count_parameters(fresh_bare()[0]), len(data["x"]), len(data["x_val"]))
+            bare_run(r, bare)
+        if args.control:
+            bare_run(r, control)
+    report(model_name, args, bare, runs, count_parameters(fresh_bare()[0]), len(data["x"]), len(data["x_val"]), control)
 
 
 def report(model_name: str, args: argparse.Namespace, bare: list[tuple[float, float]], runs: list[dict[str, float]],
-           params: int, n_train: int, n_val: int) -> None:
+           params: int, n_train: int, n_val: int, control: list[tuple[float, float]]) -> None:
     med = statistics.median
 
     def part(name: str) -> float:
@@ -263,6 +270,11 @@ def report(model_name: str, args: argparse.Namespace, bare: list[tuple[float, fl
     paired = sorted(r["window"] / (t + v) for r, (t, v) in zip(runs, bare))
     print(f"ratio {model_name}: runner / bare loop = {runner_epoch_s / bare_epoch_s:.3f}x [goal <= 1.03x]; "
           f"per repeat {', '.join(f'{x:.3f}' for x in paired)}")
+    if control:  # the noise floor: identical code, another model instance, the same machine at the same time
+        same = sorted((t + v) / (bt + bv) for (t, v), (bt, bv) in zip(control, bare))
+        print(f"control {model_name}: bare loop on another model instance / bare loop = "
+              f"{med(t + v for t, v in control) / bare_epoch_s:.3f}x (identical code; the noise floor); "
+              f"per repeat {', '.join(f'{x:.3f}' for x in same)}")
 
 
 def main() -> None:
@@ -271,6 +283,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (a run's window covers them all)")
     parser.add_argument("--repeats", type=int, default=6, help="interleaved runs per side (even: ABBA); the median is shown")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the bare loop a second time per repeat, on another model instance: the ratio "
+                             "of two identical loops shows how far apart timings fall with no code difference")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--n-train", type=int, default=40000)
     parser.add_argument("--n-val", type=int, default=10000)
