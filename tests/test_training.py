@@ -90,6 +90,22 @@ def test_early_stopping_modes():
     assert stopper.should_stop and stopper.best_epoch == 1
 
 
+def test_a_tie_on_the_monitor_goes_to_the_lower_val_loss_without_moving_the_patience():
+    """A saturated val accuracy (1.0 on 21 wines) ties every epoch while the model still improves: the best
+    checkpoint moves to the tied epoch with the lower val loss, and early stopping stops when it did before."""
+    stopper = EarlyStopping("val/acc", "max", patience=3)
+    assert stopper.update(1.0, 1, loss=0.30)
+    assert stopper.update(1.0, 2, loss=0.20)  # a tie with a lower loss: the new best checkpoint
+    assert not stopper.update(1.0, 3, loss=0.25)  # a tie with a higher loss is not
+    assert (stopper.best_epoch, stopper.bad_epochs, stopper.best_loss) == (2, 2, 0.20)
+    assert stopper.update(1.0, 4, loss=0.10) and stopper.should_stop  # 3 epochs since the accuracy rose
+    restored = EarlyStopping("val/acc", "max", patience=3)
+    restored.load_state_dict(stopper.state_dict())
+    assert (restored.best_epoch, restored.best_loss) == (4, 0.10)
+    restored.load_state_dict({"best": 1.0, "best_epoch": 1, "bad_epochs": 0})  # a checkpoint from before ties
+    assert not restored.update(1.0, 2, loss=0.5) and restored.best_epoch == 1  # no loss to beat: the first stays
+
+
 def test_plateau_scheduler_cuts_the_lr_when_val_stalls(run_train):
     _, run_dir = run_train(
         "optim=sgd", "optim.lr=1e-6", "scheduler=plateau", "scheduler.patience=1", "scheduler.factor=0.5",

@@ -12,6 +12,7 @@ layout, the loss and the metrics from the ``Task``; checkpoint files from the
 from __future__ import annotations
 
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -176,7 +177,8 @@ class Trainer:
         if not self.said_time and (self.epochs_here >= 2 or row["epoch_seconds"] > 30):
             self.say_time(epoch, row["epoch_seconds"])  # the second epoch: the first one pays the warm-up
         self.diagnostics.record(self.raw_model, row)  # grad/weight norms left by the epoch's last step
-        improved = self.stopper.update(row[self.stopper.monitor], epoch)
+        tie_break = row.get("val/loss", math.nan) if self.stopper.monitor != "val/loss" else math.nan
+        improved = self.stopper.update(row[self.stopper.monitor], epoch, tie_break)
         if not self.per_step:
             step_scheduler(self.scheduler, row[self.stopper.monitor])
         if improved:
@@ -316,9 +318,11 @@ class Trainer:
 
     def log_early_stop(self) -> None:
         s = self.stopper
-        self.log.info(
-            f"early stopping: {s.monitor} has not improved for {s.patience} epochs (best {s.best:.4f} at epoch {s.best_epoch})"
-        )
+        reached = self.completed - s.bad_epochs  # the epoch the monitor last rose to its best
+        best = (f"best {s.best:.4f} at epoch {s.best_epoch}" if s.best_epoch == reached else
+                f"best {s.best:.4f} since epoch {reached}; the best checkpoint is epoch {s.best_epoch}, "
+                f"the tie with the lowest val loss")
+        self.log.info(f"early stopping: {s.monitor} has not improved for {s.patience} epochs ({best})")
 
     def interrupted_outcome(self) -> dict[str, Any]:
         """The summary entries of a run a signal stopped (the command line says it in one line)."""
