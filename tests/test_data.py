@@ -105,10 +105,14 @@ def test_resize_once_or_per_batch_gives_the_same_batches(tmp_path, monkeypatch):
 
 
 def test_auto_resize_lifts_small_images_to_the_model_minimum_and_says_so(capsys):
-    lenet = folds_for("model=lenet")[0]  # dataset.resize=auto is the default; digits are 8x8, LeNet needs 12
+    lenet = folds_for("model=lenet_bn")[0]  # dataset.resize=auto is the default; digits are 8x8, LeNet needs 12
     assert lenet.input_shape == (1, 12, 12)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines == ["resizing 8x8 images to 12x12, the smallest lenet accepts; dataset.resize=28 gives the textbook size"]
+    assert lines == ["resizing 8x8 images to 12x12, the smallest lenet_bn accepts; dataset.resize=28 gives the textbook size"]
+    assert folds_for("model=lenet")[0].input_shape == (1, 28, 28)  # sigmoid LeNet without BN learns only from 28
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "resizing 8x8 images to 28x28, the smallest lenet learns from (it accepts 12x12); "
+        "dataset.resize=28 gives the textbook size"]
     assert folds_for("model=lenet", "dataset.resize=null")[0].input_shape == (1, 8, 8)  # null keeps the size
     assert folds_for("model=lenet", "dataset.resize=20")[0].input_shape == (1, 20, 20)  # an int still works
     assert folds_for("model=mlp")[0].input_shape == (1, 8, 8)  # flat models take any size

@@ -56,21 +56,28 @@ def test_a_long_cpu_run_suggests_a_shorter_budget():
 
 # -- a model's own recipe -----------------------------------------------------------------------
 
-def _shown_lr(argv: list[str], capfd) -> float:
+def _shown(argv: list[str], capfd):
     from omegaconf import OmegaConf
 
     shown = cli_in_process("dlexp", ["--cfg", "job", *argv], capfd)
     assert shown.returncode == 0, shown.stderr
-    return OmegaConf.create(shown.stdout).optim.lr
+    return OmegaConf.create(shown.stdout)
 
 
 def test_a_models_recipe_sets_its_lr_visibly_and_stays_overridable(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
-    assert _shown_lr(["model=alexnet", "optim=sgd_momentum"], capfd) == 0.01  # conf/recipe/alexnet_sgd_momentum.yaml
-    assert _shown_lr(["model=vgg11", "optim=sgd_momentum"], capfd) == 0.01
-    assert _shown_lr(["model=alexnet", "optim=sgd_momentum", "optim.lr=0.03"], capfd) == 0.03  # the command line wins
-    assert _shown_lr(["model=mlp", "optim=sgd_momentum"], capfd) == 0.05  # no recipe: the optimizer's own
-    assert _shown_lr(["experiment=d2l_vgg"], capfd) == 0.05  # a preset's own setting wins over the recipe
+    alexnet = _shown(["model=alexnet", "optim=sgd_momentum"], capfd)  # conf/recipe/alexnet_sgd_momentum.yaml
+    assert (alexnet.optim.lr, alexnet.model.init) == (0.01, "xavier_uniform")
+    assert _shown(["model=vgg11", "optim=sgd_momentum"], capfd).model.init == "kaiming_normal"
+    lenet = _shown(["model=lenet", "optim=sgd_momentum"], capfd)
+    assert (lenet.optim.lr, lenet.trainer.batch_size) == (0.05, 16)
+    assert _shown(["model=alexnet", "optim=sgd_momentum", "optim.lr=0.03"], capfd).optim.lr == 0.03  # the command line wins
+    plain = _shown(["model=mlp", "optim=sgd_momentum"], capfd)  # no recipe: the optimizer's own
+    assert (plain.optim.lr, plain.model.init) == (0.05, "default")
+    assert _shown(["model=alexnet", "optim=adam"], capfd).model.init == "default"  # a recipe is per optimizer
+    assert _shown(["experiment=d2l_vgg"], capfd).optim.lr == 0.05  # a preset's own setting wins over the recipe
+    batchnorm = _shown(["experiment=batchnorm"], capfd)  # its lesson compares LeNet and LeNet-BN on equal terms
+    assert (batchnorm.optim.lr, batchnorm.model.init, batchnorm.trainer.batch_size) == (0.05, "default", 64)
 
 
 def test_the_banner_and_summary_name_the_recipe(tmp_path, monkeypatch, capfd):
@@ -78,7 +85,11 @@ def test_the_banner_and_summary_name_the_recipe(tmp_path, monkeypatch, capfd):
     shown = cli_in_process("dlexp", ["model=alexnet", "optim=sgd_momentum", "model.width_div=16", "model.fc_width=16",
                                      "trainer=smoke", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=a"], capfd)
     assert shown.returncode == 0, shown.stderr
-    assert "optim=sgd_momentum recipe=alexnet_sgd_momentum (lr=0.01) params=" in shown.stdout
+    assert "optim=sgd_momentum recipe=alexnet_sgd_momentum (optim.lr=0.01 model.init=xavier_uniform) params=" in shown.stdout
+    overridden = cli_in_process("dlexp", ["model=alexnet", "optim=sgd_momentum", "model.width_div=16", "model.fc_width=16",
+                                          "model.init=normal", "trainer=smoke", "trainer.epochs=1", "trainer.progress=false",
+                                          "hydra.run.dir=c"], capfd)
+    assert "recipe=alexnet_sgd_momentum (optim.lr=0.01 model.init=normal) params=" in overridden.stdout  # as it took effect
     assert read_json(tmp_path / "a" / "summary.json")["recipe"] == "alexnet_sgd_momentum"
     plain = cli_in_process("dlexp", ["trainer=smoke", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=b"], capfd)
     assert "recipe" not in plain.stdout and "recipe" not in read_json(tmp_path / "b" / "summary.json")

@@ -141,8 +141,8 @@ def test_declared_minimum_input_size_is_the_real_one():
         sizes = input_size(name, {})
         if sizes is None:
             continue
-        minimum, textbook = sizes
-        assert textbook >= minimum
+        minimum, textbook, auto = sizes
+        assert textbook >= minimum and textbook >= auto >= minimum
         MODELS.build(name, (1, minimum, minimum), CLASSES, **_small(name))
         if minimum > 1:
             with pytest.raises(ConfigError, match=f"at least {minimum}x{minimum}"):

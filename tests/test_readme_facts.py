@@ -35,3 +35,9 @@ def test_what_the_readme_says_of_plateaus_keys_is_in_its_file():
     assert plateau.interval == "epoch" and plateau.warmup_steps == 0
     row = _group_table()["scheduler"]
     assert "`interval: epoch` and `warmup_steps: 0`, and any other value is an error" in row
+
+
+def test_the_group_table_lists_every_recipe():
+    row = next(line for line in README.read_text().splitlines() if line.startswith("| `recipe` |"))
+    listed = set(re.findall(r"`(\w+_\w+)`", row.split(" | ")[1]))
+    assert listed == set(group_options([CONFIG_DIR], "recipe"))

@@ -50,3 +50,23 @@ def default_choices(dirs: list[str]) -> dict[str, str]:
 def find_option_file(dirs: list[str], group: str, option: str) -> "Path | None":
     """``<dir>/<group>/<option>.yaml`` in the first of ``dirs`` that has it."""
     return next((Path(d) / group / f"{option}.yaml" for d in dirs if (Path(d) / group / f"{option}.yaml").is_file()), None)
+
+
+def recipe_keys(recipe: str, dirs: "list[str] | None" = None) -> list[str]:
+    """The dotted keys that ``conf/recipe/<recipe>.yaml`` sets (e.g. ``optim.lr``), in file order; [] if no file."""
+    path = find_option_file(dirs or [CONFIG_DIR], "recipe", recipe)
+    if path is None:
+        return []
+    keys: list[str] = []
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for key, value in node.items_ex(resolve=False):
+            if key == "defaults":
+                continue
+            if isinstance(value, DictConfig):
+                walk(value, f"{prefix}{key}.")
+            else:
+                keys.append(f"{prefix}{key}")
+
+    walk(OmegaConf.load(path), "")
+    return keys

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterable, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal, Optional, Union
 
 from annotated_types import Predicate
 
@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dlexp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dlexp.models.base import Sides
 
 # channel/feature: statistics of the train split; dataset: the published per-channel statistics
 NORMALIZE_MODES = ("none", "channel", "feature", "dataset")
@@ -89,14 +92,14 @@ Resize = Annotated[Optional[str], Predicate(_is_resize)]
 
 
 def choose_resize(
-    requested: Union[int, str, None], image_hw: tuple[int, int], model: str, sizes: Optional[tuple[int, int]]
+    requested: Union[int, str, None], image_hw: tuple[int, int], model: str, sizes: Optional[Sides]
 ) -> tuple[Optional[int], Optional[str]]:
     """The side to resize images to, and a one-line notice when ``auto`` chose it.
 
     ``requested`` is ``dataset.resize``: an int, None/"none" (keep the size), or
-    "auto": up to the model's minimum side when either side of the images
-    (``image_hw``, pixels) is smaller, else keep. ``sizes`` is the model's (minimum,
-    textbook) side, None for flat models.
+    "auto": up to the model's ``auto`` side (its minimum, or the side it learns
+    from) when either side of the images (``image_hw``, pixels) is smaller, else
+    keep. ``sizes`` is None for flat models.
     """
     if requested is None or str(requested).lower() in ("none", "null"):
         return None, None
@@ -108,14 +111,13 @@ def choose_resize(
         if size < 1:
             raise ConfigError(f"dataset.resize must be auto, null or a positive int, got '{requested}'")
         return size, None
-    if sizes is None or min(image_hw) >= sizes[0]:
+    if sizes is None or min(image_hw) >= sizes.auto:
         return None, None
-    minimum, textbook = sizes
-    notice = (
-        f"resizing {image_hw[0]}x{image_hw[1]} images to {minimum}x{minimum}, the smallest {model} accepts; "
-        f"dataset.resize={textbook} gives the textbook size"
-    )
-    return minimum, notice
+    why = (f"the smallest {model} accepts" if sizes.auto == sizes.minimum else
+           f"the smallest {model} learns from (it accepts {sizes.minimum}x{sizes.minimum})")
+    notice = (f"resizing {image_hw[0]}x{image_hw[1]} images to {sizes.auto}x{sizes.auto}, {why}; "
+              f"dataset.resize={sizes.textbook} gives the textbook size")
+    return sizes.auto, notice
 
 
 def resize_images(x: Tensor, size: Optional[int]) -> Tensor:

@@ -10,7 +10,7 @@ model's YAML also carries the init keys (``init``, ``init_sigma``, ...; see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from dlexp.models.init import InitConfig
 from dlexp.config.registry import Registry
@@ -26,16 +26,27 @@ class InputSize:
     textbook: int  # the side the textbook trains it at
     # for families whose depth is configurable: builder kwargs -> the smallest side of that architecture
     minimum_of: Optional[Callable[[dict[str, Any]], int]] = None
+    # the side dataset.resize=auto brings smaller images up to, for nets that accept smaller inputs than they
+    # learn from; None = the minimum
+    learns_from: Optional[int] = None
+
+
+class Sides(NamedTuple):
+    """The sides (pixels) of one model as configured."""
+
+    minimum: int  # the smallest it accepts
+    textbook: int  # the one the textbook trains it at
+    auto: int  # the one dataset.resize=auto brings smaller images up to: the minimum, or more where it learns only then
 
 
 INPUT_SIZES: dict[str, InputSize] = {}  # model name -> its sizes; each family module fills in its own
 
 
-def input_size(name: str, kwargs: dict[str, Any]) -> Optional[tuple[int, int]]:
-    """(minimum side, textbook side) of model ``name`` built with ``kwargs``; None for flat models."""
+def input_size(name: str, kwargs: dict[str, Any]) -> Optional[Sides]:
+    """The sides of model ``name`` built with ``kwargs``; None for flat models."""
     sizes = INPUT_SIZES.get(name)
     if sizes is None:
         return None
     minimum = sizes.minimum_of(kwargs) if sizes.minimum_of is not None else sizes.minimum
-    return minimum, sizes.textbook
+    return Sides(minimum, sizes.textbook, max(minimum, sizes.learns_from or minimum))
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
+from dlexp.config.files import recipe_keys
 from dlexp.data.base import DataBundle, Loader
 from dlexp.errors import UserError, building
 from dlexp.models import build_model, count_parameters
@@ -312,9 +313,13 @@ class Trainer:
         self.log.info(line)
 
     def recipe_note(self) -> str:
-        """``recipe=alexnet_sgd_momentum (lr=0.01) ``: the model's own optimizer settings, when it has some."""
+        """``recipe=alexnet_sgd_momentum (optim.lr=0.01 model.init=xavier_uniform) ``: the settings a model's own
+        recipe for this optimizer makes, as they took effect (the command line may have overridden some)."""
         recipe = self.choices.get("recipe")
-        return f"recipe={recipe} (lr={self.cfg.optim.get('lr')}) " if recipe else ""
+        if not recipe:
+            return ""
+        settings = " ".join(f"{key}={OmegaConf.select(self.cfg, key)}" for key in recipe_keys(recipe))
+        return f"recipe={recipe} ({settings}) " if settings else f"recipe={recipe} "
 
     def log_early_stop(self) -> None:
         s = self.stopper
