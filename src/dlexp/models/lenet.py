@@ -19,7 +19,8 @@ Pool = Literal["avg", "max"]
 # the 5x5 conv after the first pool needs 6 pixels there for the second pool: 12 at the input
 INPUT_SIZES["lenet_bn"] = InputSize(minimum=12, textbook=28)
 # Without BatchNorm the sigmoid net does not learn from 12x12 inputs (digits with optim=sgd_momentum stay at
-# chance for 40 epochs; at 28x28 they reach 0.95), so dataset.resize=auto brings small images up to 28.
+# chance until early stopping ends the run; at 28x28 they reach 0.95), so dataset.resize=auto brings small
+# images up to 28.
 INPUT_SIZES["lenet"] = InputSize(minimum=12, textbook=28, learns_from=28)
 
 
