@@ -54,19 +54,10 @@ def find_option_file(dirs: list[str], group: str, option: str) -> "Path | None":
 
 def recipe_keys(recipe: str, dirs: "list[str] | None" = None) -> list[str]:
     """The dotted keys that ``conf/recipe/<recipe>.yaml`` sets (e.g. ``optim.lr``), in file order; [] if no file."""
+    from dlexp.config.schema import flatten
+
     path = find_option_file(dirs or [CONFIG_DIR], "recipe", recipe)
     if path is None:
         return []
-    keys: list[str] = []
-
-    def walk(node: DictConfig, prefix: str) -> None:
-        for key, value in node.items_ex(resolve=False):
-            if key == "defaults":
-                continue
-            if isinstance(value, DictConfig):
-                walk(value, f"{prefix}{key}.")
-            else:
-                keys.append(f"{prefix}{key}")
-
-    walk(OmegaConf.load(path), "")
-    return keys
+    settings = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return [key for key in flatten(settings) if key != "defaults"]

@@ -86,15 +86,21 @@ class MeanMetric(Metric):
     def finish(self, mean: float) -> float:
         return mean
 
+    def settle(self) -> None:
+        """Bring ``total`` up to date before it is read (a metric that defers its per-batch work)."""
+
     def compute(self) -> float:
+        self.settle()
         count = int(self.count)
         return math.nan if count == 0 else self.finish(self.total.item() / count)
 
     def state_tensor(self) -> Tensor:
         """(2,) [sum, count] in float64: what an all-reduce sums across processes."""
+        self.settle()
         return torch.stack([self.total.double(), torch.as_tensor(self.count, device=self.total.device).double()])
 
     def state_dict(self) -> dict[str, Any]:
+        self.settle()
         return {"total": self.total.item(), "count": int(self.count)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -169,13 +175,13 @@ class LossMean(MeanMetric):
 class _Elementwise(MeanMetric):
     """A mean over target elements of ``stat(outputs, targets)`` (summed)."""
 
-    def __init__(self, name: str, mode: str, stat: Callable[[Tensor, Tensor], Tensor], finish=None, per_element=True):
-        self.name, self.mode, self.stat, self.per_element = name, mode, stat, per_element
+    def __init__(self, name: str, mode: str, stat: Callable[[Tensor, Tensor], Tensor], finish=None):
+        self.name, self.mode, self.stat = name, mode, stat
         self._finish = finish
 
     def batch_stat(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Count]:
         targets = batch.targets
-        return self.stat(outputs, targets), targets.numel() if self.per_element else targets.shape[0]
+        return self.stat(outputs, targets), targets.numel()
 
     def finish(self, mean: float) -> float:
         return self._finish(mean) if self._finish is not None else mean
@@ -205,25 +211,14 @@ class _DeferredCount(MeanMetric):
         self.pending.append((self.predict(outputs), targets))
         self.count += targets.numel()
         if len(self.pending) >= self.FLUSH_EVERY:
-            self.flush()
+            self.settle()
 
-    def flush(self) -> None:
+    def settle(self) -> None:
+        """Count the kept batches' matches."""
         if self.pending:
             predicted, targets = (torch.cat(t) for t in zip(*self.pending))
             self.total.add_((predicted == self.truth(targets)).sum())
             self.pending.clear()
-
-    def compute(self) -> float:
-        self.flush()
-        return super().compute()
-
-    def state_tensor(self) -> Tensor:
-        self.flush()
-        return super().state_tensor()
-
-    def state_dict(self) -> dict[str, Any]:
-        self.flush()
-        return super().state_dict()
 
 
 @METRICS.register("acc")

@@ -178,8 +178,7 @@ class Trainer:
         if not self.said_time and (self.epochs_here >= 2 or row["epoch_seconds"] > 30):
             self.say_time(epoch, row["epoch_seconds"])  # the second epoch: the first one pays the warm-up
         self.diagnostics.record(self.raw_model, row)  # grad/weight norms left by the epoch's last step
-        tie_break = row.get("val/loss", math.nan) if self.stopper.monitor != "val/loss" else math.nan
-        improved = self.stopper.update(row[self.stopper.monitor], epoch, tie_break)
+        improved = self.stopper.update(row[self.stopper.monitor], epoch, row.get("val/loss", math.nan))
         if not self.per_step:
             step_scheduler(self.scheduler, row[self.stopper.monitor])
         if improved:
