@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlexp.config.schema import flatten
+
 PRIMARY_CONFIG = "train"  # conf/train.yaml: the defaults list every run is composed from
 
 
@@ -54,8 +56,6 @@ def find_option_file(dirs: list[str], group: str, option: str) -> "Path | None":
 
 def recipe_keys(recipe: str, dirs: "list[str] | None" = None) -> list[str]:
     """The dotted keys that ``conf/recipe/<recipe>.yaml`` sets (e.g. ``optim.lr``), in file order; [] if no file."""
-    from dlexp.config.schema import flatten
-
     path = find_option_file(dirs or [CONFIG_DIR], "recipe", recipe)
     if path is None:
         return []
