@@ -323,7 +323,7 @@ def test_ties_for_best_are_named_in_the_best_line_and_the_table(tmp_path):
     assert line.startswith("Best: weight_decay=0.001 with val/acc 1.0000")
     assert "tied with weight_decay=0.01, weight_decay=0.1, weight_decay=0.3: the sweep does not tell them apart" in line
     rows = {row[1]: row[0] for row in tables.display_rows(rep)}
-    assert rows["0.001"] == "1 (best)" and rows["0.3"].endswith("(tied with 1)") and rows["0.0"] == "5"
+    assert rows["0.001"] == "1 (best)" and rows["0.3"].endswith(" (tie)") and rows["0.0"] == "5"
 
     _job(tmp_path / "clear", "0", ["regularizer.weight_decay=0"], {
         "status": "completed", "epochs_run": 5, "monitor": "val/acc", "mode": "max", "best/val/acc": 0.8,

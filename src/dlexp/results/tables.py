@@ -124,7 +124,7 @@ def display_rows(report: SweepReport) -> list[list[str]]:
     rows = []
     for group in report.groups:
         rank = "1 (best)" if group.rank == 1 else str(group.rank or "-")
-        rank += " (tied with 1)" if group in ties else ""
+        rank += " (tie)" if group in ties else ""  # tied with rank 1 (the Best line names them); as narrow as "1 (best)"
         cells = [rank, *map(short_value, report.axis_values(group).values()), _runs(group)]
         epochs = group.stats("epochs_run")[0]
         cells.append(f"{epochs:.1f}".removesuffix(".0") if math.isfinite(epochs) else "-")
