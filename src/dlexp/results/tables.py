@@ -256,10 +256,11 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
         console = Console(highlight=False)
         if not console.is_terminal:
             console = Console(highlight=False, width=200)
-    # The console shows the columns that rank the configs (80 columns fit them); summary.md and
-    # summary.csv have every metric.
+    # The console shows the columns that rank the configs: with two axes and mean ± std cells, 80 columns fit
+    # them whole (one space of padding between columns, not two); summary.md and summary.csv have every metric.
     columns, keep = _console_columns(report)
-    table = Table(title=f"Sweep summary: {headline(report)}", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"Sweep summary: {headline(report)}", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     for i, column in enumerate(columns):
         title = column.rsplit(".", 1)[-1] if column in report.axes else column  # regularizer.dropout -> dropout
         table.add_column(title, justify="right" if i == 0 or " " in column or "/" in column else "left")
