@@ -19,12 +19,11 @@ import torch
 from omegaconf import DictConfig
 
 from dlexp.data.base import (  # noqa: F401  (re-exported)
-    AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Pair, Pool, Source, class_labels,
+    AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Pair, Pool, Predictions, Source, class_labels,
 )
 from dlexp.data.batching import TensorLoader  # noqa: F401  (the in-memory loader, for tools and tests)
 from dlexp.data.folds import Folds, build_source, load_folds  # noqa: F401
 from dlexp.data.images import ImageFiles  # noqa: F401
-from dlexp.data.tabular import Predictions  # noqa: F401
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -8,17 +8,14 @@ import it without a cycle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Union
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dlexp.config.registry import Registry
-
-if TYPE_CHECKING:  # for annotations only: these modules import this one
-    from dlexp.data.images import ImageFiles
-    from dlexp.data.tabular import Predictions
 
 DATASETS = Registry("dataset")
 SPLITS = Registry("split")
@@ -47,7 +44,8 @@ class Batch:
 
 
 class Loader(Protocol):
-    """What the training loop needs of a loader: in-memory (``TensorLoader``) or streamed (``StreamLoader``)."""
+    """What the training loop needs of a loader: in memory (``dlexp.data.batching``) or streamed from files
+    (``dlexp.data.images``)."""
 
     @property
     def num_examples(self) -> int: ...  # this process's examples per pass
@@ -64,7 +62,21 @@ class Loader(Protocol):
 
 
 Pair = tuple[Tensor, Tensor]  # (x, y): x is (N, *example_shape); y is (N,) int64 or (N, targets) float
-Pool = Union[Pair, "ImageFiles"]  # tensors in memory, or image files streamed by a DataLoader
+
+
+class StreamedPool(Protocol):
+    """Examples read from files on demand rather than held as tensors (image files: ``dlexp.data.images``)."""
+
+    y: Tensor  # (N,) int64 classes, or (N, 1) float targets
+    size: tuple[int, int]  # (H, W) every example is resized to
+    channels: int
+
+    def __len__(self) -> int: ...
+
+    def subset(self, idx: Any) -> "StreamedPool": ...
+
+
+Pool = Union[Pair, StreamedPool]  # tensors in memory, or files streamed by a DataLoader
 
 
 def class_labels(task: str, targets: Tensor) -> Optional[np.ndarray]:
@@ -85,6 +97,24 @@ OutputsOf = Callable[[Tensor, int], Tensor]
 
 
 @dataclass
+class Predictions:
+    """Unlabeled inputs (e.g. Kaggle's test.csv) whose predictions are written to a file after training."""
+
+    x: Tensor  # raw inputs, preprocessed with the fold's fitted preprocessing like the test set
+    write_file: Callable[[Path, Tensor], None]  # (dir, model outputs (N, outputs) on the CPU) -> writes the file
+    outputs: list[Tensor] = field(default_factory=list)  # the outputs of each fold written so far
+
+    def write(self, run_dir: Path, outputs: Tensor) -> None:
+        self.outputs.append(outputs)
+        self.write_file(Path(run_dir), outputs)
+
+    def write_mean(self, run_dir: Path) -> None:
+        """The folds' models as one ensemble: the mean of their outputs (of log prices: a geometric mean)."""
+        if self.outputs:
+            self.write_file(Path(run_dir), torch.stack(self.outputs).mean(dim=0))
+
+
+@dataclass
 class Source:
     train: Pool  # the pool that the split divides into train and val
     test: Optional[Pool]  # fixed test set; never used for model selection
@@ -96,11 +126,11 @@ class Source:
     # dataset.resize: images to (resize, resize) before normalization, once or per batch when too big;
     # "auto" = up to the model's minimum side when smaller (dlexp.data.preprocess.choose_resize)
     resize: Union[int, str, None] = None
-    preprocess: Optional[Callable[[Tensor], Callable[[Tensor], Tensor]]] = None  # fit(train x) -> transform; replaces normalize
+    preprocess: Optional[Callable[[Tensor], Callable[[Tensor], Tensor]]] = None  # (train x) -> its transform; replaces normalize
     task_args: dict[str, Any] = field(default_factory=dict)  # for the task's builder, e.g. {"metric": "log_rmse"}
     center_targets: bool = False  # regression: learn y - (train-split mean of y); errors and RMSE are unchanged
     covariate_mask: Optional[Tensor] = None  # (features,) bool: what shift=covariate may move in tabular data; None = all
-    predict: Optional["Predictions"] = None  # unlabeled inputs whose predictions are written after training
+    predict: Optional[Predictions] = None  # unlabeled inputs whose predictions are written after training
     context: dict[str, Any] = field(default_factory=dict)  # facts models and tasks need, e.g. vocabularies
     # True: in-memory batches carry extras["row"] (B,) int64, each example's row in the train pool, or
     # len(train pool) + its row in the test set, so a task can look up per-example facts in ``context``

@@ -10,7 +10,7 @@ learns log(SalePrice) (centered on the train part's mean), so its RMSE is Kaggle
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,29 +20,11 @@ import torch
 from torch import Tensor
 
 from dlexp.config.constraints import Fraction, Seed
-from dlexp.data.base import DATASETS, Source
+from dlexp.data.base import DATASETS, Predictions, Source
 from dlexp.data.preprocess import nan_mean_std
 from dlexp.data.splits import carve_test
 from dlexp.errors import DataError
 from dlexp.runs.files import SUBMISSION_FILE, atomic_write
-
-
-@dataclass
-class Predictions:
-    """Unlabeled inputs (e.g. Kaggle's test.csv) whose predictions are written to a file after training."""
-
-    x: Tensor  # raw inputs, preprocessed with the fold's fitted preprocessing like the test set
-    write_file: Callable[[Path, Tensor], None]  # (dir, model outputs (N, outputs) on the CPU) -> writes the file
-    outputs: list[Tensor] = field(default_factory=list)  # the outputs of each fold written so far
-
-    def write(self, run_dir: Path, outputs: Tensor) -> None:
-        self.outputs.append(outputs)
-        self.write_file(Path(run_dir), outputs)
-
-    def write_mean(self, run_dir: Path) -> None:
-        """The folds' models as one ensemble: the mean of their outputs (of log prices: a geometric mean)."""
-        if self.outputs:
-            self.write_file(Path(run_dir), torch.stack(self.outputs).mean(dim=0))
 
 
 @dataclass
