@@ -15,6 +15,12 @@ from omegaconf import DictConfig
 from dlexp.config.files import CONFIG_DIR
 from dlexp.training.throughput import is_timing
 
+# tests/support on the path of this process and of every process the tests start: its sitecustomize.py arms
+# dlexp's point hook in a child started with a fault to inject (support/faults.py says how)
+SUPPORT = str(Path(__file__).resolve().parent / "support")
+sys.path.insert(0, SUPPORT)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SUPPORT, os.environ.get("PYTHONPATH")) if p)
+
 # Small, fast runs: one thread, no progress bar, no checkpoints unless a test asks.
 FAST = ["trainer.num_threads=1", "trainer.progress=false"]
 # Every conv net of the model zoo, cheap on the CPU: narrow widths, and the digits

@@ -8,21 +8,15 @@ The command line turns that into one line, ``status: interrupted`` where a run d
 exists, and exit code 128 + the signal (130, 143). A second signal exits at once (the
 last checkpoint on disk stays valid: checkpoints are written atomically).
 
-``point(name)`` marks a moment a test may send a signal at (``DLEXP_SIGNAL_AT=name``, or
-``name@N`` for its N-th time, ``:SIGTERM`` for another signal), so that interruptions are
-tested at fixed points instead of after sleeps; ``DLEXP_KILL_AT`` does the same with SIGKILL, and
-``DLEXP_KILL_PARENT_AT`` kills the process that started this one (a search slot's sweep process).
-``DLEXP_HOLD_AT`` stops there until the process is killed, once per ``DLEXP_HOLD_FILE`` (which it
-writes first, with the SLURM job id, so that a test can requeue that job while it holds).
+Tests interrupt a run at exact moments through ``dlexp.hooks.point`` (see there), not through
+anything this module reads.
 """
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -90,56 +84,6 @@ class StopRequest:
 
 
 STOP = StopRequest()
-_POINTS_SEEN: dict[str, int] = {}
-
-
-# each variable that makes a point send a signal, with the signal it sends unless the spec names one
-SIGNALLING = (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL"), ("DLEXP_KILL_PARENT_AT", "SIGKILL"))
-POINT_VARIABLES = (*(variable for variable, _ in SIGNALLING), "DLEXP_HOLD_AT")
-
-
-@functools.lru_cache(maxsize=1)
-def _armed() -> bool:
-    """Whether the process was started with an interrupt point set: read once, since ``point`` runs every
-    training step and reading the environment costs microseconds each time."""
-    return any(os.environ.get(variable) for variable in POINT_VARIABLES)
-
-
-def point(name: str) -> None:
-    """A moment tests may interrupt at: ``DLEXP_SIGNAL_AT`` / ``DLEXP_KILL_AT`` = ``name[@N][:SIGNAL]``."""
-    _POINTS_SEEN[name] = _POINTS_SEEN.get(name, 0) + 1
-    if not _armed():
-        return
-    _hold(name)
-    for variable, default in SIGNALLING:
-        spec = os.environ.get(variable)
-        if not spec:
-            continue
-        where, _, sig = spec.partition(":")
-        at, _, nth = where.partition("@")
-        if at == name and _POINTS_SEEN[name] == int(nth or 1):
-            sys.stdout.flush()
-            if variable == "DLEXP_KILL_PARENT_AT":  # a slot's sweep process; the slot dies with it, here
-                os.kill(os.getppid(), signal.Signals[sig or default])
-                time.sleep(60)  # the parent's teardown takes a moment: go no further meanwhile
-            else:
-                os.kill(os.getpid(), signal.Signals[sig or default])
-
-
-def _hold(name: str) -> None:
-    where, _, nth = os.environ.get("DLEXP_HOLD_AT", "").partition("@")
-    marker = os.environ.get("DLEXP_HOLD_FILE")
-    if where != name or _POINTS_SEEN[name] != int(nth or 1) or not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # one process holds: the first to get here
-    except FileExistsError:
-        return
-    os.write(fd, (os.environ.get("SLURM_JOB_ID", str(os.getpid())) + "\n").encode())
-    os.close(fd)
-    sys.stdout.flush()
-    for _ in range(600):  # a preempted job: killed here, not ended
-        time.sleep(1)
 
 
 def signal_name(signum: Optional[int]) -> str:
