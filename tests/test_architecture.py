@@ -22,12 +22,13 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py")) if "conf" not in p.parts}
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """The dlexp modules that ``name`` imports anywhere (module level, in functions, under TYPE_CHECKING
-    excluded: those never run). ``from pkg import x`` counts as importing ``pkg.x`` when that is a module."""
+def _imports(name: str, path: Path, *, type_only_too: bool = False) -> set[str]:
+    """The dlexp modules that ``name`` imports anywhere (module level, in functions; under TYPE_CHECKING only
+    with ``type_only_too``: those never run). ``from pkg import x`` counts as importing ``pkg.x`` when that is a module."""
     tree = ast.parse(path.read_text())
-    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                 for n in ast.walk(node)}
+    type_only = set() if type_only_too else {
+        id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -71,6 +72,15 @@ def test_the_import_graph_has_no_cycle():
     graph = {name: _imports(name, path) for name, path in MODULES.items()}
     assert sum(len(v) for v in graph.values()) > 50  # the walk really sees the imports
     assert _cycle(graph) == []
+
+
+def test_no_circle_inside_a_folder_even_for_annotations():
+    """Within a folder, imports for annotations only (TYPE_CHECKING) form no circle either: the module the
+    others share (``data/base.py``) holds what they share and imports none of them."""
+    graph = {name: _imports(name, path, type_only_too=True) for name, path in MODULES.items()}
+    same_folder = {name: {d for d in deps if d.rpartition(".")[0] == name.rpartition(".")[0]} for name, deps in graph.items()}
+    assert _cycle(same_folder) == []
+    assert {d for d in graph["dlexp.data.base"] if d.startswith("dlexp.data")} == set()
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -191,3 +201,38 @@ def test_each_task_lives_in_its_own_file(name):
 
     task = TASKS.get(name)
     assert Path(__import__(task.__module__, fromlist=["_"]).__file__).name == f"{name}.py"
+
+
+# dlexp's own frames on the stack at an optimizer step of a run started from the command line:
+# entry, cli, HydraApp.__call__, train, Trainer.fit, Trainer.train_epoch, run_epoch, training_step
+MAX_RUN_DEPTH = 8
+DEPTH_PROBE = """
+import os, sys, traceback
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+import dlexp
+package = os.path.dirname(dlexp.__file__)
+def first_step(optimizer, args, kwargs):
+    if not os.environ.get("DEPTH_SEEN"):
+        os.environ["DEPTH_SEEN"] = "1"
+        frames = [f"{f.name}" for f in traceback.extract_stack() if f.filename.startswith(package)]
+        print("DEPTH", len(frames), " ".join(frames), flush=True)
+register_optimizer_step_pre_hook(first_step)
+from dlexp.cli.entry import entry
+sys.argv = ["dlexp", *sys.argv[1:]]
+entry()
+"""
+
+
+def test_a_training_step_is_few_calls_below_the_command_line(tmp_path):
+    """From the console script to ``optimizer.step()``: each of dlexp's frames a named step of the run."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", DEPTH_PROBE, "trainer.epochs=1", "trainer.limit_train_batches=1",
+                           "trainer.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("DEPTH"))
+    depth, frames = int(line.split()[1]), line.split()[2:]
+    assert frames[0] == "entry" and frames[-1] == "training_step", frames
+    assert depth <= MAX_RUN_DEPTH, frames

@@ -25,7 +25,8 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     proc = run_cli(*SMOKE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "dlexp: composing config..."  # printed before the slow imports
-    assert not list(run_dir.glob("*.log"))  # log records go to the console: no empty dlexp.log
+    assert [p.name for p in run_dir.glob("*.log")] == ["run.log"]  # no empty dlexp.log of Hydra's: the run's own lines
+    assert (run_dir / "run.log").read_text().splitlines()[0] == proc.stdout.splitlines()[1]  # the banner, as printed
 
     rows = _rows(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -238,27 +239,18 @@ def test_a_finished_single_run_leaves_without_the_interpreter_teardown(monkeypat
     assert stop.value.code == 2 and len(left) == 2
 
 
-def test_the_app_reports_a_finished_single_run_with_its_exit_code(monkeypatch):
-    """run_app(): a run that finished (its files closed) is reported with its code, a diverged one too; a
-    run refused before it finished leaves through SystemExit."""
-    import dlexp.cli.app as app_module
+def test_the_app_reports_a_finished_single_run_with_its_exit_code():
+    """A SystemExit out of Hydra's main: a run that finished (its files closed) is reported with its code, a
+    diverged one too; a run refused before it finished leaves through the SystemExit."""
+    from dlexp.cli.app import HydraApp
 
-    def fake_main(finish, code):
-        def decorator(app):
-            def run():
-                app.finished_single_run = finish
-                if code:
-                    sys.exit(code)
-            return run
-        return lambda *args, **kwargs: decorator
-
-    monkeypatch.setattr(app_module.hydra, "main", fake_main(True, 3))
-    assert app_module.run_app() == (True, 3)
-    monkeypatch.setattr(app_module.hydra, "main", fake_main(True, 0))
-    assert app_module.run_app() == (True, 0)
-    monkeypatch.setattr(app_module.hydra, "main", fake_main(False, 2))
+    app = HydraApp()
+    app.finished_single_run = True
+    assert app.ended(SystemExit(3)) == (True, 3)
+    assert app.ended(SystemExit(0)) == (True, 0)
+    app.finished_single_run = False
     with pytest.raises(SystemExit) as stop:
-        app_module.run_app()
+        app.ended(SystemExit(2))
     assert stop.value.code == 2
 
 

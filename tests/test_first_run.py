@@ -54,7 +54,7 @@ def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_and_the_old_run_is_untou
     before = {name: (tmp_path / "run" / name).read_bytes() for name in files}
     events = sorted(p.name for p in (tmp_path / "run").glob("events.out.tfevents.*"))
     proc = run_cli(*QUICK, "optim.lr=0.5", "hydra.run.dir=run", cwd=tmp_path)
-    assert_one_line_error(proc, "already holds a run (metrics.csv, checkpoints/last.pt, summary.json); continue it with resume=")
+    assert_one_line_error(proc, "already holds a run (metrics.csv, checkpoints/last.pt, summary.json); continue it with python -m dlexp resume=")
     assert {name: (tmp_path / "run" / name).read_bytes() for name in files} == before
     assert sorted(p.name for p in (tmp_path / "run").glob("events.out.tfevents.*")) == events
 
@@ -121,11 +121,10 @@ def test_each_sweep_job_prints_one_line_and_a_failed_job_is_recorded(tmp_path):
         "error: model.hidden[0] must be >= 1")  # said when the job failed, before the sweep's summary
 
 
-def test_a_config_error_in_a_single_run_writes_a_failed_summary(tmp_path):
+def test_a_config_error_found_while_building_leaves_no_run_dir(tmp_path):
     proc = run_cli(*FAST, "model=lenet", "dataset.resize=null", "hydra.run.dir=run", cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    summary = read_json(tmp_path / "run" / "summary.json")
-    assert summary["status"] == "failed" and "dataset.resize" in summary["error"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "dataset.resize" in proc.stderr
+    assert not (tmp_path / "run").exists()  # decided before the run dir was accepted: nothing written
 
 
 def test_an_error_while_building_from_the_config_is_one_line_naming_the_group(run_train, monkeypatch):

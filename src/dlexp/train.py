@@ -1,40 +1,50 @@
-"""``train(cfg, run_dir)``: one run of a composed config: source -> task -> folds -> a Trainer per fold -> results.
+"""One run of a composed config, in two steps: ``prepare`` decides, ``train`` writes.
 
-The composition root: the one module that puts the layers together. ``train`` is a plain
-function (tests call it directly) that knows nothing of Hydra; ``dlexp.cli.app`` is the Hydra
-application behind ``python -m dlexp`` that calls it. The command line imports this module
-only when a run needs it (it imports torch).
+- ``prepare`` makes every check a run can fail before anything is written: the config (validated
+  here, once), a resumed checkpoint's compatibility, the device, the data files, the task, the model,
+  its optimizer and scheduler. It builds what the run trains (data, task, the first model) and
+  returns it as a ``PreparedRun``.
+- ``train`` runs it in its dir: a ``Trainer`` per fold, the run's log, summary and plots.
+
+The composition root: the one module that puts the layers together. Both are plain functions (tests
+call them directly) that know nothing of Hydra; ``dlexp.cli.app`` is the Hydra application behind
+``python -m dlexp`` that decides, accepts the run dir, then trains. The command line imports this
+module only when a run needs it (it imports torch).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from dlexp.config import validate as config_validation
 from dlexp.config.registry import Registry, builder_kwargs
 from dlexp.config.schema import DecodeConfig
 from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, build_source, load_folds
 from dlexp.errors import DataError, UserError, building
+from dlexp.hooks import point
 from dlexp.models import MODELS, build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.models.summary import LayerRow, layer_rows
 from dlexp.results.plots import plots_after_training
+from dlexp.runs import hints
 from dlexp.runs.files import fold_dir
+from dlexp.runs.kfold import combine_fold_summaries
 from dlexp.runs.resume import check_compatible, load_resume_checkpoint
 from dlexp.runs.rundir import prepare_run_dir, refuse_earlier_run
-from dlexp.runs.kfold import combine_fold_summaries
 from dlexp.runs.runlog import RunLog
+from dlexp.runs.status import Status
 from dlexp.tasks import Task, build_task, resolve_monitor
 from dlexp.training.distributed import ranks_from_env
-from dlexp.training.interrupt import STOP, point
+from dlexp.training.interrupt import STOP
 from dlexp.training.optim import OPTIMIZERS, build_optimizer
 from dlexp.training.runtime import Runtime, seed_everything, setup_runtime
-from dlexp.training.schedulers import SCHEDULERS, build_scheduler
+from dlexp.training.schedulers import SCHEDULERS, build_scheduler, schedule_horizon
 from dlexp.training.trainer import Trainer
 
 # Each open group and the registry its ``name:`` selects from: the schema of the group's options.
@@ -43,7 +53,6 @@ OPEN_GROUPS: dict[str, Registry] = {
     "augment": AUGMENTS, "shift": SHIFTS,
 }
 SHOWN_GROUPS = ("model", "dataset", "optim")  # the options a run's banner and summary name
-point("imports")  # a moment a test may signal at: while the command line imports a run's modules
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -58,65 +67,148 @@ class RunResult:
     exit_code: int = 0  # non-zero when the run was interrupted by a signal
 
 
-def train(
-    cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), checkpoint: Optional[dict[str, Any]] = None, *,
-    choices: Optional[dict[str, str]] = None, in_sweep: bool = False, reuse_dir: bool = False,
-    on_start: Optional[Callable[[], None]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None,
-) -> RunResult:
-    """Train the composed config ``cfg``, writing metrics, summary and checkpoints into ``run_dir``.
+@dataclass
+class PreparedRun:
+    """A run decided: its config checked, its data loaded, its task and first model built; nothing written."""
 
-    ``overrides`` (the command line that produced ``cfg``) is stored in checkpoints so that
-    ``resume=`` can recompose the same config; with ``cfg.resume`` set, the run continues from that
-    checkpoint (``checkpoint`` if already loaded). ``choices``: the option each group was composed
-    from (``optim: sgd_momentum``), for the banner and the summary; ``in_sweep``: one line per run
-    instead of the summary table. ``reuse_dir``: the caller has decided that the dir's files may be
-    replaced (a run killed before its first checkpoint, started again); ``on_start`` is called once
-    the data and model are built, right before training: until then nothing is written into a dir
-    that holds an earlier run. ``on_epoch(epoch, monitored val value)`` returns whether to stop there
-    (a search's pruner): the run ends ``pruned``, without scoring its test sets."""
-    with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
-        return _train(cfg, Path(run_dir), list(overrides), checkpoint, choices, in_sweep, reuse_dir, on_start, on_epoch)
+    cfg: DictConfig  # validated
+    overrides: list[str]  # the command line that composed it, stored in checkpoints for resume=
+    checkpoint: Optional[dict[str, Any]]  # the checkpoint it continues, or None
+    runtime: Runtime
+    task: Task
+    folds: Folds
+    first: DataBundle  # the first fold's data (the only one, for a holdout split)
+    model: nn.Module  # the first fold's model, built from the seeded generator as training would build it
+    chosen: dict[str, str]  # chosen_options
+    started: float  # time.perf_counter() once the config was valid: the run's wall clock starts here
+
+    def facts(self) -> dict[str, Any]:
+        """Summary entries every run reports: where it ran, its seed and options, the dropout that took effect."""
+        facts: dict[str, Any] = {"device": str(self.runtime.device), "seed": self.cfg.seed, **self.chosen}
+        if "dropout" in self.cfg.model:
+            facts["dropout"] = self.cfg.model.dropout  # regularizer.dropout, when set, is this value
+        return facts
 
 
-def _train(cfg: DictConfig, run_dir: Path, overrides: list[str], checkpoint: Optional[dict[str, Any]],
-           choices: Optional[dict[str, str]], in_sweep: bool, reuse_dir: bool,
-           on_start: Optional[Callable[[], None]], on_epoch: Optional[Callable[[int, float], bool]] = None) -> RunResult:
-    cfg = validate(cfg)  # imports the registries (torch): before the clock starts, so that a sweep's
-    started = time.perf_counter()  # first job does not carry the process start-up in its wall_seconds
-    run_dir = prepare_run_dir(Path(run_dir))
+def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optional[dict[str, Any]] = None,
+            choices: Optional[dict[str, str]] = None, download: bool = True) -> PreparedRun:
+    """Every check a run makes before its first write, and what it trains. With ``cfg.resume`` set (and no
+    ``checkpoint`` given), the checkpoint it names is loaded and checked against ``cfg``. ``choices``: the
+    option each group was composed from (``optim: sgd_momentum``), for the banner and the summary.
+    ``download=False`` (``--cfg``) fetches no data: a dataset not on disk yet skips the data checks."""
+    cfg = validate(cfg)  # imports the registries (torch) first: the run's clock does not count the imports
+    started = time.perf_counter()
     if cfg.resume and checkpoint is None:
         checkpoint = load_resume_checkpoint(cfg.resume)
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
-    elif not reuse_dir:
-        refuse_earlier_run(run_dir)
     runtime = setup_runtime(cfg.trainer, ranks_from_env())
     seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
-    with building(f"dataset={cfg.dataset.name}"):
-        source = build_source(cfg)
+    source = _build_source(cfg, download)
     point("data")
     STOP.check()  # signals outside the training loop stop the run at these points, nothing half done
     task = build_run_task(cfg, source)
     with building(f"dataset={cfg.dataset.name}"):
         folds = load_folds(cfg, seed=cfg.seed, device=runtime.device, shard=(runtime.rank, runtime.world_size),
                            reuse_pool=True, source=source)
-    STOP.check()
+        first = folds[0]
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
-    chosen = chosen_options(cfg, choices)
-    facts = {"device": str(runtime.device), "seed": cfg.seed, **chosen}
-    if "dropout" in cfg.model:
-        facts["dropout"] = cfg.model.dropout  # the value that took effect (regularizer.dropout, if set, is it)
-    run = Run(cfg, task, runtime, list(overrides), chosen, facts, started, on_start, on_epoch)
-    if len(folds) == 1:
-        log, summary, exit_code = run.record(folds[0], run_dir, checkpoint)
-    else:
-        log, summary, exit_code = run.record_folds(folds, run_dir)
-    if in_sweep:
-        log.summary_line(summary)  # one line per job; the sweep's own table follows at the end
-    else:
-        log.summary_table(summary)
-    return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
+    model = build_run_model(cfg, first, task)
+    check_optimization(cfg, model, first, task)
+    point("model")
+    STOP.check()
+    return PreparedRun(cfg, list(overrides), checkpoint, runtime, task, folds, first, model,
+                       chosen_options(cfg, choices), started)
+
+
+def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequence[str] = (), *,
+          checkpoint: Optional[dict[str, Any]] = None, choices: Optional[dict[str, str]] = None, in_sweep: bool = False,
+          on_epoch: Optional[Callable[[int, float], bool]] = None) -> RunResult:
+    """Train ``run`` in ``run_dir``: metrics, summary, checkpoints, plots. ``run`` is a ``PreparedRun``, or a
+    composed config that is prepared here with ``overrides``, ``checkpoint`` and ``choices`` (then ``run_dir``
+    must hold no other run, unless the run continues a checkpoint). ``in_sweep``: one line per run instead of
+    the summary table.
+    ``on_epoch(epoch, monitored val value)`` returns whether to stop there (a search's pruner): the run
+    ends ``pruned``, without scoring its test sets. Returns the result; never raises for a signal."""
+    with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
+        if not isinstance(run, PreparedRun):
+            run = prepare(run, overrides=overrides, checkpoint=checkpoint, choices=choices)
+            if run.checkpoint is None:
+                refuse_earlier_run(Path(run_dir))
+        run_dir = prepare_run_dir(Path(run_dir))
+        log = _open_log(run, run_dir)
+        if len(run.folds) == 1:
+            summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
+                              overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch).fit(run.checkpoint)
+        else:
+            summary = _train_folds(run, run_dir, log)
+        exit_code = summary.pop("exit_code", 0)
+        summary = _close_log(run, log, summary, run_dir)
+        log.summary_line(summary) if in_sweep else log.summary_table(summary)
+        return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
+
+
+def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog) -> dict[str, Any]:
+    """k-fold: one recorded training per fold in ``fold_<i>/``; the run's summary holds their mean and std."""
+    summaries: list[dict[str, Any]] = []
+    for i in range(len(run.folds)):
+        log.info(f"[bold]fold {i + 1}/{len(run.folds)}[/bold]")
+        data = run.first if i == 0 else run.folds[i]  # built in turn: one fold's tensors in memory at a time
+        folder = prepare_run_dir(fold_dir(run_dir, i + 1))
+        fold_log = _open_log(run, folder)
+        summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
+                          overrides=run.overrides, resumable=False, choices=run.chosen).fit()
+        exit_code = summary.pop("exit_code", 0)
+        summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False))
+        if summary["status"] != Status.COMPLETED:
+            break  # interrupted or diverged: the remaining folds do not run
+    run.folds.write_mean_predictions(run_dir)
+    combined = combine_fold_summaries(summaries)
+    if combined["status"] == Status.INTERRUPTED:  # k-fold starts again: its hint is the command that started it
+        combined["resume_with"] = hints.rerun_command(hints.command())
+    return {**combined, "exit_code": exit_code}
+
+
+def _open_log(run: PreparedRun, run_dir: Path) -> RunLog:
+    log = RunLog(run_dir, is_main=run.runtime.is_main, progress=run.cfg.trainer.progress)
+    log.log_hparams(OmegaConf.to_container(run.cfg, resolve=True))
+    return log
+
+
+def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: Path, *,
+               with_facts: bool = True) -> dict[str, Any]:
+    """summary.json (with the run's facts and wall time), TensorBoard's hparams, then the plots."""
+    if with_facts:
+        summary.update(run.facts())
+        summary["wall_seconds"] = round(time.perf_counter() - run.started, 3)
+    log.write_summary(summary)
+    point("plots")
+    stopped = summary.get("status") == Status.INTERRUPTED  # the loop already honoured a signal
+    if run.runtime.is_main and (stopped or not STOP()):
+        plots_after_training(run_dir)
+    if not stopped:
+        STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
+    return summary
+
+
+class NotDownloaded(DataError):
+    """``prepare(download=False)`` on a dataset that a run would download first."""
+
+
+def _build_source(cfg: DictConfig, download: bool) -> Source:
+    """The dataset's source; without ``download``, a dataset that a run would fetch first and that is not
+    on disk yet is ``NotDownloaded``."""
+    fetches = not download and bool(cfg.dataset.get("download"))
+    if fetches:
+        cfg.dataset.download = False
+    try:
+        with building(f"dataset={cfg.dataset.name}"):
+            return build_source(cfg)
+    except DataError as err:
+        if fetches:
+            raise NotDownloaded(str(err)) from None
+        raise
 
 
 def build_run_task(cfg: DictConfig, source: Source) -> Task:
@@ -127,6 +219,22 @@ def build_run_task(cfg: DictConfig, source: Source) -> Task:
                       label_smoothing=trainer.label_smoothing, decode=DecodeConfig(**cfg.decode))
     task.check_model(cfg.model.name)
     return task
+
+
+def build_run_model(cfg: DictConfig, data: DataBundle, task: Task) -> nn.Module:
+    """The model of ``cfg`` for ``data``'s shapes; a builder refusing the config's values is a config error."""
+    with building(f"model={cfg.model.name}"):
+        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout, task.model_args())
+
+
+def check_optimization(cfg: DictConfig, model: nn.Module, data: DataBundle, task: Task) -> None:
+    """The optimizer and scheduler of ``cfg`` build for ``model`` (neither draws random numbers: building
+    them here changes nothing the run's own will do)."""
+    with building(f"optim={cfg.optim.name}"):
+        optimizer = build_optimizer(cfg.optim, model, cfg.regularizer.weight_decay)
+    mode = resolve_monitor(cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode, task)[1]
+    with building(f"scheduler={cfg.scheduler.name}"):
+        build_scheduler(cfg.scheduler, optimizer, schedule_horizon(cfg, len(data.train)), mode)
 
 
 def chosen_options(cfg: DictConfig, choices: Optional[dict[str, str]] = None) -> dict[str, str]:
@@ -141,70 +249,6 @@ def chosen_options(cfg: DictConfig, choices: Optional[dict[str, str]] = None) ->
     if (choices or {}).get("recipe"):  # conf/recipe/<model>_<optim>.yaml set the model's own optimizer settings
         out["recipe"] = choices["recipe"]
     return out
-
-
-@dataclass
-class Run:
-    """What every training of one run shares: its config, task and runtime, what it records, its clock."""
-
-    cfg: DictConfig
-    task: Task
-    runtime: Runtime
-    overrides: list[str]
-    chosen: dict[str, str]  # chosen_options
-    facts: dict[str, Any]  # summary entries every training of the run reports (device, seed, options)
-    started: float  # time.perf_counter() at the start of the run
-    on_start: Optional[Callable[[], None]] = None  # called once, when the first training is about to begin
-    on_epoch: Optional[Callable[[int, float], bool]] = None  # a search's pruner: stop after this epoch?
-
-    def record(self, data: DataBundle, run_dir: Path, checkpoint: Optional[dict[str, Any]] = None, *,
-               resumable: bool = True, facts: bool = True) -> tuple[RunLog, dict[str, Any], int]:
-        """One training in ``run_dir`` with its own run log: metrics, summary.json, TensorBoard, plots.
-
-        Returns (the log, the summary, the exit code: non-zero when a signal stopped the run)."""
-        log = self.open_log(run_dir)
-        trainer = Trainer(self.cfg, data, self.task, self.runtime, log, run_dir, overrides=self.overrides,
-                          resumable=resumable, choices=self.chosen, on_epoch=self.on_epoch)
-        point("model")
-        STOP.check()
-        if self.on_start is not None:
-            self.on_start()
-            self.on_start = None
-        summary = trainer.fit(checkpoint)
-        exit_code = summary.pop("exit_code", 0)
-        return log, self.close_log(log, summary, run_dir, with_facts=facts), exit_code
-
-    def record_folds(self, folds: Folds, run_dir: Path) -> tuple[RunLog, dict[str, Any], int]:
-        """k-fold: one recorded training per fold in ``fold_<i>/``; the run's summary holds their mean and std."""
-        log = self.open_log(run_dir)
-        summaries: list[dict[str, Any]] = []
-        for i, data in enumerate(folds, 1):
-            log.info(f"[bold]fold {i}/{len(folds)}[/bold]")
-            _, summary, exit_code = self.record(data, prepare_run_dir(fold_dir(run_dir, i)), resumable=False, facts=False)
-            summaries.append(summary)
-            if summary["status"] != "completed":
-                break  # interrupted or diverged: the remaining folds do not run
-        folds.write_mean_predictions(run_dir)
-        return log, self.close_log(log, combine_fold_summaries(summaries), run_dir), exit_code
-
-    def open_log(self, run_dir: Path) -> RunLog:
-        log = RunLog(run_dir, is_main=self.runtime.is_main, progress=self.cfg.trainer.progress)
-        log.log_hparams(OmegaConf.to_container(self.cfg, resolve=True))
-        return log
-
-    def close_log(self, log: RunLog, summary: dict[str, Any], run_dir: Path, *, with_facts: bool = True) -> dict[str, Any]:
-        """summary.json (with the run's facts and wall time), TensorBoard's hparams, then the plots."""
-        if with_facts:
-            summary.update(self.facts)
-            summary["wall_seconds"] = round(time.perf_counter() - self.started, 3)
-        log.write_summary(summary)
-        point("plots")
-        stopped = summary.get("status") == "interrupted"  # the loop already honoured a signal
-        if self.runtime.is_main and (stopped or not STOP()):
-            plots_after_training(run_dir)
-        if not stopped:
-            STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
-        return summary
 
 
 def warm_imports(cfg: DictConfig) -> None:
@@ -252,30 +296,10 @@ def summarize_layers(cfg: DictConfig, depth: int = 1) -> tuple[dict[str, Any], l
 
 
 def check_buildable(cfg: DictConfig) -> None:
-    """Every check a run makes before its first step, without training or writing anything: the data, the
-    task (a model that cannot learn it, decode.* on a task that does not decode), the model, its optimizer
-    and scheduler. ``--cfg`` prints a config only once this passes, so that it never shows a config a run
-    would refuse."""
-    cfg = validate(cfg)
-    seed_everything(cfg.seed)
-    downloads = bool(cfg.dataset.get("download"))
-    if downloads:
-        cfg.dataset.download = False  # --cfg downloads nothing: the data at hand, or only the checks without it
+    """``--cfg`` prints a config only once every check a run makes before its first step passes, so that it
+    never shows a config a run would refuse. It downloads nothing: a dataset not fetched yet is checked
+    without its data (a run fetches it first, and checks the rest then)."""
     try:
-        with building(f"dataset={cfg.dataset.name}"):
-            source = build_source(cfg)
-    except DataError:
-        if downloads:
-            return  # not downloaded yet: a run fetches it first, and checks the rest then
-        raise
-    task = build_run_task(cfg, source)
-    with building(f"dataset={cfg.dataset.name}"):
-        data = load_folds(cfg, seed=cfg.seed, device=torch.device("cpu"), source=source)[0]
-    mode = resolve_monitor(cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode, task)[1]
-    reg = cfg.regularizer
-    with building(f"model={cfg.model.name}"):
-        model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, task.model_args())
-    with building(f"optim={cfg.optim.name}"):
-        optimizer = build_optimizer(cfg.optim, model, reg.weight_decay)
-    with building(f"scheduler={cfg.scheduler.name}"):
-        build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs, mode)
+        prepare(cfg, download=False)
+    except NotDownloaded:
+        pass

@@ -1,15 +1,23 @@
 """The Hydra application behind ``python -m dlexp``: one composed config (a run, or one job of a sweep)
 to its files and its exit code.
 
-Hydra composes the config and makes the run dir, writing nothing into it. The app decides
-what the invocation may do there before anything is written (``dlexp.cli.plan``), writes the
-run's record once the run is accepted, hands the run to ``dlexp.train.train`` and turns the
-outcome into an exit code:
+Hydra composes the config and makes the run dir, writing nothing into it. The app then takes a run
+through its life, in order:
+
+1. **plan** what the invocation does with its dir: a new run, a resumed one, a restart, or (in a sweep)
+   a job to skip (``dlexp.cli.plan``); reads only;
+2. **prepare** it: every check that can refuse it (config, device, data, model), before anything is
+   written (``dlexp.train.prepare``);
+3. **accept** it: its record (``.hydra/``) is written, and the dir is the run's from here on;
+4. **train** it (``dlexp.train.train``), then check a course preset's finding;
+
+and turns the outcome into an exit code:
 
 - 0: completed (or, in a sweep, skipped because an earlier run of the command completed it);
-- 2: a user mistake: one ``error:`` line; a refused run leaves its dir as it was;
+- 2: a user mistake: one ``error:`` line; a refused run leaves its dir as it was (a new run's dir is removed);
 - 3: diverged; 130/143: interrupted by SIGINT/SIGTERM, at any moment: one line, and
-  ``status: interrupted`` wherever the run has a dir (``resume=`` continues it).
+  ``status: interrupted`` wherever the run has a dir (the line says how to continue it);
+- 70: a bug in dlexp (not a mistake in the config): one line saying so, the traceback in the run's ``run.log``.
 
 In a sweep a failed or diverged job is a result: it hands its sweeper a failed objective and
 the sweep goes on (``dlexp.cli.sweep``), unless ``sweep.fail_fast``.
@@ -31,15 +39,17 @@ from dlexp import course
 from dlexp.cli import plan as planning
 from dlexp.cli.sweep import failed_objective, share_threads
 from dlexp.config.files import CONFIG_DIR, PRIMARY_CONFIG
-from dlexp.errors import RunDirInUse, UserError
-from dlexp.runs import sweep
+from dlexp.errors import BUG_EXIT_CODE, RunDirInUse, UserError, bug_message
+from dlexp.hooks import point
 from dlexp.results.plots import plots_after_training
+from dlexp.runs import hints, sweep
 from dlexp.runs.files import CURVES_PLOT, checkpoint_file, display_path, run_dir_of, sweep_dir_of
 from dlexp.runs.rundir import DirSnapshot
+from dlexp.runs.runlog import record_bug, record_failure, record_interruption
+from dlexp.runs.status import Status
 from dlexp.search.slots import TRIAL_VARIABLE
-from dlexp.runs.runlog import record_failure, record_interruption
 from dlexp.training import distributed
-from dlexp.training.interrupt import STOP, Interrupted, point, signal_name
+from dlexp.training.interrupt import STOP, Interrupted, signal_name
 
 if TYPE_CHECKING:  # annotations only: dlexp.train imports torch, which the command line defers
     from dlexp.train import RunResult
@@ -70,75 +80,65 @@ class HydraApp:
     def __init__(self, before: Optional[DirSnapshot] = None) -> None:
         self.before = before or DirSnapshot()
         self.finished_single_run = False
-        self.started = False  # whether the current run has begun to train (its dir is its own from then on)
+
+    def ended(self, stop: SystemExit) -> tuple[bool, object]:
+        """Hydra's main left through ``stop``: (True, its exit code) when a single run finished and closed its
+        files (e.g. 3: diverged, every file written); any other exit (a refused run, a sweep) goes on up."""
+        if not self.finished_single_run:
+            raise stop
+        return True, stop.code
 
     def __call__(self, cfg: DictConfig) -> float:
+        """plan, prepare, accept, train: the life of one run (the module's docstring), each step a call."""
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
         with STOP.installed():  # also in the worker processes of parallel launchers, which start no entry point
-            return self.job(cfg, Path(HydraConfig.get().runtime.output_dir))
+            distributed.join_submitit_tasks(forced_cpu=cfg.trainer.get("device") == "cpu")  # SLURM, tasks_per_node > 1
+            accepted = None
+            try:
+                STOP.check()  # a signal while Hydra composed the config
+                plan = planning.plan_job(cfg, run_dir) if is_multirun() else planning.plan_run(cfg, run_dir)
+                if plan.start == planning.Start.SKIP:
+                    return self.skipped(plan, run_dir)
+                from dlexp import train  # torch and every layer of a run: only once the run is planned
 
-    def job(self, cfg: DictConfig, run_dir: Path) -> float:
-        distributed.join_submitit_tasks(forced_cpu=cfg.trainer.get("device") == "cpu")  # SLURM, tasks_per_node > 1
-        accepted = None
-        try:
-            STOP.check()  # a signal while Hydra composed the config
-            plan = planning.plan_job(cfg, run_dir) if is_multirun() else planning.plan_run(cfg, run_dir)
-            STOP.check()  # decided, nothing written yet: a signal here leaves no trace
-            if plan.kind == "skip":
-                return self.skipped(plan, run_dir)
-            if is_main_process():
-                planning.accept(plan, run_dir)
-            accepted = plan
-            self.mark(run_dir, "running", plan.overrides)
-            result = self.run(plan, run_dir)
-        except Interrupted as stop:
-            self.interrupted(stop, run_dir, accepted)
-        except UserError as err:
-            return self.refused(err, cfg, run_dir, accepted)
-        except Exception as err:  # a bug, not a user mistake: keep the trace, but let the sweep go on
-            if not is_multirun():
-                raise
-            traceback.print_exc()
-            self.failed(cfg, run_dir, f"{type(err).__name__}: {err}")
-            return failed_objective(err)
-        self.finished_single_run = not is_multirun()  # its files are written and closed
-        return self.outcome(result, run_dir)
-
-    def run(self, plan: planning.Plan, run_dir: Path) -> RunResult:
-        """Train, then check a course preset's finding from the files written."""
-        from dlexp import train  # torch and every layer of a run: only once the run is decided and accepted
-
-        share_threads(plan.cfg)  # parallel launchers: each job gets its share of the CPU cores
-        if is_multirun():
-            train.warm_imports(plan.cfg)
-        self.started = False
-
-        def on_start() -> None:
-            if is_main_process():
-                planning.start(plan, run_dir)
-            self.started = True
-
-        result = train.train(plan.cfg, run_dir, overrides=plan.overrides, checkpoint=plan.checkpoint,
-                             choices=plan.choices or planning.applied_choices(), in_sweep=is_multirun(),
-                             reuse_dir=plan.kind == "restart", on_start=on_start, on_epoch=trial_reporter())
-        if plan.cfg.get("finding") is not None and is_main_process():
-            course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
-        return result
+                point("imports")
+                share_threads(plan.cfg)  # parallel launchers: each job gets its share of the CPU cores
+                if is_multirun():
+                    train.warm_imports(plan.cfg)
+                prepared = train.prepare(plan.cfg, overrides=plan.overrides, checkpoint=plan.checkpoint,
+                                         choices=plan.choices or planning.applied_choices())
+                if is_main_process():
+                    planning.accept(plan, run_dir)
+                accepted = plan
+                point("accepted")
+                self.mark(run_dir, Status.RUNNING, plan.overrides)
+                result = train.train(prepared, run_dir, in_sweep=is_multirun(), on_epoch=trial_reporter())
+                if plan.cfg.get("finding") is not None and is_main_process():
+                    course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
+            except Interrupted as stop:
+                self.interrupted(stop, run_dir, accepted)
+            except UserError as err:
+                return self.refused(err, cfg, run_dir, accepted)
+            except Exception as err:  # a bug in dlexp, not a mistake in the config
+                return self.bug(err, cfg, run_dir)
+            self.finished_single_run = not is_multirun()  # its files are written and closed
+            return self.outcome(result, run_dir)
 
     def outcome(self, result: RunResult, run_dir: Path) -> float:
         """The exit code of a finished run (a sweep job: its objective for the sweeper)."""
-        status = result.summary["status"]
+        status = Status.of(result.summary["status"])
         self.mark(run_dir, status)
         if result.exit_code:  # interrupted in the training loop: stop here, a sweep included
             self.say_interrupted(result.exit_code - 128, run_dir, result.summary.get("resume_with"))
             sys.exit(result.exit_code)
         point("job_end")
-        if status == "diverged":
+        if status == Status.DIVERGED:
             print(f"error: training diverged: {result.summary['hint']}{tested_note(result.summary)}", file=sys.stderr)
             if not is_multirun():  # in a sweep a diverged job is a result, not a crash
                 sys.exit(DIVERGED_EXIT_CODE)
-            self.stop_between_jobs()
+            self.stop_between_jobs(run_dir)
             return failed_objective(RuntimeError(f"training diverged: {result.summary['hint']}"))
-        self.stop_between_jobs()
+        self.stop_between_jobs(run_dir)
         return result.objective
 
     def skipped(self, plan: planning.Plan, run_dir: Path) -> float:
@@ -152,20 +152,20 @@ class HydraApp:
             plots_after_training(run_dir)  # a job killed after its summary, before its plots: draw them now
         self.mark(run_dir, plan.job.status, plan.overrides)
         point("job_end")
-        self.stop_between_jobs()
+        self.stop_between_jobs(run_dir)
         return plan.objective()
 
     @staticmethod
-    def stop_between_jobs() -> None:
+    def stop_between_jobs(run_dir: Path) -> None:
         """A signal as a job ended (a single run has nothing left to stop): the sweep stops before the next."""
         if is_multirun() and STOP():
-            print(f"interrupted by {signal_name(STOP.signum)} between sweep jobs; run the same command again to "
-                  "continue the sweep", file=sys.stderr, flush=True)
+            print(f"interrupted by {signal_name(STOP.signum)} between sweep jobs; continue the sweep with: "
+                  f"{continue_sweep(run_dir)}", file=sys.stderr, flush=True)
             sys.exit(STOP.exit_code)
 
     def refused(self, err: UserError, cfg: DictConfig, run_dir: Path, accepted: Optional[planning.Plan]) -> float:
         """A user mistake: one line. A refused run leaves nothing; a new run that failed once accepted
-        records it; in a sweep, a failed objective so the other jobs go on."""
+        removes its dir; in a sweep, a failed objective so the other jobs go on."""
         if is_multirun():  # one bad job must not stop the rest of the sweep
             print(f"error: {err}", file=sys.stderr, flush=True)
             if os.environ.get("DLEXP_TRACEBACK"):  # Hydra gets the error (and its trace); on_job_end records it
@@ -176,18 +176,34 @@ class HydraApp:
         if os.environ.get("DLEXP_TRACEBACK"):
             raise err
         print(f"error: {err}", file=sys.stderr, flush=True)
-        if accepted is not None and (accepted.kind == "new" or self.started) and not isinstance(err, RunDirInUse):
-            record_failure(run_dir, str(err))  # the report must not call it "still running"
-        elif accepted is None and is_main_process():
-            self.before.remove_made(run_dir)  # Hydra made it for this command: nothing of it stays
+        if not is_main_process() or isinstance(err, RunDirInUse):
+            pass  # another rank's, or an earlier run's dir: not this command's to change
+        elif accepted is None:
+            self.before.remove_made(run_dir)  # made for this command: nothing of it stays
+        elif accepted.start == planning.Start.NEW:
+            self.before.remove_run(run_dir)  # found only once it trained (a corrupt file deep in the data)
+        else:
+            record_failure(run_dir, str(err))  # an earlier run's dir: it says why this attempt stopped
         sys.exit(err.exit_code)
+
+    def bug(self, err: Exception, cfg: DictConfig, run_dir: Path) -> float:
+        """A failure inside dlexp: one line that says so, the traceback in the run's run.log, exit 70 (in a
+        sweep the job is failed and the sweep goes on)."""
+        if os.environ.get("DLEXP_TRACEBACK"):
+            raise err
+        log = record_bug(run_dir, traceback.format_exc(), f"{type(err).__name__}: {err}") if is_main_process() else None
+        print(f"error: {bug_message(err, display_path(log) if log else None)}", file=sys.stderr, flush=True)
+        if not is_multirun():
+            sys.exit(BUG_EXIT_CODE)
+        self.failed(cfg, run_dir, f"internal error: {type(err).__name__}: {err}")
+        return failed_objective(err)
 
     def failed(self, cfg: DictConfig, run_dir: Path, error: str) -> None:
         """A sweep job that failed: recorded in its dir and the manifest; the sweep stops if sweep.fail_fast."""
         if is_main_process():
             planning.record_job(cfg, run_dir)
         record_failure(run_dir, error)
-        self.mark(run_dir, "failed")
+        self.mark(run_dir, Status.FAILED)
         if OmegaConf.select(cfg, "sweep.fail_fast"):
             print(f"the sweep stops at its first failed job (sweep.fail_fast=true): {display_path(run_dir)}",
                   file=sys.stderr, flush=True)
@@ -196,16 +212,16 @@ class HydraApp:
     def interrupted(self, stop: Interrupted, run_dir: Path, accepted: Optional[planning.Plan]) -> None:
         """A signal outside the training loop: ``status: interrupted`` where the run has a dir, one line, exit."""
         resume_with = None
-        if accepted is None and is_main_process():
-            if is_multirun():  # the job's dir, made by Hydra a moment ago, is empty: no trace of a job not started
+        if accepted is None:
+            if is_main_process() and is_multirun():  # the job's dir, made by Hydra a moment ago: no trace of it
                 _remove_if_empty(run_dir)
-            else:
+            elif is_main_process():
                 self.before.remove_made(run_dir)
-        elif accepted.kind != "new" and not self.started:  # an earlier run's dir, untouched so far: it stays so
-            resume_with = f"python -m dlexp resume={run_dir}"
         else:
-            resume_with = record_interruption(run_dir, signal_name(stop.signum), resumable=accepted.cfg.split.name != "kfold")
-            self.mark(run_dir, "interrupted")
+            resumable = accepted.cfg.split.name != "kfold"
+            hint = hints.resume_command(run_dir) if resumable else hints.rerun_command(hints.command())
+            resume_with = record_interruption(run_dir, signal_name(stop.signum), hint)
+            self.mark(run_dir, Status.INTERRUPTED)
         self.say_interrupted(stop.signum, run_dir if accepted else None, resume_with)
         sys.exit(stop.exit_code)
 
@@ -213,25 +229,29 @@ class HydraApp:
     def say_interrupted(signum: int, run_dir: Optional[Path], resume_with: Optional[str]) -> None:
         name = signal_name(signum)
         if run_dir is None and is_multirun():
-            print(f"interrupted by {name} before the next sweep job started; run the same command again to continue "
-                  "the sweep", file=sys.stderr, flush=True)
+            line = f"interrupted by {name} before the next sweep job started; continue the sweep with: {continue_sweep(None)}"
         elif run_dir is None:
-            print(f"interrupted by {name} before the run started; nothing was written", file=sys.stderr, flush=True)
+            line = f"interrupted by {name} before the run started; nothing was written"
         elif is_multirun():
-            print(f"interrupted by {name}: {display_path(run_dir)} is saved; run the same command again to continue "
-                  "the sweep", file=sys.stderr, flush=True)
-        elif resume_with and resume_with.startswith("python"):
+            line = f"interrupted by {name}: {display_path(run_dir)} is saved; continue the sweep with: {continue_sweep(run_dir)}"
+        elif resume_with and "resume=" in resume_with:
             saved = "checkpoint saved" if checkpoint_file(run_dir).is_file() else "no checkpoint yet"
-            print(f"interrupted by {name}: {saved}; continue with: {resume_with}", file=sys.stderr, flush=True)
+            line = f"interrupted by {name}: {saved}; continue with: {resume_with}"
         else:
-            print(f"interrupted by {name}; k-fold runs cannot be resumed: run the same command again to start "
-                  "over", file=sys.stderr, flush=True)
+            line = f"interrupted by {name}; k-fold runs cannot be resumed: start it again with: {resume_with}"
+        print(line, file=sys.stderr, flush=True)
 
     @staticmethod
-    def mark(run_dir: Path, status: str, overrides: Optional[list[str]] = None) -> None:
+    def mark(run_dir: Path, status: Status, overrides: Optional[list[str]] = None) -> None:
         """A sweep job's status in the sweep's jobs manifest, as it changes."""
         if is_multirun() and is_main_process():
             sweep.mark(run_dir.parent, run_dir, status, overrides)
+
+
+def continue_sweep(job_dir: Optional[Path]) -> str:
+    """The command that continues this sweep (its dir named when the command alone would not find it)."""
+    sweep_dir = Path(str(HydraConfig.get().sweep.dir)) if job_dir is None else job_dir.parent
+    return hints.continue_sweep_command(sweep_dir, sweep.read_command(sweep_dir))
 
 
 def trial_reporter() -> Optional[Callable[[int, float], bool]]:
@@ -257,14 +277,7 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def run_app(before: Optional[DirSnapshot] = None) -> tuple[bool, object]:
-    """Run the Hydra app on ``sys.argv``: (whether a single run finished and closed its files, the exit
-    code). An exit before that (a refused run, a sweep) leaves through SystemExit as usual."""
-    app = HydraApp(before)
-    try:
-        hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=PRIMARY_CONFIG)(app)()
-    except SystemExit as stop:
-        if not app.finished_single_run:
-            raise
-        return True, stop.code  # e.g. 3: diverged, with every file written
-    return app.finished_single_run, 0
+def hydra_main(app: HydraApp) -> Callable[[], None]:
+    """Hydra's main function for ``app`` on ``sys.argv``: it composes the config, makes the run dir (or, with -m,
+    runs the sweep) and calls ``app`` once per run."""
+    return hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=PRIMARY_CONFIG)(app)

@@ -11,7 +11,9 @@ import os
 import sys
 
 from dlexp.training import distributed
-from dlexp.training.interrupt import STOP, Interrupted, point, signal_name
+from dlexp.hooks import point
+from dlexp.runs import hints
+from dlexp.training.interrupt import STOP, Interrupted, signal_name
 
 
 def cli() -> tuple[bool, object]:
@@ -20,8 +22,9 @@ def cli() -> tuple[bool, object]:
     from dlexp.cli.help import before_hydra  # after the signal handlers: a Ctrl-C here is one line too
 
     before_hydra(sys.argv[1:])  # --version and a bare --help at once; a run's first line
+    hints.set_command(sys.argv[1:])  # the hints that name a command repeat this one
     point("startup")
-    from dlexp.cli.app import run_app  # Hydra and the checks: only once --help and --version are answered
+    from dlexp.cli.app import HydraApp, hydra_main  # Hydra and the checks: only once --help and --version are answered
     from dlexp.cli.preflight import preflight, run_dir_target  # (with the app, as above)
     from dlexp.errors import UserError  # (with the app, as above)
     from dlexp.runs.rundir import DirSnapshot  # (with the app, as above)
@@ -32,16 +35,19 @@ def cli() -> tuple[bool, object]:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    before = DirSnapshot.take(run_dir_target(sys.argv[1:]))  # which folders exist before Hydra makes the run dir
-    if not distributed.launched_by_torchrun():
-        return run_app(before)
-    distributed.quiet_other_ranks()
-    distributed.join_process_group(sys.argv)
+    app = HydraApp(DirSnapshot.take(run_dir_target(sys.argv[1:])))  # which folders exist before Hydra makes the run dir
+    torchrun = distributed.launched_by_torchrun()
+    if torchrun:
+        distributed.quiet_other_ranks()
+        distributed.join_process_group(sys.argv)
     try:
-        run_app(before)
+        hydra_main(app)()  # called here, not in a helper: the run's stack stays short (docs: architecture)
+    except SystemExit as stop:
+        return app.ended(stop)
     finally:
-        distributed.leave_process_group()
-    return False, 0
+        if torchrun:
+            distributed.leave_process_group()
+    return app.finished_single_run and not torchrun, 0
 
 
 def entry() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,16 +25,27 @@ from dlexp.cli.preflight import check_run_config
 from dlexp.config.files import CONFIG_DIR, find_option_file
 from dlexp.config.schema import SweepConfig
 from dlexp.errors import ConfigError
-from dlexp.runs import files, sweep
+from dlexp.runs import sweep
 from dlexp.runs.files import display_path
+from dlexp.runs.record import RunDir
 from dlexp.runs.rundir import refuse_earlier_run, write_record
+from dlexp.runs.status import Status
+
+
+class Start(Enum):
+    """How an invocation starts its run."""
+
+    NEW = "new"  # a run in a dir that holds none
+    RESUME = "resume"  # continues a checkpoint
+    RESTART = "restart"  # a run killed before its first checkpoint, started again in its own dir
+    SKIP = "skip"  # a sweep job that an earlier run of the command finished
 
 
 @dataclass
 class Plan:
-    """The run an invocation starts (``kind``: new, resume, restart, skip), with everything ``train`` takes."""
+    """The run an invocation starts, with everything ``prepare`` and ``train`` take."""
 
-    kind: str
+    start: Start
     cfg: DictConfig
     overrides: list[str]
     checkpoint: Optional[dict[str, Any]] = None
@@ -44,7 +56,7 @@ class Plan:
         """A skipped job's result, for its sweeper: the best monitored value it recorded (NaN: diverged)."""
         summary = self.job.summary if self.job else {}
         value = summary.get(f"best/{summary.get('monitor')}")
-        return float(value) if isinstance(value, (int, float)) and summary.get("status") == "completed" else math.nan
+        return float(value) if isinstance(value, (int, float)) and summary.get("status") == Status.COMPLETED else math.nan
 
 
 def today_overrides() -> list[str]:
@@ -60,9 +72,9 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
     check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
     if not cfg.get("resume"):
         refuse_earlier_run(run_dir)
-        return Plan("new", resumed.cfg, resumed.overrides)
-    kind = "restart" if resumed.restart else "resume"
-    return Plan(kind, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
+        return Plan(Start.NEW, resumed.cfg, resumed.overrides)
+    start = Start.RESTART if resumed.restart else Start.RESUME
+    return Plan(start, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
 
 
 def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
@@ -73,14 +85,14 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
         raise ConfigError("resume= continues one run; to continue a sweep, run the same -m command again "
                           "(completed jobs are skipped, interrupted ones resumed)")
     today, state = today_overrides(), sweep.job_state(job_dir)
-    if state.status in ("completed", "pruned", "diverged") or (state.status == "failed" and not cfg.sweep.retry_failed):
-        return Plan("skip", cfg, today, job=state)
+    if state.status.finished or (state.status == Status.FAILED and not cfg.sweep.retry_failed):
+        return Plan(Start.SKIP, cfg, today, job=state)
     check_run_config(cfg, applied_choices(), _config_dirs())
-    if state.status in ("interrupted", "incomplete") and state.checkpoint is not None:
+    if state.status.resumable and state.checkpoint is not None:
         checkpoint = resume.load_checkpoint(state.checkpoint)
         resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
-        return Plan("resume", cfg, list(checkpoint.get("overrides", today)), checkpoint, job=state)
-    return Plan("new" if state.status == "new" else "restart", cfg, today, job=state)
+        return Plan(Start.RESUME, cfg, list(checkpoint.get("overrides", today)), checkpoint, job=state)
+    return Plan(Start.NEW if state.status == Status.NEW else Start.RESTART, cfg, today, job=state)
 
 
 def applied_choices() -> dict[str, str]:
@@ -104,30 +116,26 @@ def _config_dirs() -> list[str]:
 
 
 def accept(plan: Plan, run_dir: Path) -> None:
-    """A new run's dir is the plan's from here on: its record. A dir that holds an earlier attempt (a resume,
-    a restart) is left as it is until the run has its data and model (``start``)."""
-    if plan.kind == "new" or (plan.kind == "restart" and plan.job is not None):
-        write_record(run_dir, plan.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task)
-    elif plan.kind == "restart":
-        print(f"no checkpoint in {display_path(run_dir)} yet: starting that run again from its recorded config",
-              flush=True)
-
-
-def start(plan: Plan, run_dir: Path) -> None:
-    """The run has its data and model and starts training: clear what an unfinished attempt left, and give
-    a resumed run its own record beside the original. Until here, a refusal changed nothing in the dir."""
+    """The run passed every check (``dlexp.train.prepare``): from here on the dir is the run's. A new run (or a
+    sweep job started again) gets its record; what an attempt killed before its first checkpoint left is
+    cleared; a resumed run gets its own record beside the original."""
     from dlexp.runs import resume  # (with plan_run, as above)
 
-    if plan.kind == "restart":
+    if plan.start == Start.RESTART:
         resume.clear_attempt(run_dir)
-    elif plan.kind == "resume" and plan.job is None:
+        if plan.job is None:
+            print(f"no checkpoint in {display_path(run_dir)} yet: starting that run again from its recorded config",
+                  flush=True)
+    if plan.start == Start.NEW or (plan.start == Start.RESTART and plan.job is not None):
+        write_record(run_dir, plan.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task)
+    elif plan.start == Start.RESUME and plan.job is None:
         write_record(run_dir, plan.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task, resumed=True)
 
 
 def record_job(cfg: DictConfig, job_dir: Path) -> None:
     """A sweep job's record, where a job that failed before it was accepted has none: the report and a
     rerun find every job of the sweep by it."""
-    if not files.recorded_overrides_path(job_dir).is_file():
+    if not RunDir(job_dir).recorded:
         write_record(job_dir, cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task)
 
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 from dlexp.cli.sweep import report_sweep
 from dlexp.runs.files import FINDING_FILE, METRICS_FILE, SUMMARY_FILE
+from dlexp.runs.record import RunDir, RunFileError
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -37,16 +38,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def report_run(run_dir: Path) -> int:
     """A single run's summary.json, one ``key: value`` a line, and its course finding; reads only."""
-    path = run_dir / SUMMARY_FILE
-    if not path.is_file():
-        print(f"error: {run_dir} has metrics but no {SUMMARY_FILE}: the run has not finished (or was killed "
-              f"before it wrote one); continue it with python -m dlexp resume={run_dir}", file=sys.stderr)
-        return 2
+    run = RunDir(run_dir)
     try:
-        summary = json.loads(path.read_text())
-    except ValueError as err:
-        print(f"error: {path} is not valid JSON ({err}); the run's other files are intact", file=sys.stderr)
-        return 2
+        summary = run.summary()
+    except RunFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     print(f"Run report: {run_dir}")
     width = max(map(len, summary), default=0)
     for key, value in summary.items():

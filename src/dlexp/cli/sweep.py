@@ -31,11 +31,11 @@ from dlexp import course
 from dlexp.cli.plan import pending_jobs
 from dlexp.results.report import SweepReport, find_job_dirs
 from dlexp.results.tables import summarize_sweep
-from dlexp.runs import sweep
+from dlexp.runs import hints, sweep
 from dlexp.runs.files import display_path
 from dlexp.runs.runlog import record_failure
 from dlexp.search.slots import THREADS_VARIABLE, available_cores
-from dlexp.training.interrupt import point
+from dlexp.hooks import point
 
 
 class SweepSummary(Callback):
@@ -56,6 +56,7 @@ class SweepSummary(Callback):
             self.ended = True
             return
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        sweep.record_command(self.sweep_dir, hints.command())  # the hints that continue the sweep repeat it
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # a grid: its jobs are known now
             sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)
         atexit.register(self._summarize_stopped_sweep)

@@ -23,15 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import yaml
 
 from dlexp.config.registry import Registry
 from dlexp.errors import ConfigError
-from dlexp.results.plots import read_csv
-from dlexp.runs.files import (
-    FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SUMMARY_FILE, atomic_write,
-    recorded_config_path, recorded_overrides_path,
-)
+from dlexp.runs.files import FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, atomic_write
+from dlexp.runs.record import RunDir, RunFileError
+from dlexp.runs.status import Status
 
 FINDINGS = Registry("finding")
 
@@ -57,7 +54,8 @@ class NotMeasurable(Exception):
 
 @dataclass
 class RunFiles:
-    """The files of one run (or one sweep job): read lazily, parsed as ``dlexp.results.plots.read_csv`` does."""
+    """The files of one run (or one sweep job), read through ``RunDir``: what a finding needs and the run
+    lacks (or cannot be read) is ``NotMeasurable``."""
 
     path: Path
     overrides: list[str] = field(default_factory=list)
@@ -65,39 +63,37 @@ class RunFiles:
 
     @classmethod
     def load(cls, path: Path, config: Optional[dict[str, Any]] = None) -> "RunFiles":
-        path = Path(path)
-        overrides = _yaml(recorded_overrides_path(path)) or []
-        return cls(path, [str(o) for o in overrides], config if config is not None else (_yaml(recorded_config_path(path)) or {}))
+        run = RunDir(path)
+        return cls(run.path, run.overrides(missing_ok=True), config if config is not None else run.config(missing_ok=True))
 
     def setting(self, key: str) -> Optional[str]:
         """The value the command line (or the preset's sweep) gave ``key`` in this job."""
         return next((o.split("=", 1)[1] for o in self.overrides if o.lstrip("+~").split("=", 1)[0] == key), None)
 
     def summary(self) -> dict[str, Any]:
-        path = self.path / SUMMARY_FILE
-        if not path.is_file():
-            raise NotMeasurable(f"{path} is missing (the run did not finish)")
-        return json.loads(path.read_text())
+        return self._read(lambda run: run.summary())
 
     def metrics(self) -> list[dict[str, Any]]:
-        rows = read_csv(self.path / METRICS_FILE)
-        if not rows:
-            raise NotMeasurable(f"{self.path / METRICS_FILE} has no epochs")
-        return rows
+        return self._rows(lambda run: run.metrics(), METRICS_FILE, "epochs")
 
     def grad_norms(self) -> list[dict[str, Any]]:
-        rows = read_csv(self.path / GRAD_NORMS_FILE, text=("layer", "type"))
-        if not rows:
-            raise NotMeasurable(f"{self.path / GRAD_NORMS_FILE} has no rows")
-        return rows
+        return self._rows(lambda run: run.grad_norms(), GRAD_NORMS_FILE, "rows")
 
     def final(self, key: str) -> float:
         """``key`` (a metrics.csv column, e.g. ``train/loss``) at the last epoch run."""
         return float(self.metrics()[-1][key])
 
+    def _read(self, read: Callable[[RunDir], Any]) -> Any:
+        try:
+            return read(RunDir(self.path))
+        except RunFileError as err:
+            raise NotMeasurable(str(err)) from None
 
-def _yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    def _rows(self, read: Callable[[RunDir], list], name: str, what: str) -> list[dict[str, Any]]:
+        rows = self._read(read)
+        if not rows:
+            raise NotMeasurable(f"{self.path / name} has no {what}")
+        return rows
 
 
 @dataclass(frozen=True)
@@ -157,8 +153,7 @@ def group_jobs(sweep_dir: Path, axis: Optional[str]) -> dict[str, list[RunFiles]
         job = RunFiles.load(overrides.parent.parent)
         values = [job.setting(key) for key in (axis or "").split(",") if key]
         value = " ".join(values) if values and None not in values else None
-        summary = job.path / SUMMARY_FILE
-        if value is not None and summary.is_file() and json.loads(summary.read_text()).get("status") == "completed":
+        if value is not None and RunDir(job.path).status() == Status.COMPLETED:
             groups.setdefault(value, []).append(job)
     if len(groups) < 2:
         raise NotMeasurable(f"needs completed jobs for at least two values of {axis} (run the preset with -m)")
@@ -205,7 +200,7 @@ def after_run(config: dict[str, Any], run_dir: Path, *, in_sweep: bool = False) 
 
 def after_sweep(sweep_dir: Path, job_dirs: list[Path]) -> Optional[Finding]:
     """End of a sweep (and ``python -m dlexp.report``): the sweep finding named by the jobs' config."""
-    names = {(_yaml(recorded_config_path(d)) or {}).get("finding") for d in job_dirs}
+    names = {RunDir(d).config(missing_ok=True).get("finding") for d in job_dirs}
     names.discard(None)
     if len(names) != 1:
         return None  # no preset with a finding, or a sweep over several presets

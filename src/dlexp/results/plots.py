@@ -7,7 +7,6 @@ everything from files on disk.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -15,28 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from dlexp.runs.files import (
-    ATTENTION_FILE, ATTENTION_PLOT, CURVES_PLOT, GRAD_NORMS_FILE, GRAD_NORMS_PLOT, METRICS_FILE, SUMMARY_FILE,
-)
+from dlexp.runs.files import ATTENTION_FILE, ATTENTION_PLOT, CURVES_PLOT, GRAD_NORMS_PLOT
+from dlexp.runs.record import RunDir
 
 MAX_EPOCH_LINES = 8  # grad-norm plot: at most this many epochs drawn, evenly spaced
-
-
-def read_csv(path: Path, text: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Rows of a CSV file; cells parsed as floats (empty ones as NaN) except the ``text`` columns."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return [{k: v if k in text else _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def _number(text: Optional[str]) -> Any:
-    if text is None or text == "":
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def _figure(width: float, height: float):
@@ -78,12 +59,12 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     attention.json, for those of the three files that exist."""
     run_dir = Path(run_dir)
     written = []
-    rows = read_csv(run_dir / METRICS_FILE)
-    summary_path = run_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    run = RunDir(run_dir)
+    rows = run.metrics()
+    summary = run.summary(missing_ok=True)
     if rows:
         written.append(plot_curves(rows, run_dir / CURVES_PLOT, title=_run_title(run_dir, summary), summary=summary))
-    norms = read_csv(run_dir / GRAD_NORMS_FILE, text=("layer", "type"))
+    norms = run.grad_norms()
     if norms:
         written.append(plot_grad_norms(norms, run_dir / GRAD_NORMS_PLOT, title=_run_title(run_dir, {})))
     attention = run_dir / ATTENTION_FILE

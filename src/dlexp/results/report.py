@@ -14,7 +14,6 @@ writes them out. Nothing here imports torch, so the command starts fast.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -22,14 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
-from dlexp.runs.files import HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SUMMARY_FILE, recorded_overrides_path
+from dlexp.runs.files import HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD
+from dlexp.runs.record import RunDir, RunFileError
+from dlexp.runs.status import OUTCOMES, Status
 from dlexp.runs.sweep import read_manifest
 
 SEED_KEY = "seed"
 # summary.csv has a count of each; pending and running come from the jobs manifest of a sweep still going on
-STATUSES = ("completed", "pruned", "failed", "diverged", "interrupted", "incomplete", "running", "pending")
+STATUSES = OUTCOMES
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Job:
     name: str  # path under the sweep dir, e.g. "3"
     path: Path
     overrides: list[str]
-    status: str  # one of STATUSES
+    status: Status
     summary: dict[str, Any]
     epochs: Optional[int]  # epochs run; for an incomplete job, the rows in its metrics.csv
 
@@ -48,7 +48,7 @@ class Job:
     @property
     def reason(self) -> str:
         """Why a job has no complete result: its error, its divergence hint, or a missing summary."""
-        if self.status in ("pending", "running"):
+        if self.status in (Status.PENDING, Status.RUNNING):
             return f"{self.status} (jobs.json)"
         if not self.summary:
             return "no summary.json: still running, or killed"
@@ -66,7 +66,7 @@ class Group:
     rank: Optional[int] = None  # 1 = best mean of the monitored val metric
 
     def completed(self) -> list[Job]:
-        return [j for j in self.jobs if j.status == "completed"]
+        return [j for j in self.jobs if j.status == Status.COMPLETED]
 
     def count(self, status: str) -> int:
         return sum(j.status == status for j in self.jobs)
@@ -128,15 +128,15 @@ class SweepReport:
 
     def unfinished(self) -> list[Job]:
         """Jobs that ran without a complete result: failed, diverged, interrupted, incomplete, running."""
-        return [j for j in self.jobs if j.status not in ("completed", "pending")]
+        return [j for j in self.jobs if j.status not in (Status.COMPLETED, Status.PENDING)]
 
     def pending(self) -> list[Job]:
         """Jobs of the grid that have not started (a sweep still running, or stopped before them)."""
-        return [j for j in self.jobs if j.status == "pending"]
+        return [j for j in self.jobs if j.status == Status.PENDING]
 
     def problems(self) -> list[Job]:
         """Unfinished jobs that are not an experimental result (a diverged run is one, a pruned trial too)."""
-        return [j for j in self.unfinished() if j.status not in ("diverged", "pruned")] + self.pending()
+        return [j for j in self.unfinished() if j.status not in (Status.DIVERGED, Status.PRUNED)] + self.pending()
 
     def axis_values(self, group: Group) -> dict[str, str]:
         values = dict(map(_split, group.key))
@@ -188,23 +188,23 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def load_job(sweep_dir: Path, job_dir: Path, manifest: Optional[dict[str, Any]] = None) -> Job:
-    """A job from its dir; without a summary, its status in the manifest (running), else incomplete."""
-    overrides = yaml.safe_load(recorded_overrides_path(job_dir).read_text()) or []
-    summary_path = job_dir / SUMMARY_FILE
-    summary: dict[str, Any] = {}
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except json.JSONDecodeError:
-            summary = {"status": "failed", "error": "summary.json is not valid JSON"}
+    """A job from its dir; without a summary, its status in the manifest (running), else incomplete. A damaged
+    summary makes the job failed, its error naming the file."""
+    run = RunDir(job_dir)
+    try:
+        summary = run.summary(missing_ok=True)
+    except RunFileError as err:
+        summary = {"status": Status.FAILED, "error": str(err)}
     listed = (manifest or {}).get("status")
-    status = str(summary.get("status") or (listed if listed in ("running", "interrupted") else "incomplete"))
+    if summary.get("status"):
+        status = Status.of(summary["status"])
+    else:
+        status = Status.of(listed) if listed in (Status.RUNNING, Status.INTERRUPTED) else Status.INCOMPLETE
     epochs = summary.get("epochs_run")
-    if epochs is None and (job_dir / METRICS_FILE).is_file():
-        with open(job_dir / METRICS_FILE, newline="") as handle:
-            epochs = max(sum(1 for _ in handle) - 1, 0)  # data rows, header excluded
+    if epochs is None and run.has(METRICS_FILE):
+        epochs = run.epochs_logged()
     name = job_dir.relative_to(sweep_dir).as_posix() if job_dir != sweep_dir else job_dir.name
-    return Job(name, job_dir, [str(o) for o in overrides], status, summary, epochs)
+    return Job(name, job_dir, run.overrides(), status, summary, epochs)
 
 
 def build_report(sweep_dir: Path) -> SweepReport:
@@ -213,8 +213,8 @@ def build_report(sweep_dir: Path) -> SweepReport:
     manifest = read_manifest(sweep_dir)
     jobs = [load_job(sweep_dir, d, manifest.get(d.name)) for d in find_job_dirs(sweep_dir)]
     seen = {j.path.name for j in jobs}
-    jobs += [Job(name, sweep_dir / name, [str(o) for o in entry.get("overrides", [])], "pending", {}, None)
-             for name, entry in manifest.items() if name not in seen and entry.get("status") == "pending"]
+    jobs += [Job(name, sweep_dir / name, [str(o) for o in entry.get("overrides", [])], Status.PENDING, {}, None)
+             for name, entry in manifest.items() if name not in seen and entry.get("status") == Status.PENDING]
     if not jobs:
         raise FileNotFoundError(f"no runs found under {sweep_dir} (a job dir holds .hydra/overrides.yaml)")
     groups: dict[tuple[str, ...], Group] = {}
@@ -241,11 +241,9 @@ def _monitor(jobs: list[Job]) -> tuple[Optional[str], Optional[str]]:
 def _rank_by(jobs: list[Job]) -> Optional[str]:
     """``sweep.rank_by`` as the jobs' recorded configs give it (the first that says)."""
     for job in jobs:
-        path = job.path / HYDRA_DIR / "config.yaml"
-        if path.is_file():
-            value = ((yaml.safe_load(path.read_text()) or {}).get("sweep") or {}).get("rank_by")
-            if value:
-                return str(value)
+        value = (RunDir(job.path).config(missing_ok=True).get("sweep") or {}).get("rank_by")
+        if value:
+            return str(value)
     return None
 
 

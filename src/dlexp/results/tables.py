@@ -18,8 +18,12 @@ from dlexp.results import plots
 from dlexp.results.report import (
     SEED_KEY, STATUSES, Group, Job, SweepReport, build_report, short_value,
 )
+from dlexp.runs.hints import continue_sweep_command
+from dlexp.runs.record import RunDir
+from dlexp.runs.sweep import read_command
+from dlexp.runs.status import Status
 from dlexp.runs.files import (
-    COMPARISON_PLOT, CURVES_PLOT, HEATMAP_PLOT, JOBS_CSV, METRICS_FILE, SUMMARY_CSV, SUMMARY_MD, atomic_write, csv_text,
+    COMPARISON_PLOT, CURVES_PLOT, HEATMAP_PLOT, JOBS_CSV, SUMMARY_CSV, SUMMARY_MD, atomic_write, csv_text,
     display_path,
 )
 
@@ -54,7 +58,7 @@ def _diagnoses(jobs: list[Job]) -> str:
 def _runs(group: Group) -> str:
     done, total = len(group.completed()), len(group.jobs)
     text = f"{done}" if done == total else f"{done} of {total}"
-    others = dict.fromkeys(j.status for j in group.jobs if j.status != "completed")
+    others = dict.fromkeys(j.status for j in group.jobs if j.status != Status.COMPLETED)
     extra = [f"{group.count(s)} {s}" for s in others]
     return text + (f" ({', '.join(extra)})" if extra else "")
 
@@ -196,7 +200,8 @@ def markdown(report: SweepReport) -> str:
 
 def pending_line(report: SweepReport) -> str:
     n = len(report.pending())
-    return f"{n} job{'s' * (n != 1)} not started yet: run the same command again to continue the sweep"
+    command = continue_sweep_command(report.sweep_dir, read_command(report.sweep_dir))
+    return f"{n} job{'s' * (n != 1)} not started yet: continue the sweep with {command}"
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
@@ -243,7 +248,7 @@ def write_sweep_plots(report: SweepReport) -> list[Path]:
 
 def _sweep_curves(report: SweepReport) -> Path:
     """curves.png: each config's train and val curves over the epochs, mean +/- std over its seeds."""
-    configs = [(report.label(g), [plots.read_csv(j.path / METRICS_FILE) for j in g.completed()]) for g in report.groups]
+    configs = [(report.label(g), [RunDir(j.path).metrics() for j in g.completed()]) for g in report.groups]
     metric = (report.monitor or "val/loss").split("/", 1)[1]
     metrics = ["loss"] if metric == "loss" else ["loss", metric]
     return plots.plot_sweep_curves([c for c in configs if c[1]], metrics, report.sweep_dir / CURVES_PLOT,
@@ -272,7 +277,7 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
         console.print(f"same in every job: {' '.join(report.fixed)}")
     console.print(best_line(report))
     for job in report.unfinished():
-        if job.status != "pruned":  # a search's pruned trial is a result, and its row says so
+        if job.status != Status.PRUNED:  # a search's pruned trial is a result, and its row says so
             console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {job.reason}")
     if report.pending():
         console.print(pending_line(report))

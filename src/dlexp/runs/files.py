@@ -6,6 +6,7 @@ A run dir::
     metrics.csv          one row per epoch
     grad_norms.csv       per-layer gradient and weight norms after each epoch
     summary.json         status, best and test metrics, diagnosis, wall time
+    run.log              the console lines of the run (and the traceback of a failure inside dlexp)
     events.out.tfevents.*  TensorBoard
     checkpoints/last.pt, best.pt
     curves.png, grad_norms.png
@@ -38,6 +39,7 @@ OVERRIDES_RECORD = "overrides.yaml"
 METRICS_FILE = "metrics.csv"
 GRAD_NORMS_FILE = "grad_norms.csv"
 SUMMARY_FILE = "summary.json"
+RUN_LOG = "run.log"  # the run's console lines, and the traceback of a failure inside dlexp
 TENSORBOARD_GLOB = "events.out.tfevents.*"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
@@ -64,6 +66,11 @@ SUMMARY_MD = "summary.md"
 JOBS_MANIFEST = "jobs.json"  # each job's status while the sweep runs (dlexp.runs.sweep)
 STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study, when it has no database (dlexp.search)
 JOB_LOGS_DIR = "logs"  # parallel slots: each job's console output, <sweep dir>/logs/<job dir>.log
+
+# Everything a run writes into its dir (with the TensorBoard files and fold dirs): what a refused new run removes
+RUN_FILES = (HYDRA_DIR, RESUME_HYDRA_DIR, METRICS_FILE, GRAD_NORMS_FILE, SUMMARY_FILE, RUN_LOG, CHECKPOINT_DIR,
+             TRANSLATIONS_FILE, ATTENTION_FILE, SUBMISSION_FILE, FINDING_FILE, CURVES_PLOT, GRAD_NORMS_PLOT,
+             ATTENTION_PLOT)
 
 
 _UMASK = os.umask(0o022)  # read once (setting it is the only way to read it), and put back at once

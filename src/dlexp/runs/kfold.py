@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from dlexp.runs.status import Status
+
 
 def combine_fold_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One summary for k folds: metric entries (``best/val/acc``, ``test/acc``, ...) become the mean
@@ -26,7 +28,7 @@ def combine_fold_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = value if all(v == value for v in values) else "mixed"
         if key == "status":
             out["folds"] = len(summaries)
-    stopped = next((s for s in summaries if s.get("status") != "completed"), None)
+    stopped = next((s for s in summaries if s.get("status") != Status.COMPLETED), None)
     if stopped is not None:  # an interrupted or diverged fold ended the run: its status and details lead
         out["status"] = stopped["status"]
         out.update({k: v for k, v in stopped.items() if k not in out})

@@ -12,12 +12,10 @@ run is taken from today's defaults. A finished run without a checkpoint is never
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +25,8 @@ from dlexp.config.schema import SEARCH_GROUP, flatten, keys_a_resume_may_change
 from dlexp.errors import ConfigError, UserError
 from dlexp.runs import files
 from dlexp.runs.checkpoint import load_checkpoint
+from dlexp.runs.record import RunDir
+from dlexp.runs.status import Status
 
 MAY_CHANGE = keys_a_resume_may_change()  # keys that may differ between a checkpoint's config and the resumed run
 RESUME_NEEDS = {"config", "epoch", "optimizer", "rng", "loader"}  # what a checkpoint must hold to be continued
@@ -54,7 +54,7 @@ def resolve(cfg: DictConfig, *, today: list[str]) -> Resumption:
     if not cfg.get("resume"):
         return Resumption(cfg, today)
     run_dir = Path(files.run_dir_of(cfg.resume, ""))
-    choices = recorded_choices(run_dir)
+    choices = RunDir(run_dir).choices()
     if files.find_checkpoint(cfg.resume) is None:  # killed before its first checkpoint: start it again, same dir
         return _restart(cfg, run_dir, today, choices)
     checkpoint = load_resume_checkpoint(cfg.resume)
@@ -75,12 +75,12 @@ def load_resume_checkpoint(resume: str) -> dict[str, Any]:
 
 def _restart(cfg: DictConfig, run_dir: Path, today: list[str], choices: dict[str, str]) -> Resumption:
     """``resume=DIR`` for a run with no checkpoint: start it again from its recorded config, in DIR."""
-    summary = run_dir / files.SUMMARY_FILE
-    status = json.loads(summary.read_text()).get("status") if summary.is_file() else None
-    if status in ("completed", "diverged"):
+    run = RunDir(run_dir)
+    status = run.status()
+    if status in (Status.COMPLETED, Status.DIVERGED):
         raise ConfigError(f"the run in {cfg.resume} has finished (status {status}) and kept no checkpoint to continue "
                           f"from; start a new run without resume= (its results stay where they are)")
-    recorded = OmegaConf.load(files.recorded_config_path(run_dir))
+    recorded = OmegaConf.create(run.config())
     changes = accepted_changes(today, recorded, choices, saved_as="the run was started with")
     fresh = _with(recorded, changes, None)
     return Resumption(fresh, [*recorded_overrides(run_dir), *changes], None, choices, restart=True, changes=changes)
@@ -96,16 +96,7 @@ def clear_attempt(run_dir: Path) -> None:
 
 def recorded_overrides(run_dir: Path) -> list[str]:
     """The command line a run was started with (its .hydra/overrides.yaml), minus Hydra's own keys."""
-    saved = yaml.safe_load(files.recorded_overrides_path(Path(run_dir).expanduser()).read_text()) or []
-    return [o for o in saved if not o.startswith(("hydra.", "resume="))]
-
-
-def recorded_choices(run_dir: Path) -> dict[str, str]:
-    """The option each config group of the run was composed from (its .hydra/hydra.yaml); {} without it."""
-    path = files.recorded_hydra_path(Path(run_dir).expanduser())
-    record = yaml.safe_load(path.read_text()) if path.is_file() else None
-    choices = ((record or {}).get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
-    return {str(k): str(v) for k, v in choices.items() if v is not None and not str(k).startswith("hydra/")}
+    return [o for o in RunDir(run_dir).overrides() if not o.startswith(("hydra.", "resume="))]
 
 
 def accepted_changes(today: list[str], recorded: DictConfig, choices: dict[str, str], saved_as: str) -> list[str]:

@@ -10,6 +10,7 @@ Hydra made for it (``DirSnapshot``, taken before Hydra starts, says which those 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlexp.errors import RunDirInUse, UserError
 from dlexp.runs import files
+from dlexp.runs.hints import resume_command
+from dlexp.runs.record import RunDir
+from dlexp.runs.status import Status
 
 
 def prepare_run_dir(run_dir: Path) -> Path:
@@ -36,8 +40,7 @@ def earlier_run_files(run_dir: Path) -> list[str]:
     """The files by which ``run_dir`` holds another run (a failed run's summary does not count)."""
     earlier = [p for p in (files.METRICS_FILE, f"{files.CHECKPOINT_DIR}/{files.LAST_CHECKPOINT}", files.FOLD_DIR.format(1))
                if (run_dir / p).exists()]
-    summary = run_dir / files.SUMMARY_FILE
-    if summary.exists() and '"failed"' not in summary.read_text():
+    if RunDir(run_dir).has(files.SUMMARY_FILE) and RunDir(run_dir).status() != Status.FAILED:
         earlier.append(files.SUMMARY_FILE)
     return earlier
 
@@ -47,7 +50,7 @@ def refuse_earlier_run(run_dir: Path) -> None:
     earlier = earlier_run_files(run_dir)
     if earlier:
         raise RunDirInUse(
-            f"{run_dir} already holds a run ({', '.join(earlier)}); continue it with resume={run_dir}, "
+            f"{run_dir} already holds a run ({', '.join(earlier)}); continue it with {resume_command(run_dir)}, "
             f"or choose another dir (hydra.run.dir=...)"
         )
 
@@ -98,6 +101,21 @@ class DirSnapshot:
         if folder.parent == self.base and self.base in self.existing:  # e.g. outputs/<date>: new unless listed
             return folder.name not in self.entries
         return folder == self.base or self.base in folder.parents or folder in self.base.parents
+
+    def remove_run(self, run_dir: Path) -> None:
+        """A new run refused once it had written: its dir goes if this command made it (the folders above it
+        too, while empty), else the files a run writes go and whatever else the dir held stays."""
+        folder = Path(run_dir).absolute()
+        if self.made_now(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            self.remove_made(folder.parent)
+            return
+        for name in files.RUN_FILES:
+            path = folder / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        for pattern in (files.TENSORBOARD_GLOB, files.FOLD_DIR.format("*")):
+            for path in folder.glob(pattern):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
     def remove_made(self, run_dir: Path) -> None:
         """Remove ``run_dir`` and the folders above it that this command made, while they are empty."""

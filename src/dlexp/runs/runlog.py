@@ -18,7 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dlexp.config.schema import flatten
-from dlexp.runs.files import METRICS_FILE, SUMMARY_FILE, atomic_write, csv_text, display_path
+from dlexp.runs.files import METRICS_FILE, RUN_LOG, SUMMARY_FILE, atomic_write, csv_text, display_path
+from dlexp.runs.record import RunDir, RunFileError
+from dlexp.runs.status import Status
 
 LONG_KEYS = {"hint", "resume_with", "error"}
 
@@ -32,31 +34,45 @@ def record_failure(run_dir: Path, error: str) -> None:
     """Write ``summary.json`` with status failed, unless the run already wrote its own (failed, diverged, ...)."""
     path = Path(run_dir) / SUMMARY_FILE
     try:
-        if "status" in json.loads(path.read_text()):
+        if "status" in RunDir(run_dir).summary(missing_ok=True):
             return
-    except (OSError, ValueError):
-        pass  # no summary yet (or an unreadable one): write it
+    except RunFileError:
+        pass  # an unreadable summary: replaced
     try:
-        write_json_atomic(path, {"status": "failed", "error": error})
+        write_json_atomic(path, {"status": Status.FAILED, "error": error})
     except OSError:
         pass  # the run dir itself is unusable; the error was already printed
 
 
-def record_interruption(run_dir: Path, signal: str, *, resumable: bool = True) -> str:
+def record_interruption(run_dir: Path, signal: str, resume_with: str) -> str:
     """``status: interrupted`` in ``summary.json`` (its other entries kept), for a run a signal stopped
-    outside the training loop; returns how to continue it."""
+    outside the training loop; returns ``resume_with``, the command that continues it."""
     path = Path(run_dir) / SUMMARY_FILE
     try:
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        summary = {}
-    resume_with = f"python -m dlexp resume={run_dir}" if resumable else "(k-fold runs start again)"
-    summary.update({"status": "interrupted", "signal": signal, "resume_with": resume_with})
+        summary = RunDir(run_dir).summary(missing_ok=True)
+    except RunFileError:
+        summary = {}  # a damaged summary is replaced: the run's state is its checkpoint's
+    summary.update({"status": Status.INTERRUPTED, "signal": signal, "resume_with": resume_with})
     try:
         write_json_atomic(path, summary)
     except OSError:
         pass  # the run dir itself is unusable; the interruption is still said on the console
     return resume_with
+
+
+def record_bug(run_dir: Path, trace: str, error: str) -> Optional[Path]:
+    """A failure inside dlexp: its traceback appended to the run's ``run.log``, and ``status: failed`` in
+    ``summary.json`` unless the dir holds a summary already (an earlier run's). Returns the log's path,
+    or None when the run dir cannot be written."""
+    log = Path(run_dir) / RUN_LOG
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"internal error in dlexp ({error})\n{trace}")
+    except OSError:
+        return None
+    record_failure(run_dir, f"internal error: {error} (traceback in {RUN_LOG})")
+    return log
 
 
 def _jsonable(value: Any) -> Any:
@@ -107,9 +123,16 @@ class RunLog:
         self.hparams: dict[str, Any] = {}
 
     # -- console ---------------------------------------------------------
-    def info(self, message: str) -> None:
-        if self.is_main:
-            self.console.print(message)
+    def info(self, message: Any) -> None:
+        """A line (or a rich table) on the console, and in the run's run.log."""
+        if not self.is_main:
+            return
+        self.console.print(message)
+        try:
+            with open(self.run_dir / RUN_LOG, "a", encoding="utf-8") as handle:
+                Console(file=handle, width=200, no_color=True, highlight=False).print(message)
+        except OSError:
+            pass  # the console has the line; a run dir that cannot take it fails at its next real write
 
     def progress_bar(self) -> Progress:
         """A live bar: batches done, running loss and throughput (examples/s).
@@ -152,7 +175,7 @@ class RunLog:
             handle.flush()
             os.fsync(handle.fileno())
         self.tensorboard.scalars(row)
-        self.console.print(format_epoch(row))
+        self.info(format_epoch(row))
 
     def log_hparams(self, config: dict[str, Any]) -> None:
         """The run's resolved config (nested dict); TensorBoard shows it next to the final metrics."""
@@ -184,7 +207,7 @@ class RunLog:
         parts = [summary.get("status", "?"), f"best {monitor} {_fmt(summary.get(f'best/{monitor}'))}"]
         parts += [f"{k} {_fmt(v)}" for k, v in summary.items() if k.startswith("test/") and k.endswith(monitor.split("/")[-1])]
         parts += [f"{summary.get('epochs_run', 0)} epochs", f"{summary.get('wall_seconds', 0):.1f} s"]
-        self.console.print(f"{display_path(self.run_dir)}: " + ", ".join(parts))
+        self.info(f"{display_path(self.run_dir)}: " + ", ".join(parts))
 
     def summary_table(self, summary: dict[str, Any]) -> None:
         if not self.is_main:
@@ -196,8 +219,8 @@ class RunLog:
             if isinstance(value, (dict, list)) or key in LONG_KEYS:
                 continue  # printed as their own lines
             table.add_row(key, _fmt(value))
-        self.console.print(table)
-        self.console.print(f"results in {display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
+        self.info(table)
+        self.info(f"results in {display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
 
 
 def _result_metrics(summary: dict[str, Any]) -> dict[str, float]:

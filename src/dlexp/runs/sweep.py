@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from dlexp.runs import files
+from dlexp.runs.record import RunDir, RunFileError
+from dlexp.runs.status import Status
 
 # Overrides that change how a job runs or shows, not what it computes: left out of its identity, so a
 # rerun on another machine (threads, device) or with the progress bar off still finds its jobs.
@@ -33,7 +35,6 @@ NOT_SEARCH_IDENTITY = NOT_IDENTITY + ("hparams_search.n_trials", "hparams_search
 SEARCHES_DIR = "outputs/search"  # a search's dir, named by its command, unless sweep.name names it
 READABLE_CHARS = 64  # of a job dir's name, before its hash
 LONG_PART = 20  # a setting longer than this goes after the short ones in the name
-STATES = ("pending", "running", "completed", "pruned", "failed", "interrupted", "diverged")  # a job in the manifest
 
 
 def identity(overrides: Sequence[str], ignored: tuple[str, ...] = NOT_IDENTITY) -> list[str]:
@@ -68,25 +69,19 @@ def job_dir_name(overrides: Sequence[str], ignored: tuple[str, ...] = NOT_IDENTI
 class JobState:
     """What a sweep's rerun finds in a job dir."""
 
-    status: str  # new | completed | diverged | failed | interrupted | incomplete (files, but no summary)
+    status: Status  # the summary's; else incomplete (files, but no summary) or new
     checkpoint: Optional[Path]  # checkpoints/last.pt, when there is one to continue from
     summary: dict[str, Any]
 
 
 def job_state(job_dir: Path) -> JobState:
-    summary_path = job_dir / files.SUMMARY_FILE
-    summary: dict[str, Any] = {}
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except ValueError:
-            summary = {}
-    checkpoint = files.checkpoint_file(job_dir)
-    checkpoint = checkpoint if checkpoint.is_file() else None
-    if summary.get("status"):
-        return JobState(str(summary["status"]), checkpoint, summary)
-    started = (job_dir / files.METRICS_FILE).exists() or checkpoint is not None
-    return JobState("incomplete" if started else "new", checkpoint, summary)
+    """What ``job_dir`` holds; a damaged summary reads as a failed job (its error names the file), so that
+    the sweep runs it again rather than stopping."""
+    run = RunDir(job_dir)
+    try:
+        return JobState(run.status(), run.checkpoint, run.summary(missing_ok=True))
+    except RunFileError as err:
+        return JobState(Status.FAILED, run.checkpoint, {"status": Status.FAILED, "error": str(err)})
 
 
 # --------------------------------------------------------------------------
@@ -111,27 +106,52 @@ def _locked(sweep_dir: Path) -> Iterator[None]:
 
 def read_manifest(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """Job dir name -> its entry (overrides, status, times), in the order the jobs first appeared."""
+    return _read(sweep_dir).get("jobs", {})
+
+
+def read_command(sweep_dir: Path) -> Optional[list[str]]:
+    """The command line that started the sweep (``dlexp.runs.hints`` builds the command that continues it)."""
+    command = _read(sweep_dir).get("command")
+    return [str(a) for a in command] if isinstance(command, list) else None
+
+
+def _read(sweep_dir: Path) -> dict[str, Any]:
     path = manifest_path(sweep_dir)
-    try:
-        return json.loads(path.read_text()).get("jobs", {}) if path.is_file() else {}
-    except ValueError:
+    if not path.is_file():
         return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise RunFileError(f"{files.display_path(path)} is damaged (not valid JSON: {err}); delete it and run the "
+                           "sweep's command again: each job's dir still says how it ended") from None
+    return data if isinstance(data, dict) else {}
 
 
 def update_manifest(sweep_dir: Path, entries: dict[str, dict[str, Any]], *, only_new: bool = False) -> None:
     """Merge ``entries`` (job dir name -> fields) into the manifest; ``only_new``: add jobs it lacks, change none."""
     with _locked(sweep_dir):
-        jobs = read_manifest(sweep_dir)
+        manifest = _read(sweep_dir)
+        jobs = manifest.setdefault("jobs", {})
         for name, fields in entries.items():
             if only_new and name in jobs:
                 continue
             jobs[name] = {**jobs.get(name, {}), **fields}
-        files.atomic_write(manifest_path(sweep_dir), json.dumps({"jobs": jobs}, indent=1) + "\n")
+        files.atomic_write(manifest_path(sweep_dir), json.dumps(manifest, indent=1) + "\n")
 
 
-def mark(sweep_dir: Path, job_dir: Path, status: str, overrides: Optional[Sequence[str]] = None) -> None:
+def record_command(sweep_dir: Path, argv: Optional[Sequence[str]]) -> None:
+    """Keep the sweep's command line in its manifest (the first run's: a rerun repeats it)."""
+    if argv is None:
+        return
+    with _locked(sweep_dir):
+        manifest = _read(sweep_dir)
+        manifest.setdefault("command", [str(a) for a in argv])
+        files.atomic_write(manifest_path(sweep_dir), json.dumps(manifest, indent=1) + "\n")
+
+
+def mark(sweep_dir: Path, job_dir: Path, status: Status, overrides: Optional[Sequence[str]] = None) -> None:
     """Record a job's new status (and when), e.g. ``running`` as it starts, ``completed`` as it ends."""
-    fields: dict[str, Any] = {"status": status, "started" if status == "running" else "ended": _now()}
+    fields: dict[str, Any] = {"status": status, "started" if status == Status.RUNNING else "ended": _now()}
     if overrides is not None:
         fields["overrides"] = list(overrides)
     update_manifest(sweep_dir, {Path(job_dir).name: fields})

@@ -87,6 +87,15 @@ def inverse_sqrt(optimizer: torch.optim.Optimizer, epochs: int, mode: str, *, ti
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: math.sqrt(timescale / (timescale + t)))
 
 
+def schedule_horizon(cfg: DictConfig, train_batches: int) -> int:
+    """The run's length in its scheduler's intervals: epochs, or optimizer steps with ``scheduler.interval=step``
+    (``train_batches`` a full epoch, cut by ``trainer.limit_train_batches``)."""
+    if cfg.scheduler.interval != "step":
+        return cfg.trainer.epochs
+    limit = cfg.trainer.limit_train_batches
+    return cfg.trainer.epochs * min(train_batches, limit or train_batches)
+
+
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, epochs: int, monitor_mode: str) -> Optional[Schedule]:
     """The scheduler of ``cfg``, preceded by its linear warmup if any. ``epochs``: the run's length in the
     scheduler's intervals (optimizer steps with interval=step); the main schedule gets what the warmup leaves."""

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
+from torch import nn
 
 from dlexp.config.files import recipe_keys
 from dlexp.data.base import DataBundle, Loader
@@ -30,10 +31,13 @@ from dlexp.runs.files import CHECKPOINT_DIR
 from dlexp.runs.runlog import RunLog
 from dlexp.tasks.base import Task, resolve_monitor
 from dlexp.training.checkpointer import Checkpointer
-from dlexp.training.interrupt import STOP, point, signal_name
+from dlexp.hooks import point
+from dlexp.runs.hints import resume_command
+from dlexp.runs.status import Status
+from dlexp.training.interrupt import STOP, signal_name
 from dlexp.training.optim import build_optimizer, load_optimizer_state
 from dlexp.training.runtime import Runtime, capture_rng, restore_rng
-from dlexp.training.schedulers import build_scheduler, current_lr, step_scheduler
+from dlexp.training.schedulers import build_scheduler, current_lr, schedule_horizon, step_scheduler
 from dlexp.training.step import Diverged, EpochProgress, Pass, StepConfig, run_epoch
 from dlexp.training.stopping import EarlyStopping
 from dlexp.training.throughput import Meter, median_rates
@@ -41,8 +45,9 @@ from dlexp.training.throughput import Meter, median_rates
 
 class Trainer:
     def __init__(self, cfg: DictConfig, data: DataBundle, task: Task, runtime: Runtime, log: RunLog, run_dir: Path, *,
-                 overrides: Sequence[str] = (), resumable: bool = True, choices: Optional[dict[str, str]] = None,
-                 on_epoch: Optional[Callable[[int, float], bool]] = None):
+                 model: Optional[nn.Module] = None, overrides: Sequence[str] = (), resumable: bool = True,
+                 choices: Optional[dict[str, str]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None):
+        """``model``: built by ``dlexp.train.prepare`` for this data (else built here, from the config)."""
         trainer, reg = cfg.trainer, cfg.regularizer
         self.on_epoch = on_epoch  # (epoch, monitored val value) -> stop here? (a search's pruner)
         self.cfg, self.data, self.task, self.runtime, self.log, self.run_dir = cfg, data, task, runtime, log, Path(run_dir)
@@ -52,15 +57,15 @@ class Trainer:
         es = trainer.early_stopping
         monitor, mode = resolve_monitor(es.monitor, es.mode, self.task)
         self.stopper = EarlyStopping(monitor, mode, es.patience, es.min_delta)
-        with building(f"model={cfg.model.name}"):
-            model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, self.task.model_args())
-            self.model, self.raw_model = runtime.prepare_model(model)
+        if model is None:
+            with building(f"model={cfg.model.name}"):
+                model = build_model(cfg.model, data.input_shape, data.num_classes, reg.dropout, self.task.model_args())
+        self.model, self.raw_model = runtime.prepare_model(model)  # compile, DDP: a failure here is dlexp's, not the config's
         with building(f"optim={cfg.optim.name}"):
             self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
         self.per_step = cfg.scheduler.interval == "step"  # else the scheduler steps in end_epoch
-        steps = min(len(data.train), trainer.limit_train_batches or len(data.train))  # optimizer steps per epoch
         with building(f"scheduler={cfg.scheduler.name}"):
-            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, trainer.epochs * (steps if self.per_step else 1), mode)
+            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, schedule_horizon(cfg, len(data.train)), mode)
         self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
                                    scaler=runtime.grad_scaler(), world_size=runtime.world_size,
                                    scheduler=self.scheduler if self.per_step else None)
@@ -84,50 +89,54 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------
     def fit(self, checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """Train, then score the test sets with the best weights; returns the run's summary entries."""
+        """Train (continuing ``checkpoint``, if given) epoch by epoch, then score the test sets with the best
+        weights; returns the run's summary entries. The loop is written out here, not in a helper, so that a
+        training step is a few calls deep (docs: architecture)."""
         partial = self.restore(checkpoint) if checkpoint is not None else None
         self.log_header()
-        outcome: dict[str, Any] = {"status": "completed",
+        outcome: dict[str, Any] = {"status": Status.COMPLETED,
                                    "stop_reason": "early_stopping" if self.stopper.should_stop else "max_epochs"}
         with self.stop.installed():  # the loop and the test sets: a signal anywhere here is a stop, not a traceback
             try:
                 with self.log.progress_bar() as bar:
-                    outcome = self.loop(bar, partial, outcome)
+                    for epoch in range(self.completed + 1, self.cfg.trainer.epochs + 1):
+                        if self.stop() or self.stopper.should_stop:
+                            break
+                        # the lr at the epoch's start (a per-step schedule moves it; a resumed partial epoch saved it)
+                        started, lr = time.perf_counter(), (partial or {}).get("lr", current_lr(self.optimizer))
+                        self.epoch_lr = lr
+                        train_meter, val_meter = Meter(), Meter()  # examples (and tokens) per second of each pass
+                        try:
+                            train_stats = self.train_epoch(epoch, bar, partial, train_meter)
+                        except Diverged as err:
+                            outcome = diverged_outcome(err, epoch, self.cfg)
+                            break
+                        partial = None
+                        if train_stats is None:  # a signal arrived mid-epoch; the partial epoch is saved
+                            break
+                        point("val")
+                        val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar, val_meter)
+                        value = self.end_epoch(epoch, lr, train_stats, val_stats, started,
+                                               {**train_meter.rates("train"), **val_meter.rates("val")})
+                        if self.pruned(epoch, value):
+                            outcome = {"status": Status.PRUNED, "stop_reason": "pruned"}
+                            break
+                        if self.stopper.should_stop:
+                            outcome["stop_reason"] = "early_stopping"
+                            self.log_early_stop()
             finally:
                 self.checkpointer.wait()  # the deferred checkpoint writes, before the test sets and the return
             if self.stop():
                 outcome = self.interrupted_outcome()
             return self.finish(outcome)
 
-    def loop(self, bar: Progress, partial: Optional[dict[str, Any]], outcome: dict[str, Any]) -> dict[str, Any]:
-        """The epochs still to run; returns the outcome (completed, early stopped, diverged)."""
-        for epoch in range(self.completed + 1, self.cfg.trainer.epochs + 1):
-            if self.stop() or self.stopper.should_stop:
-                break
-            # the lr at the epoch's start (a per-step schedule moves it; a resumed partial epoch saved it)
-            started, lr = time.perf_counter(), (partial or {}).get("lr", current_lr(self.optimizer))
-            self.epoch_lr = lr
-            train_meter, val_meter = Meter(), Meter()  # examples (and tokens) per second of each pass
-            try:
-                train_stats = self.train_epoch(epoch, bar, partial, train_meter)
-            except Diverged as err:
-                outcome = diverged_outcome(err, epoch, self.cfg)
-                break
-            partial = None
-            if train_stats is None:  # a signal arrived mid-epoch; the partial epoch is saved
-                break
-            point("val")
-            val_stats = self.evaluate(self.data.val, self.cfg.trainer.limit_eval_batches, bar, val_meter)
-            value = self.end_epoch(epoch, lr, train_stats, val_stats, started,
-                                   {**train_meter.rates("train"), **val_meter.rates("val")})
-            if self.on_epoch is not None and self.on_epoch(epoch, value):
-                self.log.info(f"pruned after epoch {epoch}: {self.stopper.monitor} {value:.4f} is behind the search's "
-                              "other trials at this epoch")
-                return {"status": "pruned", "stop_reason": "pruned"}
-            if self.stopper.should_stop:
-                outcome["stop_reason"] = "early_stopping"
-                self.log_early_stop()
-        return outcome
+    def pruned(self, epoch: int, value: float) -> bool:
+        """Whether a search's pruner stops the run after ``epoch`` (``on_epoch``); says so when it does."""
+        if self.on_epoch is None or not self.on_epoch(epoch, value):
+            return False
+        self.log.info(f"pruned after epoch {epoch}: {self.stopper.monitor} {value:.4f} is behind the search's "
+                      "other trials at this epoch")
+        return True
 
     def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]],
                     meter: Optional[Meter] = None) -> Optional[dict[str, float]]:
@@ -248,16 +257,16 @@ class Trainer:
         metric = self.task.monitor_metric.name
         summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint")))
         summary.update(median_rates(self.diagnostics.rows))  # the epochs' median examples/s (and tokens/s)
-        if outcome["status"] == "completed":
+        if outcome["status"] == Status.COMPLETED:
             point("test")
             summary.update(self.test())
             if self.stop():  # a signal while the test sets were scored: the run continues from its last checkpoint
                 summary.update(self.interrupted_outcome())
-        elif outcome["status"] != "pruned" and self.stopper.best_epoch:  # diverged or interrupted: its best epoch
+        elif outcome["status"] != Status.PRUNED and self.stopper.best_epoch:  # diverged or interrupted: its best epoch
             # so far still gets a test score (a search's pruned trial does not: it lost on val)
             summary.update(self.test(outputs=False))
             summary["tested"] = (f"the best checkpoint (epoch {self.stopper.best_epoch}) of a run that "
-                                 f"{'diverged' if outcome['status'] == 'diverged' else 'was interrupted'}")
+                                 f"{'diverged' if outcome['status'] == Status.DIVERGED else 'was interrupted'}")
         summary["num_params"] = count_parameters(self.raw_model)
         summary.update(init_summary(self.cfg.model))  # e.g. init: normal, init_sigma: 0.01
         return summary
@@ -330,9 +339,8 @@ class Trainer:
 
     def interrupted_outcome(self) -> dict[str, Any]:
         """The summary entries of a run a signal stopped (the command line says it in one line)."""
-        resume = f"python -m dlexp resume={self.run_dir}"
-        return {"status": "interrupted", "signal": signal_name(self.stop.signum), "exit_code": self.stop.exit_code,
-                "resume_with": resume if self.resumable else "(k-fold runs start again)"}
+        return {"status": Status.INTERRUPTED, "signal": signal_name(self.stop.signum), "exit_code": self.stop.exit_code,
+                "resume_with": resume_command(self.run_dir) if self.resumable else None}
 
 
 def _duration(seconds: float) -> str:
@@ -348,7 +356,7 @@ def diverged_outcome(err: Diverged, epoch: int, cfg: DictConfig) -> dict[str, An
     if cfg.trainer.grad_clip is None:
         hint += " or set trainer.grad_clip=1.0"
     return {
-        "status": "diverged",
+        "status": Status.DIVERGED,
         "stop_reason": "non_finite",
         "diverged_at": {"epoch": epoch, "step": err.step, "what": err.what},
         "hint": f"{err.what} became non-finite at epoch {epoch}, step {err.step}; {hint}",
