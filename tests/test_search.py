@@ -151,6 +151,19 @@ def test_slots_split_the_cpu_threads_and_give_each_job_its_own_gpu():
         slot_envs(None, device="cuda", cores=2, gpus=[])
 
 
+
+def test_a_failed_jobs_error_is_read_through_hydras_public_getter_without_its_stderr_line(capsys):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from dlexp.search.slots import job_error
+
+    failed, done = JobReturn(overrides=["a=1"], status=JobStatus.FAILED), JobReturn(overrides=["a=2"], status=JobStatus.COMPLETED)
+    failed.return_value, done.return_value = ValueError("optim.lr must be > 0"), 0.5
+    error = job_error(failed)
+    assert isinstance(error, ValueError) and str(error) == "optim.lr must be > 0"
+    assert job_error(done) is None and done.return_value == 0.5
+    assert capsys.readouterr().err == ""
+
 @pytest.mark.slow
 def test_slots_launcher_runs_a_grid_side_by_side_with_a_log_per_job(tmp_path):
     sweep_dir = tmp_path / "grid"
