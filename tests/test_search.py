@@ -30,6 +30,13 @@ def _study(sweep_dir: Path, name: str | None = None, storage: str | None = None)
     return optuna.load_study(study_name=name or sweep_dir.name, storage=studies.open_storage(storage, sweep_dir))
 
 
+def _in_memory_study() -> tuple[optuna.Study, studies.TrialStore]:
+    """A study and its trials by number, in a storage the test keeps (as the search keeps the one it opens)."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    return study, studies.TrialStore(storage, study.study_name)
+
+
 def _states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in studies.counted(study.get_trials())]
 
@@ -77,18 +84,19 @@ def test_space_mistakes_are_one_line_errors():
 
 
 def test_a_trial_asked_beyond_the_budget_is_given_back_and_not_counted():
-    study = optuna.create_study()
+    study, store = _in_memory_study()
     space = {"x": FloatDistribution(0, 1)}
     trials = [study.ask(space) for _ in range(4)]  # as if two workers asked at once for the last trial
     assert [studies.is_surplus(study, t.number, 3) for t in trials] == [False, False, False, True]
-    studies.give_back(study, trials[3])
+    studies.give_back(study, store, trials[3].number)
+    assert store.get(3).system_attrs[studies.SURPLUS] is True and store.get(3).state == TrialState.FAIL
     assert studies.left_in_budget(study, 3) == 0 and len(studies.counted(study.get_trials())) == 3
     study.tell(trials[0], 0.5)
     assert studies.left_in_budget(study, 5) == 2
 
 
 def test_a_running_trial_is_abandoned_when_its_worker_is_gone():
-    study = optuna.create_study()
+    study, store = _in_memory_study()
     trial = study.ask({"x": FloatDistribution(0, 1)})
     host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -99,13 +107,14 @@ def test_a_running_trial_is_abandoned_when_its_worker_is_gone():
         "elsewhere:2": (1.0, True),  # another host, lease ran out
     }
     for owner, (lease, abandoned) in cases.items():
-        study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER, owner)
-        study._storage.set_trial_system_attr(trial._trial_id, studies.LEASE, lease)
-        frozen = study._storage.get_trial(trial._trial_id)
-        assert studies.is_abandoned(frozen) is abandoned, owner
+        store.set_system_attr(trial.number, studies.OWNER, owner)
+        store.set_system_attr(trial.number, studies.LEASE, lease)
+        assert studies.is_abandoned(store.get(trial.number)) is abandoned, owner
     young = study.ask({"x": FloatDistribution(0, 1)})  # no owner yet: another worker's, being created
-    assert not studies.is_abandoned(study._storage.get_trial(young._trial_id), lease_seconds=300)
-    assert studies.is_abandoned(study._storage.get_trial(young._trial_id), now=1e12, lease_seconds=300)
+    assert not studies.is_abandoned(store.get(young.number), lease_seconds=300)
+    assert studies.is_abandoned(store.get(young.number), now=1e12, lease_seconds=300)
+    studies.Leases(store, 300).take(young.number)  # now this process's own (which a rerun takes over)
+    assert store.get(young.number).system_attrs[studies.OWNER] == studies.owner_id()
     study.tell(trial, 1.0)
     study.tell(young, 1.0)
     assert studies.abandoned_trials(study) == []  # finished trials never are
