@@ -132,6 +132,21 @@ def test_each_trial_draws_from_its_own_seed_whichever_worker_asks():
     assert first == again and first != other and len(set(first.values())) == 3
 
 
+
+def test_tpe_proposes_the_same_trials_for_a_seed_on_optuna_4_and_5():
+    """The values recorded on Optuna 4.9.0 and 5.1.0 alike: after 5 random draws, TPE (independent, constant
+    liar) follows the results so far. Optuna 5's default multivariate TPE would change the last two."""
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "dropout": FloatDistribution(0.0, 0.6)}
+    study = optuna.create_study(sampler=studies.make_sampler("tpe", 0))
+    for i in range(9):
+        trial = study.ask(space)
+        if i % 3 != 2:  # every third left running: the constant liar counts it as bad
+            study.tell(trial, abs(trial.params["lr"] - 0.01) + trial.params["dropout"] / 10)
+    proposed = [(float(f"{t.params['lr']:.6g}"), float(f"{t.params['dropout']:.6g}")) for t in study.get_trials()]
+    assert proposed == [(0.0993573, 0.0727783), (0.00102025, 0.52911), (0.0813077, 0.482725), (0.0381267, 0.159112),
+                        (0.00180235, 0.337119), (0.00026353, 0.135703), (0.000376843, 0.440351), (0.00431254, 0.280473),
+                        (0.00904364, 0.274317)]
+
 def test_pruners_and_samplers_by_name():
     assert isinstance(studies.make_pruner("median", 2, 10), optuna.pruners.MedianPruner)
     assert isinstance(studies.make_pruner("hyperband", 1, 10), optuna.pruners.HyperbandPruner)
