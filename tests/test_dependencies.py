@@ -22,7 +22,7 @@ from packaging.version import Version
 
 # package: (lowest, below), the range reviewed; the versions the tests ran on, and what to re-check
 REVIEWED = {
-    "hydra-core": ("1.3.4", "1.4", "1.3.8", "pending_jobs against the basic sweeper (its order, its sweep types), "
+    "hydra-core": ("1.3.4", "1.4", "1.3.8 (the grid, search and failure tests also on 1.3.4)", "pending_jobs against the basic sweeper (its order, its sweep types), "
                    "JobReturn.return_value, the Sweeper and Launcher plugin interfaces"),
     "omegaconf": ("2.3.1", "2.4", "2.3.1", "OmegaConf.to_container(resolve=False) in the list-key and option-key checks"),
     "optuna": ("4.9", "6", "4.9.0 and 5.1.0", "BaseStorage's trial methods, Trial(study, trial_id), TPESampler's "
