@@ -30,6 +30,13 @@ def _study(sweep_dir: Path, name: str | None = None, storage: str | None = None)
     return optuna.load_study(study_name=name or sweep_dir.name, storage=studies.open_storage(storage, sweep_dir))
 
 
+def _in_memory_study() -> tuple[optuna.Study, studies.TrialStore]:
+    """A study and its trials by number, in a storage the test keeps (as the search keeps the one it opens)."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    return study, studies.TrialStore(storage, study.study_name)
+
+
 def _states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in studies.counted(study.get_trials())]
 
@@ -77,18 +84,19 @@ def test_space_mistakes_are_one_line_errors():
 
 
 def test_a_trial_asked_beyond_the_budget_is_given_back_and_not_counted():
-    study = optuna.create_study()
+    study, store = _in_memory_study()
     space = {"x": FloatDistribution(0, 1)}
     trials = [study.ask(space) for _ in range(4)]  # as if two workers asked at once for the last trial
     assert [studies.is_surplus(study, t.number, 3) for t in trials] == [False, False, False, True]
-    studies.give_back(study, trials[3])
+    studies.give_back(study, store, trials[3].number)
+    assert store.get(3).system_attrs[studies.SURPLUS] is True and store.get(3).state == TrialState.FAIL
     assert studies.left_in_budget(study, 3) == 0 and len(studies.counted(study.get_trials())) == 3
     study.tell(trials[0], 0.5)
     assert studies.left_in_budget(study, 5) == 2
 
 
 def test_a_running_trial_is_abandoned_when_its_worker_is_gone():
-    study = optuna.create_study()
+    study, store = _in_memory_study()
     trial = study.ask({"x": FloatDistribution(0, 1)})
     host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -99,13 +107,14 @@ def test_a_running_trial_is_abandoned_when_its_worker_is_gone():
         "elsewhere:2": (1.0, True),  # another host, lease ran out
     }
     for owner, (lease, abandoned) in cases.items():
-        study._storage.set_trial_system_attr(trial._trial_id, studies.OWNER, owner)
-        study._storage.set_trial_system_attr(trial._trial_id, studies.LEASE, lease)
-        frozen = study._storage.get_trial(trial._trial_id)
-        assert studies.is_abandoned(frozen) is abandoned, owner
+        store.set_system_attr(trial.number, studies.OWNER, owner)
+        store.set_system_attr(trial.number, studies.LEASE, lease)
+        assert studies.is_abandoned(store.get(trial.number)) is abandoned, owner
     young = study.ask({"x": FloatDistribution(0, 1)})  # no owner yet: another worker's, being created
-    assert not studies.is_abandoned(study._storage.get_trial(young._trial_id), lease_seconds=300)
-    assert studies.is_abandoned(study._storage.get_trial(young._trial_id), now=1e12, lease_seconds=300)
+    assert not studies.is_abandoned(store.get(young.number), lease_seconds=300)
+    assert studies.is_abandoned(store.get(young.number), now=1e12, lease_seconds=300)
+    studies.Leases(store, 300).take(young.number)  # now this process's own (which a rerun takes over)
+    assert store.get(young.number).system_attrs[studies.OWNER] == studies.owner_id()
     study.tell(trial, 1.0)
     study.tell(young, 1.0)
     assert studies.abandoned_trials(study) == []  # finished trials never are
@@ -122,6 +131,21 @@ def test_each_trial_draws_from_its_own_seed_whichever_worker_asks():
     first, again, other = draws(0, [0, 1, 2]), draws(0, [0, 1, 2]), draws(1, [0, 1, 2])
     assert first == again and first != other and len(set(first.values())) == 3
 
+
+
+def test_tpe_proposes_the_same_trials_for_a_seed_on_optuna_4_and_5():
+    """The values recorded on Optuna 4.9.0 and 5.1.0 alike: after 5 random draws, TPE (independent, constant
+    liar) follows the results so far. Optuna 5's default multivariate TPE would change the last two."""
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "dropout": FloatDistribution(0.0, 0.6)}
+    study = optuna.create_study(sampler=studies.make_sampler("tpe", 0))
+    for i in range(9):
+        trial = study.ask(space)
+        if i % 3 != 2:  # every third left running: the constant liar counts it as bad
+            study.tell(trial, abs(trial.params["lr"] - 0.01) + trial.params["dropout"] / 10)
+    proposed = [(float(f"{t.params['lr']:.6g}"), float(f"{t.params['dropout']:.6g}")) for t in study.get_trials()]
+    assert proposed == [(0.0993573, 0.0727783), (0.00102025, 0.52911), (0.0813077, 0.482725), (0.0381267, 0.159112),
+                        (0.00180235, 0.337119), (0.00026353, 0.135703), (0.000376843, 0.440351), (0.00431254, 0.280473),
+                        (0.00904364, 0.274317)]
 
 def test_pruners_and_samplers_by_name():
     assert isinstance(studies.make_pruner("median", 2, 10), optuna.pruners.MedianPruner)
@@ -150,6 +174,19 @@ def test_slots_split_the_cpu_threads_and_give_each_job_its_own_gpu():
     with pytest.raises(ConfigError, match="no GPU is visible"):
         slot_envs(None, device="cuda", cores=2, gpus=[])
 
+
+
+def test_a_failed_jobs_error_is_read_through_hydras_public_getter_without_its_stderr_line(capsys):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from dlexp.search.slots import job_error
+
+    failed, done = JobReturn(overrides=["a=1"], status=JobStatus.FAILED), JobReturn(overrides=["a=2"], status=JobStatus.COMPLETED)
+    failed.return_value, done.return_value = ValueError("optim.lr must be > 0"), 0.5
+    error = job_error(failed)
+    assert isinstance(error, ValueError) and str(error) == "optim.lr must be > 0"
+    assert job_error(done) is None and done.return_value == 0.5
+    assert capsys.readouterr().err == ""
 
 @pytest.mark.slow
 def test_slots_launcher_runs_a_grid_side_by_side_with_a_log_per_job(tmp_path):

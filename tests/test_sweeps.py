@@ -258,3 +258,59 @@ def test_slurm_launcher_config_and_a_clear_error_off_cluster(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("error: hydra/launcher=slurm needs a SLURM cluster")
+
+
+# -- a grid's jobs, known before the first starts (the manifest's pending entries) -------------------------------
+
+GRIDS = [
+    ({}, ["model=mlp,softmax", "optim.lr=0.1,0.01", "seed=range(0,3)"]),
+    ({"c": "5,6", "h": "7,8"}, ["a=choice(1,2)", "+b=x,y", "c=3", "~d", "a@pkg=4", "e=[1,2]", "f=range(0,1,0.5)",
+                                "g=sort(3,1,2)"]),
+    ({}, ["j=choice([1],[2])", "k=tag(t,choice(1,2))", "++l=1,2", "m='x,y'", "n={p:1}", "o=null"]),
+    ({"x": "1,2"}, []),
+    ({}, []),
+]
+
+
+@pytest.mark.parametrize("params, arguments", GRIDS)
+def test_a_grids_pending_jobs_are_the_basic_sweepers_jobs_in_its_order(params, arguments):
+    """Hydra's basic sweeper (private, used here only as the reference) against dlexp's public-API expansion."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from dlexp.cli.plan import pending_jobs
+
+    config = OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": arguments}}})
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + arguments)
+    (expected,) = BasicSweeper.split_arguments(overrides, None)
+    assert [entry["overrides"] for entry in pending_jobs(config).values()] == expected
+
+
+def test_a_grids_pending_jobs_are_the_jobs_a_real_multirun_launches(tmp_path):
+    """A real ``-m`` run of a bare Hydra app (no training): a group sweep, a glob over a group, choice(),
+    range() and the sweeper's own params; each job's overrides as Hydra recorded them, by job number."""
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from dlexp.cli.plan import pending_jobs
+
+    conf = tmp_path / "conf"
+    for group, names in {"model": ["mlp", "softmax", "lenet"], "optim": ["sgd", "adam"]}.items():
+        (conf / group).mkdir(parents=True)
+        for name in names:
+            (conf / group / f"{name}.yaml").write_text(f"name: {name}\n")
+    (conf / "app.yaml").write_text("defaults:\n  - model: mlp\n  - optim: sgd\n  - _self_\nlr: 0.1\nseed: 0\nwidth: 1\n"
+                                   "hydra:\n  sweeper:\n    params:\n      width: 1,2\n")
+    (tmp_path / "app.py").write_text("import hydra\n\n\n@hydra.main(config_path='conf', config_name='app', version_base='1.3')\n"
+                                     "def main(cfg):\n    pass\n\n\nmain()\n")
+    sweep_dir = tmp_path / "multirun"
+    arguments = ["model=mlp,softmax", "optim=glob(*)", "lr=choice(0.1,0.01)", "seed=range(0,2)"]
+    proc = subprocess.run([sys.executable, "app.py", "-m", *arguments, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    launched = [yaml.safe_load((sweep_dir / str(n) / ".hydra" / "overrides.yaml").read_text()) for n in range(32)]
+    assert not (sweep_dir / "32").exists() and launched[1] == ["width=1", "model=mlp", "optim=adam", "lr=0.1", "seed=1"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):  # glob() lists the group's options
+        pending = pending_jobs(OmegaConf.load(sweep_dir / "multirun.yaml"))
+    assert [entry["overrides"] for entry in pending.values()] == launched

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Optional
+from typing import Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -72,16 +72,15 @@ def _option_keys(dirs: list[str], group: str, option: Optional[str]) -> list[str
     if path is None:
         return []
     node = OmegaConf.load(path)
-    return _flat_keys(node) if isinstance(node, DictConfig) else []
+    return _flat_keys(OmegaConf.to_container(node, resolve=False)) if isinstance(node, DictConfig) else []
 
 
-def _flat_keys(node: DictConfig, prefix: str = "") -> list[str]:
+def _flat_keys(node: dict, prefix: str = "") -> list[str]:
     out = []
-    for key in node.keys():
+    for key, child in node.items():
         if key in ("defaults", "name"):
             continue
-        child: Any = node._get_node(key)
-        if isinstance(child, DictConfig):
+        if isinstance(child, dict):
             out += _flat_keys(child, f"{prefix}{key}.")
         else:
             out.append(f"{prefix}{key}")

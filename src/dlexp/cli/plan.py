@@ -10,15 +10,17 @@ jobs killed before their first checkpoint start over.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from dlexp.cli.preflight import check_run_config
@@ -161,9 +163,19 @@ def search_dir(name: Optional[str], overrides: Any) -> str:
 
 
 def pending_jobs(config: DictConfig) -> dict[str, dict[str, Any]]:
-    """The jobs of a basic (grid) sweep, from its config before any has started: dir name -> entry."""
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
-    (grid,) = BasicSweeper.split_arguments(overrides, None)
-    return {sweep.job_dir_name(job): {"overrides": list(job), "status": "pending"} for job in grid}
+    """The jobs of a basic (grid) sweep, from its config before any has started: dir name -> entry.
 
+    The same jobs in the same order as Hydra's basic sweeper: ``hydra.sweeper.params`` and then the
+    command line, one list of values per key (a key named twice keeps its first place and takes its last
+    values), and their product with the last key changing fastest."""
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create(config_loader=loader).parse_overrides([*params, *config.hydra.overrides.task]):
+        key = override.get_key_element()
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
+        choices[key] = [f"{key}={value}" for value in values]
+    jobs = [list(job) for job in itertools.product(*choices.values())]
+    return {sweep.job_dir_name(job): {"overrides": job, "status": "pending"} for job in jobs}

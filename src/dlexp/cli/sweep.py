@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -34,8 +34,8 @@ from dlexp.results.tables import summarize_sweep
 from dlexp.runs import hints, sweep
 from dlexp.runs.files import display_path
 from dlexp.runs.runlog import record_failure
-from dlexp.search.slots import THREADS_VARIABLE, available_cores
 from dlexp.hooks import point
+from dlexp.search.slots import THREADS_VARIABLE, available_cores, job_error
 
 
 class SweepSummary(Callback):
@@ -63,8 +63,8 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A job whose error escaped the task function still gets a failed summary.json."""
-        if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value  # the exception; .return_value would re-raise it
+        error = job_error(job_return)
+        if error is not None:
             record_failure(Path(str(config.hydra.runtime.output_dir)), f"{type(error).__name__}: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -77,15 +77,15 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
 def _check_lists(path: str, schema: type, node: DictConfig) -> None:
     """``model.hidden=256`` for a list key: OmegaConf says "AnyNode is not a ListConfig"; suggest ``[256]``."""
     hints = typing.get_type_hints(plain_dataclass(schema))
+    raw = OmegaConf.to_container(node, resolve=False)  # each value as written: interpolations unresolved
     for f in dataclasses.fields(schema):
         hint = hints.get(f.name)
         if typing.get_origin(hint) is typing.Union:  # Optional[List[int]]
             hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         if f.name not in node or typing.get_origin(hint) is not list:
             continue
-        child = node._get_node(f.name)
-        value = child._value()
-        if value is None or OmegaConf.is_list(child) or OmegaConf.is_interpolation(node, f.name):
+        value = raw[f.name]
+        if value is None or isinstance(value, list) or OmegaConf.is_interpolation(node, f.name):
             continue
         key = f"{path}.{f.name}"
         if isinstance(value, str):  # not an item of the list either: show the list's form with its default

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import multiprocessing
 import os
 import signal
@@ -241,7 +242,7 @@ def _worker(slot: int, env: dict[str, str], conn: Connection, payload: bytes, pa
 def _run_one(job: Job, hydra_context: Any, task_function: Any, config: Any,
              sweep_dir: Path) -> tuple[Optional[str], Optional[str], int, Optional[str]]:
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import JobStatus, run_job
+    from hydra.core.utils import run_job
     from omegaconf import open_dict
 
     try:
@@ -262,8 +263,8 @@ def _run_one(job: Job, hydra_context: Any, task_function: Any, config: Any,
             try:
                 ret = run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
                               job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-                if ret.status == JobStatus.FAILED:
-                    err = ret._return_value  # the exception (.return_value would raise it again)
+                err = job_error(ret)
+                if err is not None:
                     error = f"{type(err).__name__}: {err}"
             except SystemExit as stop:  # the app's own exit: interrupted (130, 143), fail-fast (1)
                 code = stop.code if isinstance(stop.code, int) else 1
@@ -273,6 +274,21 @@ def _run_one(job: Job, hydra_context: Any, task_function: Any, config: Any,
         for key in job.env:
             os.environ.pop(key, None)
     return str(sweep_dir / subdir), error, code, str(log)
+
+
+def job_error(ret: Any) -> Optional[Exception]:
+    """What a failed Hydra job (a ``JobReturn``) raised; None for a job that did not fail. Its public getter
+    ``return_value`` raises that exception, after a line to stderr that the caller reports its own way."""
+    from hydra.core.utils import JobStatus
+
+    if ret.status != JobStatus.FAILED:
+        return None
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            _ = ret.return_value  # raises it
+    except Exception as err:  # noqa: BLE001  (whatever the job raised)
+        return err
+    return None
 
 
 @contextlib.contextmanager

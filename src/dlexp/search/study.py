@@ -98,13 +98,15 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
     for the same history whichever worker asks for it, and two workers never draw the same random stream."""
 
     def __init__(self, name: str, seed: Optional[int], grid: Optional[dict[str, list[Any]]] = None,
-                 lease_seconds: Optional[float] = None):
-        self.name, self.seed, self.grid, self.lease_seconds = name, seed, grid, lease_seconds
+                 leases: Optional[Leases] = None):
+        self.name, self.seed, self.grid, self.leases = name, seed, grid, leases
         self.inner = self._make(seed)
 
     def _make(self, seed: Optional[int]) -> optuna.samplers.BaseSampler:
         if self.name == "tpe":  # constant liar: running trials count as bad, so parallel trials spread out
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=5)
+            # multivariate explicit: Optuna 5 turns it on by default, and a seed proposes the same trials on
+            # Optuna 4.9 and 5 only with the same setting (tests/test_search.py pins them)
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=False, n_startup_trials=5)
         if self.name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if self.name == "grid":
@@ -114,8 +116,8 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.lease_seconds is not None:  # the new trial is this worker's before anything else happens to it
-            take_lease(study, trial._trial_id, self.lease_seconds)
+        if self.leases is not None:  # the new trial is this worker's before anything else happens to it
+            self.leases.take(trial.number)
         seed = None if self.seed is None else _mix(self.seed, trial.number)
         self.inner = self._make(seed)
         self.inner.before_trial(study, trial)
@@ -162,10 +164,10 @@ def _mix(seed: int, number: int) -> int:
 
 
 def make_sampler(name: str, seed: Optional[int], grid: Optional[dict[str, list[Any]]] = None,
-                 lease_seconds: Optional[float] = None) -> PerTrialSeed:
+                 leases: Optional[Leases] = None) -> PerTrialSeed:
     if name not in SAMPLERS:
         raise ConfigError(f"unknown hparams_search.sampler={name}; choose one of {', '.join(SAMPLERS)}")
-    return PerTrialSeed(name, seed, grid, lease_seconds)
+    return PerTrialSeed(name, seed, grid, leases)
 
 
 def make_pruner(name: str, min_epochs: int, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -183,6 +185,39 @@ def make_pruner(name: str, min_epochs: int, max_epochs: int) -> optuna.pruners.B
 
 # --------------------------------------------------------------------------
 # The budget and the leases
+
+
+class TrialStore:
+    """A study's trials by number, in the storage dlexp opened itself (``open_storage``), through
+    BaseStorage's public methods: Optuna keeps a Study's storage and a trial's storage id private, and
+    Optuna 5 has no ``Trial.set_system_attr``."""
+
+    def __init__(self, storage: BaseStorage, study_name: str):
+        self.storage, self.study_name = storage, study_name
+        self.study_id: Optional[int] = None  # looked up once the study exists
+
+    def trial_id(self, number: int) -> int:
+        if self.study_id is None:
+            self.study_id = self.storage.get_study_id_from_name(self.study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def get(self, number: int) -> FrozenTrial:
+        return self.storage.get_trial(self.trial_id(number))
+
+    def set_system_attr(self, number: int, key: str, value: Any) -> None:
+        self.storage.set_trial_system_attr(self.trial_id(number), key, value)
+
+
+@dataclass
+class Leases:
+    """This worker's hold on the trials it runs: who runs each (``dlexp:owner``) and until when."""
+
+    store: TrialStore
+    seconds: float
+
+    def take(self, number: int) -> None:
+        self.store.set_system_attr(number, OWNER, owner_id())
+        self.store.set_system_attr(number, LEASE, time.time() + self.seconds)
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -204,20 +239,14 @@ def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
     return len(before) >= n_trials
 
 
-def give_back(study: optuna.Study, trial: "optuna.Trial | FrozenTrial") -> None:
+def give_back(study: optuna.Study, store: TrialStore, number: int) -> None:
     """A trial that will not run (beyond the budget, or abandoned before its values were drawn): not counted."""
-    study._storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
-    study.tell(trial.number, state=TrialState.FAIL)
+    store.set_system_attr(number, SURPLUS, True)
+    study.tell(number, state=TrialState.FAIL)
 
 
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def take_lease(study: optuna.Study, trial_id: int, lease_seconds: float) -> None:
-    storage = study._storage
-    storage.set_trial_system_attr(trial_id, OWNER, owner_id())
-    storage.set_trial_system_attr(trial_id, LEASE, time.time() + lease_seconds)
 
 
 def is_abandoned(trial: FrozenTrial, now: Optional[float] = None, lease_seconds: float = 300.0) -> bool:
@@ -263,7 +292,6 @@ class TrialLink:
     storage: Optional[str]
     sweep_dir: str
     study_name: str
-    trial_id: int
     number: int
     pruner: str
     min_epochs: int
@@ -285,7 +313,7 @@ class TrialReporter:
         storage = open_storage(link.storage, Path(link.sweep_dir))
         pruner = make_pruner(link.pruner, link.min_epochs, link.max_epochs)
         study = optuna.load_study(study_name=link.study_name, storage=storage, pruner=pruner)
-        self.trial = optuna.trial.Trial(study, link.trial_id)
+        self.trial = optuna.trial.Trial(study, TrialStore(storage, link.study_name).trial_id(link.number))
         self.pruning = link.pruner != "none"
 
     def __call__(self, epoch: int, value: float) -> bool:

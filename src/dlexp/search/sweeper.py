@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -42,7 +42,7 @@ class Search:
     link: Callable[[FrozenTrial], studies.TrialLink]
     pool: SlotPool
     n_trials: int
-    ids: dict[int, int] = field(default_factory=dict)  # trial number -> storage id, of the trials running here
+    leases: studies.Leases
     renewed: float = 0.0  # time.monotonic() of the last lease renewal
 
     def fill(self, queue: list[FrozenTrial]) -> None:
@@ -53,9 +53,9 @@ class Search:
             trial = queue.pop(0) if queue else self.ask()
             if trial is None:
                 return
-            studies.take_lease(self.study, trial._trial_id, self.settings.lease_seconds)
+            self.leases.take(trial.number)
             if set(trial.params) != set(self.space.distributions):  # abandoned before its values were drawn
-                studies.give_back(self.study, trial)
+                studies.give_back(self.study, self.leases.store, trial.number)
                 continue
             self.submit(trial)
 
@@ -64,13 +64,12 @@ class Search:
             return None
         trial = self.study.ask(self.space.distributions)
         if studies.is_surplus(self.study, trial.number, self.n_trials):  # another worker took the last one
-            studies.give_back(self.study, trial)
+            studies.give_back(self.study, self.leases.store, trial.number)
             return None
-        return self.study._storage.get_trial(trial._trial_id)
+        return self.leases.store.get(trial.number)
 
     def submit(self, trial: FrozenTrial) -> None:
         link = self.link(trial)
-        self.ids[trial.number] = trial._trial_id
         overrides = self.space.overrides(trial.params)
         job = Job(trial.number, overrides, f"trial {trial.number}", env={studies.TRIAL_VARIABLE: link.to_env()},
                   shown=overrides[len(self.space.fixed):])
@@ -105,8 +104,8 @@ class Search:
         if time.monotonic() - self.renewed < self.settings.lease_seconds / 3:
             return
         self.renewed = time.monotonic()
-        for job, _ in self.pool.running.values():
-            studies.take_lease(self.study, self.ids[job.num], self.settings.lease_seconds)
+        for job, _ in self.pool.running.values():  # a job's number is its trial's
+            self.leases.take(job.num)
 
 
 def _num(value: Any) -> str:
@@ -121,16 +120,16 @@ def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, dire
     n_trials = min(settings.n_trials, math.prod(len(v) for v in grid.values())) if grid else settings.n_trials
     storage = studies.open_storage(settings.storage, sweep_dir)
     study_name = settings.study_name or Path(sweep_dir).name
+    leases = studies.Leases(studies.TrialStore(storage, study_name), settings.lease_seconds)
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
-        sampler=studies.make_sampler(settings.sampler, seed if settings.seed is None else settings.seed, grid,
-                                     settings.lease_seconds),
+        sampler=studies.make_sampler(settings.sampler, seed if settings.seed is None else settings.seed, grid, leases),
         pruner=studies.make_pruner(settings.pruner, settings.min_epochs, max_epochs),
     )
     _check_direction(study, direction, study_name)
 
     def link(trial: FrozenTrial) -> studies.TrialLink:
-        return studies.TrialLink(settings.storage, str(sweep_dir), study_name, trial._trial_id, trial.number,
+        return studies.TrialLink(settings.storage, str(sweep_dir), study_name, trial.number,
                                  settings.pruner, settings.min_epochs, max_epochs)
 
     queue = studies.abandoned_trials(study, settings.lease_seconds)
@@ -138,7 +137,7 @@ def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, dire
     print(f"search {study_name}: {n_trials} trials, {done} finished earlier, {len(queue)} to resume; "
           f"sampler={settings.sampler} pruner={settings.pruner}; study in {_where(settings.storage, sweep_dir)}", flush=True)
     pool = make_pool()
-    search = Search(study, space, settings, link, pool, n_trials)
+    search = Search(study, space, settings, link, pool, n_trials, leases)
     started, forwarded = time.monotonic(), False
     try:
         while True:

@@ -68,9 +68,8 @@ def _run_all(pool: Any, queue: list) -> dict[int, JobReturn]:
             name = end.output_dir.name if end.output_dir else end.job.label
             pool.say(f"{end.job.label} {status} in {end.seconds:.1f} s: {name}"
                      f"{': ' + end.error if end.error else ''}{log_hint(end) if status != 'completed' else ''}")
-            ret = JobReturn(overrides=end.job.overrides, status=JobStatus.COMPLETED, _return_value=float("nan"))
-            if end.error:
-                ret.status, ret._return_value = JobStatus.FAILED, RuntimeError(end.error)
+            ret = JobReturn(overrides=end.job.overrides, status=JobStatus.FAILED if end.error else JobStatus.COMPLETED)
+            ret.return_value = RuntimeError(end.error) if end.error else float("nan")
             results[end.job.num] = ret
     if STOP():
         sys.exit(STOP.exit_code)
