@@ -178,4 +178,4 @@ def pending_jobs(config: DictConfig) -> dict[str, dict[str, Any]]:
         values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
         choices[key] = [f"{key}={value}" for value in values]
     jobs = [list(job) for job in itertools.product(*choices.values())]
-    return {sweep.job_dir_name(job): {"overrides": job, "status": "pending"} for job in jobs}
+    return {sweep.job_dir_name(job): {"overrides": job, "status": Status.PENDING} for job in jobs}

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dlexp.errors import ConfigError
 from dlexp.runs import sweep as sweep_jobs
 from dlexp.runs.files import display_path
+from dlexp.runs.status import Status
 from dlexp.search import study as studies
 from dlexp.search.slots import Job, JobEnd, SlotPool, log_hint
 from dlexp.search.space import SearchSpace, parse_space
@@ -80,24 +81,24 @@ class Search:
         number = end.job.num
         state = sweep_jobs.job_state(end.output_dir) if end.output_dir else None
         summary = state.summary if state else {}
-        status = summary.get("status") or ("failed" if end.error else "incomplete")
+        status = Status.of(summary["status"]) if summary.get("status") else Status.FAILED if end.error else Status.INCOMPLETE
         took = f"in {end.seconds:.1f} s"
-        if status == "interrupted" or end.exit_code in (130, 143):
+        if status == Status.INTERRUPTED or end.exit_code in (130, 143):
             self.pool.say(f"trial {number} interrupted {took}; run the same command again to resume it")
             return
         monitor = summary.get("monitor", "")
         value = summary.get(f"best/{monitor}")
-        if status == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
+        if status == Status.COMPLETED and isinstance(value, (int, float)) and math.isfinite(value):
             self.study.tell(number, float(value))
             self.pool.say(f"trial {number} completed {took}: best {monitor} {value:.4f} (epoch {summary.get('best_epoch')})")
-        elif status == "pruned":
+        elif status == Status.PRUNED:
             self.study.tell(number, state=TrialState.PRUNED)
             self.pool.say(f"trial {number} pruned at epoch {summary.get('epochs_run')} {took}: best {monitor} "
                           f"{_num(value)}")
         else:
             self.study.tell(number, state=TrialState.FAIL)
             why = end.error or summary.get("error") or summary.get("hint") or status
-            self.pool.say(f"trial {number} {'diverged' if status == 'diverged' else 'failed'} {took}: {why}{log_hint(end)}")
+            self.pool.say(f"trial {number} {'diverged' if status == Status.DIVERGED else 'failed'} {took}: {why}{log_hint(end)}")
 
     def renew_leases(self) -> None:
         """Every third of a lease: the trials this worker runs are still its own."""

@@ -50,6 +50,7 @@ class SlotsLauncher(Launcher):
 
 
 def _run_all(pool: Any, queue: list) -> dict[int, JobReturn]:
+    from dlexp.runs.status import Status
     from dlexp.runs.sweep import job_state
     from dlexp.search.slots import log_hint
     from dlexp.training.interrupt import STOP
@@ -64,10 +65,10 @@ def _run_all(pool: Any, queue: list) -> dict[int, JobReturn]:
             forwarded, pending = True, []
         for end in pool.wait(timeout=1.0):
             state = job_state(end.output_dir) if end.output_dir else None
-            status = (state.summary.get("status") if state else None) or ("failed" if end.error else "unfinished")
+            status = state.status if state else Status.FAILED if end.error else Status.INCOMPLETE
             name = end.output_dir.name if end.output_dir else end.job.label
             pool.say(f"{end.job.label} {status} in {end.seconds:.1f} s: {name}"
-                     f"{': ' + end.error if end.error else ''}{log_hint(end) if status != 'completed' else ''}")
+                     f"{': ' + end.error if end.error else ''}{log_hint(end) if status != Status.COMPLETED else ''}")
             ret = JobReturn(overrides=end.job.overrides, status=JobStatus.FAILED if end.error else JobStatus.COMPLETED)
             ret.return_value = RuntimeError(end.error) if end.error else float("nan")
             results[end.job.num] = ret
