@@ -162,7 +162,7 @@ TRANSCRIPTS = [
                    Step("python -m dlexp dataset=arrays dataset.path=my_data.npz   # example 3 holds 3 NaNs",
                         exit_code=2, setup=arrays_with_nans)]),
     Transcript("overfitting", "a wide MLP trained without early stopping, and its diagnosis",
-               [Step("python -m dlexp optim.lr=0.01 model.hidden=[1024,1024] trainer.epochs=40 "
+               [Step("python -m dlexp optim.lr=0.01 model.hidden=[512,512] trainer.epochs=40 "
                      "trainer.early_stopping.patience=null scheduler=none model.dropout=0", keep=diagnosis_lines)]),
     Transcript("kfold", "5-fold cross-validation with a covariate-shifted test set",
                [Step("python -m dlexp split=kfold split.k=5 shift=covariate hydra.run.dir=runs/digits_kfold",
