@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test lint bench bench-gpu gpu-check clean
+.PHONY: install run test lint docs docs-outputs bench bench-gpu gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ test: lint
 	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
+
+# The documentation site, from the Markdown pages in docs/ into docs/_build/html. Any warning (a broken
+# link, a reference to nothing, a missing include) fails the build.
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "docs in docs/_build/html/index.html"
+
+# Run every command whose output the docs show, and write that output to docs/_generated/ (and the
+# README's generated blocks), with the machine it ran on. A few minutes on 2 cores.
+docs-outputs: $(STAMP)
+	$(PY) docs/generate_outputs.py $(DOCS_OUTPUTS_ARGS)
 
 # Benchmarks (not part of the tests): the data path (BENCH_ARGS="--model lenet --repeats 3"), then the
 # whole epoch against a bare loop, MLP and LeNet (EPOCH_BENCH_ARGS="--model mlp --repeats 7").

@@ -1,18 +1,22 @@
-"""The README's commands stay true: each command that invokes dlexp runs here with a tiny budget
-(one epoch of at most two batches, batches of at most 16, a sweep cut to two jobs), or its README
-line ends in a comment saying what it needs that a CPU-only machine without extra files lacks,
-e.g. ``# needs: a GPU`` or ``# the GPU recipe; needs: a GPU and the CIFAR-10 files``.
+"""The commands in README.md and the pages of docs/ stay true: each command that invokes dlexp runs
+here with a tiny budget (one epoch of at most two batches, batches of at most 16, a sweep cut to two
+jobs), or its line ends in a comment saying what it needs that a CPU-only machine without extra files
+lacks, e.g. ``# needs: a GPU`` or ``# the GPU recipe; needs: a GPU and the CIFAR-10 files``.
 
 Code blocks say what they hold: ```bash lines are commands, a ```console block is a session in
 which only the ``$ `` lines are commands (the rest is their output), and ```text, ```python and
-```yaml blocks are never run.
+```yaml blocks are never run. A page's ```{literalinclude} of a transcript under docs/_generated/
+with ``:language: console`` is a console block too: its ``$ `` lines run like the page's own.
+docs/curriculum.md is left out: ``python -m dlexp.curriculum`` writes it, commands included.
 
 Commands run in this process, which saves the ~7 s of imports that every new process pays: a plain
 ``python -m dlexp`` run as compose + ``train()``, the rest (sweeps, flags, mistakes) through the
 console entry point ``dlexp.train.cli`` with ``sys.argv`` set, and the other modules (summary, report,
 translate, curriculum) through the ``main(argv)`` that their ``python -m`` calls. Sweeps with a
-process launcher (joblib) run as subprocesses. A command that reads a run an earlier README
-command wrote (report, translate, resume=) runs that command first, into ``produced/``.
+process launcher (joblib) run as subprocesses. A command that reads a run an earlier command of
+its page wrote (report, translate, resume=) runs that command first, into ``produced/``.
+
+A few representative commands (``FAST``) run in the fast tier; the others are marked ``slow``.
 """
 from __future__ import annotations
 
@@ -28,13 +32,24 @@ import pytest
 import yaml
 
 from conftest import assert_one_line_error, cli_in_process, compose_cfg, run_cli
+from dlexp.cli.help import STARTING
 from dlexp.config.files import CONFIG_DIR
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+# The pages whose commands run: the README, then docs/ (the course's generated page aside).
+PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "curriculum.md")]
 COMMAND_FENCES = {"bash", "console"}
 FENCES = COMMAND_FENCES | {"text", "python", "yaml"}
+DIRECTIVES = {"{literalinclude}", "{toctree}"}  # MyST: a transcript included from docs/_generated/, the page tree
+PROJECT_STAND_IN = "/path/to/project"  # how a transcript shows the folder its commands ran in (docs/generate_outputs.py)
+# The commands that run in the fast tier: the headline run, a sweep, --help, --cfg job and one mistake.
+FAST = {
+    "python -m dlexp", "python -m dlexp --help", "python -m dlexp --cfg job", "python -m dlexp model=lenett",
+    "python -m dlexp -m regularizer.weight_decay=0,1e-3 regularizer.dropout=0,0.5 seed=0,1 trainer.num_threads=1 "
+    "sweep.name=wd_dropout",
+}
 NEEDS = re.compile(r"\bneeds: (?P<what>\S.*)$")
-# A run or sweep dir that an earlier README command wrote: outputs/<date>/<run>, outputs/multirun/<date>/<time>,
+# A run or sweep dir that an earlier command of the page wrote: outputs/<date>/<run>, outputs/multirun/<date>/<time>,
 # or a dated example such as outputs/2026-11-24/10-00-00-000000 (its sub-paths, e.g. checkpoints/best.pt, stay).
 WRITTEN_DIR = re.compile(r"outputs/(?P<multirun>multirun/)?(<date>|\d{4}-\d\d-\d\d)/(<\w+>|[\d-]+)")
 # The tiny budget: every key exists in conf/trainer/default.yaml.
@@ -44,7 +59,7 @@ TINY = {
 }
 BATCH_CAP = {"trainer.batch_size": 16, "trainer.eval_batch_size": 16}  # conv nets at 96x96 or 224x224 stay cheap
 OPTUNA_TRIALS = "2"
-# Files a README command expects in its working dir, written by the test: (the comment that says so, the setup).
+# Files a command expects in its working dir, written by the test: (the comment that says so, the setup).
 SETUP = {
     "results is a file": lambda cwd: (cwd / "results").write_text("not a dir\n"),
     "example 3 holds 3 NaNs": lambda cwd: write_nans(cwd / "my_data.npz", example=3, count=3),
@@ -82,7 +97,8 @@ def write_nans(path: Path, example: int, count: int) -> None:
 
 @dataclass(frozen=True)
 class Command:
-    line: int  # README line where it starts
+    source: str  # the file it is written in, relative to the repository (a page, or a transcript a page includes)
+    line: int  # the line of that file where it starts
     code: str  # the shell text, '\' continuations joined, the comment removed
     comment: str
     output: tuple[str, ...] = ()  # what a console block shows after it
@@ -93,17 +109,21 @@ class Command:
         return found["what"] if found else None
 
     @property
+    def shown(self) -> list[str]:
+        """Its output as shown, without '...' lines and the first line every run prints on stdout."""
+        return [line for line in self.output if line.strip() != "..." and line != STARTING]
+
+    @property
     def error(self) -> Optional[str]:
-        """The ``error: ...`` line the README shows for it, skipping '...' lines; None when it succeeds."""
-        shown = [line for line in self.output if line.strip() != "..."]
-        return shown[0] if shown and shown[0].startswith("error: ") else None
+        """The ``error: ...`` line shown for it, skipping '...' lines; None when it succeeds."""
+        return self.shown[0] if self.shown and self.shown[0].startswith("error: ") else None
 
     @property
     def words(self) -> list[str]:
         return shlex.split(self.code)
 
     def __str__(self) -> str:
-        return f"README.md:{self.line}: {self.code}"
+        return f"{self.source}:{self.line}: {self.code}"
 
 
 def split_comment(line: str) -> tuple[str, str]:
@@ -134,7 +154,7 @@ def code_blocks(text: str) -> Iterator[tuple[int, str, list[tuple[int, str]]]]:
         i += 1
 
 
-def block_commands(tag: str, body: list[tuple[int, str]]) -> Iterator[Command]:
+def block_commands(tag: str, body: list[tuple[int, str]], source: str = "<text>") -> Iterator[Command]:
     """A bash block: every line; a console block: the '$ ' lines, each with the output after it."""
     i = 0
     while i < len(body):
@@ -151,7 +171,7 @@ def block_commands(tag: str, body: list[tuple[int, str]]) -> Iterator[Command]:
             output.append(body[i][1])
             i += 1
         if code.strip():
-            yield Command(number, code.strip(), comment, tuple(output))
+            yield Command(source, number, code.strip(), comment, tuple(output))
 
 
 def invocation(words: list[str]) -> Optional[tuple[str, list[str]]]:
@@ -167,9 +187,30 @@ def invocation(words: list[str]) -> Optional[tuple[str, list[str]]]:
     return None
 
 
-def readme_commands() -> list[Command]:
-    return [cmd for _, tag, body in code_blocks(README.read_text()) if tag in COMMAND_FENCES
-            for cmd in block_commands(tag, body) if invocation(cmd.words)]
+def directive_options(body: list[tuple[int, str]]) -> dict[str, str]:
+    """A MyST directive's ``:key: value`` lines."""
+    return {found[1]: found[2].strip() for _, line in body if (found := re.match(r":(\w+):(.*)$", line))}
+
+
+def page_blocks(page: Path, root: Path = ROOT) -> Iterator[tuple[str, int, str, list[tuple[int, str]]]]:
+    """(file, line of the opening fence, tag, body) of a page's code blocks; an included console transcript
+    comes as a console block of its own file."""
+    for line, tag, body in code_blocks(page.read_text()):
+        if tag.startswith("{literalinclude}") and directive_options(body).get("language") == "console":
+            included = (page.parent / tag.split(None, 1)[1]).resolve()
+            yield str(included.relative_to(root)), 0, "console", list(enumerate(included.read_text().splitlines(), 1))
+        else:
+            yield str(page.relative_to(root)), line, tag, body
+
+
+def page_commands(page: Path) -> list[Command]:
+    return [cmd for source, _, tag, body in page_blocks(page) if tag in COMMAND_FENCES
+            for cmd in block_commands(tag, body, source) if invocation(cmd.words)]
+
+
+def doc_commands() -> list[Command]:
+    """Every dlexp command of every page, page by page."""
+    return [cmd for page in PAGES for cmd in page_commands(page)]
 
 
 # ---- the tiny budget ----------------------------------------------------------------------------------------------
@@ -246,7 +287,7 @@ def preset_sweeps(args: list[str], seen: set[str], first_axis: bool) -> list[str
 
 @dataclass
 class Plan:
-    commands: list[Command]  # the README commands that come to this one run under the tiny budget
+    commands: list[Command]  # the commands (of any page) that come to this one run under the tiny budget
     module: str
     args: list[str]  # tiny budget applied; a written dir (WRITTEN_DIR) is where `producer` wrote
     producer: Optional["Plan"] = None
@@ -276,7 +317,8 @@ class Plan:
 
     @property
     def id(self) -> str:
-        lines = "+".join(f"L{cmd.line}" for cmd in [*(self.producer.commands if self.producer else []), *self.commands])
+        commands = [*(self.producer.commands if self.producer else []), *self.commands]
+        lines = "+".join(f"{Path(cmd.source).stem}-L{cmd.line}" for cmd in commands)
         return f"{lines}-{self.module}-" + "_".join(invocation(self.first.words)[1][:2])[:50]
 
 
@@ -302,12 +344,12 @@ def plan(cmd: Command, earlier: list[Command]) -> tuple[Optional[Plan], str]:
         multirun = bool(written[0]["multirun"])
         producer = producing(earlier, multirun)
         if producer is None:
-            return None, "no earlier runnable README command writes the run it reads"
+            return None, "no earlier runnable command of its page writes the run it reads"
     return Plan([cmd], module, args, producer), ""
 
 
 def producing(earlier: list[Command], multirun: bool) -> Optional[Plan]:
-    """The nearest earlier README command that runs and writes a run (or, for ``multirun``, a sweep) dir."""
+    """The nearest earlier command (of the same page) that runs and writes a run (or, for ``multirun``, a sweep) dir."""
     for cmd in reversed(earlier):
         made, _ = plan(cmd, []) if cmd.need is None and cmd.error is None else (None, "")
         if made and made.module == "dlexp" and made.flag is None and made.sweep == multirun and made.producer is None:
@@ -323,15 +365,19 @@ def same_run(args: list[str]) -> tuple[str, ...]:
     return tuple(sorted(arg for arg in args if not arg.startswith(("hydra.run.dir=", "hydra.sweep.dir="))))
 
 
-def readme_plans() -> tuple[list[Plan], list[tuple[Command, str]]]:
+def fast(plan_: Plan) -> bool:
+    """Whether the plan runs a command of the fast tier (one that is not shown failing, or the mistake in FAST)."""
+    return any(cmd.code in FAST for cmd in plan_.commands)
+
+
+def doc_plans() -> tuple[list[Plan], list[tuple[Command, str]]]:
     """The runnable plans (one per distinct tiny command) and the unmarked commands that cannot run."""
-    commands = readme_commands()
     plans: dict[tuple, Plan] = {}
     unrunnable = []
-    for i, cmd in enumerate(commands):
+    for cmd, earlier in ((cmd, commands[:i]) for commands in map(page_commands, PAGES) for i, cmd in enumerate(commands)):
         if cmd.need is not None:
             continue
-        made, why = plan(cmd, commands[:i])
+        made, why = plan(cmd, earlier)
         if made is None:
             unrunnable.append((cmd, why))
             continue
@@ -340,9 +386,10 @@ def readme_plans() -> tuple[list[Plan], list[tuple[Command, str]]]:
             plans[key].commands.append(cmd)
         else:
             plans[key] = made
-    # A producer runs inside the test of the command that reads its output, not a second time on its own.
+    # A producer runs inside the test of the command that reads its output, not a second time on its own
+    # (unless it is one of the fast tier's commands, which run in that tier on their own).
     produced = {(p.producer.module, same_run(p.producer.own_args)) for p in plans.values() if p.producer}
-    return [p for key, p in plans.items() if key[2:] != (None, None) or key[:2] not in produced], unrunnable
+    return [p for key, p in plans.items() if key[2:] != (None, None) or key[:2] not in produced or fast(p)], unrunnable
 
 
 # ---- running a plan ------------------------------------------------------------------------------------------------
@@ -375,12 +422,12 @@ def check_run_files(cwd: Path) -> None:
 
 
 def check_error(plan_: Plan, proc: subprocess.CompletedProcess, cwd: Path) -> None:
-    """The README's ``error: ...`` line, word for word (the README's example dir stands for cwd)."""
+    """The ``error: ...`` line shown, word for word (the transcripts' stand-in for their folder stands for cwd)."""
     shown = plan_.first.error
-    stderr = proc.stderr.replace(str(cwd), "/tmp/myproject")
-    if plan_.first.output[0] == shown:  # shown right after the command: the whole output is that line
+    stderr = proc.stderr.replace(str(cwd), PROJECT_STAND_IN)
+    if [line for line in plan_.first.output if line != STARTING][0] == shown:  # the only output: that line
         assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, stderr), "")
-        assert stderr.strip() == shown, f"{plan_.first}\nREADME: {shown}\ngot:    {stderr.strip()}"
+        assert stderr.strip() == shown, f"{plan_.first}\nshown: {shown}\ngot:   {stderr.strip()}"
     else:  # a sweep: the failed job's line among the others, and a failing exit
         assert proc.returncode != 0 and shown in stderr.splitlines(), f"{plan_.first}\n{stderr[-3000:]}"
 
@@ -397,14 +444,19 @@ def check_curriculum(plan_: Plan, proc: subprocess.CompletedProcess, cwd: Path) 
     assert all(f"experiment={name}" in document for name in names), document
 
 
-PLANS, UNRUNNABLE = readme_plans()
+PLANS, UNRUNNABLE = doc_plans()
 # Subprocess and two-step runs first: the longest tests start early and do not leave one worker waiting at the end.
-PLANS.sort(key=lambda p: (p.module == "dlexp" and p.producer is None, p.first.line))
+PLANS.sort(key=lambda p: (p.module == "dlexp" and p.producer is None, p.first.source, p.first.line))
 
 
-@pytest.mark.parametrize("plan_", PLANS, ids=[p.id for p in PLANS])
-def test_readme_command(plan_: Plan, tmp_path, monkeypatch, capfd):
-    """The command does what the README says, with a tiny budget: runs, prints, or fails with its error line."""
+def tiered(plan_: Plan):
+    """The plan as a test parameter: in the fast tier when one of its commands is in FAST, else marked slow."""
+    return pytest.param(plan_, id=plan_.id, marks=() if fast(plan_) else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("plan_", [tiered(p) for p in PLANS])
+def test_doc_command(plan_: Plan, tmp_path, monkeypatch, capfd):
+    """The command does what its page says, with a tiny budget: runs, prints, or fails with its error line."""
     if plan_.first.error and "trainer.device=cuda" in plan_.first.code:
         import torch
 
@@ -429,12 +481,17 @@ def test_readme_command(plan_: Plan, tmp_path, monkeypatch, capfd):
         check_curriculum(plan_, proc, tmp_path)
 
 
-# ---- the README's own conventions -----------------------------------------------------------------------------------
+# ---- the pages' own conventions -----------------------------------------------------------------------------------
 
 def test_every_code_block_says_what_it_holds():
-    """Untagged blocks would leave output lines such as 'dlexp model=mlp dataset=digits ...' looking like commands."""
-    untagged = [f"README.md:{line}: ```{tag}" for line, tag, _ in code_blocks(README.read_text()) if tag not in FENCES]
+    """Untagged blocks would leave output lines such as 'dlexp model=mlp dataset=digits ...' looking like commands;
+    an included transcript says which of the same languages it is."""
+    untagged = [f"{source}:{line}: ```{tag}" for page in PAGES for source, line, tag, body in page_blocks(page)
+                if tag not in FENCES and tag.split(None, 1)[0] not in DIRECTIVES]
     assert not untagged, f"tag each code block with one of {sorted(FENCES)}: {untagged}"
+    includes = [(page.name, tag, directive_options(body).get("language")) for page in PAGES
+                for _, tag, body in code_blocks(page.read_text()) if tag.startswith("{literalinclude}")]
+    assert includes and all(language in FENCES for _, _, language in includes), includes
 
 
 def test_extraction_takes_commands_not_their_output():
@@ -464,16 +521,34 @@ def test_tiny_budget_replaces_the_commands_own_keys_and_cuts_sweeps():
     assert len(keys) == len(set(keys)) and set(TINY) <= set(keys)
 
 
+def test_an_included_transcript_is_read_as_a_console_session(tmp_path):
+    (tmp_path / "_generated").mkdir()
+    (tmp_path / "_generated" / "t.txt").write_text(
+        f"# recorded on a machine\n$ python -m dlexp model=lenett\n{STARTING}\nerror: unknown model 'lenett'\n")
+    page = tmp_path / "page.md"
+    page.write_text("```{literalinclude} _generated/t.txt\n:language: console\n```\n")
+    blocks = [(tag, body) for _, _, tag, body in page_blocks(page, root=tmp_path)]
+    assert [tag for tag, _ in blocks] == ["console"]
+    (cmd,) = block_commands(*blocks[0], source="t.txt")
+    assert (cmd.line, cmd.code, cmd.error) == (2, "python -m dlexp model=lenett", "error: unknown model 'lenett'")
+
+
+def test_the_fast_tier_runs_a_few_representative_commands():
+    chosen = [p for p in PLANS if fast(p)]
+    assert {cmd.code for p in chosen for cmd in p.commands} >= FAST and len(chosen) <= 6, [p.id for p in chosen]
+
+
 def test_every_command_runs_here_or_says_what_it_needs():
-    """A new README command fails this until the tests can run it or its line ends in '# needs: ...'."""
-    assert readme_commands(), "no dlexp command found in README.md"
-    assert not UNRUNNABLE, "README commands that neither run here nor say '# needs: ...':\n" + "\n".join(
+    """A new command fails this until the tests can run it or its line ends in '# needs: ...'."""
+    assert doc_commands(), "no dlexp command found in the docs"
+    assert {cmd.source for cmd in doc_commands()} >= {"README.md", "docs/getting-started.md"}
+    assert not UNRUNNABLE, "commands that neither run here nor say '# needs: ...':\n" + "\n".join(
         f"{cmd}  ({why})" for cmd, why in UNRUNNABLE)
 
 
-@pytest.mark.parametrize("cmd", readme_commands(), ids=lambda cmd: f"L{cmd.line}")
+@pytest.mark.parametrize("cmd", doc_commands(), ids=lambda cmd: f"{Path(cmd.source).stem}-L{cmd.line}")
 def test_bash_reads_the_command_as_written(cmd: Command):
-    """Unquoted ${...}, globs or redirections would make bash run something else than the README shows."""
+    """Unquoted ${...}, globs or redirections would make bash run something else than the page shows."""
     if "<TAB>" in cmd.code or "$(" in cmd.code:  # a keystroke, or a command substitution that bash would run
         return
     code = WRITTEN_DIR.sub("outputs/run", cmd.code)
@@ -482,11 +557,11 @@ def test_bash_reads_the_command_as_written(cmd: Command):
     assert words == shlex.split(code), f"{cmd}: bash reads {words}; quote the argument"
 
 
-MARKED = [cmd for cmd in readme_commands() if cmd.need is not None and "<" not in cmd.code
+MARKED = [cmd for cmd in doc_commands() if cmd.need is not None and "<" not in cmd.code
           and invocation(cmd.words)[0] == "dlexp" and not any(a.startswith("--") for a in invocation(cmd.words)[1])]
 
 
-@pytest.mark.parametrize("cmd", MARKED, ids=lambda cmd: f"L{cmd.line}")
+@pytest.mark.parametrize("cmd", MARKED, ids=lambda cmd: f"{Path(cmd.source).stem}-L{cmd.line}")
 def test_a_command_that_cannot_run_here_still_composes(cmd: Command):
     """Its keys and values are checked as a run would check them before it looks for data or devices."""
     from dlexp.train import validate
