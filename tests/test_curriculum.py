@@ -205,6 +205,20 @@ SMALL_SWEEPS = [
 @pytest.mark.parametrize("preset,shrink", SMALL_SWEEPS, ids=[p for p, _ in SMALL_SWEEPS])
 def test_each_sweep_presets_finding_holds_at_a_small_scale(tmp_path, no_plots, preset, shrink):
     assert_holds(run_sweep(tmp_path, preset, *shrink))
+    assert_diagnoses_unchanged(tmp_path / preset)
+
+
+def assert_diagnoses_unchanged(sweep_dir: Path) -> None:
+    """The rules that see a blow-up or a run that learned nothing (they use the prior) change no course preset's
+    diagnosis: each job's equals what its loss curves alone give."""
+    from dlexp.runs.diagnostics import diagnose
+    from dlexp.runs.record import RunDir
+
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        rows = RunDir(job).metrics()
+        curves_only = diagnose([r["train/loss"] for r in rows], [r["val/loss"] for r in rows])
+        summary = RunDir(job).summary()
+        assert summary["diagnosis"] == curves_only[0], (job.name, summary["diagnosis_reason"], curves_only)
 
 
 def test_every_cpu_preset_has_a_small_run_here():

@@ -157,3 +157,4 @@ class DataBundle:
     # (the best weights' outputs, run dir) -> files written, and extra summary entries (or None), e.g. a shift correction's
     after_fit: Optional[Callable[[OutputsOf, Any], Optional[dict[str, Any]]]] = None
     preprocess: Optional[Callable[[Tensor], Tensor]] = None  # what was fitted on this fold's train part
+    train_targets: Optional[Tensor] = None  # (N, ...) the train part's targets as the loss sees them (its prior)

@@ -259,6 +259,7 @@ class Folds:
             extra_tests={"test_shifted": loader(parts["shifted"], eval_bs)} if parts["shifted"] else {},
             after_fit=after_fit,
             preprocess=prep,
+            train_targets=parts["train"][1],
         )
 
     def _tensor_loader(self, pair: Optional[Pair], bs: int, part: str = "", *, transform: Optional[Callable],
@@ -343,6 +344,7 @@ class Folds:
             context=src.context,
             extra_tests={"test_shifted": shifted} if shifted is not None else {},
             preprocess=prep,
+            train_targets=train.y,
         )
 
     def _memmap_bundle(self, train: Pair, val: Pair, batch_size: int, eval_bs: int) -> DataBundle:
@@ -370,6 +372,7 @@ class Folds:
             task_args=src.task_args,
             context=src.context,
             preprocess=prep,
+            train_targets=train[1],
         )
 
     def _sized(self, files: Optional[ImageFiles]) -> Optional[ImageFiles]:

@@ -8,6 +8,7 @@ file of this package, registered in ``TASKS`` under the name a dataset's
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,25 @@ class Task:
 
     def forward(self, model: nn.Module, batch: Batch) -> Tensor:
         return model(batch.inputs)
+
+    def prior_outputs(self, targets: Tensor) -> Optional[Tensor]:
+        """(1, outputs): the best a model can predict without looking at the inputs, from the train targets
+        (class frequencies, the mean); None: the task has no such baseline."""
+        return None
+
+    def prior(self, targets: Optional[Tensor]) -> Optional[dict[str, float]]:
+        """``{"loss", "metric"}`` of predicting ``prior_outputs`` for every train example: the level a run must
+        beat to have learned anything from its inputs (the diagnosis compares the curves with it)."""
+        constant = None if targets is None or len(targets) == 0 else self.prior_outputs(targets)
+        if constant is None:
+            return None
+        outputs = constant.expand(len(targets), *constant.shape[1:])
+        metric = self.monitor_metric
+        if metric.needs_decode:
+            return {"loss": float(self.loss_fn(outputs, targets)), "metric": math.nan}
+        metric.reset(targets.device)
+        metric.update(outputs, Batch(outputs, targets))
+        return {"loss": float(self.loss_fn(outputs, targets)), "metric": metric.compute()}
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Forward and loss; the weight is the number of examples.

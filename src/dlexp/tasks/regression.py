@@ -4,7 +4,7 @@ A dataset may name its own score in ``Source.task_args`` (house_prices: ``log_rm
 """
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from dlexp.tasks.base import LOSSES, TASKS, Task
 
@@ -19,3 +19,7 @@ class Regression(Task):
     name = "regression"
     default_loss = "mse"
     default_metric = "rmse"
+
+    def prior_outputs(self, targets: Tensor) -> Tensor:
+        """The mean of the train targets (B, targets)."""
+        return targets.float().mean(dim=0, keepdim=True)  # (1, targets)

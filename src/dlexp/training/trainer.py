@@ -255,7 +255,11 @@ class Trainer:
             f"best/{self.stopper.monitor}": self.stopper.best,
         }
         metric = self.task.monitor_metric.name
-        summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint")))
+        summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint"),
+                                                  prior=self.task.prior(self.data.train_targets),
+                                                  mode=self.task.monitor_metric.mode, lr=self.cfg.optim.get("lr")))
+        if summary["diagnosis"] == "unstable":  # completed, but its numbers mean nothing: said, not only filed
+            self.log.info(f"[bold]unstable:[/bold] {summary['diagnosis_reason']}")
         summary.update(median_rates(self.diagnostics.rows))  # the epochs' median examples/s (and tokens/s)
         if outcome["status"] == Status.COMPLETED:
             point("test")

@@ -1,0 +1,76 @@
+"""Nothing silently wrong: runs that blew up are named so, never ``fine``."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dlexp.runs.diagnostics import diagnose
+
+# A 10-class problem whose train targets are balanced: predicting the prior scores ln(10) and accuracy 0.1.
+DIGITS_PRIOR = {"loss": math.log(10), "metric": 0.1}
+
+
+# (name, train losses, val losses, val accuracies, the label, what its reason says)
+CURVES = [
+    ("exploding from the start", [5.5e20, 3.9e17, 5.4e16], [3.9e17, 1.9e17, 1.9e17], [0.18, 0.14, 0.16],
+     "unstable", "the learning rate is likely too high: try optim.lr=0.001 (now 1e+09)"),
+    ("rising by orders of magnitude", [2.1, 40.0, 900.0, 260.0], [2.0, 35.0, 700.0, 210.0], [0.3, 0.2, 0.1, 0.1],
+     "unstable", "train loss rose to 900 at epoch 3, 429x its first epoch's 2.1"),
+    ("one blown-up epoch, then back at the prior", [376.0, 2.37, 2.31, 2.28], [2.75, 2.44, 2.25, 2.24],
+     [0.21, 0.1, 0.14, 0.13], "unstable", "163x the 2.3 of predicting the train targets' prior"),
+    ("oscillating far above the prior", [30.0, 45.0, 28.0, 50.0, 33.0], [31.0, 40.0, 29.0, 55.0, 30.0],
+     [0.12, 0.1, 0.13, 0.11, 0.12], "unstable", "14.3x the 2.3 of predicting"),
+    ("flat at the prior", [2.303, 2.301, 2.302, 2.300], [2.302, 2.303, 2.301, 2.302], [0.1, 0.1, 0.11, 0.1],
+     "underfitting", "not learning"),
+    ("falling to the prior, val at chance", [12.0, 3.0, 2.4, 2.3], [2.5, 2.4, 2.35, 2.31], [0.11, 0.12, 0.1, 0.13],
+     "underfitting", "stayed near chance: best 0.13 against 0.1"),
+    ("falling to the prior", [12.0, 3.0, 2.4, 2.3], [2.5, 2.4, 2.35, 2.31], [0.11, 0.32, 0.3, 0.33],
+     "underfitting", "the train loss ended at 2.3, no lower than the 2.303 of predicting"),
+    ("healthy", [1.3, 0.34, 0.2, 0.12, 0.08], [0.47, 0.24, 0.18, 0.15, 0.14], [0.93, 0.94, 0.95, 0.96, 0.96],
+     "fine", "train loss fell"),
+]
+
+
+@pytest.mark.parametrize("name, train, val, acc, label, says", CURVES, ids=[c[0] for c in CURVES])
+def test_the_diagnosis_names_a_blow_up_and_a_run_that_learned_nothing(name, train, val, acc, label, says):
+    got, reason = diagnose(train, val, prior=DIGITS_PRIOR, val_metric=acc, mode="max", lr=1e9 if "start" in name else 0.5)
+    assert (got, says in reason) == (label, True), reason
+
+
+def test_without_a_prior_the_curves_alone_still_see_a_rise_by_orders_of_magnitude():
+    assert diagnose([2.1, 40.0, 900.0], [2.0, 35.0, 700.0])[0] == "unstable"
+    assert diagnose([1.3, 0.34, 0.2, 0.12], [0.47, 0.24, 0.18, 0.15])[0] == "fine"
+
+
+def test_near_chance_for_an_error_metric_is_near_the_priors_error():
+    prior = {"loss": 4.0, "metric": 2.0}  # rmse of predicting the mean
+    train, val = [3.0, 1.3, 1.22, 1.2], [3.1, 1.35, 1.31, 1.3]
+    label, reason = diagnose(train, val, prior=prior, val_metric=[1.95, 1.9, 1.85, 1.84], mode="min")
+    assert label == "underfitting" and "best 1.84 against 2" in reason
+    assert diagnose(train, val, prior=prior, val_metric=[1.5, 1.2, 0.9, 0.8], mode="min")[0] == "fine"
+
+
+@pytest.mark.parametrize("task, targets, loss, metric", [
+    ("classification", torch.tensor([0, 0, 0, 1]), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), 0.75),
+    ("binary", torch.tensor([[1.0], [0.0], [1.0], [1.0]]), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), 0.75),
+    ("regression", torch.tensor([[1.0], [3.0]]), 1.0, 1.0),
+])
+def test_the_prior_is_what_predicting_the_train_targets_frequencies_or_mean_scores(task, targets, loss, metric):
+    from dlexp.tasks import build_task
+
+    prior = build_task(task).prior(targets)
+    assert prior["loss"] == pytest.approx(loss, rel=1e-5) and prior["metric"] == pytest.approx(metric, rel=1e-5)
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["optim.lr=1e9", "trainer.epochs=3"], "try optim.lr=0.001 (now 1e+09)"),
+    (["optim=sgd", "optim.lr=5", "trainer.epochs=4"], "try optim.lr=0.001 (now 5)"),
+])
+def test_a_run_that_blew_up_is_called_unstable_and_says_so(run_train, capsys, overrides, says):
+    result, _ = run_train(*overrides)
+    summary = result.summary
+    assert summary["status"] == "completed" and summary["diagnosis"] == "unstable", summary["diagnosis_reason"]
+    assert says in summary["diagnosis_reason"]
+    assert "unstable: train loss" in capsys.readouterr().out  # said on the console, not only filed
