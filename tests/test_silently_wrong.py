@@ -74,3 +74,64 @@ def test_a_run_that_blew_up_is_called_unstable_and_says_so(run_train, capsys, ov
     assert summary["status"] == "completed" and summary["diagnosis"] == "unstable", summary["diagnosis_reason"]
     assert says in summary["diagnosis_reason"]
     assert "unstable: train loss" in capsys.readouterr().out  # said on the console, not only filed
+
+
+# ------------------------------------------------------------------------------------------------
+# Extending a finished run: explicit about its schedule, never a silent warm-up
+
+
+def _extend(run_train, capsys, first: int, then: int, *overrides: str) -> tuple[list[float], str, dict]:
+    """A run of ``first`` epochs, then ``resume=`` with ``trainer.epochs=then``: (lr of every epoch, what the
+    resume printed, its summary)."""
+    from conftest import read_json, untimed_rows
+
+    _, run_dir = run_train(*overrides, f"trainer.epochs={first}")
+    capsys.readouterr()
+    run_train(*overrides, f"trainer.epochs={then}", f"resume={run_dir}", run_dir=run_dir)
+    said = capsys.readouterr().out
+    return [float(r["lr"]) for r in untimed_rows(run_dir)], said, read_json(run_dir / "summary.json")
+
+
+def test_extending_a_cosine_run_rebuilds_its_schedule_over_the_new_length(run_train, capsys):
+    lrs, said, summary = _extend(run_train, capsys, 4, 6, "scheduler=cosine", "trainer.early_stopping.patience=null")
+    base = lrs[0]
+    assert lrs[4:] == pytest.approx([base * (1 + math.cos(math.pi * t / 6)) / 2 for t in (4, 5)], rel=1e-6)
+    assert lrs[4] > lrs[3] and lrs[5] < lrs[4]  # one step up to the longer schedule, then down: no climb back
+    assert "trainer.epochs 4 -> 6: the cosine schedule depends on the run's length: it is rebuilt over 6 epochs" in said
+    assert summary["schedule"] == {"scheduler": "cosine", "interval": "epoch", "horizon": 6, "extended_from": 4}
+
+
+@pytest.mark.parametrize("schedule", [["scheduler=step", "scheduler.step_size=2"], ["scheduler=exponential"],
+                                      ["scheduler=multistep", "scheduler.milestones=[3,5]"]])
+def test_extending_a_schedule_that_does_not_depend_on_the_length_continues_it_and_says_so(run_train, capsys, tmp_path,
+                                                                                          schedule):
+    from conftest import untimed_rows
+
+    lrs, said, summary = _extend(run_train, capsys, 4, 6, *schedule, "trainer.early_stopping.patience=null")
+    name = schedule[0].split("=")[1]
+    assert f"the {name} schedule does not depend on the run's length and continues: epoch 5 at lr" in said
+    _, whole = run_train(*schedule, "trainer.early_stopping.patience=null", "trainer.epochs=6", run_dir=tmp_path / "whole")
+    assert lrs == [float(r["lr"]) for r in untimed_rows(whole)]  # as a run planned for 6 epochs from the start
+    assert summary["schedule"]["extended_from"] == 4
+
+
+def test_extending_a_step_interval_cosine_with_warmup_never_warms_up_again(run_train, capsys):
+    lrs, said, _ = _extend(run_train, capsys, 2, 4, "scheduler=cosine", "scheduler.interval=step",
+                           "scheduler.warmup_steps=5", "trainer.limit_train_batches=4", "trainer.early_stopping.patience=null")
+    assert "rebuilt over 16 steps (it was over 8)" in said  # 4 steps an epoch
+    assert all(later <= earlier * (1 + 1e-9) for earlier, later in zip(lrs[2:], lrs[3:]))  # no climb after the resume
+
+
+def test_extending_a_run_that_stopped_early_says_it_counts_its_patience_again(run_train, capsys):
+    from conftest import read_json
+
+    _, run_dir = run_train("trainer.epochs=40", "trainer.early_stopping.patience=1", "optim.lr=0.5", "optim=sgd")
+    stopped = read_json(run_dir / "summary.json")
+    assert stopped["stop_reason"] == "early_stopping" and stopped["epochs_run"] < 40
+    capsys.readouterr()
+    result, _ = run_train("trainer.epochs=60", "trainer.early_stopping.patience=1", "optim.lr=0.5", "optim=sgd",
+                          f"resume={run_dir}", run_dir=run_dir)
+    said = capsys.readouterr().out
+    assert f"the run had stopped early after epoch {stopped['epochs_run']}" in said
+    assert f"counts its patience of 1 again from epoch {stopped['epochs_run'] + 1}" in said
+    assert result.summary["epochs_run"] > stopped["epochs_run"]  # the extension trained

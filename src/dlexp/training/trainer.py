@@ -37,7 +37,7 @@ from dlexp.runs.status import Status
 from dlexp.training.interrupt import STOP, signal_name
 from dlexp.training.optim import build_optimizer, load_optimizer_state
 from dlexp.training.runtime import Runtime, capture_rng, restore_rng
-from dlexp.training.schedulers import build_scheduler, current_lr, schedule_horizon, step_scheduler
+from dlexp.training.schedulers import build_scheduler, current_lr, extend_schedule, schedule_horizon, step_scheduler
 from dlexp.training.step import Diverged, EpochProgress, Pass, StepConfig, run_epoch
 from dlexp.training.stopping import EarlyStopping
 from dlexp.training.throughput import Meter, median_rates
@@ -64,8 +64,10 @@ class Trainer:
         with building(f"optim={cfg.optim.name}"):
             self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
         self.per_step = cfg.scheduler.interval == "step"  # else the scheduler steps in end_epoch
+        self.horizon = schedule_horizon(cfg, len(data.train))  # the run's length in the scheduler's intervals
+        self.extended_from: Optional[int] = None  # a resumed run's old horizon, when trainer.epochs changed it
         with building(f"scheduler={cfg.scheduler.name}"):
-            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, schedule_horizon(cfg, len(data.train)), mode)
+            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, self.horizon, mode)
         self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
                                    scaler=runtime.grad_scaler(), world_size=runtime.world_size,
                                    scheduler=self.scheduler if self.per_step else None)
@@ -211,6 +213,7 @@ class Trainer:
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
             "scaler": self.step_cfg.scaler.state_dict() if self.step_cfg.scaler is not None else None,
             "world_size": self.runtime.world_size,
+            "schedule_horizon": self.horizon,  # a resume with another trainer.epochs compares its own with it
             # what a tool needs to use the weights without the data (e.g. dlexp.translate's vocabularies)
             "task": {"name": self.data.task, "input_shape": list(self.data.input_shape),
                      "num_classes": self.data.num_classes, **self.task.state_dict()},
@@ -232,6 +235,7 @@ class Trainer:
         if self.scheduler is not None and checkpoint["scheduler"] is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.stopper.load_state_dict(checkpoint["early_stopping"])
+        self.extend(checkpoint)
         if self.step_cfg.scaler is not None and checkpoint.get("scaler"):
             self.step_cfg.scaler.load_state_dict(checkpoint["scaler"])
         self.data.train.load_state_dict(checkpoint["loader"])
@@ -242,6 +246,27 @@ class Trainer:
         where = f"epoch {self.completed + 1}, batch {partial['batches'] + 1}" if partial else f"epoch {self.completed + 1}"
         self.log.info(f"resuming from {where} (checkpoint of {self.completed} finished epochs)")
         return partial
+
+    def extend(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed run with another ``trainer.epochs``: its schedule and early stopping say, in one line each,
+        what the new epochs use (a schedule over the whole run is rebuilt over the new length; a run that
+        had stopped early counts its patience again)."""
+        saved = checkpoint.get("schedule_horizon")  # older checkpoints: from the config they were trained with
+        old = saved or schedule_horizon(OmegaConf.create(checkpoint["config"]), len(self.data.train))
+        self.scheduler, said = extend_schedule(self.cfg, self.optimizer, self.scheduler, old, self.horizon,
+                                               self.stopper.mode)
+        if self.per_step:
+            self.step_cfg.scheduler = self.scheduler
+        epochs = (checkpoint["config"].get("trainer") or {}).get("epochs", self.cfg.trainer.epochs)
+        if said:
+            self.log.info(f"trainer.epochs {epochs} -> {self.cfg.trainer.epochs}: {said}")
+        self.extended_from = old if old != self.horizon else None
+        if self.stopper.should_stop and self.cfg.trainer.epochs > checkpoint["epoch"]:
+            s = self.stopper
+            self.log.info(f"the run had stopped early after epoch {checkpoint['epoch']} ({s.monitor} had not improved for "
+                          f"{s.patience} epochs); trainer.epochs={self.cfg.trainer.epochs} continues it, and early "
+                          f"stopping counts its patience of {s.patience} again from epoch {checkpoint['epoch'] + 1}")
+            s.bad_epochs = 0
 
     # -- the end of the run -----------------------------------------------------
     def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +296,8 @@ class Trainer:
             summary.update(self.test(outputs=False))
             summary["tested"] = (f"the best checkpoint (epoch {self.stopper.best_epoch}) of a run that "
                                  f"{'diverged' if outcome['status'] == Status.DIVERGED else 'was interrupted'}")
+        summary["schedule"] = {"scheduler": self.cfg.scheduler.name, "interval": self.cfg.scheduler.interval,
+                               "horizon": self.horizon, **({"extended_from": self.extended_from} if self.extended_from else {})}
         summary["num_params"] = count_parameters(self.raw_model)
         summary.update(init_summary(self.cfg.model))  # e.g. init: normal, init_sigma: 0.01
         return summary
