@@ -135,3 +135,64 @@ def test_extending_a_run_that_stopped_early_says_it_counts_its_patience_again(ru
     assert f"the run had stopped early after epoch {stopped['epochs_run']}" in said
     assert f"counts its patience of 1 again from epoch {stopped['epochs_run'] + 1}" in said
     assert result.summary["epochs_run"] > stopped["epochs_run"]  # the extension trained
+
+
+# ------------------------------------------------------------------------------------------------
+# resume= accepts the command that started the run, wherever the run was killed
+
+KILL_RUN = ["model=lenet", "dataset.resize=16", "trainer.epochs=2", "trainer.limit_train_batches=6",
+            "trainer.early_stopping.patience=null", "trainer.num_threads=1", "trainer.progress=false", "hydra.run.dir=run"]
+# every named moment of a run's life, first to last (dlexp.hooks.point)
+MOMENTS = ["startup", "compose", "imports", "data", "model", "accepted", "train_step@3", "train_step@8", "val",
+           "end_epoch", "val@2", "end_epoch@2", "test", "plots"]
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory) -> Path:
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("whole")
+    proc = run_cli(*KILL_RUN, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "run"
+
+
+def _outcome(run_dir: Path) -> tuple[list, dict]:
+    from conftest import read_json, untimed_rows
+
+    summary = read_json(run_dir / "summary.json")
+    keep = {k: v for k, v in summary.items() if k.startswith(("test/", "best/", "gap/")) or k in
+            ("status", "epochs_run", "best_epoch", "diagnosis")}
+    return untimed_rows(run_dir), keep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_run_killed_at_any_moment_finishes_as_if_never_stopped_with_its_own_command_and_resume(tmp_path, whole_run,
+                                                                                                   moment):
+    from conftest import run_cli
+
+    killed = run_cli(*KILL_RUN, cwd=tmp_path, env={"DLEXP_KILL_AT": moment})
+    assert killed.returncode == -9, killed.stderr
+    again = run_cli(*KILL_RUN, "resume=run", cwd=tmp_path)  # the same command, with resume=
+    assert again.returncode == 0, again.stderr
+    if not (tmp_path / "run").exists() or moment in ("startup", "compose", "imports", "data", "model"):
+        assert "starting it from the beginning" in again.stdout
+    assert _outcome(tmp_path / "run") == _outcome(whole_run)
+
+
+def test_resume_compares_a_value_as_the_config_types_it():
+    from dlexp.runs.resume import same_value
+
+    assert same_value(16, "16") and same_value("0.5", 0.5) and same_value([1, "2"], ["1", 2]) and same_value(1, 1.0)
+    assert not same_value(16, "auto") and not same_value("16", 17) and not same_value([1, 2], [1])
+
+
+def test_rerunning_the_command_that_set_a_typed_key_with_resume_continues_the_run(tmp_path, capfd):
+    from conftest import cli_in_process
+
+    first = cli_in_process("dlexp", [*KILL_RUN[:-1], "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}"], capfd)
+    assert first.returncode == 0, first.stderr
+    again = cli_in_process("dlexp", [*KILL_RUN[:-1], f"hydra.run.dir={tmp_path / 'run'}", f"resume={tmp_path / 'run'}"], capfd)
+    assert again.returncode == 0, again.stderr  # dataset.resize=16 against the recorded 16: one value
+    assert "resuming from epoch 2" in again.stdout

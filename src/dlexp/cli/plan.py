@@ -53,6 +53,7 @@ class Plan:
     checkpoint: Optional[dict[str, Any]] = None
     choices: Optional[dict[str, str]] = None  # the options of the run's own record (a resume); None: today's
     job: Optional[sweep.JobState] = None  # what a sweep job's dir held
+    note: Optional[str] = None  # a line the run says once it is accepted
 
     def objective(self) -> float:
         """A skipped job's result, for its sweeper: the best monitored value it recorded (NaN: diverged)."""
@@ -72,9 +73,9 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
     check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
-    if not cfg.get("resume"):
+    if not resumed.cfg.get("resume") and not resumed.restart:  # a new run, or one that starts from the beginning
         refuse_earlier_run(run_dir)
-        return Plan(Start.NEW, resumed.cfg, resumed.overrides)
+        return Plan(Start.NEW, resumed.cfg, resumed.overrides, note=resumed.note)
     start = Start.RESTART if resumed.restart else Start.RESUME
     return Plan(start, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
 
@@ -123,6 +124,8 @@ def accept(plan: Plan, run_dir: Path) -> None:
     cleared; a resumed run gets its own record beside the original."""
     from dlexp.runs import resume  # (with plan_run, as above)
 
+    if plan.note:
+        print(plan.note, flush=True)
     if plan.start == Start.RESTART:
         resume.clear_attempt(run_dir)
         if plan.job is None:

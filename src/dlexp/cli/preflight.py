@@ -89,7 +89,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
         _check_output_dir(argv)
     resume = last_value(overrides, "resume")
     if resume and resume != "null":
-        find_checkpoint(resume)  # must exist before Hydra creates a run dir there
+        find_checkpoint(resume, run_dir=last_value(argv, "hydra.run.dir"))  # before Hydra makes a dir there
     for arg in overrides:
         if arg.startswith("+"):
             continue  # an explicit addition; the schema check after composing still applies
