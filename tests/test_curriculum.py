@@ -205,20 +205,29 @@ SMALL_SWEEPS = [
 @pytest.mark.parametrize("preset,shrink", SMALL_SWEEPS, ids=[p for p, _ in SMALL_SWEEPS])
 def test_each_sweep_presets_finding_holds_at_a_small_scale(tmp_path, no_plots, preset, shrink):
     assert_holds(run_sweep(tmp_path, preset, *shrink))
-    assert_diagnoses_unchanged(tmp_path / preset)
+    assert_diagnoses_unchanged(tmp_path / preset, CORRECTED.get(preset, set()))
 
 
-def assert_diagnoses_unchanged(sweep_dir: Path) -> None:
+# Diagnoses the rules that know the prior correct, and why the old one was wrong: weight_decay's models of 200
+# inputs fitted to 20 examples, whose val rmse (0.51 at lambda=3) is several times the 0.14 of predicting the
+# mean: they were "fine" only because a first epoch of loss 175 made their val/train gap look small.
+CORRECTED = {"weight_decay": {("fine", "overfitting")}}
+
+
+def assert_diagnoses_unchanged(sweep_dir: Path, corrected: set[tuple[str, str]]) -> None:
     """The rules that see a blow-up or a run that learned nothing (they use the prior) change no course preset's
-    diagnosis: each job's equals what its loss curves alone give."""
+    diagnosis, except the ``corrected`` ones: each job's equals what its loss curves alone give."""
     from dlexp.runs.diagnostics import diagnose
     from dlexp.runs.record import RunDir
 
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
         rows = RunDir(job).metrics()
-        curves_only = diagnose([r["train/loss"] for r in rows], [r["val/loss"] for r in rows])
+        curves_only = diagnose([r["train/loss"] for r in rows], [r["val/loss"] for r in rows])[0]
         summary = RunDir(job).summary()
-        assert summary["diagnosis"] == curves_only[0], (job.name, summary["diagnosis_reason"], curves_only)
+        if (curves_only, summary["diagnosis"]) in corrected:
+            assert "of predicting the prior" in summary["diagnosis_reason"], summary["diagnosis_reason"]
+            continue
+        assert summary["diagnosis"] == curves_only, (job.name, summary["diagnosis_reason"], curves_only)
 
 
 def test_every_cpu_preset_has_a_small_run_here():

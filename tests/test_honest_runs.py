@@ -107,4 +107,4 @@ def test_report_on_a_run_dir_prints_its_report_and_writes_nothing(tmp_path, monk
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
     (tmp_path / "run" / "summary.json").unlink()
     shown = cli_in_process("dlexp.report", ["run"], capfd)
-    assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "run/summary.json is missing" in shown.stderr
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "run/summary.json is missing" in shown.stderr and shown.stderr.rstrip().endswith("continue it with: python -m dlexp resume=run")

@@ -9,7 +9,7 @@ import torch
 from dlexp.runs.diagnostics import diagnose
 
 # A 10-class problem whose train targets are balanced: predicting the prior scores ln(10) and accuracy 0.1.
-DIGITS_PRIOR = {"loss": math.log(10), "metric": 0.1}
+DIGITS_PRIOR = {"loss": math.log(10), "metric": 0.1, "starts_near": True}
 
 
 # (name, train losses, val losses, val accuracies, the label, what its reason says)
@@ -44,6 +44,14 @@ def test_without_a_prior_the_curves_alone_still_see_a_rise_by_orders_of_magnitud
     assert diagnose([1.3, 0.34, 0.2, 0.12], [0.47, 0.24, 0.18, 0.15])[0] == "fine"
 
 
+def test_a_regression_that_starts_far_above_its_prior_and_falls_is_not_a_blow_up():
+    """The weight_decay preset: 200 inputs, 20 examples, targets of variance 0.02; the first epoch averages 178."""
+    prior = {"loss": 0.0191, "metric": 0.138, "starts_near": False}
+    label, _ = diagnose([178.0, 1.0, 1e-5, 1e-9, 1e-11], [250.0, 230.0, 229.0, 228.6, 228.7], prior=prior,
+                        val_metric=[15.8, 15.2, 15.1, 15.1, 15.1], mode="min")
+    assert label == "overfitting"
+
+
 def test_near_chance_for_an_error_metric_is_near_the_priors_error():
     prior = {"loss": 4.0, "metric": 2.0}  # rmse of predicting the mean
     train, val = [3.0, 1.3, 1.22, 1.2], [3.1, 1.35, 1.31, 1.3]
@@ -62,6 +70,7 @@ def test_the_prior_is_what_predicting_the_train_targets_frequencies_or_mean_scor
 
     prior = build_task(task).prior(targets)
     assert prior["loss"] == pytest.approx(loss, rel=1e-5) and prior["metric"] == pytest.approx(metric, rel=1e-5)
+    assert prior["starts_near"] == (task != "regression")  # a regression's first loss lands wherever its outputs do
 
 
 @pytest.mark.parametrize("overrides, says", [
@@ -196,3 +205,151 @@ def test_rerunning_the_command_that_set_a_typed_key_with_resume_continues_the_ru
     again = cli_in_process("dlexp", [*KILL_RUN[:-1], f"hydra.run.dir={tmp_path / 'run'}", f"resume={tmp_path / 'run'}"], capfd)
     assert again.returncode == 0, again.stderr  # dataset.resize=16 against the recorded 16: one value
     assert "resuming from epoch 2" in again.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Every hint that names a command does what it says, followed literally
+
+SMOKE = ["trainer=smoke", "trainer.progress=false"]
+
+
+def _hinted(text: str, after: str) -> list[str]:
+    """The arguments of the command a line of ``text`` gives after ``after`` (``python -m dlexp`` dropped)."""
+    import shlex
+
+    line = next(line for line in text.splitlines() if after in line)
+    command = line.split(after, 1)[1].split("; ")[0].strip()
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "dlexp"], line
+    return words[3:]
+
+
+def test_an_interrupted_sweep_without_a_name_hints_the_command_that_continues_it_in_its_own_dir(tmp_path):
+    from conftest import run_cli
+
+    args = ["-m", *SMOKE, "optim.lr=0.003,0.01"]
+    stopped = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@1:SIGTERM"})
+    assert stopped.returncode == 143, stopped.stderr
+    hint = _hinted(stopped.stderr, "continue the sweep with: ")
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert hint == [*args, f"hydra.sweep.dir={sweep_dir.relative_to(tmp_path)}"]
+    again = run_cli(*hint, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("completed earlier, skipped") == 1 and list((tmp_path / "outputs" / "multirun").glob("*/*")) == [sweep_dir]
+
+
+def test_a_sweep_given_without_m_hints_the_same_command_with_m(tmp_path, capfd):
+    from conftest import cli_in_process
+
+    refused = cli_in_process("dlexp", [*SMOKE, "optim.lr=0.003,0.01", f"hydra.sweep.dir={tmp_path / 's'}"], capfd)
+    assert refused.returncode == 2 and not (tmp_path / "s").exists()
+    hint = _hinted(refused.stderr, "add -m to run it: ")
+    assert hint == ["-m", *SMOKE, "optim.lr=0.003,0.01", f"hydra.sweep.dir={tmp_path / 's'}"]
+    swept = cli_in_process("dlexp", hint, capfd)
+    assert swept.returncode == 0, swept.stderr
+    assert len(list((tmp_path / "s").glob("*/summary.json"))) == 2
+
+
+def test_a_new_run_in_a_used_dir_hints_the_resume_that_continues_it(tmp_path, capfd):
+    from conftest import cli_in_process
+
+    run = [*SMOKE, f"hydra.run.dir={tmp_path / 'run'}"]
+    assert cli_in_process("dlexp", run, capfd).returncode == 0
+    refused = cli_in_process("dlexp", [*run, "trainer.epochs=3"], capfd)
+    assert refused.returncode == 2
+    resumed = cli_in_process("dlexp", [*_hinted(refused.stderr, "continue it with: "), "trainer.epochs=3"], capfd)
+    assert resumed.returncode == 0 and "resuming from epoch 3" in resumed.stdout, resumed.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_k_fold_run_hints_the_command_that_starts_it_again(tmp_path):
+    from conftest import read_json, run_cli
+
+    args = ["trainer.epochs=2", "trainer.progress=false", "split=kfold", "split.k=3", "hydra.run.dir=run"]
+    stopped = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "end_epoch@3"})  # in the second fold
+    assert stopped.returncode == 130, stopped.stderr
+    hint = _hinted(stopped.stderr, "start it again with: ")
+    assert hint == args
+    again = run_cli(*hint, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "starts again from its first fold" in again.stdout
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["status"] == "completed" and summary["folds"] == 3
+    assert sorted(p.name for p in (tmp_path / "run").glob("fold_*")) == ["fold_1", "fold_2", "fold_3"]
+
+
+def test_a_different_command_is_still_refused_in_an_interrupted_k_fold_runs_dir(tmp_path):
+    from dlexp.errors import RunDirInUse
+    from dlexp.runs.resume import kfold_to_start_again
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- split=kfold\n")
+    (run_dir / "fold_1").mkdir()
+    (run_dir / "summary.json").write_text('{"status": "interrupted"}')
+    assert kfold_to_start_again(run_dir, ["split=kfold"]) and not kfold_to_start_again(run_dir, ["split=kfold", "seed=1"])
+    from dlexp.runs.rundir import refuse_earlier_run
+
+    with pytest.raises(RunDirInUse):
+        refuse_earlier_run(run_dir)
+
+
+# ------------------------------------------------------------------------------------------------
+# A refused command writes nothing: the outputs tree is byte-identical before and after
+
+
+def _tree(root: Path) -> dict[str, object]:
+    """Every file and folder under ``root``, hidden ones included, with the files' bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
+    """Refused commands: (overrides, what the one error line says). Files they name are written into ``root``."""
+    import numpy as np
+
+    from datafiles import write_arrays, write_png_folder
+
+    write_arrays(root / "good.npz")
+    (root / "truncated.npz").write_bytes((root / "good.npz").read_bytes()[:200])
+    np.savez(root / "no_y.npz", x=np.zeros((30, 4), np.float32))
+    np.savez(root / "words.npz", x=np.zeros((30, 4), np.float32), y=np.array(["cat", "dog"] * 15))
+    write_png_folder(root / "png", per_class=4)
+    (root / "png" / "dog" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # a corrupt image among good ones
+    return {
+        "cifar10 files missing": (["dataset=cifar10", "dataset.download=false"], "cifar10 files missing"),
+        "mnist files missing": (["dataset=mnist", "dataset.download=false"], "files missing"),
+        "no CUDA": (["trainer.device=cuda"], "CUDA"),
+        "k larger than the data": (["split=kfold", "split.k=5000"], "split"),
+        "resize too small for LeNet": (["model=lenet", "dataset.resize=4"], "resize"),
+        "truncated npz": (["dataset=arrays", f"dataset.path={root / 'truncated.npz'}"], "truncated.npz"),
+        "npz without y": (["dataset=arrays", f"dataset.path={root / 'no_y.npz'}"], "no_y.npz"),
+        "string labels": (["dataset=arrays", f"dataset.path={root / 'words.npz'}"], "words.npz"),
+        "corrupt png": (["dataset=image_folder", f"dataset.root={root / 'png'}", "dataset.num_workers=0",
+                         "dataset.in_memory=false", "trainer.batch_size=4"], "2.png"),
+        "negative lr": (["optim.lr=-1"], "optim.lr"),
+        "unknown key": (["model.hiden=3"], "model.hiden"),
+        "a file that is not data": (["dataset=arrays", f"dataset.path={root / 'png'}"], "png"),
+    }
+
+
+@pytest.mark.parametrize("case", ["cifar10 files missing", "mnist files missing", "no CUDA", "k larger than the data",
+                                  "resize too small for LeNet", "truncated npz", "npz without y", "string labels",
+                                  "corrupt png", "negative lr", "unknown key", "a file that is not data"])
+def test_a_refused_command_leaves_the_outputs_tree_as_it_was(tmp_path, monkeypatch, capfd, case):
+    from conftest import cli_in_process
+
+    if case == "no CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data = tmp_path / "data"
+    data.mkdir()
+    args, says = _bad_inputs(data)[case]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLEXP_DATA_DIR", str(tmp_path / "no_data_here"))
+    earlier = cli_in_process("dlexp", [*SMOKE, "hydra.run.dir=outputs/earlier"], capfd)  # a run the refusal must not touch
+    assert earlier.returncode == 0, earlier.stderr
+    before = _tree(tmp_path / "outputs")
+    for run_dir in ([], ["hydra.run.dir=outputs/new/run"]):  # a dated dir under outputs/, and a named one
+        refused = cli_in_process("dlexp", [*SMOKE, *args, *run_dir], capfd)
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert refused.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], refused.stderr
+        assert _tree(tmp_path / "outputs") == before, case

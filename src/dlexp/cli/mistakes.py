@@ -16,6 +16,7 @@ from dlexp.config.constraints import suggest
 from dlexp.config.files import find_option_file, group_options
 from dlexp.config.schema import FIXED_GROUPS, TOP_LEVEL_KEYS
 from dlexp.errors import ConfigError
+from dlexp.runs.hints import multirun_command
 
 
 _GLOBAL_GROUPS = ("experiment", "hparams_search")  # presets that set keys of other groups, not keys of their own
@@ -106,8 +107,8 @@ def check_sweep_needs_multirun(args: list[str], multirun: bool) -> None:
         override = parser.parse_overrides([arg])[0]
         if override.is_sweep_override():
             key = arg.split("=", 1)[0]
-            raise ConfigError(f"'{arg}' is a sweep (one run per value): add -m to run it, e.g. python -m dlexp -m "
-                              f"{arg}; for a single run give {key} one value")
+            raise ConfigError(f"'{arg}' is a sweep (one run per value): add -m to run it: {multirun_command(args)}; "
+                              f"for a single run give {key} one value")
 
 
 def space_in_list_hint(args: list[str], index: int) -> Optional[str]:

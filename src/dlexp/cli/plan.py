@@ -29,6 +29,7 @@ from dlexp.config.schema import SweepConfig
 from dlexp.errors import ConfigError
 from dlexp.runs import sweep
 from dlexp.runs.files import display_path
+from dlexp.runs.hints import multirun_command
 from dlexp.runs.record import RunDir
 from dlexp.runs.rundir import refuse_earlier_run, write_record
 from dlexp.runs.status import Status
@@ -74,6 +75,9 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
     resumed = resume.resolve(cfg, today=today_overrides())
     check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
     if not resumed.cfg.get("resume") and not resumed.restart:  # a new run, or one that starts from the beginning
+        if resume.kfold_to_start_again(run_dir, today_overrides()):
+            return Plan(Start.RESTART, resumed.cfg, resumed.overrides,
+                        note=f"the k-fold run interrupted in {display_path(run_dir)} starts again from its first fold")
         refuse_earlier_run(run_dir)
         return Plan(Start.NEW, resumed.cfg, resumed.overrides, note=resumed.note)
     start = Start.RESTART if resumed.restart else Start.RESUME
@@ -128,7 +132,7 @@ def accept(plan: Plan, run_dir: Path) -> None:
         print(plan.note, flush=True)
     if plan.start == Start.RESTART:
         resume.clear_attempt(run_dir)
-        if plan.job is None:
+        if plan.job is None and not plan.note:
             print(f"no checkpoint in {display_path(run_dir)} yet: starting that run again from its recorded config",
                   flush=True)
     if plan.start == Start.NEW or (plan.start == Start.RESTART and plan.job is not None):
@@ -147,12 +151,13 @@ def record_job(cfg: DictConfig, job_dir: Path) -> None:
 def _refuse_sweep_keys(cfg: DictConfig) -> None:
     """``sweep.*`` and ``hparams_search`` apply to -m sweeps: set in a single run they would be silently ignored."""
     if cfg.get("hparams_search") is not None:
-        raise ConfigError("hparams_search is a search over many runs: add -m (python -m dlexp -m hparams_search=optuna)")
+        raise ConfigError(f"hparams_search is a search over many runs: add -m: {multirun_command(today_overrides())}")
     node = cfg.get("sweep") or {}
     changed = [f"sweep.{f.name}={node.get(f.name)}" for f in dataclasses.fields(SweepConfig)
                if f.name in node and node.get(f.name) != f.default and f.name != "rank_by"]
     if changed:
-        raise ConfigError(f"{', '.join(changed)} applies to -m sweeps; add -m to sweep, or drop it for a single run")
+        raise ConfigError(f"{', '.join(changed)} applies to -m sweeps; add -m to sweep ({multirun_command(today_overrides())}), "
+                          "or drop it for a single run")
 
 
 def job_dir_name(overrides: Any) -> str:

@@ -9,6 +9,8 @@ holds one batch of inputs, not the data set (targets are read whole: they are sm
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -88,8 +90,9 @@ def _load(path: str, mmap: bool = False) -> dict[str, Any]:
             data = torch.load(file, map_location="cpu", weights_only=True)
         else:
             raise DataError(f"dataset.path={path} must end in .npz, .pt or .pth")
-    except (ValueError, OSError, RuntimeError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {str(err).strip().splitlines()[0]}") from None
+    except (ValueError, OSError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"cannot read {path} ({first}): is it a whole .npz/.pt file? Save it again") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} must hold a dict of arrays (x, y, ...), not a {type(data).__name__}")
     try:

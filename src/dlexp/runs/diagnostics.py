@@ -11,8 +11,10 @@ by these rules, tried in this order (``tr``/``va`` are the per-epoch train/val l
 
 1. ``diverging``: a train or val loss is NaN or infinite (the run stopped on it: status ``diverged``).
 2. ``unstable``: the train loss blew up while every value stayed finite: it rose to
-   ``EXPLODE`` (100) times its first epoch's, or to ``EXPLODE`` times the loss of predicting the
-   prior, or it ended more than ``ABOVE_PRIOR`` (10) times that loss (a model worse than a constant;
+   ``EXPLODE`` (100) times its first epoch's; or, for a task whose loss starts near the prior's (a
+   classifier's cross-entropy at initialization is about ln(classes); a regression's squared error
+   starts wherever its first outputs land), it reached ``EXPLODE`` times the loss of predicting the
+   prior; or it ended more than ``ABOVE_PRIOR`` (10) times that loss (a model worse than a constant;
    e.g. Adam at lr 1e9: train losses of 1e16 to 1e20). The reason gives the numbers and the likely
    cause, the learning rate, with a smaller value to try.
 3. ``too_short``: fewer than ``MIN_EPOCHS`` (3) epochs. One or two epochs cannot tell a model
@@ -36,10 +38,12 @@ by these rules, tried in this order (``tr``/``va`` are the per-epoch train/val l
    8 epochs or more, it is still above ``FITTED`` of the first and has levelled off (within
    ``LEVEL``, 20%, over the run's last quarter): the model cannot fit the training data (a line
    through a cubic).
-7. ``underfitting`` again, where the curves alone would say ``fine``: the best val metric stayed
-   within ``NEAR_CHANCE`` (10%) of the way from the prior's score to a perfect one (accuracy
-   0.16 where predicting the most frequent digit scores 0.10), or the final train loss is still
-   within 10% of the prior's loss, or above it: the model learned nothing from its inputs.
+7. Where the curves alone would say ``fine`` but the model learned nothing that carries to unseen
+   data: the best val metric stayed within ``NEAR_CHANCE`` (10%) of the way from the prior's score
+   to a perfect one, or never beat it (accuracy 0.16 where predicting the most frequent digit
+   scores 0.10), or the final train loss is still within 10% of the prior's loss, or above it:
+   ``overfitting`` when the train data is fitted (train loss under half the prior's) and the val
+   metric never beat the prior's, else ``underfitting``.
 8. ``fine`` otherwise.
 """
 from __future__ import annotations
@@ -130,9 +134,20 @@ def diagnose(train_loss: Sequence[float], val_loss: Sequence[float], *, prior: O
         return "unstable", f"{blown}; {lr_advice(lr)}"
     label, reason = _from_curves(tr, va)
     learned_nothing = near_chance(val_metric, prior, mode) or at_prior(tr, prior)
-    if label == "fine" and learned_nothing:
-        return "underfitting", learned_nothing
-    return label, reason
+    if label != "fine" or not learned_nothing:
+        return label, reason
+    fitted = tr[-1] < UNDERFIT_LEFT * prior["loss"]  # the train data is fitted: what fails is unseen data
+    if fitted and worse_than_prior(val_metric, prior, mode):
+        return "overfitting", (f"it fits its train data (train loss {tr[-1]:.4g}, under the {prior['loss']:.4g} of predicting "
+                               f"the prior) but {learned_nothing.removeprefix('the ')}")
+    return "underfitting", learned_nothing
+
+
+def worse_than_prior(val_metric: Sequence[float], prior: dict[str, Any], mode: str) -> bool:
+    """Whether the best val metric is no better than predicting the train targets' prior scores."""
+    values = [float(v) for v in val_metric if math.isfinite(float(v))]
+    best = (max if mode == "max" else min)(values)
+    return best <= prior["metric"] if mode == "max" else best >= prior["metric"]
 
 
 def at_prior(tr: list[float], prior: Optional[dict[str, float]]) -> Optional[str]:
@@ -154,7 +169,7 @@ def blown_up(tr: list[float], prior: Optional[dict[str, float]]) -> Optional[str
     base = (prior or {}).get("loss")
     if base is None or not math.isfinite(base) or base <= 0:
         return None
-    if tr[peak] >= EXPLODE * base:
+    if prior.get("starts_near") and tr[peak] >= EXPLODE * base:  # a fresh classifier's loss starts near the prior's
         return (f"train loss reached {tr[peak]:.3g} at epoch {peak + 1}, {tr[peak] / base:.3g}x the {base:.3g} of "
                 f"predicting the train targets' prior without looking at the inputs (it ended at {tr[-1]:.3g})")
     if tr[-1] > ABOVE_PRIOR * base:

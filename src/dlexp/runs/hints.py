@@ -2,6 +2,7 @@
 
 - ``resume_command``: the command that continues one run from its checkpoint;
 - ``rerun_command``: a k-fold run, which starts again with the command that started it;
+- ``multirun_command``: the command that was given, as a sweep (``-m``);
 - ``continue_sweep_command``: the command that continues a sweep in the same sweep dir. A sweep
   without ``sweep.name`` lives in a dated dir: running its command again would start a new one, so
   the hint names the dir (``hydra.sweep.dir=...``).
@@ -44,6 +45,12 @@ def resume_command(run_dir: Path) -> str:
 def rerun_command(argv: Optional[Sequence[str]]) -> str:
     """The command that started a run (a k-fold run starts again from its first fold)."""
     return _quote(list(argv)) if argv is not None else "the same command again"
+
+
+def multirun_command(fallback: Sequence[str]) -> str:
+    """This command as a sweep (``-m`` added), or ``fallback``'s arguments as one when the command is not known."""
+    args = command()
+    return _quote(["-m", *(args if args is not None else fallback)])
 
 
 def continue_sweep_command(sweep_dir: Path, argv: Optional[Sequence[str]]) -> str:

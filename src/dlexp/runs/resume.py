@@ -12,6 +12,7 @@ run is taken from today's defaults. A finished run without a checkpoint is never
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -100,11 +101,25 @@ def _from_the_beginning(cfg: DictConfig, run_dir: Path, today: list[str]) -> Res
 
 
 def clear_attempt(run_dir: Path) -> None:
-    """The files of an attempt that never reached a checkpoint: nothing in them can be continued."""
-    for name in (files.METRICS_FILE, files.GRAD_NORMS_FILE, files.SUMMARY_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    for events in run_dir.glob(files.TENSORBOARD_GLOB):
-        events.unlink()
+    """The files of an attempt that cannot be continued (no checkpoint yet, or a k-fold run): all it wrote
+    but its record, so that the run starts again in its own dir."""
+    for name in files.RUN_FILES:
+        path = Path(run_dir) / name
+        if name not in (files.HYDRA_DIR, files.RESUME_HYDRA_DIR):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for pattern in (files.TENSORBOARD_GLOB, files.FOLD_DIR.format("*")):
+        for path in Path(run_dir).glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def kfold_to_start_again(run_dir: Path, today: list[str]) -> bool:
+    """Whether ``run_dir`` holds an interrupted k-fold run of today's command: k-fold runs cannot be resumed,
+    so the command that started one starts it again there (another command is refused, as for any run)."""
+    run = RunDir(run_dir)
+    if not run.has(files.FOLD_DIR.format(1)) or not run.recorded or run.status() not in (Status.INTERRUPTED,
+                                                                                         Status.INCOMPLETE):
+        return False
+    return recorded_overrides(run_dir) == [o for o in today if not o.startswith(("hydra.", "resume="))]
 
 
 def recorded_overrides(run_dir: Path) -> list[str]:

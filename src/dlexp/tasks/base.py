@@ -41,6 +41,7 @@ class Task:
     default_loss = ""
     default_metric = ""
     decodes = False  # True: the task reads the ``decode`` settings (beam size, ...)
+    starts_near_prior = False  # True: a freshly initialized model's loss is about the prior's (a classifier's ln C)
 
     def __init__(self, *, loss: str = "auto", metric: str = "auto", context: Optional[dict[str, Any]] = None,
                  label_smoothing: float = 0.0, decode: Optional[DecodeConfig] = None):
@@ -73,19 +74,20 @@ class Task:
         (class frequencies, the mean); None: the task has no such baseline."""
         return None
 
-    def prior(self, targets: Optional[Tensor]) -> Optional[dict[str, float]]:
-        """``{"loss", "metric"}`` of predicting ``prior_outputs`` for every train example: the level a run must
+    def prior(self, targets: Optional[Tensor]) -> Optional[dict[str, Any]]:
+        """``{"loss", "metric", "starts_near"}`` of predicting ``prior_outputs`` for every train example: the level a run must
         beat to have learned anything from its inputs (the diagnosis compares the curves with it)."""
         constant = None if targets is None or len(targets) == 0 else self.prior_outputs(targets)
         if constant is None:
             return None
         outputs = constant.expand(len(targets), *constant.shape[1:])
         metric = self.monitor_metric
+        loss = float(self.loss_fn(outputs, targets))
         if metric.needs_decode:
-            return {"loss": float(self.loss_fn(outputs, targets)), "metric": math.nan}
+            return {"loss": loss, "metric": math.nan, "starts_near": self.starts_near_prior}
         metric.reset(targets.device)
         metric.update(outputs, Batch(outputs, targets))
-        return {"loss": float(self.loss_fn(outputs, targets)), "metric": metric.compute()}
+        return {"loss": loss, "metric": metric.compute(), "starts_near": self.starts_near_prior}
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Forward and loss; the weight is the number of examples.

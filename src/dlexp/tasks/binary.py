@@ -15,6 +15,7 @@ def bce() -> nn.Module:
 @TASKS.register("binary")
 class Binary(Task):
     name = "binary"
+    starts_near_prior = True  # logits near zero at initialization: a loss of about ln(classes)
     default_loss = "bce"
     default_metric = "binary_acc"
 

@@ -17,6 +17,7 @@ def cross_entropy(*, label_smoothing: float = 0.0) -> nn.Module:
 @TASKS.register("classification")
 class Classification(Task):
     name = "classification"
+    starts_near_prior = True  # logits near zero at initialization: a loss of about ln(classes)
     default_loss = "cross_entropy"
     default_metric = "acc"
 
