@@ -1,11 +1,17 @@
-"""Nothing silently wrong: runs that blew up are named so, never ``fine``."""
+"""Nothing silently wrong, nothing left behind: diagnoses that see a blow-up, extended runs explicit about their
+schedule, resume= on the command that started a run, hints that do what they say, refused commands that
+write nothing."""
 from __future__ import annotations
 
 import math
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import cli_in_process, read_json, run_cli, untimed_rows
+from datafiles import write_arrays, write_png_folder
 from dlexp.runs.diagnostics import diagnose
 
 # A 10-class problem whose train targets are balanced: predicting the prior scores ln(10) and accuracy 0.1.
@@ -92,8 +98,6 @@ def test_a_run_that_blew_up_is_called_unstable_and_says_so(run_train, capsys, ov
 def _extend(run_train, capsys, first: int, then: int, *overrides: str) -> tuple[list[float], str, dict]:
     """A run of ``first`` epochs, then ``resume=`` with ``trainer.epochs=then``: (lr of every epoch, what the
     resume printed, its summary)."""
-    from conftest import read_json, untimed_rows
-
     _, run_dir = run_train(*overrides, f"trainer.epochs={first}")
     capsys.readouterr()
     run_train(*overrides, f"trainer.epochs={then}", f"resume={run_dir}", run_dir=run_dir)
@@ -114,8 +118,6 @@ def test_extending_a_cosine_run_rebuilds_its_schedule_over_the_new_length(run_tr
                                       ["scheduler=multistep", "scheduler.milestones=[3,5]"]])
 def test_extending_a_schedule_that_does_not_depend_on_the_length_continues_it_and_says_so(run_train, capsys, tmp_path,
                                                                                           schedule):
-    from conftest import untimed_rows
-
     lrs, said, summary = _extend(run_train, capsys, 4, 6, *schedule, "trainer.early_stopping.patience=null")
     name = schedule[0].split("=")[1]
     assert f"the {name} schedule does not depend on the run's length and continues: epoch 5 at lr" in said
@@ -132,8 +134,6 @@ def test_extending_a_step_interval_cosine_with_warmup_never_warms_up_again(run_t
 
 
 def test_extending_a_run_that_stopped_early_says_it_counts_its_patience_again(run_train, capsys):
-    from conftest import read_json
-
     _, run_dir = run_train("trainer.epochs=40", "trainer.early_stopping.patience=1", "optim.lr=0.5", "optim=sgd")
     stopped = read_json(run_dir / "summary.json")
     assert stopped["stop_reason"] == "early_stopping" and stopped["epochs_run"] < 40
@@ -158,8 +158,6 @@ MOMENTS = ["startup", "compose", "imports", "data", "model", "accepted", "train_
 
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory) -> Path:
-    from conftest import run_cli
-
     root = tmp_path_factory.mktemp("whole")
     proc = run_cli(*KILL_RUN, cwd=root)
     assert proc.returncode == 0, proc.stderr
@@ -167,8 +165,6 @@ def whole_run(tmp_path_factory) -> Path:
 
 
 def _outcome(run_dir: Path) -> tuple[list, dict]:
-    from conftest import read_json, untimed_rows
-
     summary = read_json(run_dir / "summary.json")
     keep = {k: v for k, v in summary.items() if k.startswith(("test/", "best/", "gap/")) or k in
             ("status", "epochs_run", "best_epoch", "diagnosis")}
@@ -179,8 +175,6 @@ def _outcome(run_dir: Path) -> tuple[list, dict]:
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_a_run_killed_at_any_moment_finishes_as_if_never_stopped_with_its_own_command_and_resume(tmp_path, whole_run,
                                                                                                    moment):
-    from conftest import run_cli
-
     killed = run_cli(*KILL_RUN, cwd=tmp_path, env={"DLEXP_KILL_AT": moment})
     assert killed.returncode == -9, killed.stderr
     again = run_cli(*KILL_RUN, "resume=run", cwd=tmp_path)  # the same command, with resume=
@@ -198,8 +192,6 @@ def test_resume_compares_a_value_as_the_config_types_it():
 
 
 def test_rerunning_the_command_that_set_a_typed_key_with_resume_continues_the_run(tmp_path, capfd):
-    from conftest import cli_in_process
-
     first = cli_in_process("dlexp", [*KILL_RUN[:-1], "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}"], capfd)
     assert first.returncode == 0, first.stderr
     again = cli_in_process("dlexp", [*KILL_RUN[:-1], f"hydra.run.dir={tmp_path / 'run'}", f"resume={tmp_path / 'run'}"], capfd)
@@ -215,8 +207,6 @@ SMOKE = ["trainer=smoke", "trainer.progress=false"]
 
 def _hinted(text: str, after: str) -> list[str]:
     """The arguments of the command a line of ``text`` gives after ``after`` (``python -m dlexp`` dropped)."""
-    import shlex
-
     line = next(line for line in text.splitlines() if after in line)
     command = line.split(after, 1)[1].split("; ")[0].strip()
     words = shlex.split(command)
@@ -225,8 +215,6 @@ def _hinted(text: str, after: str) -> list[str]:
 
 
 def test_an_interrupted_sweep_without_a_name_hints_the_command_that_continues_it_in_its_own_dir(tmp_path):
-    from conftest import run_cli
-
     args = ["-m", *SMOKE, "optim.lr=0.003,0.01"]
     stopped = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@1:SIGTERM"})
     assert stopped.returncode == 143, stopped.stderr
@@ -239,8 +227,6 @@ def test_an_interrupted_sweep_without_a_name_hints_the_command_that_continues_it
 
 
 def test_a_sweep_given_without_m_hints_the_same_command_with_m(tmp_path, capfd):
-    from conftest import cli_in_process
-
     refused = cli_in_process("dlexp", [*SMOKE, "optim.lr=0.003,0.01", f"hydra.sweep.dir={tmp_path / 's'}"], capfd)
     assert refused.returncode == 2 and not (tmp_path / "s").exists()
     hint = _hinted(refused.stderr, "add -m to run it: ")
@@ -251,8 +237,6 @@ def test_a_sweep_given_without_m_hints_the_same_command_with_m(tmp_path, capfd):
 
 
 def test_a_new_run_in_a_used_dir_hints_the_resume_that_continues_it(tmp_path, capfd):
-    from conftest import cli_in_process
-
     run = [*SMOKE, f"hydra.run.dir={tmp_path / 'run'}"]
     assert cli_in_process("dlexp", run, capfd).returncode == 0
     refused = cli_in_process("dlexp", [*run, "trainer.epochs=3"], capfd)
@@ -263,8 +247,6 @@ def test_a_new_run_in_a_used_dir_hints_the_resume_that_continues_it(tmp_path, ca
 
 @pytest.mark.slow
 def test_an_interrupted_k_fold_run_hints_the_command_that_starts_it_again(tmp_path):
-    from conftest import read_json, run_cli
-
     args = ["trainer.epochs=2", "trainer.progress=false", "split=kfold", "split.k=3", "hydra.run.dir=run"]
     stopped = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "end_epoch@3"})  # in the second fold
     assert stopped.returncode == 130, stopped.stderr
@@ -307,8 +289,6 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
     """Refused commands: (overrides, what the one error line says). Files they name are written into ``root``."""
     import numpy as np
 
-    from datafiles import write_arrays, write_png_folder
-
     write_arrays(root / "good.npz")
     (root / "truncated.npz").write_bytes((root / "good.npz").read_bytes()[:200])
     np.savez(root / "no_y.npz", x=np.zeros((30, 4), np.float32))
@@ -336,8 +316,6 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
                                   "resize too small for LeNet", "truncated npz", "npz without y", "string labels",
                                   "corrupt png", "negative lr", "unknown key", "a file that is not data"])
 def test_a_refused_command_leaves_the_outputs_tree_as_it_was(tmp_path, monkeypatch, capfd, case):
-    from conftest import cli_in_process
-
     if case == "no CUDA" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     data = tmp_path / "data"
