@@ -280,14 +280,36 @@ def test_curriculum_runs_presets_and_writes_the_table_the_commands_and_the_figur
     from dlexp.course.curriculum import main
 
     monkeypatch.chdir(tmp_path)  # no data/house_prices/ here: that preset is skipped, and says why
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "curriculum.md").write_text("the full course table\n")
     assert main(["--only", "symmetry,kfold_house_prices", "--out", "out", "--docs", "docs", "--",
                  "trainer.epochs=1", "trainer.num_threads=1"]) == 0
-    doc = (tmp_path / "docs" / "curriculum.md").read_text()
+    # no record of the other presets' rows: a partial run leaves the course page alone and writes beside its runs
+    assert (tmp_path / "docs" / "curriculum.md").read_text() == "the full course table\n"
+    said = capsys.readouterr().out
+    assert "docs/curriculum.md is kept" in said
+    doc = (tmp_path / "out" / "curriculum.md").read_text()
     saved = read_json(tmp_path / "out" / "symmetry" / "finding.json")
     row = next(line for line in doc.splitlines() if line.startswith("| `symmetry` |"))
     assert saved["claim"] in row and saved["line"] in row and "**holds**" in row
     skipped = next(line for line in doc.splitlines() if line.startswith("| `kfold_house_prices` |"))
     assert "skipped: place Kaggle's house-prices train.csv and test.csv in data/house_prices/" in skipped
     assert "python -m dlexp experiment=symmetry trainer.progress=false hydra.run.dir=out/symmetry trainer.epochs=1" in doc
-    assert (tmp_path / "docs" / "curriculum" / "symmetry_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert saved["text"] in capsys.readouterr().out
+    assert (tmp_path / "out" / "curriculum" / "symmetry_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert saved["text"] in said
+
+
+def test_a_partial_curriculum_run_merges_its_rows_into_the_course_page(tmp_path, monkeypatch):
+    from dlexp.course.curriculum import main
+
+    monkeypatch.chdir(tmp_path)
+    record = tmp_path / "docs" / "curriculum" / "results.json"
+    record.parent.mkdir(parents=True)
+    earlier = {"claim": "degree 1 underfits", "line": "degree 1: train 2.09", "holds": True}
+    record.write_text(json.dumps({"polynomial": {"command": "python -m dlexp -m experiment=polynomial", "seconds": 41,
+                                                 "finding": earlier, "status": "ran", "figures": [], "machine": "a CPU"}}))
+    assert main(["--only", "symmetry", "--out", "out", "--docs", "docs", "--", "trainer.epochs=1"]) == 0
+    doc = (tmp_path / "docs" / "curriculum.md").read_text()
+    rows = [line.split(" | ")[0] for line in doc.splitlines() if line.startswith("| `")]
+    assert rows == ["| `polynomial`", "| `symmetry`"]  # the earlier row kept, in the course's order, beside the new one
+    assert "degree 1: train 2.09" in doc and set(json.loads(record.read_text())) == {"polynomial", "symmetry"}

@@ -331,3 +331,27 @@ def test_a_refused_command_leaves_the_outputs_tree_as_it_was(tmp_path, monkeypat
         lines = [line for line in refused.stderr.splitlines() if line.strip()]
         assert refused.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], refused.stderr
         assert _tree(tmp_path / "outputs") == before, case
+
+
+# ------------------------------------------------------------------------------------------------
+# Search settings are not hyperparameters
+
+
+@pytest.mark.slow
+def test_a_searchs_own_settings_are_never_columns_and_a_rerun_with_fewer_trials_runs_nothing(tmp_path):
+    search = ["-m", "hparams_search=optuna", *SMOKE, "sweep.name=s"]
+    first = run_cli(*search, "hparams_search.n_trials=2", "hparams_search.slots=2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    more = run_cli(*search, "hparams_search.n_trials=3", "hparams_search.slots=1", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    sweep_dir = tmp_path / "outputs" / "multirun" / "s"
+    header = (sweep_dir / "summary.csv").read_text().splitlines()[0].split(",")
+    assert not [c for c in header if "n_trials" in c or "slots" in c or "hparams_search" in c], header
+    best = next(line for line in more.stdout.splitlines() if line.startswith("Best:"))
+    assert "n_trials" not in best and "slots" not in best and "lr=" in best
+    fewer = run_cli(*search, "hparams_search.n_trials=2", cwd=tmp_path)
+    assert fewer.returncode == 0, fewer.stderr
+    said = [line for line in fewer.stdout.splitlines() if "trials finished earlier" in line]
+    assert said == [line for line in said if "3 trials finished earlier, hparams_search.n_trials=2: nothing to run" in line]
+    assert len(said) == 1 and "slots busy" not in fewer.stdout
+    assert len(list(sweep_dir.glob("trial_*"))) == 3

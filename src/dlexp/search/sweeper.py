@@ -136,6 +136,11 @@ def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, dire
 
     queue = studies.abandoned_trials(study, settings.lease_seconds)
     done = len(studies.finished(study.get_trials(deepcopy=False)))
+    if done >= n_trials and not queue:  # nothing left: say so, run nothing, and leave the study as it is
+        print(f"search {study_name}: {done} trials finished earlier, hparams_search.n_trials={n_trials}: nothing to run "
+              f"(raise hparams_search.n_trials to continue the search); study in {_where(settings.storage, sweep_dir)}",
+              flush=True)
+        return 0
     print(f"search {study_name}: {n_trials} trials, {done} finished earlier, {len(queue)} to resume; "
           f"sampler={settings.sampler} pruner={settings.pruner}; study in {_where(settings.storage, sweep_dir)}", flush=True)
     pool = make_pool()
