@@ -3,6 +3,7 @@ schedule, resume= on the command that started a run, hints that do what they say
 write nothing."""
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from pathlib import Path
@@ -355,3 +356,30 @@ def test_a_searchs_own_settings_are_never_columns_and_a_rerun_with_fewer_trials_
     assert said == [line for line in said if "3 trials finished earlier, hparams_search.n_trials=2: nothing to run" in line]
     assert len(said) == 1 and "slots busy" not in fewer.stdout
     assert len(list(sweep_dir.glob("trial_*"))) == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# hydra.job.chdir=true is refused in one line, from the command line or a config file
+
+
+def test_hydra_job_chdir_is_refused_in_one_line_from_the_command_line_or_a_config_file(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    preset = tmp_path / "conf" / "experiment" / "moves.yaml"
+    preset.parent.mkdir(parents=True)
+    preset.write_text("# @package _global_\nhydra:\n  job:\n    chdir: true\n")
+    for args in ([*SMOKE, "hydra.job.chdir=true"], ["--config-dir", str(tmp_path / "conf"), *SMOKE, "experiment=moves"]):
+        refused = cli_in_process("dlexp", args, capfd)
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert refused.returncode == 2 and len(lines) == 1 and "hydra.job.chdir=true is not supported" in lines[0], refused.stderr
+        assert not (tmp_path / "outputs").exists() and Path.cwd() == tmp_path  # nothing written, and still here
+
+
+def test_no_line_about_a_job_ends_in_an_empty_reason(tmp_path):
+    from dlexp.results.report import build_report
+
+    for name, summary in (("a", {"status": "interrupted", "signal": "SIGINT"}), ("b", {"status": "failed"})):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"- seed={ord(name)}\n")
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    reasons = {job.name: job.reason for job in build_report(tmp_path).jobs}
+    assert reasons == {"a": "stopped by SIGINT; it continues from its checkpoint when the sweep does", "b": "failed"}

@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from dlexp.cli.preflight import check_run_config
+from dlexp.cli.preflight import CHDIR_REFUSED, check_run_config
 from dlexp.config.files import CONFIG_DIR, find_option_file
 from dlexp.config.schema import SweepConfig
 from dlexp.errors import ConfigError
@@ -67,10 +67,17 @@ def today_overrides() -> list[str]:
     return [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
 
 
+def refuse_chdir() -> None:
+    """``hydra.job.chdir=true``, from the command line or a config file: one line, before anything is written."""
+    if HydraConfig.get().job.chdir:
+        raise ConfigError(CHDIR_REFUSED)
+
+
 def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
     """A single run: new, or resumed (the run's record rules), or refused. Reads, never writes."""
     from dlexp.runs import resume  # loads checkpoints: torch, which the command line defers to here
 
+    refuse_chdir()
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
     check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
@@ -88,6 +95,7 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     """A sweep job, from what its dir holds. Reads, never writes."""
     from dlexp.runs import resume  # loads checkpoints: torch, which the command line defers to here
 
+    refuse_chdir()
     if cfg.get("resume"):
         raise ConfigError("resume= continues one run; to continue a sweep, run the same -m command again "
                           "(completed jobs are skipped, interrupted ones resumed)")

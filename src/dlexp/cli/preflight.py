@@ -35,6 +35,9 @@ from dlexp.config.files import (
 from dlexp.errors import ConfigError
 from dlexp.runs.files import find_checkpoint, run_dir_of
 
+CHDIR_REFUSED = ("hydra.job.chdir=true is not supported: it moves the working directory into the run dir, so relative "
+                 "data paths and the paths dlexp prints would be wrong; leave it false (a run writes only into its run "
+                 "dir anyway)")
 _SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
 
 
@@ -82,6 +85,8 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                     )
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
     _check_hydra_groups([a for a in argv if a.lstrip("+").startswith("hydra/") and "=" in a], dirs)
+    if str(last_value(argv, "hydra.job.chdir")).lower() == "true":
+        raise ConfigError(CHDIR_REFUSED)
     _check_search_keys(argv)
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     check_top_level_keys(overrides, dirs, groups, chosen)

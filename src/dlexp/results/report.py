@@ -52,7 +52,10 @@ class Job:
             return f"{self.status} (jobs.json)"
         if not self.summary:
             return "no summary.json: still running, or killed"
-        return str(self.summary.get("error") or self.summary.get("hint") or self.summary.get("stop_reason", ""))
+        if self.status == Status.INTERRUPTED:
+            by = f" by {self.summary['signal']}" if self.summary.get("signal") else ""
+            return f"stopped{by}; it continues from its checkpoint when the sweep does"
+        return str(self.summary.get("error") or self.summary.get("hint") or self.summary.get("stop_reason") or self.status)
 
     def value(self, key: str) -> float:
         value = self.summary.get(key)

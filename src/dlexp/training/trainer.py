@@ -43,6 +43,9 @@ from dlexp.training.stopping import EarlyStopping
 from dlexp.training.throughput import Meter, median_rates
 
 
+MIN_ESTIMATE_S = 5.0  # the run's estimated time is said only when the epochs left take at least this long
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, data: DataBundle, task: Task, runtime: Runtime, log: RunLog, run_dir: Path, *,
                  model: Optional[nn.Module] = None, overrides: Sequence[str] = (), resumable: bool = True,
@@ -340,9 +343,9 @@ class Trainer:
         time (the epochs left times the pace measured), and, for a CPU run of over 10 minutes, a shorter budget."""
         self.said_time = True
         left = self.cfg.trainer.epochs - epoch
-        if left <= 0:
-            return
         estimate = left * seconds
+        if estimate < MIN_ESTIMATE_S:  # a few seconds more: nothing worth a line
+            return
         line = (f"estimated time: about {_duration(estimate)} for the {left} epoch(s) left "
                 f"({seconds:.1f} s per epoch, measured on epoch {epoch}; early stopping may end it sooner)")
         if self.runtime.device.type == "cpu" and estimate > 600:
