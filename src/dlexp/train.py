@@ -22,7 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dlexp.config import plugins as user_plugins
 from dlexp.config import validate as config_validation
+from dlexp.config.files import CONFIG_DIR
 from dlexp.config.registry import Registry, builder_kwargs
 from dlexp.config.schema import DecodeConfig
 from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, build_source, load_folds
@@ -39,7 +41,7 @@ from dlexp.runs.resume import check_compatible, load_resume_checkpoint
 from dlexp.runs.rundir import prepare_run_dir, refuse_earlier_run
 from dlexp.runs.runlog import RunLog
 from dlexp.runs.status import Status
-from dlexp.tasks import Task, build_task, resolve_monitor
+from dlexp.tasks import LOSSES, METRICS, TASKS, Task, build_task, resolve_monitor
 from dlexp.training.distributed import ranks_from_env
 from dlexp.training.interrupt import STOP
 from dlexp.training.optim import OPTIMIZERS, build_optimizer
@@ -53,6 +55,17 @@ OPEN_GROUPS: dict[str, Registry] = {
     "augment": AUGMENTS, "shift": SHIFTS,
 }
 SHOWN_GROUPS = ("model", "dataset", "optim")  # the options a run's banner and summary name
+# Every registry a plugin may add to: a plugin file imported again (it changed) first loses what it registered.
+REGISTRIES: tuple[Registry, ...] = (*OPEN_GROUPS.values(), TASKS, LOSSES, METRICS)
+
+
+def load_plugins(names: Sequence[str], search: Sequence[str] = ()) -> list[user_plugins.Plugin]:
+    """Import the run's plugins (``dlexp.config.plugins``): the user's own components, registered by name."""
+    def forget(module: str) -> None:
+        for registry in REGISTRIES:
+            registry.unregister_module(module)
+
+    return user_plugins.load(names, search=search, forget=forget)
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -81,27 +94,36 @@ class PreparedRun:
     model: nn.Module  # the first fold's model, built from the seeded generator as training would build it
     chosen: dict[str, str]  # chosen_options
     started: float  # time.perf_counter() once the config was valid: the run's wall clock starts here
+    plugins: dict[str, str] = field(default_factory=dict)  # name -> origin (version): the user's components it uses
 
     def facts(self) -> dict[str, Any]:
         """Summary entries every run reports: where it ran, its seed and options, the dropout that took effect."""
         facts: dict[str, Any] = {"device": str(self.runtime.device), "seed": self.cfg.seed, **self.chosen}
         if "dropout" in self.cfg.model:
             facts["dropout"] = self.cfg.model.dropout  # regularizer.dropout, when set, is this value
+        if self.plugins:
+            facts["plugins"] = dict(self.plugins)
         return facts
 
 
 def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optional[dict[str, Any]] = None,
-            choices: Optional[dict[str, str]] = None, download: bool = True) -> PreparedRun:
+            choices: Optional[dict[str, str]] = None, download: bool = True, config_dirs: Sequence[str] = ()) -> PreparedRun:
     """Every check a run makes before its first write, and what it trains. With ``cfg.resume`` set (and no
     ``checkpoint`` given), the checkpoint it names is loaded and checked against ``cfg``. ``choices``: the
     option each group was composed from (``optim: sgd_momentum``), for the banner and the summary.
-    ``download=False`` (``--cfg``) fetches no data: a dataset not on disk yet skips the data checks."""
+    ``download=False`` (``--cfg``) fetches no data: a dataset not on disk yet skips the data checks.
+    ``config_dirs``: where the run's plugin files may also be (beside its configs)."""
+    if cfg.get("resume") and checkpoint is None:
+        checkpoint = load_resume_checkpoint(cfg.resume)
+    # the user's components, before their names are checked; a resumed run's also where it found them then
+    search = [*(d for d in config_dirs if Path(d) != Path(CONFIG_DIR)),
+              *user_plugins.recorded_dirs((checkpoint or {}).get("plugins") or {})]
+    used = load_plugins(config_validation.plugin_names(cfg.get("plugins")), search)
     cfg = validate(cfg)  # imports the registries (torch) first: the run's clock does not count the imports
     started = time.perf_counter()
-    if cfg.resume and checkpoint is None:
-        checkpoint = load_resume_checkpoint(cfg.resume)
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
+        _say_changed_plugins(checkpoint, used)
     runtime = setup_runtime(cfg.trainer, ranks_from_env())
     seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
     source = _build_source(cfg, download)
@@ -119,7 +141,15 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     point("model")
     STOP.check()
     return PreparedRun(cfg, list(overrides), checkpoint, runtime, task, folds, first, model,
-                       chosen_options(cfg, choices), started)
+                       chosen_options(cfg, choices), started, user_plugins.record(used))
+
+
+def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins.Plugin]) -> None:
+    """A resumed run whose plugin changed since the run started goes on with the plugin as it is now, and says so."""
+    changed = user_plugins.changed_since(checkpoint.get("plugins") or {}, used)
+    if changed:
+        print(f"warning: the run's plugin changed since it started ({'; '.join(changed)}); it goes on with the plugin "
+              "as it is now", flush=True)
 
 
 def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequence[str] = (), *,
@@ -140,7 +170,8 @@ def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequenc
         log = _open_log(run, run_dir)
         if len(run.folds) == 1:
             summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
-                              overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch).fit(run.checkpoint)
+                              overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
+                              plugins=run.plugins).fit(run.checkpoint)
         else:
             summary = _train_folds(run, run_dir, log)
         exit_code = summary.pop("exit_code", 0)
@@ -158,7 +189,7 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog) -> dict[str, Any]
         folder = prepare_run_dir(fold_dir(run_dir, i + 1))
         fold_log = _open_log(run, folder)
         summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
-                          overrides=run.overrides, resumable=False, choices=run.chosen).fit()
+                          overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
         exit_code = summary.pop("exit_code", 0)
         summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False))
         if summary["status"] != Status.COMPLETED:
@@ -222,7 +253,13 @@ def build_run_task(cfg: DictConfig, source: Source) -> Task:
 
 
 def build_run_model(cfg: DictConfig, data: DataBundle, task: Task) -> nn.Module:
-    """The model of ``cfg`` for ``data``'s shapes; a builder refusing the config's values is a config error."""
+    """The model of ``cfg`` for ``data``'s shapes; a builder refusing the config's values is a config error, and
+    one that cannot take what the task passes every model (a vocabulary's size) is told so by name."""
+    missing = [key for key in task.model_args() if not MODELS.takes(cfg.model.name, key)]
+    if missing:
+        raise UserError(f"model '{cfg.model.name}' takes no '{missing[0]}' keyword, which a {task.name} task passes "
+                        f"every model: add it to the builder ({MODELS.origin(cfg.model.name)}), or choose a model made "
+                        f"for {task.name}")
     with building(f"model={cfg.model.name}"):
         return build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout, task.model_args())
 
@@ -295,11 +332,11 @@ def summarize_layers(cfg: DictConfig, depth: int = 1) -> tuple[dict[str, Any], l
     return facts, layer_rows(model, lambda m: task.forward(m, batch), depth), count_parameters(model)
 
 
-def check_buildable(cfg: DictConfig) -> None:
+def check_buildable(cfg: DictConfig, config_dirs: Sequence[str] = ()) -> None:
     """``--cfg`` prints a config only once every check a run makes before its first step passes, so that it
     never shows a config a run would refuse. It downloads nothing: a dataset not fetched yet is checked
     without its data (a run fetches it first, and checks the rest then)."""
     try:
-        prepare(cfg, download=False)
+        prepare(cfg, download=False, config_dirs=config_dirs)
     except NotDownloaded:
         pass

@@ -77,9 +77,14 @@ class HydraApp:
     before Hydra made the run dir (a refused run removes the rest); ``finished_single_run`` tells the
     entry point that a single run has written and closed all its files."""
 
-    def __init__(self, before: Optional[DirSnapshot] = None) -> None:
+    def __init__(self, before: Optional[DirSnapshot] = None, *, quiet_errors: bool = False) -> None:
         self.before = before or DirSnapshot()
         self.finished_single_run = False
+        # the Python API (dlexp.run): an error is kept (``error``) for the caller to raise, not printed
+        self.quiet_errors = quiet_errors
+        self.error: Optional[BaseException] = None
+        self.result: Optional[RunResult] = None  # the last run's (a single run's) result
+        self.run_dir: Optional[Path] = None
 
     def ended(self, stop: SystemExit) -> tuple[bool, object]:
         """Hydra's main left through ``stop``: (True, its exit code) when a single run finished and closed its
@@ -106,13 +111,15 @@ class HydraApp:
                 if is_multirun():
                     train.warm_imports(plan.cfg)
                 prepared = train.prepare(plan.cfg, overrides=plan.overrides, checkpoint=plan.checkpoint,
-                                         choices=plan.choices or planning.applied_choices())
+                                         choices=plan.choices or planning.applied_choices(),
+                                         config_dirs=planning.config_dirs())
                 if is_main_process():
                     planning.accept(plan, run_dir)
                 accepted = plan
                 point("accepted")
                 self.mark(run_dir, Status.RUNNING, plan.overrides)
                 result = train.train(prepared, run_dir, in_sweep=is_multirun(), on_epoch=trial_reporter())
+                self.result, self.run_dir = result, run_dir
                 if plan.cfg.get("finding") is not None and is_main_process():
                     course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
             except Interrupted as stop:
@@ -175,7 +182,7 @@ class HydraApp:
             return failed_objective(err)  # NaN, or the error again for sweepers that record failed trials
         if os.environ.get("DLEXP_TRACEBACK"):
             raise err
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        self.say_error(err, str(err))
         if not is_main_process() or isinstance(err, RunDirInUse):
             pass  # another rank's, or an earlier run's dir: not this command's to change
         elif accepted is None:
@@ -192,11 +199,18 @@ class HydraApp:
         if os.environ.get("DLEXP_TRACEBACK"):
             raise err
         log = record_bug(run_dir, traceback.format_exc(), f"{type(err).__name__}: {err}") if is_main_process() else None
-        print(f"error: {bug_message(err, display_path(log) if log else None)}", file=sys.stderr, flush=True)
+        self.say_error(err, bug_message(err, display_path(log) if log else None))
         if not is_multirun():
             sys.exit(BUG_EXIT_CODE)
         self.failed(cfg, run_dir, f"internal error: {type(err).__name__}: {err}")
         return failed_objective(err)
+
+    def say_error(self, err: BaseException, line: str) -> None:
+        """One ``error:`` line; or, for the Python API, the error kept for the caller to raise."""
+        if self.quiet_errors:
+            self.error = err
+            return
+        print(f"error: {line}", file=sys.stderr, flush=True)
 
     def failed(self, cfg: DictConfig, run_dir: Path, error: str) -> None:
         """A sweep job that failed: recorded in its dir and the manifest; the sweep stops if sweep.fail_fast."""

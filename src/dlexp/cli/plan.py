@@ -80,7 +80,7 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
     refuse_chdir()
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
-    check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
+    check_run_config(resumed.cfg, resumed.choices or applied_choices(), config_dirs())
     if not resumed.cfg.get("resume") and not resumed.restart:  # a new run, or one that starts from the beginning
         if resume.kfold_to_start_again(run_dir, today_overrides()):
             return Plan(Start.RESTART, resumed.cfg, resumed.overrides,
@@ -102,7 +102,7 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     today, state = today_overrides(), sweep.job_state(job_dir)
     if state.status.finished or (state.status == Status.FAILED and not cfg.sweep.retry_failed):
         return Plan(Start.SKIP, cfg, today, job=state)
-    check_run_config(cfg, applied_choices(), _config_dirs())
+    check_run_config(cfg, applied_choices(), config_dirs())
     if state.status.resumable and state.checkpoint is not None:
         checkpoint = resume.load_checkpoint(state.checkpoint)
         resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
@@ -119,12 +119,12 @@ def applied_choices() -> dict[str, str]:
 def without_missing_recipe(choices: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
     """``choices`` without a ``recipe`` that conf/recipe/ has no file for (a run's record names one anyway)."""
     recipe = (choices or {}).get("recipe")
-    if recipe and find_option_file(_config_dirs(), "recipe", recipe) is None:
+    if recipe and find_option_file(config_dirs(), "recipe", recipe) is None:
         choices = {k: v for k, v in choices.items() if k != "recipe"}
     return choices
 
 
-def _config_dirs() -> list[str]:
+def config_dirs() -> list[str]:
     """conf/, then the folders ``--config-dir`` (or hydra.searchpath) adds."""
     sources = HydraConfig.get().runtime.config_sources
     return [s.path for s in sources if s.provider in ("main", "command-line") and s.schema == "file"] or [CONFIG_DIR]

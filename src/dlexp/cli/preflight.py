@@ -174,7 +174,7 @@ def _validate_shown_config(argv: list[str]) -> None:
     from dlexp import train  # torch: --cfg builds what a run builds, to refuse what a run refuses
 
     with contextlib.redirect_stdout(sys.stderr):  # notes of the build (e.g. a resize) must not mix into the YAML
-        train.check_buildable(cfg)
+        train.check_buildable(cfg, config_dirs=[CONFIG_DIR, *extra_config_dirs(argv)])
 
 
 def check_run_config(cfg: DictConfig, choices: Optional[dict[str, str]] = None, dirs: Sequence[str] = (CONFIG_DIR,)) -> None:

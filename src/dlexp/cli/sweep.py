@@ -42,6 +42,8 @@ class SweepSummary(Callback):
     """Hydra's callback for every run: the sweep's jobs manifest and, at its end, its summary; and the
     moment Hydra has composed a run's config (a point signal tests can stop a run at)."""
 
+    last_sweep_dir: Optional[Path] = None  # the latest sweep this process started (dlexp.sweep reads it back)
+
     def __init__(self) -> None:
         self.sweep_dir: Optional[Path] = None
         self.ended = False
@@ -55,7 +57,7 @@ class SweepSummary(Callback):
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank sweeps; rank 0 alone reports
             self.ended = True
             return
-        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        self.sweep_dir = SweepSummary.last_sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         sweep.record_command(self.sweep_dir, hints.command())  # the hints that continue the sweep repeat it
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # a grid: its jobs are known now
             sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)

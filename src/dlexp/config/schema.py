@@ -121,6 +121,7 @@ SEARCH_GROUP = "hparams_search"
 FIXED_GROUPS: dict[str, type] = {
     "trainer": TrainerConfig, "regularizer": RegularizerConfig, "decode": DecodeConfig, "sweep": SweepConfig,
 }
+PLUGINS_KEY = "plugins"  # the user's own modules to import, e.g. plugins=[my_models.py] (dlexp.config.plugins)
 TOP_LEVEL_KEYS: dict[str, Any] = {
     "seed": Seed, "resume": Optional[str],
     "finding": Optional[str],  # a course preset's claim, checked from the run files (dlexp.course)

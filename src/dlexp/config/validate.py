@@ -25,7 +25,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dlexp.config.constraints import check, check_fields, did_you_mean, plain_dataclass, plain_type
 from dlexp.config.registry import Registry
-from dlexp.config.schema import FIXED_GROUPS, SEARCH_GROUP, TOP_LEVEL_KEYS, SearchConfig
+from dlexp.config.schema import FIXED_GROUPS, PLUGINS_KEY, SEARCH_GROUP, TOP_LEVEL_KEYS, SearchConfig
 from dlexp.errors import ConfigError
 
 
@@ -122,7 +122,7 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
     """A typed copy of a composed run config, or a ConfigError naming the bad key.
 
     ``groups`` maps each open group to the registry its ``name:`` selects from (``dlexp.train.OPEN_GROUPS``)."""
-    known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS) | {SEARCH_GROUP}
+    known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS) | {SEARCH_GROUP, PLUGINS_KEY}
     for key in cfg.keys():
         if key not in known:
             raise ConfigError(
@@ -141,6 +141,12 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, hint in TOP_LEVEL_KEYS.items():
         out[key] = _check_top_level(key, hint, cfg.get(key))
+    out[PLUGINS_KEY] = plugin_names(cfg.get(PLUGINS_KEY))
+    if out["regularizer"].dropout is not None and not groups["model"].takes(out["model"].name, "dropout"):
+        name = out["model"].name
+        raise ConfigError(f"model '{name}' takes no 'dropout' keyword, but regularizer.dropout="
+                          f"{out['regularizer'].dropout} passes it one: add a dropout parameter to {name}'s builder "
+                          f"({groups['model'].origin(name)}), or leave regularizer.dropout unset")
     if out["regularizer"].dropout is not None and "dropout" in out["model"]:
         out["model"].dropout = out["regularizer"].dropout  # the value that takes effect, wherever it is recorded
     if cfg.get(SEARCH_GROUP) is not None:  # checked here, kept out of the run's own config: the search's, not a run's
@@ -148,6 +154,17 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
+
+
+def plugin_names(value: Any) -> list[str]:
+    """``plugins``: a list of names (files, entry points or modules; ``dlexp.config.plugins``)."""
+    if value is None:
+        return []
+    names = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"config '{PLUGINS_KEY}' takes a list of plugin names or .py files, got {value!r}; e.g. "
+                          f"{PLUGINS_KEY}=[my_models.py]")
+    return names
 
 
 def search_settings(node: Any) -> DictConfig:

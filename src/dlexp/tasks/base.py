@@ -149,6 +149,9 @@ class Task:
         return {}
 
 
+TASKS.kind_of = Task  # every task is a Task subclass, built-in or a user's
+
+
 def build_loss(name: str, label_smoothing: float = 0.0) -> nn.Module:
     """The loss ``name``; ``label_smoothing`` > 0 only for the losses that take it (cross-entropies)."""
     if not label_smoothing:

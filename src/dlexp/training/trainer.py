@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
 from torch import nn
 
 from dlexp.config.files import recipe_keys
@@ -28,7 +27,7 @@ from dlexp.models import build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.runs.diagnostics import Diagnostics
 from dlexp.runs.files import CHECKPOINT_DIR
-from dlexp.runs.runlog import RunLog
+from dlexp.runs.runlog import Bars, RunLog
 from dlexp.tasks.base import Task, resolve_monitor
 from dlexp.training.checkpointer import Checkpointer
 from dlexp.hooks import point
@@ -49,8 +48,10 @@ MIN_ESTIMATE_S = 5.0  # the run's estimated time is said only when the epochs le
 class Trainer:
     def __init__(self, cfg: DictConfig, data: DataBundle, task: Task, runtime: Runtime, log: RunLog, run_dir: Path, *,
                  model: Optional[nn.Module] = None, overrides: Sequence[str] = (), resumable: bool = True,
-                 choices: Optional[dict[str, str]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None):
-        """``model``: built by ``dlexp.train.prepare`` for this data (else built here, from the config)."""
+                 choices: Optional[dict[str, str]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None,
+                 plugins: Optional[dict[str, str]] = None):
+        """``model``: built by ``dlexp.train.prepare`` for this data (else built here, from the config);
+        ``plugins``: the user's components the run uses, recorded in its checkpoints."""
         trainer, reg = cfg.trainer, cfg.regularizer
         self.on_epoch = on_epoch  # (epoch, monitored val value) -> stop here? (a search's pruner)
         self.cfg, self.data, self.task, self.runtime, self.log, self.run_dir = cfg, data, task, runtime, log, Path(run_dir)
@@ -77,7 +78,7 @@ class Trainer:
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
             self.run_dir / CHECKPOINT_DIR, enabled=trainer.checkpoints and runtime.is_main,
-            config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides),
+            config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides), plugins=plugins or {},
         )
         # mid-epoch checkpoints, read once: a config read costs tens of microseconds, and this is per step
         self.checkpoint_every_n = trainer.checkpoint_every_n_steps or 0
@@ -143,12 +144,11 @@ class Trainer:
                       "other trials at this epoch")
         return True
 
-    def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]],
+    def train_epoch(self, epoch: int, bar: Bars, partial: Optional[dict[str, Any]],
                     meter: Optional[Meter] = None) -> Optional[dict[str, float]]:
         """One pass over the training data; None if a signal stopped it (then it is checkpointed)."""
         trainer = self.cfg.trainer
-        if self.log.show_progress:
-            bar.columns[0].text_format = f"[bold]epoch {epoch}/{trainer.epochs}" + " {task.description}"
+        bar.epoch(f"epoch {epoch}/{trainer.epochs}")
         # a resumed partial epoch's sums are global: rank 0 carries them, the other ranks start from zero
         progress = EpochProgress.start(self.task, self.runtime.device, partial, with_sums=self.runtime.is_main)
         how = Pass(
@@ -171,7 +171,7 @@ class Trainer:
             self.checkpointer.save(self.state(partial=progress))
         point("train_step")
 
-    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Progress] = None,
+    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Bars] = None,
                  meter: Optional[Meter] = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
         how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None, meter=meter,
