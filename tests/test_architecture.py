@@ -102,7 +102,7 @@ def test_registries_are_leaf_modules():
 # The folders from the top down: a module imports only from its own folder and the folders below it.
 LAYERS = [
     ("api", ("dlexp.api",)),  # the Python API: dlexp.run, dlexp.sweep, dlexp.load, the register_* decorators
-    ("cli", ("dlexp.cli", "dlexp.__main__", "dlexp.summary", "dlexp.report", "dlexp.translate", "dlexp.curriculum",
+    ("cli", ("dlexp.cli", "dlexp.__main__", "dlexp.summary", "dlexp.report", "dlexp.translate", "dlexp.curriculum", "dlexp.new",
              )),  # the command line, and the public module paths that lead into it
     ("course", ("dlexp.course",)),
     ("search", ("dlexp.search",)),

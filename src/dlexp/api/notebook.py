@@ -26,6 +26,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from dlexp.cli.app import HydraApp, hydra_main
+from dlexp.cli.help import with_project_config_dir
 from dlexp.cli.preflight import preflight, run_dir_target
 from dlexp.cli.sweep import SweepSummary
 from dlexp.errors import UserError
@@ -137,7 +138,7 @@ def _argv(overrides: Sequence[str], config_dir: Optional[str], plugins: Sequence
     argv = [str(o) for o in overrides]
     if plugins:
         argv.append(f"plugins=[{','.join(str(p) for p in plugins)}]")
-    return (["--config-dir", str(config_dir)] if config_dir else []) + argv
+    return with_project_config_dir((["--config-dir", str(config_dir)] if config_dir else []) + argv)
 
 
 def _launch(argv: list[str]) -> HydraApp:

@@ -15,6 +15,7 @@ Importing this module must stay light (no torch): Hydra imports it in every run.
 from __future__ import annotations
 
 import atexit
+import json
 import math
 import os
 import shutil
@@ -58,7 +59,9 @@ class SweepSummary(Callback):
             self.ended = True
             return
         self.sweep_dir = SweepSummary.last_sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        sweep.record_command(self.sweep_dir, hints.command())  # the hints that continue the sweep repeat it
+        os.environ.pop(sweep.COMMAND_VARIABLE, None)  # an earlier sweep's, in this process
+        if hints.command() is not None:  # kept in jobs.json as it is first written (by this process, or a job's)
+            os.environ[sweep.COMMAND_VARIABLE] = json.dumps(hints.command())
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # a grid: its jobs are known now
             sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)
         atexit.register(self._summarize_stopped_sweep)
