@@ -209,3 +209,16 @@ def test_the_starter_project_trains_sweeps_and_searches_as_generated(tmp_path):
     summary = read_json(next((root / "outputs").glob("*/*/summary.json")))
     assert summary["model"] == "small_mlp" and summary["dataset"] == "blobs_2d" and summary["test/acc"] > 0.8
     assert json.loads(json.dumps(summary["plugins"]))["components.py"].startswith(str(root / "components.py"))
+
+
+def test_the_docs_task_example_trains_with_its_own_loss_metric_and_dataset(tmp_path, monkeypatch, capfd):
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "quantile.py"
+    (tmp_path / "conf" / "dataset").mkdir(parents=True)
+    (tmp_path / "conf" / "dataset" / "skewed_line.yaml").write_text("name: skewed_line\nn: 1000\nslope: 2.0\nseed: 0\n")
+    monkeypatch.chdir(tmp_path)
+    proc = cli_in_process("dlexp", ["--config-dir", str(tmp_path / "conf"), f"plugins=[{example}]", "dataset=skewed_line",
+                                    *FAST, "trainer.epochs=4", "hydra.run.dir=run"], capfd)
+    assert proc.returncode == 0, proc.stderr
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["monitor"] == "val/mae" and summary["mode"] == "min" and 0 < summary["test/mae"] < 2
+    assert summary["diagnosis"] != "unstable"  # its prior (the targets' median) is what a constant scores
