@@ -64,8 +64,9 @@ NOT_TABLES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8
 
 def read_table(path: str, key: str) -> Any:
     """``dataset.<key>=path`` as a pandas DataFrame: a Parquet file (by its first bytes or its suffix) or a CSV
-    whose separator (comma, semicolon, tab or pipe) is found from its header line. A missing, empty or binary
-    file, or one pandas cannot parse, is a one-line DataError that names it."""
+    whose separator (comma, semicolon, tab or pipe) is found from its header line (with a semicolon, a decimal
+    comma is read too). A missing, empty or binary file, or one pandas cannot parse, is a one-line DataError
+    that names it."""
     import pandas as pd
 
     file = Path(path).expanduser()
@@ -77,8 +78,9 @@ def read_table(path: str, key: str) -> Any:
     if head.startswith(PARQUET_MAGIC) or file.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(file, head, path, key)
     _check_text(head, path, key)
-    try:
-        frame = pd.read_csv(file, sep=_separator(head))
+    sep = _separator(head)
+    try:  # a semicolon-separated CSV is the spreadsheets' form for locales that write 2,5 for 2.5
+        frame = pd.read_csv(file, sep=sep, decimal="," if sep == ";" else ".")
     except pd.errors.EmptyDataError:
         raise DataError(f"dataset.{key}={path} is empty; a table needs a header line of column names, then one row "
                         f"per example") from None
