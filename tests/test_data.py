@@ -537,7 +537,8 @@ def test_layer_summary_sees_inputs_resized_per_batch_and_streamed(tmp_path, monk
 
 
 def test_a_holdout_split_partitions_the_pool_in_place_without_a_second_copy():
-    from dlexp.data.partition import partition_in_place, take as _take
+    from dlexp.data.partition import take as _take
+    from dlexp.data.splits import partition_in_place
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(10_000, 3, 4, generator=gen), torch.randint(5, (10_000,), generator=gen)
@@ -554,8 +555,7 @@ def test_a_holdout_split_needs_no_room_for_the_val_rows_either(tmp_path):
     """Peak RSS while 200 MB of rows are split 80/20: setting the 40 MB of val rows aside would show."""
     code = """
 import resource, numpy as np, torch
-from dlexp.data.partition import partition_in_place
-from dlexp.data.splits import holdout
+from dlexp.data.splits import holdout, partition_in_place
 x = torch.ones(50_000, 1000)  # 200 MB, every page touched
 y = torch.zeros(50_000, dtype=torch.int64)
 train_idx, val_idx = holdout(len(x), None, 0, val_fraction=0.2)[0]
