@@ -83,6 +83,14 @@ def test_a_parquet_file_gives_the_same_data_as_the_csv(table, tmp_path):
         assert torch.allclose(a.train[0], b.train[0], equal_nan=True) and torch.equal(a.train[1], b.train[1])
 
 
+def test_booleans_with_empty_cells_stay_categorical(tmp_path):
+    path = tmp_path / "members.csv"  # pandas reads TRUE/FALSE with gaps as Python objects, not as booleans
+    path.write_text("member,spend\n" + "".join(f"{['TRUE', 'FALSE', ''][i % 3]},{i}.5\n" for i in range(12)))
+    source = _source(path, "spend")
+    assert source.covariate_mask.tolist() == [False]  # one categorical column: True, False and NA
+    assert source.train[0][:3, 0].nan_to_num(-1).tolist() == [0.0, 1.0, -1.0]
+
+
 def test_a_semicolon_separated_csv_with_decimal_commas_reads_as_numbers(tmp_path):
     path = tmp_path / "semi.csv"
     path.write_text("width;kind\n" + "".join(f"{i},5;{'ab'[i % 2]}\n" for i in range(10)))

@@ -194,11 +194,14 @@ def _kind(col: Any, where: Where) -> str:
         return "numeric"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "date"
+    present = col.dropna()
+    if present.map(lambda v: isinstance(v, (bool, np.bool_))).all():  # TRUE/FALSE with empty cells: pandas keeps objects
+        return "categorical"
     if _mostly_numbers(col):
         _as_numbers(col, where, f"column '{col.name}' of {where} holds numbers",
                     "correct it (an empty cell means missing), or list the column in dataset.categorical if its values are categories")
         return "numeric"  # numbers stored as text (e.g. a Parquet string column): read as numbers
-    present = col.dropna().astype(str)
+    present = present.astype(str)
     if len(present) and present.str.fullmatch(ISO_DATE).all() and _days(present).notna().all():
         return "date"
     return "categorical"
