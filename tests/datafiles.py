@@ -173,6 +173,23 @@ def write_table(path: Path, n: int = 120, seed: int = 0) -> Path:
     return path
 
 
+def write_table_with_a_typo(path: Path) -> Path:
+    """``write_table``'s CSV with the size of row 7 (line 8) written as 'unknown': text among numbers."""
+    import pandas as pd
+
+    frame = pd.read_csv(write_table(path))
+    frame["size"] = frame["size"].astype(object)
+    frame.loc[6, "size"] = "unknown"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_png_bytes(path: Path) -> Path:
+    """A file that starts as a PNG image does, whatever its name says."""
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    return Path(path)
+
+
 def write_arrays(path: Path, n: int = 90, shape=(5,), task: str = "classification", seed: int = 0, extra=()) -> Path:
     """``path`` (.npz or .pt) with x, y (+ the splits named in ``extra``: "val", "test")."""
     rng = np.random.default_rng(seed)

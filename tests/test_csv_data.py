@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import cli_in_process, compose_cfg, read_json
-from datafiles import write_table
+from datafiles import write_png_bytes, write_table, write_table_with_a_typo
 from dlexp.data import DATASETS, load_folds
 from dlexp.errors import DataError
 from dlexp.train import train, validate
@@ -143,11 +143,11 @@ def _bad_tables(root: Path, table: Path) -> dict[str, tuple[list[str], str]]:
     """Refused commands: (overrides, what the one error line says), with the files they name written in ``root``."""
     frame = pd.read_csv(table)
     frame.assign(species="yes").to_csv(root / "one_class.csv", index=False)
-    frame.assign(size=frame["size"].astype(object).where(frame.index != 6, "unknown")).to_csv(root / "typo.csv", index=False)
     frame.assign(species=frame["species"].where(frame.index != 4, None)).to_csv(root / "no_label.csv", index=False)
     (root / "empty.csv").write_text("")
     (root / "header.csv").write_text("size,species\n")
-    (root / "image.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    write_table_with_a_typo(root / "typo.csv")
+    write_png_bytes(root / "image.csv")
     (root / "blob.csv").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     (root / "text.parquet").write_text(table.read_text())
     good = f"dataset.path={table}"
