@@ -204,6 +204,15 @@ def test_a_bad_table_is_one_line_and_writes_nothing(earlier_run, monkeypatch, ca
         assert _tree(root / "outputs") == before
 
 
+def test_an_infinite_number_is_named_by_its_row_in_the_file(tmp_path):
+    path = tmp_path / "inf.csv"
+    path.write_text("width,height,kind\n" + "".join(f"{i},{'inf' if i == 8 else i},{'ab'[i % 2]}\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"column 'height' of .*inf.csv holds an infinite number in row 9 \(line 10\)"):
+        DATASETS.build("csv", path=str(path), target="kind")
+    with pytest.raises(DataError, match=r"column 'height' of .*inf.csv holds an infinite number in row 9 \(line 10\)"):
+        DATASETS.build("csv", path=str(path), target="height")
+
+
 def test_the_config_names_the_columns_the_table_has(table):
     with pytest.raises(DataError, match="dataset.drop names 'species', the target column"):
         _source(table, "species", drop=["species"])

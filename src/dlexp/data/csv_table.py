@@ -53,6 +53,7 @@ def csv(
     y, task, classes = _target(frame[target], task, where)
     columns = _feature_columns(frame.drop(columns=[target]), list(categorical), drop, where)
     x = raw_features(_numbers_and_codes(frame, columns), columns.numeric, columns.categorical)
+    _check_finite(x, y, columns.numeric, target, where)
     test = None
     if test_fraction > 0:  # stratified by class for classification, fixed by test_seed
         pool_idx, test_idx = carve_test(y, task, test_fraction, test_seed)
@@ -139,6 +140,17 @@ def _target(column: Any, task: str, where: Where) -> tuple[Tensor, str, list]:
                         f"{len(classes)} ({_listed(classes)}); use dataset.task=classification")
     codes = torch.from_numpy(pd.Categorical(column, categories=classes).codes.astype(np.int64))  # class i: the i-th label
     return (codes.float().unsqueeze(1) if task == "binary" else codes), task, classes
+
+
+def _check_finite(x: Tensor, y: Tensor, numeric: list[str], target: str, where: Where) -> None:
+    """No infinite number (a cell reading inf) in the features or a regression target, named by its row in the
+    file: once the test split is carved, the data checks could only name its place in a split."""
+    for values, names in ((x, numeric), (y.float(), [target])):
+        bad = torch.isinf(values).nonzero()
+        if len(bad):
+            row, col = int(bad[0, 0]), int(bad[0, 1]) if values.dim() == 2 else 0
+            raise DataError(f"column '{names[col]}' of {where} holds an infinite number in {where.row(row)}; "
+                            f"correct it (an empty cell means missing)")
 
 
 def _infer_task(column: Any, where: Where) -> str:
