@@ -181,7 +181,8 @@ def compare(model_name: str, args: argparse.Namespace, data_path: Path, data: di
     from dlexp.train import train
 
     overrides = [
-        "dataset=arrays", f"dataset.path={data_path}", f"model={model_name}", "regularizer.dropout=0.0",
+        "dataset=arrays", f"dataset.path={data_path}", "dataset.test_fraction=0",  # every row trains, as in the bare loop
+        f"model={model_name}", "regularizer.dropout=0.0",
         "optim=adam", "optim.lr=0.001", "scheduler=none", f"trainer.batch_size={args.batch_size}",
         f"trainer.num_threads={args.threads}", "trainer.early_stopping.patience=null", "trainer.progress=true",
     ]

@@ -69,6 +69,11 @@ class Task:
     def forward(self, model: nn.Module, batch: Batch) -> Tensor:
         return model(batch.inputs)
 
+    def for_targets(self, targets: Optional[Tensor]) -> "Task":
+        """This task for a fold whose train targets (N, ...), as the loss sees them, are ``targets``: a task that
+        fits something to them (a regression's target scale) returns a fitted copy, the others themselves."""
+        return self
+
     def prior_outputs(self, targets: Tensor) -> Optional[Tensor]:
         """(1, outputs): the best a model can predict without looking at the inputs, from the train targets
         (class frequencies, the mean); None: the task has no such baseline."""

@@ -54,7 +54,8 @@ class Trainer:
         ``plugins``: the user's components the run uses, recorded in its checkpoints."""
         trainer, reg = cfg.trainer, cfg.regularizer
         self.on_epoch = on_epoch  # (epoch, monitored val value) -> stop here? (a search's pruner)
-        self.cfg, self.data, self.task, self.runtime, self.log, self.run_dir = cfg, data, task, runtime, log, Path(run_dir)
+        self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
+        self.task = task.for_targets(data.train_targets)  # fitted to this fold's train part (a regression's scale)
         self.resumable = resumable
         # the options the run was composed from (optim=sgd_momentum), for the banner; the builder names without them
         self.choices = choices or {group: cfg[group].name for group in ("model", "dataset", "optim")}
