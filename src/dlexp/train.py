@@ -154,11 +154,12 @@ def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins
 
 def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequence[str] = (), *,
           checkpoint: Optional[dict[str, Any]] = None, choices: Optional[dict[str, str]] = None, in_sweep: bool = False,
-          on_epoch: Optional[Callable[[int, float], bool]] = None) -> RunResult:
+          on_epoch: Optional[Callable[[int, float], bool]] = None, plots: bool = True) -> RunResult:
     """Train ``run`` in ``run_dir``: metrics, summary, checkpoints, plots. ``run`` is a ``PreparedRun``, or a
     composed config that is prepared here with ``overrides``, ``checkpoint`` and ``choices`` (then ``run_dir``
     must hold no other run, unless the run continues a checkpoint). ``in_sweep``: one line per run instead of
-    the summary table.
+    the summary table. ``plots=False`` (a sweep's jobs) leaves the run's plots to ``python -m dlexp.report``:
+    drawing them costs a small job more than its training.
     ``on_epoch(epoch, monitored val value)`` returns whether to stop there (a search's pruner): the run
     ends ``pruned``, without scoring its test sets. Returns the result; never raises for a signal."""
     with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
@@ -173,14 +174,14 @@ def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequenc
                               overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
                               plugins=run.plugins).fit(run.checkpoint)
         else:
-            summary = _train_folds(run, run_dir, log)
+            summary = _train_folds(run, run_dir, log, plots)
         exit_code = summary.pop("exit_code", 0)
-        summary = _close_log(run, log, summary, run_dir)
+        summary = _close_log(run, log, summary, run_dir, plots=plots)
         log.summary_line(summary) if in_sweep else log.summary_table(summary)
         return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
 
 
-def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog) -> dict[str, Any]:
+def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> dict[str, Any]:
     """k-fold: one recorded training per fold in ``fold_<i>/``; the run's summary holds their mean and std."""
     summaries: list[dict[str, Any]] = []
     for i in range(len(run.folds)):
@@ -191,7 +192,7 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog) -> dict[str, Any]
         summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
                           overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
         exit_code = summary.pop("exit_code", 0)
-        summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False))
+        summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False, plots=plots))
         if summary["status"] != Status.COMPLETED:
             break  # interrupted or diverged: the remaining folds do not run
     run.folds.write_mean_predictions(run_dir)
@@ -208,15 +209,15 @@ def _open_log(run: PreparedRun, run_dir: Path) -> RunLog:
 
 
 def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: Path, *,
-               with_facts: bool = True) -> dict[str, Any]:
-    """summary.json (with the run's facts and wall time), TensorBoard's hparams, then the plots."""
+               with_facts: bool = True, plots: bool = True) -> dict[str, Any]:
+    """summary.json (with the run's facts and wall time), TensorBoard's hparams, then (``plots``) the plots."""
     if with_facts:
         summary.update(run.facts())
         summary["wall_seconds"] = round(time.perf_counter() - run.started, 3)
     log.write_summary(summary)
     point("plots")
     stopped = summary.get("status") == Status.INTERRUPTED  # the loop already honoured a signal
-    if run.runtime.is_main and (stopped or not STOP()):
+    if plots and run.runtime.is_main and (stopped or not STOP()):
         plots_after_training(run_dir)
     if not stopped:
         STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
@@ -291,7 +292,6 @@ def chosen_options(cfg: DictConfig, choices: Optional[dict[str, str]] = None) ->
 def warm_imports(cfg: DictConfig) -> None:
     """In a sweep, import once what a run otherwise imports lazily on first use, so that the first
     job's wall_seconds measures its run like every other job's, not the process's warm-up."""
-    import matplotlib.pyplot  # noqa: F401  (the plots)
     import torch._dynamo  # noqa: F401  (torch.optim imports it when the first optimizer is built)
 
     if cfg.split.name == "kfold":

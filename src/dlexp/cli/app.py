@@ -41,9 +41,8 @@ from dlexp.cli.sweep import failed_objective, share_threads
 from dlexp.config.files import CONFIG_DIR, PRIMARY_CONFIG
 from dlexp.errors import BUG_EXIT_CODE, RunDirInUse, UserError, bug_message
 from dlexp.hooks import point
-from dlexp.results.plots import plots_after_training
 from dlexp.runs import hints, sweep
-from dlexp.runs.files import CURVES_PLOT, checkpoint_file, display_path, run_dir_of, sweep_dir_of
+from dlexp.runs.files import checkpoint_file, display_path, run_dir_of, sweep_dir_of
 from dlexp.runs.rundir import DirSnapshot
 from dlexp.runs.runlog import record_bug, record_failure, record_interruption
 from dlexp.runs.status import Status
@@ -118,7 +117,8 @@ class HydraApp:
                 accepted = plan
                 point("accepted")
                 self.mark(run_dir, Status.RUNNING, plan.overrides)
-                result = train.train(prepared, run_dir, in_sweep=is_multirun(), on_epoch=trial_reporter())
+                result = train.train(prepared, run_dir, in_sweep=is_multirun(), on_epoch=trial_reporter(),
+                                     plots=not is_multirun())  # a sweep job's: on demand (dlexp.report)
                 self.result, self.run_dir = result, run_dir
                 if plan.cfg.get("finding") is not None and is_main_process():
                     course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
@@ -155,8 +155,6 @@ class HydraApp:
         value = summary.get(f"best/{monitor}")
         result = f", best {monitor} {value:.4f}" if isinstance(value, float) else ""
         print(f"{display_path(run_dir)}: {plan.job.status} earlier, skipped{result}", flush=True)
-        if is_main_process() and not (run_dir / CURVES_PLOT).is_file():
-            plots_after_training(run_dir)  # a job killed after its summary, before its plots: draw them now
         self.mark(run_dir, plan.job.status, plan.overrides)
         point("job_end")
         self.stop_between_jobs(run_dir)

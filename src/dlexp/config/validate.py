@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import typing
 from dataclasses import field
@@ -33,9 +34,14 @@ def builder_schema(registry: Registry, name: str) -> type:
     """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys.
 
     Field types keep the builder's declared limits (``Annotated[int, Ge(1)]``, ``Literal[...]``);
-    ``_check`` hands OmegaConf their plain form and checks the limits itself.
-    """
-    hints = typing.get_type_hints(registry.get(name), include_extras=True)
+    ``_check`` hands OmegaConf their plain form and checks the limits itself. Made once per builder (a
+    plugin's builder registered anew, after an edit, gets its own)."""
+    return _builder_schema(registry, name, registry.get(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _builder_schema(registry: Registry, name: str, builder: Any) -> type:
+    hints = typing.get_type_hints(builder, include_extras=True)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
     for key, param in registry.config_keys(name).items():
         default = param.default
@@ -60,7 +66,7 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
         raise ConfigError(f"config '{path}' must be a mapping, got {node!r}")
     _check_lists(path, schema, node)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(plain_dataclass(schema)), node)
+        merged = OmegaConf.merge(_structured(plain_dataclass(schema)), node)
     except ConfigKeyError as err:
         raise ConfigError(_unknown_key_message(path, schema, err.full_key or "")) from None
     except OmegaConfBaseException as err:
@@ -72,6 +78,12 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
     check_fields(path, schema, OmegaConf.to_container(merged, resolve=True))
     OmegaConf.set_struct(merged, True)
     return merged
+
+
+@functools.lru_cache(maxsize=None)
+def _structured(plain: type) -> DictConfig:
+    """The schema as a config, made once: ``OmegaConf.merge`` copies it, and never changes it."""
+    return OmegaConf.structured(plain)
 
 
 def _check_lists(path: str, schema: type, node: DictConfig) -> None:
