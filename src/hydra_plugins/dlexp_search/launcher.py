@@ -12,23 +12,32 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 
-class SerialLauncher(Launcher):
-    """dlexp's default launcher: a sweep's jobs one after another in this process, as Hydra's basic launcher
-    runs them, each job's config composed from a cached base (``dlexp.search.compose``) rather than from the
-    YAML files anew: most of a small job's time was that composition."""
+class _DlexpLauncher(Launcher):
+    """What dlexp's launchers share: their keys checked (one line for an unknown one), and Hydra's context."""
+
+    option, keys = "", ()  # hydra/launcher=<option>, the keys it takes
 
     def __init__(self, **unknown: Any) -> None:
         from dlexp.errors import ConfigError
 
         if unknown:
-            raise ConfigError(f"unknown hydra.launcher key(s) for hydra/launcher=serial: {', '.join(sorted(unknown))}; "
-                              "it takes none")
+            takes = " and ".join(self.keys) or "none"
+            raise ConfigError(f"unknown hydra.launcher key(s) for hydra/launcher={self.option}: "
+                              f"{', '.join(sorted(unknown))}; it takes {takes}")
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+
+class SerialLauncher(_DlexpLauncher):
+    """dlexp's default launcher: a sweep's jobs one after another in this process, as Hydra's basic launcher
+    runs them, each job's config composed from a cached base (``dlexp.search.compose``) rather than from the
+    YAML files anew: most of a small job's time was that composition."""
+
+    option = "serial"
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.hydra_config import HydraConfig
@@ -52,23 +61,15 @@ class SerialLauncher(Launcher):
         return runs
 
 
-class SlotsLauncher(Launcher):
+class SlotsLauncher(_DlexpLauncher):
     """Runs each batch of jobs on ``dlexp.search.slots.SlotPool``: a free slot takes the next job at once;
     the console shows one line as each job starts and ends, each job's own output is in its log."""
 
+    option, keys = "slots", ("slots", "jobs_per_gpu")
+
     def __init__(self, slots: Optional[int] = None, jobs_per_gpu: int = 1, **unknown: Any) -> None:
-        from dlexp.errors import ConfigError
-
-        if unknown:
-            raise ConfigError(f"unknown hydra.launcher key(s) for hydra/launcher=slots: {', '.join(sorted(unknown))}; "
-                              "it takes slots and jobs_per_gpu")
+        super().__init__(**unknown)
         self.slots, self.jobs_per_gpu = slots, jobs_per_gpu
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
-        self.task_function: Optional[TaskFunction] = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from dlexp.search.slots import Job, SlotPool, describe, slot_envs
