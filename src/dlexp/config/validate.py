@@ -74,7 +74,9 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
         raise ConfigError(f"bad value for '{key}': {_first_line(err)}; fix it in the YAML or with {key}=...") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"config '{path}.{missing[0]}' is required; set it in the YAML or with {path}.{missing[0]}=...")
+        key = f"{path}.{missing[0]}"
+        raise ConfigError(f"config '{key}' is required; set it in the option's YAML file, or on the command line with "
+                          f"{key}=... (+{key}=... if the YAML file does not list it)")
     check_fields(path, schema, OmegaConf.to_container(merged, resolve=True))
     OmegaConf.set_struct(merged, True)
     return merged
@@ -147,7 +149,8 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
             raise ConfigError(f"config group '{group}' needs a 'name:'; choose one with {group}=<option>")
         name = node.name
         if name not in registry:
-            raise ConfigError(f"{group}.name: {registry.unknown_message(name)}")
+            raise ConfigError(f"{group}.name: {registry.unknown_message(name)}. Your own {group}? Name the file that "
+                              f"registers it: plugins=[your_file.py]")
         out[group] = _check(group, builder_schema(registry, name), node)
     for group, schema in FIXED_GROUPS.items():
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
