@@ -16,8 +16,12 @@ each part (composition, planning, the data and model, the record, training, val,
 checkpoints, plots, the jobs manifest, the sweep's own summary): seconds per job, and what is left outside
 the run's own training, val and test.
 
+``--record FILE`` also writes what it prints to FILE, under a line naming the machine, its load and the
+commit (``make bench`` records docs/_generated/bench_sweep.txt, which the benchmarks page shows).
+
 Usage:
     python benchmarks/bench_sweep.py [--jobs 16] [--epochs 2 10] [--repeats 2] [--slots] [--no-breakdown]
+                                     [--record FILE]
 """
 from __future__ import annotations
 
@@ -219,15 +223,53 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--slots", action="store_true", help="also time the sweep on hydra/launcher=slots")
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--record", type=Path, help="also write the output to this file, with the machine it ran on")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)  # the child process of the bare side
     args = parser.parse_args()
     if args.bare:
         bare(args.jobs, args.epochs[0])
         return
+    tee = _Tee(sys.stdout) if args.record else None
+    if tee is not None:
+        sys.stdout = tee
+        print(machine_line())
     for epochs in args.epochs:
         compare(args.jobs, epochs, args.repeats, args.slots)
     if not args.no_breakdown:
         breakdown(args.jobs, args.epochs[0])
+    if tee is not None:
+        sys.stdout = tee.out
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text("".join(tee.text))
+        print(f"recorded in {args.record}")
+
+
+class _Tee:
+    """Writes go to ``out`` and are kept, for --record."""
+
+    def __init__(self, out: Any):
+        self.out, self.text = out, []
+
+    def write(self, text: str) -> int:
+        self.text.append(text)
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def machine_line() -> str:
+    """Where and when: the CPU, cores, the load when it started, torch, the dlexp commit."""
+    import platform
+    from importlib import metadata
+
+    from dlexp.course.curriculum import machine
+
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"# bench_sweep.py, dlexp {metadata.version('dlexp')} commit {commit or 'unknown'}: {machine()}, "
+            f"Python {platform.python_version()}, load average {load:.1f} at the start")
 
 
 if __name__ == "__main__":
