@@ -185,7 +185,7 @@ def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: 
     log.write_summary(summary)
     point("plots")
     stopped = summary.get("status") == Status.INTERRUPTED  # the loop already honoured a signal
-    if run.runtime.is_main and (stopped or not STOP()):
+    if run.runtime.is_main and (stopped or not STOP()) and run.cfg.trainer.plots:
         plots_after_training(run_dir)
     if not stopped:
         STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them

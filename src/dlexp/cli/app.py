@@ -148,7 +148,7 @@ class HydraApp:
         value = summary.get(f"best/{monitor}")
         result = f", best {monitor} {value:.4f}" if isinstance(value, float) else ""
         print(f"{display_path(run_dir)}: {plan.job.status} earlier, skipped{result}", flush=True)
-        if is_main_process() and not (run_dir / CURVES_PLOT).is_file():
+        if is_main_process() and not (run_dir / CURVES_PLOT).is_file() and plan.cfg.trainer.get("plots", True):
             plots_after_training(run_dir)  # a job killed after its summary, before its plots: draw them now
         self.mark(run_dir, plan.job.status, plan.overrides)
         point("job_end")
