@@ -10,7 +10,8 @@ A finding is a function registered in ``FINDINGS`` with its claim and its scope:
   and again by ``python -m dlexp.report SWEEP_DIR``.
 
 Either way dlexp prints ``finding: <claim>: <measured>: holds|does not hold`` and
-writes ``finding.json`` (claim, measured values, holds) beside the summary. Only
+writes ``finding.json`` (claim, measured values, holds) beside the summary, with the
+names of the figures a finding draws of its own (``figures=``) from the same files. Only
 files on disk are read, never the live training state, so the verdict can be
 recomputed later from the same files.
 """
@@ -103,16 +104,19 @@ class Check:
     scope: str  # "run" or "sweep"
     axis: Optional[str]  # sweep: the override key(s) whose values are compared, e.g. "model.activation"
     measure: Callable[..., tuple[dict[str, Any], bool, str]]  # files -> (measured, holds, line)
+    figures: Optional[Callable[[Any, Path], list[str]]] = None  # (the same files, dir) -> names of the PNGs drawn
 
 
-def finding(name: str, claim: str, *, scope: str = "sweep", axis: Optional[str] = None) -> Callable:
+def finding(name: str, claim: str, *, scope: str = "sweep", axis: Optional[str] = None,
+            figures: Optional[Callable[[Any, Path], list[str]]] = None) -> Callable:
     """Register ``fn`` as the finding of preset ``name``.
 
     A run finding gets a ``RunFiles``; a sweep finding gets ``{axis value: [RunFiles of its
     completed jobs]}`` (seeds of one setting together). Either returns (measured, holds, line).
+    ``figures``, given the same argument and the run or sweep dir, draws the finding's own figures there.
     """
     def decorator(fn: Callable) -> Callable:
-        FINDINGS.register(name)(Check(name, claim, scope, axis, fn))
+        FINDINGS.register(name)(Check(name, claim, scope, axis, fn, figures))
         return fn
 
     return decorator
@@ -133,16 +137,29 @@ def measure(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> F
     (the verdict is then 'does not hold', with the reason as its measured text)."""
     check: Check = FINDINGS.get(name)
     try:
-        if check.scope == "run":
-            measured, holds, line = check.measure(RunFiles.load(path, config))
-        else:
-            measured, holds, line = check.measure(group_jobs(path, check.axis))
+        measured, holds, line = check.measure(_files(check, path, config))
     except NotMeasurable as why:
         return Finding(check.claim, {}, False, f"not measured ({why})")
     premise = None
     if isinstance(line, tuple):  # (line, the premise the runs did not meet, or None)
         line, premise = line
     return Finding(check.claim, _plain(measured), bool(holds) and premise is None, line, premise)
+
+
+def _files(check: Check, path: Path, config: Optional[dict[str, Any]] = None) -> Any:
+    """What ``check`` measures: the run's files, or the sweep's completed jobs grouped by its axis."""
+    return RunFiles.load(path, config) if check.scope == "run" else group_jobs(path, check.axis)
+
+
+def draw(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> list[str]:
+    """The finding's own figures, drawn into ``path`` (none when it has none, or its files lack what they need)."""
+    check: Check = FINDINGS.get(name)
+    if check.figures is None:
+        return []
+    try:
+        return check.figures(_files(check, path, config), Path(path))
+    except NotMeasurable:
+        return []
 
 
 def group_jobs(sweep_dir: Path, axis: Optional[str]) -> dict[str, list[RunFiles]]:
@@ -178,7 +195,7 @@ def _plain(value: Any) -> Any:
 def record(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> Finding:
     """Measure, write ``finding.json`` into ``path`` and print the finding line."""
     result = measure(name, path, config)
-    data = {"finding": name, **asdict(result), "text": result.text()}
+    data = {"finding": name, **asdict(result), "text": result.text(), "figures": draw(name, path, config)}
     atomic_write(Path(path) / FINDING_FILE, json.dumps(data, indent=2) + "\n")
     print(result.text(), flush=True)
     return result
