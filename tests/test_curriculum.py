@@ -85,6 +85,8 @@ def test_every_preset_composes_validates_and_names_its_finding(preset):
     if check.scope == "sweep":  # the comparison the finding reads is the preset's own sweep, seeds included
         params = sweep_params(preset)
         assert set(check.axis.split(",")) <= set(params) and "seed" in params
+    if check.scope == "searches":  # a sweep of searches: each search at every seed of its grid
+        assert "seed" in sweep_params(preset)
 
 
 @pytest.mark.parametrize("preset", D2L)

@@ -7,7 +7,9 @@ A finding is a function registered in ``FINDINGS`` with its claim and its scope:
   checkpoints/last.pt), at the end of ``python -m dlexp experiment=NAME``;
 - ``sweep``: measured from the job dirs of a ``-m`` sweep (each job's files and its
   ``.hydra/overrides.yaml``, grouped by the swept setting), at the end of the sweep
-  and again by ``python -m dlexp.report SWEEP_DIR``.
+  and again by ``python -m dlexp.report SWEEP_DIR``;
+- ``searches``: measured from a sweep of searches (``hydra/sweeper=dlexp_searches``): each search's
+  ``search.json`` (its runs in order, wall time, busy slots), grouped by the search's name, one per point.
 
 Either way dlexp prints ``finding: <claim>: <measured>: holds|does not hold`` and
 writes ``finding.json`` (claim, measured values, holds) beside the summary, with the
@@ -27,7 +29,9 @@ from typing import Any, Callable, Optional
 
 from dlexp.config.registry import Registry
 from dlexp.errors import ConfigError
-from dlexp.runs.files import FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, atomic_write
+from dlexp.runs.files import (
+    FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SEARCH_RECORD, atomic_write,
+)
 from dlexp.runs.record import RunDir, RunFileError
 from dlexp.runs.status import Status
 
@@ -97,11 +101,41 @@ class RunFiles:
         return rows
 
 
+@dataclass
+class SearchFiles:
+    """One search of a sweep of searches: its dir and its ``search.json`` (settings, runs in the order they
+    ended, wall time, the slots' busy share)."""
+
+    name: str  # the search's name in hydra.sweeper.searches, e.g. "asha"
+    path: Path
+    record: dict[str, Any]
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return list(self.record.get("runs", []))
+
+
+def group_searches(sweep_dir: Path) -> dict[str, list[SearchFiles]]:
+    """The searches of a sweep of searches by name (``<sweep dir>/<name>/<point>/search.json``), each name's
+    points in natural order; at least two names."""
+    groups: dict[str, list[SearchFiles]] = {}
+    for path in sorted(Path(sweep_dir).glob(f"*/*/{SEARCH_RECORD}"), key=lambda p: (p.parent.parent.name,
+                                                                                   _natural(p.parent.name))):
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            raise NotMeasurable(f"{path} is damaged: not JSON") from None
+        groups.setdefault(path.parent.parent.name, []).append(SearchFiles(path.parent.parent.name, path.parent, record))
+    if len(groups) < 2:
+        raise NotMeasurable(f"needs the search.json of at least two searches under {sweep_dir} (run the preset with -m)")
+    return groups
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     claim: str
-    scope: str  # "run" or "sweep"
+    scope: str  # "run", "sweep" or "searches"
     axis: Optional[str]  # sweep: the override key(s) whose values are compared, e.g. "model.activation"
     measure: Callable[..., tuple[dict[str, Any], bool, str]]  # files -> (measured, holds, line)
     figures: Optional[Callable[[Any, Path], list[str]]] = None  # (the same files, dir) -> names of the PNGs drawn
@@ -147,7 +181,9 @@ def measure(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> F
 
 
 def _files(check: Check, path: Path, config: Optional[dict[str, Any]] = None) -> Any:
-    """What ``check`` measures: the run's files, or the sweep's completed jobs grouped by its axis."""
+    """What ``check`` measures: the run's files, the sweep's completed jobs grouped by its axis, or its searches."""
+    if check.scope == "searches":
+        return group_searches(path)
     return RunFiles.load(path, config) if check.scope == "run" else group_jobs(path, check.axis)
 
 
@@ -210,7 +246,7 @@ def after_run(config: dict[str, Any], run_dir: Path, *, in_sweep: bool = False) 
     if check.scope == "run":
         return record(name, run_dir, config)
     if not in_sweep:  # one job cannot show a comparison; say so rather than stay silent
-        print(f"finding: {check.claim}: compares the settings of {check.axis}; run the whole comparison with "
+        print(f"finding: {check.claim}: compares the settings of {check.axis or 'several searches'}; run the whole comparison with "
               f"python -m dlexp -m experiment={name}", flush=True)
     return None
 
@@ -222,6 +258,6 @@ def after_sweep(sweep_dir: Path, job_dirs: list[Path]) -> Optional[Finding]:
     if len(names) != 1:
         return None  # no preset with a finding, or a sweep over several presets
     name = names.pop()
-    if name not in FINDINGS or FINDINGS.get(name).scope != "sweep":
+    if name not in FINDINGS or FINDINGS.get(name).scope == "run":
         return None  # run findings were recorded in each job dir
     return record(name, sweep_dir)

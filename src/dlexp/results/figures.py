@@ -1,5 +1,5 @@
-"""Figures of comparisons over seeds that the course's findings draw: bands of mean ± std against a shared x.
-Drawn from numbers the caller read from run files; no torch.
+"""Figures of comparisons over seeds that the course's findings draw: bands of mean ± std against a shared x, and
+the rungs of successive halving. Drawn from numbers the caller read from run files; no torch.
 """
 from __future__ import annotations
 
@@ -55,3 +55,22 @@ def plot_bands(series: dict[str, Series], path: Path, *, xlabel: str, ylabel: st
     ax.legend(fontsize=8)
     return _save(fig, Path(path))
 
+
+def plot_rungs(configs: Sequence[tuple[Sequence[float], Sequence[float]]], path: Path, *, rungs: Sequence[float],
+               title: str = "", ylabel: str = "val error") -> Path:
+    """Successive halving, rung by rung: one line per configuration through the rungs it reached (x: its epochs
+    at each rung, y: its val error there), those that reached the last rung drawn bold."""
+    fig = _figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    last = max(rungs)
+    for epochs, errors in configs:
+        final = max(epochs) == last
+        ax.plot(epochs, errors, "o-", color="C3" if final else "0.6", linewidth=2 if final else 1,
+                alpha=1.0 if final else 0.6, markersize=4)
+    ax.set_xticks(list(rungs))
+    ax.set_yscale("log")
+    ax.set_xlabel("epochs (rung)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, Path(path))

@@ -26,15 +26,15 @@ class DlexpSearchSweeper(Sweeper):
         from dlexp.errors import UserError
 
         try:
-            code = self._search(arguments)
+            code = self.run(arguments)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
         if code:
             sys.exit(code)
 
-    def _search(self, arguments: List[str]) -> int:
-        from dlexp import train  # torch: the direction of the monitored metric needs the dataset's task
+    def run(self, arguments: List[str]) -> int:
+        """The search; its exit code (a ``UserError`` is one line and its own code)."""
         from dlexp.config.validate import search_settings
         from dlexp.errors import ConfigError
         from dlexp.search.slots import SlotPool, describe, slot_envs
@@ -45,12 +45,10 @@ class DlexpSearchSweeper(Sweeper):
             raise ConfigError("hydra/sweeper=dlexp_optuna needs its settings: use hparams_search=optuna")
         settings = search_settings(config.hparams_search)
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        run_cfg = OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "hparams_search")])
-        with open_dict(run_cfg):
-            run_cfg = train.validate(run_cfg)
+        run_cfg, mode = self.run_config()
         direction = settings.direction
         if direction == "auto":
-            direction = "maximize" if train.monitored_mode(run_cfg) == "max" else "minimize"
+            direction = "maximize" if mode == "max" else "minimize"
         envs = slot_envs(settings.slots, device=str(run_cfg.trainer.device), jobs_per_gpu=settings.jobs_per_gpu)
 
         def make_pool() -> SlotPool:
@@ -60,3 +58,14 @@ class DlexpSearchSweeper(Sweeper):
 
         return run_search(settings, arguments, sweep_dir, direction=direction, seed=int(run_cfg.seed),
                           max_epochs=int(run_cfg.trainer.epochs), make_pool=make_pool)
+
+    def run_config(self) -> tuple[DictConfig, str]:
+        """The validated config every trial shares (without the search's settings), and its monitored metric's
+        mode (max or min), which needs the dataset's task."""
+        from dlexp import train  # torch: the direction of the monitored metric needs the dataset's task
+
+        config = self.config
+        run_cfg = OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "hparams_search")])
+        with open_dict(run_cfg):
+            run_cfg = train.validate(run_cfg)
+        return run_cfg, train.monitored_mode(run_cfg)
