@@ -113,13 +113,15 @@ def _figures(groups: dict[str, list[SearchFiles]], out: Path) -> list[str]:
                ylabel="best val error so far", steps=True, log_y=True, lines={f"target {TARGET_ERROR}": TARGET_ERROR},
                title=f"best-so-far val error, mean ± std over {len(groups[RANDOM])} seeds")
     first = groups[SYNC][0]
+    if not first.record.get("rungs"):  # a search named successive_halving that did not run synchronous rungs
+        return [TABLE, CURVES_PLOT]
     by_trial: dict[int, tuple[list[float], list[float]]] = {}
     for run in first.runs:
         if run["value"] is not None:
             epochs, errors = by_trial.setdefault(run["trial"], ([], []))
             epochs.append(run["epochs"])
             errors.append(_error(float(run["value"]), first.record["direction"]))
-    plot_rungs(list(by_trial.values()), out / RUNGS_PLOT, rungs=first.record.get("rungs") or [],
+    plot_rungs(list(by_trial.values()), out / RUNGS_PLOT, rungs=first.record["rungs"],
                title=f"synchronous successive halving, {first.path.name}: val error at each rung")
     return [TABLE, CURVES_PLOT, RUNGS_PLOT]
 
