@@ -383,3 +383,92 @@ def test_no_line_about_a_job_ends_in_an_empty_reason(tmp_path):
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
     reasons = {job.name: job.reason for job in build_report(tmp_path).jobs}
     assert reasons == {"a": "stopped by SIGINT; it continues from its checkpoint when the sweep does", "b": "failed"}
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_hints_the_command_that_continues_it(tmp_path):
+    search = ["-m", "hparams_search=optuna", "hparams_search.n_trials=2", "hparams_search.slots=1", *SMOKE]
+    stopped = run_cli(*search, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "compose:SIGINT"})  # the search's own process
+    assert stopped.returncode == 130, stopped.stderr
+    hint = _hinted(stopped.stderr, "continue the search with: ")
+    again = run_cli(*hint, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    (search_dir,) = (tmp_path / "outputs" / "search").iterdir()
+    assert sorted(p.name for p in search_dir.glob("trial_*")) == ["trial_0", "trial_1"]
+
+
+@pytest.mark.slow
+def test_a_search_given_without_m_hints_the_same_command_with_m(tmp_path):
+    refused = run_cli("hparams_search=optuna", "hparams_search.n_trials=2", *SMOKE, cwd=tmp_path)
+    assert refused.returncode == 2 and not (tmp_path / "outputs").exists()
+    hint = _hinted(refused.stderr, "add -m: ")
+    assert hint == ["-m", "hparams_search=optuna", "hparams_search.n_trials=2", *SMOKE]
+    assert run_cli(*hint, cwd=tmp_path).returncode == 0
+
+
+def test_the_report_of_a_sweep_stopped_before_some_jobs_hints_the_command_that_runs_them(tmp_path, monkeypatch, capfd):
+    args = ["-m", *SMOKE, "optim.lr=0.003,0.01,0.03"]
+    stopped = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@1:SIGTERM"})
+    assert stopped.returncode == 143
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    monkeypatch.chdir(tmp_path)
+    report = cli_in_process("dlexp.report", [str(sweep_dir), "--no-run-plots"], capfd)
+    pending = next(line for line in (sweep_dir / "summary.md").read_text().splitlines() if "not started yet" in line)
+    words = shlex.split(pending.split("continue the sweep with ", 1)[1])
+    assert report.returncode == 0 and words[:3] == ["python", "-m", "dlexp"]
+    assert words[3:] == [*args, f"hydra.sweep.dir={sweep_dir.relative_to(tmp_path)}"]
+    again = run_cli(*words[3:], cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("completed earlier, skipped") == 1
+
+
+def test_a_resume_hint_for_a_sweep_jobs_dir_is_one_value_hydra_reads():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dlexp.runs.hints import resume_command
+
+    job = "/tmp/outputs/multirun/s/lr=0.1,seed=0-3fa2c1d0"
+    (override,) = OverridesParser.create().parse_overrides(shlex.split(resume_command(Path(job)))[3:])
+    assert override.key_or_group == "resume" and override.value() == job and not override.is_sweep_override()
+
+
+# ------------------------------------------------------------------------------------------------
+# What a user wrote is shown as written; resume= of what is not a checkpoint, or of a finished run
+
+
+def test_a_sweeps_console_shows_list_values_as_written(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nothing.py").write_text('"""A plugin that registers nothing."""\n')
+    proc = cli_in_process("dlexp", ["-m", *SMOKE, "model.hidden=[32],[16]", "plugins=[nothing.py]"], capfd)
+    assert proc.returncode == 0, proc.stderr
+    best = next(line for line in proc.stdout.splitlines() if line.startswith("Best:"))
+    same = next(line for line in proc.stdout.splitlines() if line.startswith("same in every job:"))
+    assert "hidden=[" in best and "plugins=[nothing.py]" in same  # not eaten as rich markup
+    assert "[32]" in proc.stdout and "[16]" in proc.stdout  # the table's cells
+
+
+@pytest.mark.parametrize("name, content", [("metrics.csv", None), ("fake.pt", b"not a checkpoint\n"),
+                                           ("summary.json", None)])
+def test_resume_of_a_file_that_is_not_a_checkpoint_is_one_line_and_touches_nothing(tmp_path, monkeypatch, capfd, name,
+                                                                                    content):
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process("dlexp", [*SMOKE, "hydra.run.dir=run"], capfd).returncode == 0
+    if content is not None:
+        (tmp_path / "run" / name).write_bytes(content)
+    before = _tree(tmp_path)
+    proc = cli_in_process("dlexp", [f"resume=run/{name}"], capfd)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and f"run/{name} is not a checkpoint" in lines[0], proc.stderr
+    assert "weights_only" not in lines[0] and _tree(tmp_path) == before
+
+
+def test_resume_of_a_finished_run_with_its_own_command_changes_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    command = [*SMOKE, "hydra.run.dir=run"]
+    assert cli_in_process("dlexp", command, capfd).returncode == 0
+    before = _tree(tmp_path / "run")
+    again = cli_in_process("dlexp", [*command, "resume=run"], capfd)
+    assert again.returncode == 0 and "has finished (completed after 2 epochs" in again.stdout, again.stderr
+    assert "nothing to resume; raise trainer.epochs to train it further" in again.stdout
+    assert _tree(tmp_path / "run") == before  # no new event file, no summary rewritten
+    longer = cli_in_process("dlexp", ["resume=run", "trainer.epochs=3"], capfd)
+    assert longer.returncode == 0 and "resuming from epoch 3" in longer.stdout

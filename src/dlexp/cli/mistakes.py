@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config.constraints import suggest
 from dlexp.config.files import find_option_file, group_options
-from dlexp.config.schema import FIXED_GROUPS, TOP_LEVEL_KEYS
+from dlexp.config.schema import FIXED_GROUPS, PLUGINS_KEY, TOP_LEVEL_KEYS
 from dlexp.errors import ConfigError
 from dlexp.runs.hints import multirun_command
 
@@ -25,7 +25,7 @@ _GLOBAL_GROUPS = ("experiment", "hparams_search")  # presets that set keys of ot
 def check_top_level_keys(overrides: list[str], dirs: list[str], groups: set[str], chosen: dict[str, str]) -> None:
     """``optimizer=sgd`` or ``weight_decay=1e-3``: a key that is neither a group nor a top-level key gets
     the override the user most likely meant. ``+key=...`` (an explicit addition) is left to the schema."""
-    known = groups | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS)
+    known = groups | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS) | {PLUGINS_KEY}
     for arg in overrides:
         if arg.startswith(("+", "~")) or "@" in arg.split("=", 1)[0]:
             continue

@@ -80,15 +80,26 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
     refuse_chdir()
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
-    check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
+    check_run_config(resumed.cfg, resumed.choices or applied_choices(), config_dirs())
     if not resumed.cfg.get("resume") and not resumed.restart:  # a new run, or one that starts from the beginning
         if resume.kfold_to_start_again(run_dir, today_overrides()):
             return Plan(Start.RESTART, resumed.cfg, resumed.overrides,
                         note=f"the k-fold run interrupted in {display_path(run_dir)} starts again from its first fold")
         refuse_earlier_run(run_dir)
         return Plan(Start.NEW, resumed.cfg, resumed.overrides, note=resumed.note)
+    changes = sweep.identity(resumed.changes)  # not how it runs (threads, the bar): what it computes or scores
+    if resumed.checkpoint is not None and not changes and _finished(run_dir, resumed.cfg, resumed.checkpoint):
+        return Plan(Start.SKIP, resumed.cfg, resumed.overrides, job=sweep.job_state(run_dir))
     start = Start.RESTART if resumed.restart else Start.RESUME
     return Plan(start, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
+
+
+def _finished(run_dir: Path, cfg: DictConfig, checkpoint: dict[str, Any]) -> bool:
+    """Whether ``resume=`` names a run that has finished, and today's command changes nothing of it (more epochs
+    extend it; another decode.* scores it again)."""
+    status = RunDir(run_dir).status()
+    before = (checkpoint.get("config") or {}).get("trainer", {}).get("epochs", cfg.trainer.epochs)
+    return status in (Status.COMPLETED, Status.DIVERGED, Status.PRUNED) and cfg.trainer.epochs <= before
 
 
 def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
@@ -102,7 +113,7 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     today, state = today_overrides(), sweep.job_state(job_dir)
     if state.status.finished or (state.status == Status.FAILED and not cfg.sweep.retry_failed):
         return Plan(Start.SKIP, cfg, today, job=state)
-    check_run_config(cfg, applied_choices(), _config_dirs())
+    check_run_config(cfg, applied_choices(), config_dirs())
     if state.status.resumable and state.checkpoint is not None:
         checkpoint = resume.load_checkpoint(state.checkpoint)
         resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
@@ -119,12 +130,12 @@ def applied_choices() -> dict[str, str]:
 def without_missing_recipe(choices: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
     """``choices`` without a ``recipe`` that conf/recipe/ has no file for (a run's record names one anyway)."""
     recipe = (choices or {}).get("recipe")
-    if recipe and find_option_file(_config_dirs(), "recipe", recipe) is None:
+    if recipe and find_option_file(config_dirs(), "recipe", recipe) is None:
         choices = {k: v for k, v in choices.items() if k != "recipe"}
     return choices
 
 
-def _config_dirs() -> list[str]:
+def config_dirs() -> list[str]:
     """conf/, then the folders ``--config-dir`` (or hydra.searchpath) adds."""
     sources = HydraConfig.get().runtime.config_sources
     return [s.path for s in sources if s.provider in ("main", "command-line") and s.schema == "file"] or [CONFIG_DIR]

@@ -24,9 +24,10 @@ from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Outp
 from dlexp.data.batching import BucketLoader, TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
-from dlexp.data.partition import partition_in_place, pool_size, pool_targets, take
+from dlexp.data.partition import pool_size, pool_targets, take
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
 from dlexp.data.shift import fold_corrections, fresh_labelled, new_labels_of, relabelled
+from dlexp.data.splits import partition_in_place
 from dlexp.errors import ConfigError, DataError
 from dlexp.models import input_size
 

@@ -157,7 +157,7 @@ class SweepReport:
 # Reading a sweep
 
 
-def _how_it_runs(override: str) -> bool:
+def how_it_runs(override: str) -> bool:
     """An override that changes how or how far a sweep runs, not what a job computes (threads, the progress
     bar, a search's trials and slots): never a column of the table, nor a setting of ``Best:``."""
     key = _split(override)[0]
@@ -229,7 +229,7 @@ def build_report(sweep_dir: Path) -> SweepReport:
         raise FileNotFoundError(f"no runs found under {sweep_dir} (a job dir holds .hydra/overrides.yaml)")
     groups: dict[tuple[str, ...], Group] = {}
     for job in jobs:
-        key = tuple(o for o in job.overrides if _split(o)[0] != SEED_KEY and not _how_it_runs(o))
+        key = tuple(o for o in job.overrides if _split(o)[0] != SEED_KEY and not how_it_runs(o))
         groups.setdefault(key, Group(key)).jobs.append(job)
     keys = list(dict.fromkeys(_split(o)[0] for g in groups for o in g))
     settings = [dict(map(_split, g)) for g in groups]

@@ -69,6 +69,16 @@ class Task:
     def forward(self, model: nn.Module, batch: Batch) -> Tensor:
         return model(batch.inputs)
 
+    def for_targets(self, targets: Optional[Tensor]) -> "Task":
+        """This task for a fold whose train targets (N, ...), as the loss sees them, are ``targets``: a task that
+        fits something to them (a regression's target scale) returns a fitted copy, the others themselves."""
+        return self
+
+    def expected_outputs(self, num_classes: int) -> Optional[int]:
+        """How many outputs per example a model of this task gives (its last dimension): the data's classes or
+        targets; None where it is not that simple (a translation model's vocabulary)."""
+        return num_classes
+
     def prior_outputs(self, targets: Tensor) -> Optional[Tensor]:
         """(1, outputs): the best a model can predict without looking at the inputs, from the train targets
         (class frequencies, the mean); None: the task has no such baseline."""
@@ -147,6 +157,9 @@ class Task:
         """After the test: the task's own files in ``run_dir`` (e.g. translations) with the best weights;
         returns entries for summary.json. ``say`` prints a console line."""
         return {}
+
+
+TASKS.kind_of = Task  # every task is a Task subclass, built-in or a user's
 
 
 def build_loss(name: str, label_smoothing: float = 0.0) -> nn.Module:

@@ -30,7 +30,7 @@ class ScheduleTiming:
     warmup_steps: NonNegativeInt = 0  # lr rises linearly from lr/warmup_steps to lr over this many intervals
 
 
-SCHEDULERS = Registry("scheduler", common=ScheduleTiming)
+SCHEDULERS = Registry("scheduler", common=ScheduleTiming, context=("optimizer", "epochs", "mode"))
 Schedule = Union[LRScheduler, ReduceLROnPlateau]  # ReduceLROnPlateau steps on the monitored value
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
+from rich.markup import escape
 from torch import nn
 
 from dlexp.config.files import recipe_keys
@@ -28,7 +28,7 @@ from dlexp.models import build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.runs.diagnostics import Diagnostics
 from dlexp.runs.files import CHECKPOINT_DIR
-from dlexp.runs.runlog import RunLog
+from dlexp.runs.runlog import Bars, RunLog
 from dlexp.tasks.base import Task, resolve_monitor
 from dlexp.training.checkpointer import Checkpointer
 from dlexp.hooks import point
@@ -50,11 +50,14 @@ MIN_ESTIMATE_S = 5.0  # the run's estimated time is said only when the epochs le
 class Trainer:
     def __init__(self, cfg: DictConfig, data: DataBundle, task: Task, runtime: Runtime, log: RunLog, run_dir: Path, *,
                  model: Optional[nn.Module] = None, overrides: Sequence[str] = (), resumable: bool = True,
-                 choices: Optional[dict[str, str]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None):
-        """``model``: built by ``dlexp.train.prepare`` for this data (else built here, from the config)."""
+                 choices: Optional[dict[str, str]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None,
+                 plugins: Optional[dict[str, str]] = None):
+        """``model``: built by ``dlexp.train.prepare`` for this data (else built here, from the config);
+        ``plugins``: the user's components the run uses, recorded in its checkpoints."""
         trainer, reg = cfg.trainer, cfg.regularizer
         self.on_epoch = on_epoch  # (epoch, monitored val value) -> stop here? (a search's pruner)
-        self.cfg, self.data, self.task, self.runtime, self.log, self.run_dir = cfg, data, task, runtime, log, Path(run_dir)
+        self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
+        self.task = task.for_targets(data.train_targets)  # fitted to this fold's train part (a regression's scale)
         self.resumable = resumable
         # the options the run was composed from (optim=sgd_momentum), for the banner; the builder names without them
         self.choices = choices or {group: cfg[group].name for group in ("model", "dataset", "optim")}
@@ -78,7 +81,7 @@ class Trainer:
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
             self.run_dir / CHECKPOINT_DIR, enabled=trainer.checkpoints and runtime.is_main,
-            config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides),
+            config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides), plugins=plugins or {},
         )
         # mid-epoch checkpoints, read once: a config read costs tens of microseconds, and this is per step
         self.checkpoint_every_n = trainer.checkpoint_every_n_steps or 0
@@ -144,12 +147,11 @@ class Trainer:
                       "other trials at this epoch")
         return True
 
-    def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]],
+    def train_epoch(self, epoch: int, bar: Bars, partial: Optional[dict[str, Any]],
                     meter: Optional[Meter] = None) -> Optional[dict[str, float]]:
         """One pass over the training data; None if a signal stopped it (then it is checkpointed)."""
         trainer = self.cfg.trainer
-        if self.log.show_progress:
-            bar.columns[0].text_format = f"[bold]epoch {epoch}/{trainer.epochs}" + " {task.description}"
+        bar.epoch(f"epoch {epoch}/{trainer.epochs}")
         # a resumed partial epoch's sums are global: rank 0 carries them, the other ranks start from zero
         progress = EpochProgress.start(self.task, self.runtime.device, partial, with_sums=self.runtime.is_main)
         how = Pass(
@@ -172,7 +174,7 @@ class Trainer:
             self.checkpointer.save(self.state(partial=progress))
         point("train_step")
 
-    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Progress] = None,
+    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Bars] = None,
                  meter: Optional[Meter] = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
         how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None, meter=meter,
@@ -265,7 +267,7 @@ class Trainer:
         if said:
             self.log.info(f"trainer.epochs {epochs} -> {self.cfg.trainer.epochs}: {said}")
         self.extended_from = old if old != self.horizon else None
-        if self.stopper.should_stop and self.cfg.trainer.epochs > checkpoint["epoch"]:
+        if self.stopper.should_stop and self.cfg.trainer.epochs > epochs:  # extended: more epochs than it had
             s = self.stopper
             self.log.info(f"the run had stopped early after epoch {checkpoint['epoch']} ({s.monitor} had not improved for "
                           f"{s.patience} epochs); trainer.epochs={self.cfg.trainer.epochs} continues it, and early "
@@ -275,20 +277,16 @@ class Trainer:
     # -- the end of the run -----------------------------------------------------
     def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
         """The run's summary entries; a completed run scores its test sets with the weights chosen on val."""
-        summary: dict[str, Any] = {
-            **outcome,
-            "epochs_run": self.completed,
-            "best_epoch": self.stopper.best_epoch,
-            "monitor": self.stopper.monitor,
-            "mode": self.stopper.mode,
-            f"best/{self.stopper.monitor}": self.stopper.best,
-        }
+        summary: dict[str, Any] = {**outcome, "epochs_run": self.completed, "best_epoch": self.stopper.best_epoch,
+                                   "monitor": self.stopper.monitor, "mode": self.stopper.mode,
+                                   f"best/{self.stopper.monitor}": self.stopper.best}
         metric = self.task.monitor_metric.name
         summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint"),
                                                   prior=self.task.prior(self.data.train_targets),
-                                                  mode=self.task.monitor_metric.mode, lr=self.cfg.optim.get("lr")))
+                                                  mode=self.task.monitor_metric.mode, lr=self.cfg.optim.get("lr"),
+                                                  interrupted=outcome["status"] == Status.INTERRUPTED))
         if summary["diagnosis"] == "unstable":  # completed, but its numbers mean nothing: said, not only filed
-            self.log.info(f"[bold]unstable:[/bold] {summary['diagnosis_reason']}")
+            self.log.info(f"[bold]unstable:[/bold] {escape(summary['diagnosis_reason'])}", markup=True)
         summary.update(median_rates(self.diagnostics.rows))  # the epochs' median examples/s (and tokens/s)
         if outcome["status"] == Status.COMPLETED:
             point("test")
@@ -336,10 +334,10 @@ class Trainer:
         data, chosen = self.data, self.choices
         test_size = data.test.num_examples if data.test else 0
         self.log.info(
-            f"[bold]dlexp[/bold] model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} "
-            f"{self.recipe_note()}params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
-            f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
-        )
+            "[bold]dlexp[/bold] " + escape(
+                f"model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} {self.recipe_note()}"
+                f"params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
+                f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"), markup=True)
 
     def say_time(self, epoch: int, seconds: float) -> None:
         """Once, after the second epoch this process trains (or a first one of over 30 s): the run's estimated

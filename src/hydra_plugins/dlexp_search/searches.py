@@ -34,6 +34,7 @@ class DlexpSearchesSweeper(DlexpSearchSweeper):
         from dlexp.runs.sweep import job_dir_name
         from dlexp.search.grid import grid_points
         from dlexp.search.slots import SlotPool, describe, slot_envs
+        from dlexp.search.space import parse_space
         from dlexp.search.sweeper import run_search
 
         config = self.config
@@ -45,11 +46,11 @@ class DlexpSearchesSweeper(DlexpSearchSweeper):
         if len({s.slots for s in plans.values()}) > 1:
             raise ConfigError("the searches share one pool of slots: set hparams_search.slots once, not per search")
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        run_cfg, mode = self.run_config()
+        points, shared = grid_points(self.params, arguments)
+        run_cfg, mode = self.run_config([parse_space(s.params or {}, shared) for s in plans.values()])
         direction = "maximize" if mode == "max" else "minimize"
         first = next(iter(plans.values()))
         envs = slot_envs(first.slots, device=str(run_cfg.trainer.device), jobs_per_gpu=first.jobs_per_gpu)
-        points, shared = grid_points(self.params, arguments)
         print(f"{len(plans)} searches x {len(points)} points: {', '.join(plans)}; {describe(envs)}", flush=True)
         pool = SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=config,
                         sweep_dir=sweep_dir, quiet=True)
