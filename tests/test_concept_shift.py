@@ -14,7 +14,7 @@ from dlexp.data.sources import hyperplane
 from dlexp.errors import ConfigError
 
 # the preset at a tenth of its cost: fewer, smaller sets and shorter runs; the finding's own thresholds
-SMALL = ["trainer.epochs=4", "shift.new_labels=[8,512]", "shift.scratch_steps=100", "trainer.plots=false"]
+SMALL = ["trainer.epochs=4", "shift.new_labels=[8,512]", "shift.scratch_steps=100"]
 
 
 def test_the_hyperplane_labels_by_its_rule_and_concept_shift_moves_the_rule_not_the_inputs():

@@ -1,6 +1,6 @@
-"""The search strategies of the course's hyperparameter-optimization lesson: runs without their own plots,
-the search's record (search.json), synchronous successive halving, a sweep of searches (hydra/sweeper=
-dlexp_searches) and the hpo_strategies preset's finding, run small."""
+"""The search strategies of the course's hyperparameter-optimization lesson: the search's record (search.json),
+synchronous successive halving, a sweep of searches (hydra/sweeper=dlexp_searches) and the hpo_strategies
+preset's finding, run small."""
 from __future__ import annotations
 
 import optuna
@@ -8,12 +8,6 @@ import pytest
 from conftest import read_json, run_cli
 
 from dlexp.errors import ConfigError
-
-
-def test_a_run_with_trainer_plots_false_writes_its_files_but_no_pngs(run_train):
-    result, run_dir = run_train("trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.plots=false")
-    assert result.summary["status"] == "completed" and (run_dir / "metrics.csv").is_file()
-    assert not list(run_dir.glob("*.png"))
 
 
 # -- successive halving --------------------------------------------------------------------------------------------
@@ -54,7 +48,7 @@ def test_the_reduction_factor_reaches_optunas_pruners_and_is_checked():
 @pytest.mark.slow
 def test_a_synchronous_halving_search_runs_its_rungs_and_records_every_run(tmp_path):
     """4 configurations, rungs of 1, 2 and 4 epochs: 4 + 2 + 1 runs, each rung's best half again from scratch."""
-    args = ["-m", "hparams_search=optuna", "trainer.progress=false", "trainer.plots=false", "trainer.checkpoints=false",
+    args = ["-m", "hparams_search=optuna", "trainer.progress=false", "trainer.checkpoints=false",
             "trainer.epochs=4", "trainer.limit_train_batches=3", "hparams_search.n_trials=4", "hparams_search.slots=2",
             "hparams_search.sampler=random", "hparams_search.pruner=successive_halving", "hparams_search.synchronous=true",
             "hparams_search.reduction_factor=2", "hparams_search.min_epochs=1", "sweep.name=sync"]
@@ -67,6 +61,7 @@ def test_a_synchronous_halving_search_runs_its_rungs_and_records_every_run(tmp_p
     assert sorted(r["epochs"] for r in runs) == [1, 1, 1, 1, 2, 2, 4] and {r["status"] for r in runs} == {"completed"}
     assert all(r["dir"] == f"trial_{r['trial']}_epochs_{r['epochs']}" and (sweep_dir / r["dir"] / "summary.json").is_file()
                for r in runs)
+    assert not list(sweep_dir.glob("trial_*/*.png"))  # a rung's runs are sweep jobs: their plots on demand (dlexp.report)
     assert [r["ended"] for r in runs] == sorted(r["ended"] for r in runs) and 0 < record["busy_fraction"] <= 1
     first = {r["trial"]: r["value"] for r in runs if r["epochs"] == 1}
     second = sorted((r["trial"] for r in runs if r["epochs"] == 2))

@@ -54,7 +54,6 @@ class TrainerConfig:
     limit_train_batches: Optional[PositiveInt] = None  # smoke runs: stop each epoch after N batches
     limit_eval_batches: Optional[PositiveInt] = None
     progress: bool = may_change(True)  # live progress bar on a terminal
-    plots: bool = may_change(True)  # each run's curves.png and grad_norms.png (false: a search's many trials skip them)
     log_every_n_steps: PositiveInt = may_change(20)  # progress-bar refresh; each refresh reads the loss (a device sync)
     checkpoints: bool = True  # write checkpoints/last.pt and best.pt
     checkpoint_every_n_steps: Optional[PositiveInt] = may_change(None)  # also mid-epoch, every N optimizer steps
