@@ -90,8 +90,17 @@ def test_the_grid_of_a_sweep_of_searches_and_the_overrides_every_point_shares():
     assert grid_points({"seed": "0,1"}, ["model.hidden=[64],[128]"])[0] == [
         ["seed=0", "model.hidden=[64]"], ["seed=0", "model.hidden=[128]"], ["seed=1", "model.hidden=[64]"],
         ["seed=1", "model.hidden=[128]"]]
+    searched = "hparams_search.params.optim.lr=interval(0.01, 0.1)"  # the searches' range, not an axis of the grid
+    assert grid_points({"seed": "0,1"}, [searched]) == ([["seed=0"], ["seed=1"]], [searched])
     with pytest.raises(ConfigError, match="a range to search goes in hparams_search.params"):
         grid_points({"optim.lr": "interval(0.1, 1.0)"}, [])
+
+
+def test_a_sweep_of_searches_whose_space_holds_a_value_no_trial_takes_is_refused_before_any_search(tmp_path):
+    proc = run_cli("-m", "experiment=hpo_strategies", "hparams_search.params.optim.lr=interval(-1, 1)",
+                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2 and "a trial with optim.lr=-1.0 would be refused" in proc.stderr, proc.stderr
+    assert not (tmp_path / "sweep" / "random").exists()
 
 
 def _run(trial, epochs, value, ended, seconds=1.0, status="completed"):

@@ -3,7 +3,8 @@
     hydra.sweeper.params: {seed: 0,1,2}   ->   [["seed=0"], ["seed=1"], ["seed=2"]]
 
 Keys come from ``hydra.sweeper.params`` and from the command line's own sweep overrides (the command line
-wins for a key set in both); the product runs with the last key changing fastest, as Hydra's grid does.
+wins for a key set in both); the product runs with the last key changing fastest, as Hydra's grid does. An
+``hparams_search`` override, a range of ``hparams_search.params`` included, is the searches' own, not an axis.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def grid_points(params: Mapping[str, Any], arguments: Sequence[str]) -> tuple[li
     shared = []
     for override in parser.parse_overrides([f"{k}={v}" for k, v in params.items()]) + parser.parse_overrides(list(arguments)):
         key = override.get_key_element()
-        if not override.is_sweep_override():
+        if not override.is_sweep_override() or key.startswith("hparams_search"):  # a search's setting or range: its own
             if key in axes:  # a value on the command line fixes a key the grid sweeps
                 del axes[key]
             shared.append(override.input_line)
