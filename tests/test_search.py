@@ -228,7 +228,7 @@ def test_a_pruned_search_records_each_trial_and_a_rerun_continues_to_n_trials(tm
     assert "6 of 6 trials finished (5 complete, 1 pruned)" in proc.stdout and proc.stdout.count(" started [slot 0]") == 6
 
     again = run_cli(*args, "hparams_search.n_trials=6", cwd=tmp_path)
-    assert again.returncode == 0 and "6 trials, 6 finished earlier, 0 to resume" in again.stdout
+    assert again.returncode == 0 and "6 trials finished earlier, hparams_search.n_trials=6: nothing to run" in again.stdout
     assert " started " not in again.stdout  # nothing ran twice
 
     more = run_cli(*args, "hparams_search.n_trials=8", cwd=tmp_path)
@@ -277,11 +277,11 @@ def test_a_killed_search_resumes_its_abandoned_trial_in_the_same_dir(tmp_path):
 @pytest.mark.slow
 def test_a_failed_trial_is_told_as_failed_and_the_search_goes_on(tmp_path):
     args = [*SEARCH, "trainer.epochs=1", "hparams_search.slots=1", "hparams_search.sampler=grid", "~hparams_search.params",
-            "optim.lr=-1,0.001", "hparams_search.n_trials=5", "sweep.name=failing"]
-    proc = run_cli(*args, cwd=tmp_path)
+            "optim.lr=0.001,-1", "hparams_search.n_trials=5", "sweep.name=failing"]
+    proc = run_cli(*args, cwd=tmp_path)  # the range's first value runs: its key is one a trial takes
     assert proc.returncode == 1, proc.stderr
     study = _study(tmp_path / "outputs" / "multirun" / "failing")
-    assert _states(study) == ["FAIL", "COMPLETE"]  # a grid of 2: n_trials is capped at its size
+    assert _states(study) == ["COMPLETE", "FAIL"]  # a grid of 2: n_trials is capped at its size
     assert "failed in" in proc.stdout and "optim.lr must be > 0, got -1.0" in proc.stdout
     assert "error: 1 of 2 jobs did not complete" in proc.stderr
 
