@@ -41,6 +41,8 @@ def test_option_composes_validates_and_builds(path, tiny_datasets, monkeypatch):
     extra = ["model=linreg"] if group == "dataset" and option == "synthetic_linear" else []
     if group == "model" and option == "linreg":
         extra = ["dataset=synthetic_linear"]
+    if group == "shift" and option == "concept":
+        extra = ["dataset=hyperplane"]  # a rule to move: a synthetic dataset's labelling
     if group == "model" and "width_div" in OmegaConf.load(path):
         extra = TINY_CONV
     if group == "dataset":  # file-based datasets read tiny files in their real formats

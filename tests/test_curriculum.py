@@ -85,6 +85,8 @@ def test_every_preset_composes_validates_and_names_its_finding(preset):
     if check.scope == "sweep":  # the comparison the finding reads is the preset's own sweep, seeds included
         params = sweep_params(preset)
         assert set(check.axis.split(",")) <= set(params) and "seed" in params
+    if check.scope == "searches":  # a sweep of searches: each search at every seed of its grid
+        assert "seed" in sweep_params(preset)
 
 
 @pytest.mark.parametrize("preset", D2L)
@@ -233,7 +235,8 @@ def assert_diagnoses_unchanged(sweep_dir: Path, corrected: set[tuple[str, str]])
 def test_every_cpu_preset_has_a_small_run_here():
     from dlexp.course.curriculum import PRESETS as CPU_PRESETS
 
-    tested = {p for p, _ in SMALL_SWEEPS} | {"symmetry", "kfold_house_prices"}
+    # concept_shift and hpo_strategies run small in tests/test_concept_shift.py and tests/test_hpo_strategies.py
+    tested = {p for p, _ in SMALL_SWEEPS} | {"symmetry", "kfold_house_prices", "concept_shift", "hpo_strategies"}
     assert set(CPU_PRESETS) == tested and set(CPU_PRESETS) | set(D2L) == set(PRESETS)
 
 
@@ -313,3 +316,19 @@ def test_a_partial_curriculum_run_merges_its_rows_into_the_course_page(tmp_path,
     rows = [line.split(" | ")[0] for line in doc.splitlines() if line.startswith("| `")]
     assert rows == ["| `polynomial`", "| `symmetry`"]  # the earlier row kept, in the course's order, beside the new one
     assert "degree 1: train 2.09" in doc and set(json.loads(record.read_text())) == {"polynomial", "symmetry"}
+
+def test_the_course_page_shows_a_findings_own_figures_and_its_table_inline(tmp_path):
+    from dlexp.course.curriculum import Outcome, write_doc
+
+    run = tmp_path / "out" / "hpo_strategies"
+    run.mkdir(parents=True)
+    (run / "best_so_far.png").write_bytes(b"\x89PNG fake")
+    (run / "strategies.md").write_text("| search | best val error |\n|---|---|\n| `random` | 0.03 |\n")
+    finding = {"claim": "halving is cheaper", "line": "random 80 epochs", "holds": True, "text": "finding: ..."}
+    outcome = Outcome("hpo_strategies", ["python", "-m", "dlexp", "-m", "experiment=hpo_strategies"], 5.0, finding,
+                      "ran", [run / "best_so_far.png", run / "strategies.md"])
+    page = write_doc([outcome], tmp_path / "docs").read_text()
+    assert "### `hpo_strategies`: strategies.md\n\n| search | best val error |" in page
+    assert "![hpo_strategies hpo_strategies_best_so_far](curriculum/hpo_strategies_best_so_far.png)" in page
+    assert sorted(p.name for p in (tmp_path / "docs" / "curriculum").iterdir()) == [
+        "hpo_strategies_best_so_far.png", "results.json"]  # no .md beside the page: Sphinx would read it as a page

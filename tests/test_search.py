@@ -274,6 +274,18 @@ def test_a_killed_search_resumes_its_abandoned_trial_in_the_same_dir(tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_trial_is_told_as_failed_and_the_search_goes_on(tmp_path):
+    args = [*SEARCH, "trainer.epochs=1", "hparams_search.slots=1", "hparams_search.sampler=grid", "~hparams_search.params",
+            "optim.lr=0.001,-1", "hparams_search.n_trials=5", "sweep.name=failing"]
+    proc = run_cli(*args, cwd=tmp_path)  # the range's first value runs: its key is one a trial takes
+    assert proc.returncode == 1, proc.stderr
+    study = _study(tmp_path / "outputs" / "multirun" / "failing")
+    assert _states(study) == ["COMPLETE", "FAIL"]  # a grid of 2: n_trials is capped at its size
+    assert "failed in" in proc.stdout and "optim.lr must be > 0, got -1.0" in proc.stdout
+    assert "error: 1 of 2 jobs did not complete" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_dies_is_told_as_failed_and_the_search_goes_on(tmp_path):
     """The first trial's worker process is killed (as the kernel's out-of-memory killer would): the trial is
     failed in the study, in jobs.json and in the summary, with why; the search goes on to its second trial."""
     args = [*SEARCH, "trainer.epochs=2", "hparams_search.slots=1", "hparams_search.sampler=grid", "~hparams_search.params",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
+
+from annotated_types import Ge
 
 from dlexp.config.constraints import (
     Fraction,
@@ -107,12 +109,16 @@ class SearchConfig:
     seed: Optional[int] = None  # the sampler's seed; None: the run's seed
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
     min_epochs: PositiveInt = 1  # no trial is pruned before it has run this many epochs
+    # successive halving and hyperband keep 1 in reduction_factor trials at each rung; None: Optuna's (4, 3)
+    reduction_factor: Optional[Annotated[int, Ge(2)]] = None
     direction: Literal["auto", "maximize", "minimize"] = "auto"  # auto: the monitored val metric's mode
     storage: Optional[str] = None  # None: <sweep dir>/optuna.journal; sqlite:///study.db; postgresql://...
     study_name: Optional[str] = None  # None: the sweep dir's name
     slots: Optional[PositiveInt] = None  # trials at once in this worker; None: one per GPU, else one per core
     jobs_per_gpu: PositiveInt = 1  # more than 1 shares each GPU between that many trials
-    synchronous: bool = False  # true: batches of ``slots`` trials, each batch waiting for its slowest
+    # true: batches of ``slots`` trials, each batch waiting for its slowest; with successive_halving, its
+    # synchronous form: rungs of trials, each rung's best run again for longer once the whole rung has ended
+    synchronous: bool = False
     lease_seconds: PositiveFloat = 300.0  # a trial whose worker stopped renewing its lease this long is taken over
     params: dict[str, Any] = field(default_factory=dict)  # key: Hydra sweep syntax, e.g. tag(log, interval(1e-4, 0.1))
 

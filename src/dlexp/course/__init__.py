@@ -4,4 +4,4 @@ the files its run or sweep wrote, and ``python -m dlexp.curriculum``, which runs
 Optional: called from the command line only (after a run, after a sweep, by the report command);
 the core never calls up into it. May import results, runs and config.
 """
-from dlexp.course import lessons  # noqa: F401  (registers the course's findings in FINDINGS)
+from dlexp.course import concept, hpo, lessons  # noqa: F401  (register the course's findings in FINDINGS)

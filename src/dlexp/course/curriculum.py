@@ -34,7 +34,7 @@ from dlexp.runs.files import COMPARISON_PLOT, CURVES_PLOT, FINDING_FILE, GRAD_NO
 PRESETS = [
     "polynomial", "weight_decay", "dropout_vs_weight_decay", "vanishing_gradients", "symmetry", "activations",
     "hidden_width", "batch_size", "optimizers", "lr_decay", "batchnorm", "early_stopping", "augmentation",
-    "kfold_house_prices", "covariate_shift", "label_shift",
+    "kfold_house_prices", "covariate_shift", "label_shift", "concept_shift", "hpo_strategies",
 ]
 # Presets whose data is placed by hand: the file they need, and where it comes from.
 NEEDS_FILES = {"kfold_house_prices": ("data/house_prices/train.csv", "Kaggle's house-prices train.csv and test.csv")}
@@ -52,13 +52,13 @@ class Outcome:
 
 
 def preset_scope(name: str) -> str:
-    """"sweep" or "run": the scope of the preset's finding (its conf/experiment YAML names it)."""
+    """"run", "sweep" or "searches": the scope of the preset's finding (its conf/experiment YAML names it)."""
     finding = yaml.safe_load((Path(CONFIG_DIR) / "experiment" / f"{name}.yaml").read_text()).get("finding")
     return FINDINGS.get(finding).scope
 
 
 def command(name: str, out_dir: Path, extra: list[str]) -> list[str]:
-    sweep = preset_scope(name) == "sweep"
+    sweep = preset_scope(name) != "run"  # a sweep, or a sweep of searches
     where = f"hydra.sweep.dir={out_dir / name}" if sweep else f"hydra.run.dir={out_dir / name}"
     return ["python", "-m", "dlexp", *(["-m"] if sweep else []), f"experiment={name}", "trainer.progress=false", where, *extra]
 
@@ -81,7 +81,8 @@ def run_preset(name: str, out_dir: Path, extra: list[str]) -> Outcome:
     status = "ran" if proc.returncode == 0 else f"failed (exit {proc.returncode}; see {out_dir / name}.log)"
     if finding is not None:
         print(finding["text"], flush=True)
-    return Outcome(name, cmd, seconds, finding, status, [target / f for f in FIGURES if (target / f).is_file()])
+    drawn = [*FIGURES, *(finding or {}).get("figures", [])]  # the sweep's plots, then the finding's own
+    return Outcome(name, cmd, seconds, finding, status, [target / f for f in drawn if (target / f).is_file()])
 
 
 # --------------------------------------------------------------------------
@@ -103,13 +104,16 @@ def write_doc(outcomes: list[Outcome], docs: Path) -> Path:
     figures_dir.mkdir(parents=True, exist_ok=True)
     rows = _read_rows(figures_dir / RESULTS_FILE)
     for o in outcomes:
-        figures = []
+        figures, tables = [], {}
         for fig in o.figures:
+            if fig.suffix == ".md":  # a finding's table goes into the page itself (a .md here would be a page)
+                tables[fig.name] = fig.read_text()
+                continue
             copy = figures_dir / f"{o.name}_{fig.name}"
             shutil.copyfile(fig, copy)
             figures.append(copy.name)
-        rows[o.name] = {"command": " ".join(o.command), "seconds": round(o.seconds),
-                        "finding": o.finding, "status": o.status, "figures": figures, "machine": machine()}
+        rows[o.name] = {"command": " ".join(o.command), "seconds": round(o.seconds), "finding": o.finding,
+                        "status": o.status, "figures": figures, "tables": tables, "machine": machine()}
     shown = [name for name in PRESETS if name in rows]
     (figures_dir / RESULTS_FILE).write_text(json.dumps({name: rows[name] for name in shown}, indent=1) + "\n")
     path = docs / "curriculum.md"
@@ -133,6 +137,8 @@ def _page(names: list[str], rows: dict[str, dict[str, Any]]) -> str:
     lines += [f"{rows[name]['command']}    # {rows[name]['machine']}" for name in names]
     lines += ["```", "", "## Figures", ""]
     for name in names:
+        for table, text in rows[name].get("tables", {}).items():
+            lines.append(f"### `{name}`: {table}\n\n{text}")
         for figure in rows[name]["figures"]:
             lines.append(f"### `{name}`: {figure.removeprefix(name + '_')}\n\n![{name} {Path(figure).stem}](curriculum/{figure})\n")
     return "\n".join(lines).rstrip() + "\n"
@@ -186,7 +192,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if args.list:
         for name in PRESETS:
-            kind = "sweep (-m)" if preset_scope(name) == "sweep" else "single run"
+            kind = {"run": "single run", "sweep": "sweep (-m)", "searches": "searches (-m)"}[preset_scope(name)]
             print(f"{name:<26} {kind:<11} {FINDINGS.get(_finding_name(name)).claim}")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,13 @@ A finding is a function registered in ``FINDINGS`` with its claim and its scope:
   checkpoints/last.pt), at the end of ``python -m dlexp experiment=NAME``;
 - ``sweep``: measured from the job dirs of a ``-m`` sweep (each job's files and its
   ``.hydra/overrides.yaml``, grouped by the swept setting), at the end of the sweep
-  and again by ``python -m dlexp.report SWEEP_DIR``.
+  and again by ``python -m dlexp.report SWEEP_DIR``;
+- ``searches``: measured from a sweep of searches (``hydra/sweeper=dlexp_searches``): each search's
+  ``search.json`` (its runs in order, wall time, busy slots), grouped by the search's name, one per point.
 
 Either way dlexp prints ``finding: <claim>: <measured>: holds|does not hold`` and
-writes ``finding.json`` (claim, measured values, holds) beside the summary. Only
+writes ``finding.json`` (claim, measured values, holds) beside the summary, with the
+names of the figures a finding draws of its own (``figures=``) from the same files. Only
 files on disk are read, never the live training state, so the verdict can be
 recomputed later from the same files.
 """
@@ -26,7 +29,9 @@ from typing import Any, Callable, Optional
 
 from dlexp.config.registry import Registry
 from dlexp.errors import ConfigError
-from dlexp.runs.files import FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, atomic_write
+from dlexp.runs.files import (
+    FINDING_FILE, GRAD_NORMS_FILE, HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD, SEARCH_RECORD, atomic_write,
+)
 from dlexp.runs.record import RunDir, RunFileError
 from dlexp.runs.status import Status
 
@@ -96,23 +101,56 @@ class RunFiles:
         return rows
 
 
+@dataclass
+class SearchFiles:
+    """One search of a sweep of searches: its dir and its ``search.json`` (settings, runs in the order they
+    ended, wall time, the slots' busy share)."""
+
+    name: str  # the search's name in hydra.sweeper.searches, e.g. "asha"
+    path: Path
+    record: dict[str, Any]
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return list(self.record.get("runs", []))
+
+
+def group_searches(sweep_dir: Path) -> dict[str, list[SearchFiles]]:
+    """The searches of a sweep of searches by name (``<sweep dir>/<name>/<point>/search.json``), each name's
+    points in natural order; at least two names."""
+    groups: dict[str, list[SearchFiles]] = {}
+    for path in sorted(Path(sweep_dir).glob(f"*/*/{SEARCH_RECORD}"), key=lambda p: (p.parent.parent.name,
+                                                                                   _natural(p.parent.name))):
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            raise NotMeasurable(f"{path} is damaged: not JSON") from None
+        groups.setdefault(path.parent.parent.name, []).append(SearchFiles(path.parent.parent.name, path.parent, record))
+    if len(groups) < 2:
+        raise NotMeasurable(f"needs the search.json of at least two searches under {sweep_dir} (run the preset with -m)")
+    return groups
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     claim: str
-    scope: str  # "run" or "sweep"
+    scope: str  # "run", "sweep" or "searches"
     axis: Optional[str]  # sweep: the override key(s) whose values are compared, e.g. "model.activation"
     measure: Callable[..., tuple[dict[str, Any], bool, str]]  # files -> (measured, holds, line)
+    figures: Optional[Callable[[Any, Path], list[str]]] = None  # (the same files, dir) -> names of the PNGs drawn
 
 
-def finding(name: str, claim: str, *, scope: str = "sweep", axis: Optional[str] = None) -> Callable:
+def finding(name: str, claim: str, *, scope: str = "sweep", axis: Optional[str] = None,
+            figures: Optional[Callable[[Any, Path], list[str]]] = None) -> Callable:
     """Register ``fn`` as the finding of preset ``name``.
 
     A run finding gets a ``RunFiles``; a sweep finding gets ``{axis value: [RunFiles of its
     completed jobs]}`` (seeds of one setting together). Either returns (measured, holds, line).
+    ``figures``, given the same argument and the run or sweep dir, draws the finding's own figures there.
     """
     def decorator(fn: Callable) -> Callable:
-        FINDINGS.register(name)(Check(name, claim, scope, axis, fn))
+        FINDINGS.register(name)(Check(name, claim, scope, axis, fn, figures))
         return fn
 
     return decorator
@@ -133,16 +171,31 @@ def measure(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> F
     (the verdict is then 'does not hold', with the reason as its measured text)."""
     check: Check = FINDINGS.get(name)
     try:
-        if check.scope == "run":
-            measured, holds, line = check.measure(RunFiles.load(path, config))
-        else:
-            measured, holds, line = check.measure(group_jobs(path, check.axis))
+        measured, holds, line = check.measure(_files(check, path, config))
     except NotMeasurable as why:
         return Finding(check.claim, {}, False, f"not measured ({why})")
     premise = None
     if isinstance(line, tuple):  # (line, the premise the runs did not meet, or None)
         line, premise = line
     return Finding(check.claim, _plain(measured), bool(holds) and premise is None, line, premise)
+
+
+def _files(check: Check, path: Path, config: Optional[dict[str, Any]] = None) -> Any:
+    """What ``check`` measures: the run's files, the sweep's completed jobs grouped by its axis, or its searches."""
+    if check.scope == "searches":
+        return group_searches(path)
+    return RunFiles.load(path, config) if check.scope == "run" else group_jobs(path, check.axis)
+
+
+def draw(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> list[str]:
+    """The finding's own figures, drawn into ``path`` (none when it has none, or its files lack what they need)."""
+    check: Check = FINDINGS.get(name)
+    if check.figures is None:
+        return []
+    try:
+        return check.figures(_files(check, path, config), Path(path))
+    except NotMeasurable:
+        return []
 
 
 def group_jobs(sweep_dir: Path, axis: Optional[str]) -> dict[str, list[RunFiles]]:
@@ -178,7 +231,7 @@ def _plain(value: Any) -> Any:
 def record(name: str, path: Path, config: Optional[dict[str, Any]] = None) -> Finding:
     """Measure, write ``finding.json`` into ``path`` and print the finding line."""
     result = measure(name, path, config)
-    data = {"finding": name, **asdict(result), "text": result.text()}
+    data = {"finding": name, **asdict(result), "text": result.text(), "figures": draw(name, path, config)}
     atomic_write(Path(path) / FINDING_FILE, json.dumps(data, indent=2) + "\n")
     print(result.text(), flush=True)
     return result
@@ -193,7 +246,7 @@ def after_run(config: dict[str, Any], run_dir: Path, *, in_sweep: bool = False) 
     if check.scope == "run":
         return record(name, run_dir, config)
     if not in_sweep:  # one job cannot show a comparison; say so rather than stay silent
-        print(f"finding: {check.claim}: compares the settings of {check.axis}; run the whole comparison with "
+        print(f"finding: {check.claim}: compares the settings of {check.axis or 'several searches'}; run the whole comparison with "
               f"python -m dlexp -m experiment={name}", flush=True)
     return None
 
@@ -205,6 +258,6 @@ def after_sweep(sweep_dir: Path, job_dirs: list[Path]) -> Optional[Finding]:
     if len(names) != 1:
         return None  # no preset with a finding, or a sweep over several presets
     name = names.pop()
-    if name not in FINDINGS or FINDINGS.get(name).scope != "sweep":
+    if name not in FINDINGS or FINDINGS.get(name).scope == "run":
         return None  # run findings were recorded in each job dir
     return record(name, sweep_dir)

@@ -115,6 +115,31 @@ class Predictions:
 
 
 @dataclass
+class Concept:
+    """A synthetic dataset's labelling rule, for concept shift (``shift=concept``): p(x) stays, p(y|x) moves.
+
+    ``draw(n, seed)``: n fresh inputs (n, ...) from the dataset's p(x), a stream of their own for each seed;
+    ``label(x, drift, seed)``: (n,) labels of ``x`` by the rule moved by ``drift`` (in the dataset's unit, e.g.
+    degrees of rotation), with the dataset's own label noise drawn with ``seed``."""
+
+    draw: Callable[[int, int], Tensor]
+    label: Callable[[Tensor, float, int], Tensor]
+
+
+@dataclass
+class NewLabels:
+    """Labelled examples of the shifted distribution, for a remedy that trains on them after the run's own
+    training (concept shift: a few update steps from the trained weights, beside training from scratch)."""
+
+    x: Tensor  # (K, ...) inputs as the model sees them; the first k rows are the set of size k
+    y: Tensor  # (K,) targets by the shifted rule
+    sizes: tuple[int, ...]  # the set sizes k compared, ascending, the largest K
+    update_steps: int  # full-batch steps from the trained weights
+    scratch_steps: int  # full-batch steps from the run's initial weights
+    scored_on: str = "test_shifted"  # the test set (``DataBundle.extra_tests``) each updated model is scored on
+
+
+@dataclass
 class Source:
     """What a dataset builder returns: the examples of a dataset and how to learn them.
 
@@ -140,6 +165,7 @@ class Source:
     task_args: dict[str, Any] = field(default_factory=dict)  # for the task's builder, e.g. {"metric": "log_rmse"}
     center_targets: bool = False  # regression: learn y - (train-split mean of y); errors and RMSE are unchanged
     covariate_mask: Optional[Tensor] = None  # (features,) bool: what shift=covariate may move in tabular data; None = all
+    concept: Optional[Concept] = None  # the labelling rule of a synthetic dataset, for shift=concept
     predict: Optional[Predictions] = None  # unlabeled inputs whose predictions are written after training
     context: dict[str, Any] = field(default_factory=dict)  # facts models and tasks need, e.g. vocabularies
     # True: in-memory batches carry extras["row"] (B,) int64, each example's row in the train pool, or
@@ -168,3 +194,4 @@ class DataBundle:
     after_fit: Optional[Callable[[OutputsOf, Any], Optional[dict[str, Any]]]] = None
     preprocess: Optional[Callable[[Tensor], Tensor]] = None  # what was fitted on this fold's train part
     train_targets: Optional[Tensor] = None  # (N, ...) the train part's targets as the loss sees them (its prior)
+    new_labels: Optional[NewLabels] = None  # shift.correct=finetune: the update's examples, after training

@@ -26,8 +26,8 @@ from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
 from dlexp.data.partition import pool_size, pool_targets, take
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
+from dlexp.data.shift import fold_corrections, fresh_labelled, new_labels_of, relabelled
 from dlexp.data.splits import partition_in_place
-from dlexp.data.shift import fold_corrections
 from dlexp.errors import ConfigError, DataError
 from dlexp.models import input_size
 
@@ -75,6 +75,7 @@ class Folds:
         self.shift = SHIFTS.build(cfg.shift.name, **builder_kwargs(cfg.shift))
         self.augment_ops = AUGMENTS.build(cfg.augment.name, **builder_kwargs(cfg.augment))
         self.shifted_test, self.shift_batch = self._shift_test()
+        self.new_labelled = fresh_labelled(self.shift, source, seed)  # shift.correct=finetune's examples
         self.resize = self._choose_resize()
         self.capped_batch = False  # whether the batch-size notice was printed
 
@@ -153,6 +154,8 @@ class Folds:
                     f"{src.task} task; use shift=covariate"
                 )
             test = take(test, shift.select(labels))
+        if shift.drift is not None:
+            test = relabelled(test, src, self.name, shift.drift)
         if shift.inputs is None:
             return test, None
         if isinstance(test, ImageFiles):
@@ -215,7 +218,7 @@ class Folds:
         if isinstance(train[0], MemmapRows):
             return self._memmap_bundle(train, val, batch_size, eval_bs)
         src = self.source
-        raw = {"train": train, "val": val, "test": src.test, "shifted": self.shifted_test}
+        raw = {"train": train, "val": val, "test": src.test, "shifted": self.shifted_test, "new": self.new_labelled}
         given = {k: None if p is None else p[0].data_ptr() for k, p in raw.items()}
         raw, resize = self._resize(raw)
         # inputs no one else holds (a fold's rows taken from the pool, a resized copy) are normalized in place
@@ -261,6 +264,7 @@ class Folds:
             after_fit=after_fit,
             preprocess=prep,
             train_targets=parts["train"][1],
+            new_labels=new_labels_of(self.shift, parts["new"]),
         )
 
     def _tensor_loader(self, pair: Optional[Pair], bs: int, part: str = "", *, transform: Optional[Callable],

@@ -1,28 +1,30 @@
 """Distribution shift applied to the test set, so a run reports clean and shifted test metrics.
 
-A ``Shift`` transforms the raw test inputs (covariate shift) or resamples which
-test examples are kept (label shift), before the preprocessing fitted on the
-training split is applied, as data met after deployment would be.
+A ``Shift`` transforms the raw test inputs (covariate shift), resamples which
+test examples are kept (label shift) or relabels them by a moved rule (concept
+shift), before the preprocessing fitted on the training split is applied, as data
+met after deployment would be.
 
 Each shift may also be corrected (``shift.correct``): covariate shift by importance
 weights on the training loss (``importance_weights``), label shift by black-box
-shift estimation of the test priors from a confusion matrix (``bbse``).
+shift estimation of the test priors from a confusion matrix (``bbse``), concept shift
+by a few update steps on newly labelled examples (``NewLabels``, run by the trainer).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, List, Literal, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge
+from annotated_types import Ge, MinLen
 from torch import Tensor
 
-from dlexp.config.constraints import NonNegativeFloat, PositiveFloat, Seed
-from dlexp.data.base import SHIFTS, OutputsOf
+from dlexp.config.constraints import NonNegativeFloat, PositiveFloat, PositiveInt, Seed
+from dlexp.data.base import SHIFTS, NewLabels, OutputsOf, Pair, Source
 from dlexp.data.preprocess import nan_mean_std
 from dlexp.errors import ConfigError
 
@@ -33,8 +35,12 @@ DEFAULT_MAX_WEIGHT = 10.0  # importance weights are clipped here (in units of p_
 class Shift:
     select: Optional[Callable[[np.ndarray], np.ndarray]] = None  # class labels (N,) -> indices of kept examples
     inputs: Optional[Callable[..., Tensor]] = None  # (raw x, covariate mask or None) -> shifted x
-    correct: str = "none"  # none | importance (covariate) | bbse (label)
+    correct: str = "none"  # none | importance (covariate) | bbse (label) | finetune (concept)
     max_weight: float = DEFAULT_MAX_WEIGHT  # correct=importance: the clip on each training example's weight
+    drift: Optional[float] = None  # concept shift: how far the dataset's labelling rule moves (``Source.concept``)
+    new_labels: tuple[int, ...] = ()  # correct=finetune: the sizes k of the newly labelled sets
+    update_steps: int = 0  # correct=finetune: full-batch steps from the trained weights
+    scratch_steps: int = 0  # correct=finetune: full-batch steps from the run's initial weights, for comparison
 
 
 def image_shift(x: Tensor, brightness: float, contrast: float, rotate: float) -> Tensor:
@@ -120,6 +126,66 @@ def label(*, imbalance: Annotated[float, Ge(1)] = 10.0, seed: Seed = 0, correct:
     return Shift(select=select, correct=correct)
 
 
+@SHIFTS.register("concept")
+def concept(
+    *, drift: float = 45.0, correct: Literal["none", "finetune"] = "none",
+    new_labels: Annotated[List[PositiveInt], MinLen(1)] = (8, 32, 128, 512),
+    update_steps: PositiveInt = 20, scratch_steps: PositiveInt = 200,
+) -> Shift:
+    """p(y|x) changes, p(x) does not: the test inputs keep their distribution and are labelled by the dataset's
+    rule moved by ``drift`` (dataset=hyperplane: degrees of rotation). Every run reports ``shift/domain_auc``,
+    how well a classifier tells the training inputs from the shifted test inputs (0.5: not at all).
+
+    ``correct=finetune``, the textbook's remedy: after training, for each k in ``new_labels``, the trained
+    model takes ``update_steps`` full-batch steps of the run's optimizer on k fresh inputs labelled by the
+    moved rule (``test_shifted_finetune_<k>/*``); for comparison the run's initial weights take
+    ``scratch_steps`` steps on the same k (``test_shifted_scratch_<k>/*``). The sets are nested: the k
+    examples are the first k of the largest set."""
+    sizes = tuple(sorted(set(new_labels)))
+    return Shift(correct=correct, drift=drift, new_labels=sizes if correct == "finetune" else (),
+                 update_steps=update_steps, scratch_steps=scratch_steps)
+
+
+def relabelled(test: Pair, source: Source, name: str, drift: float) -> Pair:
+    """The test set labelled by the dataset's rule moved by ``drift``; its label noise is drawn once (seed 0),
+    the same in every run."""
+    if source.concept is None:
+        raise ConfigError(f"shift=concept moves the labelling rule of a synthetic dataset, and dataset '{name}' has "
+                          "none (its labels come from files); use dataset=hyperplane, or shift=covariate / label")
+    return test[0], source.concept.label(test[0], drift, 0)
+
+
+def fresh_labelled(shift: Optional[Shift], source: Source, seed: int) -> Optional[Pair]:
+    """shift.correct=finetune: the largest set of newly labelled examples (fresh inputs from p(x), labelled by the
+    moved rule), a draw of its own for each run ``seed``; None for every other shift."""
+    if shift is None or not shift.new_labels:
+        return None
+    x = source.concept.draw(max(shift.new_labels), seed)
+    return x, source.concept.label(x, shift.drift, seed + 1)
+
+
+def new_labels_of(shift: Optional[Shift], pair: Optional[Pair]) -> Optional[NewLabels]:
+    """The update's examples of one fold (``pair``: prepared as the model sees them), with the shift's steps."""
+    if shift is None or pair is None:
+        return None
+    return NewLabels(pair[0], pair[1], shift.new_labels, shift.update_steps, shift.scratch_steps)
+
+
+def domain_auc(x_old: Tensor, x_new: Tensor, seed: int = 0) -> float:
+    """How well a logistic regression tells old inputs (N, ...) from new ones (M, ...), on inputs it was not
+    fitted on: the ROC AUC of its 2-fold cross-validated scores. 0.5 when p(x) did not move, near 1 when it did:
+    what the importance weights of covariate shift (the same classifier) can see."""
+    from sklearn.linear_model import LogisticRegression  # imported here: only concept-shift runs need it
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    xs = torch.cat([x_old.reshape(len(x_old), -1), x_new.reshape(len(x_new), -1)]).cpu().double().numpy()
+    is_new = np.r_[np.zeros(len(x_old)), np.ones(len(x_new))]
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=seed)
+    scores = cross_val_predict(LogisticRegression(max_iter=1000), xs, is_new, cv=folds, method="decision_function")
+    return float(roc_auc_score(is_new, scores))
+
+
 # --------------------------------------------------------------------------
 # Corrections
 
@@ -186,7 +252,9 @@ def fold_corrections(shift: Optional[Shift], parts: dict[str, Any], ready: Calla
         w = importance_weights(ready(parts["train"][0]), ready(parts["shifted"][0]), shift.max_weight)
         extras = {"weight": w}
         entries = {f"importance_weight/{k}": float(getattr(w, k)()) for k in ("min", "mean", "max")}
-    if writer is None and correct == "none":
+    if shift is not None and shift.drift is not None:  # concept shift: can the inputs alone tell it?
+        entries["shift/domain_auc"] = domain_auc(ready(parts["train"][0]), ready(parts["shifted"][0]))
+    if writer is None and not entries and correct in ("none", "finetune"):
         return extras, None
 
     def after_fit(outputs_of: OutputsOf, run_dir: Path) -> dict[str, Any]:

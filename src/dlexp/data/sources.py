@@ -1,4 +1,5 @@
-"""Bundled, offline data sources: scikit-learn's digits, the textbook's synthetic data, a wedge and blobs."""
+"""Bundled, offline data sources: scikit-learn's digits, the textbook's synthetic data, a wedge, blobs and a
+rotating hyperplane."""
 from __future__ import annotations
 
 import functools
@@ -9,10 +10,10 @@ from typing import Annotated, List
 
 import numpy as np
 import torch
-from annotated_types import Ge, MinLen
+from annotated_types import Ge, Interval, MinLen
 
 from dlexp.config.constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
-from dlexp.data.base import DATASETS, Source
+from dlexp.data.base import DATASETS, Concept, Source
 from dlexp.data.preprocess import Normalize, Resize
 from dlexp.data.splits import shuffled_split
 from dlexp.errors import DataError
@@ -204,3 +205,46 @@ def blobs(
         train=draw(num_examples), test=draw(num_test) if num_test else None, task="classification",
         num_classes=classes, normalize="none",
     )
+
+
+@DATASETS.register("hyperplane")
+def hyperplane(
+    *,
+    num_examples: PositiveInt = 2000,
+    num_test: NonNegativeInt = 2000,
+    dims: Annotated[int, Ge(2)] = 10,
+    angle: float = 0.0,
+    noise: Annotated[float, Interval(ge=0, lt=0.5)] = 0.05,
+    data_seed: Seed = 0,
+    test_seed: Seed = 0,
+) -> Source:
+    """Two classes split by a hyperplane through the origin: x ~ N(0, I_dims), y = 1 where x . w > 0 for the
+    unit normal w = cos(a) e1 + sin(a) e2 at a = ``angle`` degrees, each label flipped with probability ``noise``.
+    Only x1 and x2 decide the class; the other dims - 2 inputs are distractors a model must learn to ignore.
+
+    The labelling rule is the dataset's ``concept``: ``shift=concept`` turns w by ``shift.drift`` more degrees,
+    so the same inputs get other labels (concept shift). The pool is drawn with ``data_seed``, the test set
+    with ``test_seed``, so runs with different seeds are scored on the same test inputs.
+    """
+
+    def label(x: torch.Tensor, drift: float, seed: int) -> torch.Tensor:
+        a = math.radians(angle + drift)
+        y = (x[:, 0] * math.cos(a) + x[:, 1] * math.sin(a) > 0).long()  # (n,)
+        flip = torch.rand(len(x), generator=torch.Generator().manual_seed(seed)) < noise
+        return torch.where(flip, 1 - y, y)
+
+    def draw(n: int, seed: int) -> torch.Tensor:
+        return torch.randn(n, dims, generator=torch.Generator().manual_seed(seed))  # (n, dims)
+
+    pool, test = draw(num_examples, data_seed), draw(num_test, _stream(test_seed, 1))
+    return Source(
+        train=(pool, label(pool, 0.0, _stream(data_seed, 2))),
+        test=(test, label(test, 0.0, _stream(test_seed, 3))) if num_test else None,
+        task="classification", num_classes=2, normalize="none",
+        concept=Concept(draw=lambda n, seed: draw(n, _stream(data_seed, 4, seed)), label=label),
+    )
+
+
+def _stream(*keys: int) -> int:
+    """A seed of its own for each use of a dataset's seed (pool, test set, label noise, fresh draws)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])

@@ -65,6 +65,7 @@ JOBS_CSV = "jobs.csv"
 SUMMARY_MD = "summary.md"
 JOBS_MANIFEST = "jobs.json"  # each job's status while the sweep runs (dlexp.runs.sweep)
 STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study, when it has no database (dlexp.search)
+SEARCH_RECORD = "search.json"  # a search's settings, wall time, busy slots and every run it ran, in order
 JOB_LOGS_DIR = "logs"  # parallel slots: each job's console output, <sweep dir>/logs/<job dir>.log
 
 # Everything a run writes into its dir (with the TensorBoard files and fold dirs): what a refused new run removes

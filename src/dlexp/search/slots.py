@@ -44,6 +44,8 @@ class Job:
     label: str  # how the console names it, e.g. "trial 3"
     env: dict[str, str] = field(default_factory=dict)  # set for this job only (a trial's link to its study)
     shown: Optional[list[str]] = None  # what its start line shows (a trial: its sampled values); None: its overrides
+    sweep_dir: Optional[Path] = None  # where its dir goes; None: the pool's sweep dir (a pool shared by searches)
+    subdir: Optional[str] = None  # its dir's name; None: hydra.sweep.subdir (a rung of successive halving)
 
 
 @dataclass
@@ -251,7 +253,7 @@ def _worker(slot: int, env: dict[str, str], conn: Connection, payload: bytes, pa
                 return
             if job is None:
                 return
-            conn.send(_run_one(job, hydra_context, task_function, composer, Path(sweep_dir)))
+            conn.send(_run_one(job, hydra_context, task_function, composer, Path(job.sweep_dir or sweep_dir)))
 
 
 def _run_one(job: Job, hydra_context: Any, task_function: Any, compose: Any,
@@ -266,6 +268,8 @@ def _run_one(job: Job, hydra_context: Any, task_function: Any, compose: Any,
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{job.num}"
             sweep_config.hydra.job.num = job.num
             sweep_config.hydra.sweep.dir = str(sweep_dir)  # the sweep's, resolved once (a job's overrides would move it)
+            if job.subdir is not None:
+                sweep_config.hydra.sweep.subdir = job.subdir
         HydraConfig.instance().set_config(sweep_config)
         subdir = str(sweep_config.hydra.sweep.subdir)
     except Exception as err:  # noqa: BLE001  (overrides that do not compose: this job fails, the slot goes on)

@@ -170,16 +170,19 @@ def make_sampler(name: str, seed: Optional[int], grid: Optional[dict[str, list[A
     return PerTrialSeed(name, seed, grid, leases)
 
 
-def make_pruner(name: str, min_epochs: int, max_epochs: int) -> optuna.pruners.BasePruner:
-    """A pruner that judges a trial by the val metric it reports each epoch, never before ``min_epochs``."""
+def make_pruner(name: str, min_epochs: int, max_epochs: int,
+                reduction_factor: Optional[int] = None) -> optuna.pruners.BasePruner:
+    """A pruner that judges a trial by the val metric it reports each epoch, never before ``min_epochs``;
+    successive halving (ASHA: asynchronous) and hyperband keep 1 in ``reduction_factor`` trials per rung."""
     if name not in PRUNERS:
         raise ConfigError(f"unknown hparams_search.pruner={name}; choose one of {', '.join(PRUNERS)}")
+    eta = {} if reduction_factor is None else {"reduction_factor": reduction_factor}
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=min_epochs)
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, min_epochs))
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, min_epochs), **eta)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, min_epochs), max_resource=max(max_epochs, 1))
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, min_epochs), max_resource=max(max_epochs, 1), **eta)
     return optuna.pruners.NopPruner()
 
 
@@ -296,6 +299,7 @@ class TrialLink:
     pruner: str
     min_epochs: int
     max_epochs: int
+    reduction_factor: Optional[int] = None
 
     def to_env(self) -> str:
         return json.dumps(self.__dict__)
@@ -311,7 +315,7 @@ class TrialReporter:
     def __init__(self, link: TrialLink):
         self.link = link
         storage = open_storage(link.storage, Path(link.sweep_dir))
-        pruner = make_pruner(link.pruner, link.min_epochs, link.max_epochs)
+        pruner = make_pruner(link.pruner, link.min_epochs, link.max_epochs, link.reduction_factor)
         study = optuna.load_study(study_name=link.study_name, storage=storage, pruner=pruner)
         self.trial = optuna.trial.Trial(study, TrialStore(storage, link.study_name).trial_id(link.number))
         self.pruning = link.pruner != "none"

@@ -7,25 +7,32 @@
 A trial is one sweep job (``trial_<number>``, Hydra's job number is the trial number), run in a
 slot; it reports its monitored val metric every epoch through ``DLEXP_TRIAL``, and the pruner may
 stop it (``status: pruned``). ``synchronous`` waits for a whole batch of trials before asking for
-the next (what Hydra's Optuna sweeper does), for comparison.
+the next (what Hydra's Optuna sweeper does), for comparison; with ``pruner=successive_halving`` it
+runs synchronous successive halving instead, rung by rung (``dlexp.search.halving``).
+
+Every run a search ran is recorded, in the order they ended, in ``search.json`` in its dir, with the
+search's settings, wall time and the share of it its slots were busy.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import optuna
+from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from dlexp.errors import ConfigError
 from dlexp.runs import sweep as sweep_jobs
-from dlexp.runs.files import display_path
+from dlexp.runs.files import SEARCH_RECORD, atomic_write, display_path
 from dlexp.runs.hints import command, continue_sweep_command
 from dlexp.runs.status import Status
+from dlexp.search import halving
 from dlexp.search import study as studies
 from dlexp.search.slots import Job, JobEnd, SlotPool, log_hint
 from dlexp.search.space import SearchSpace, parse_space
@@ -45,7 +52,10 @@ class Search:
     pool: SlotPool
     n_trials: int
     leases: studies.Leases
+    sweep_dir: Optional[Path] = None  # where its trials' dirs go (None: the pool's)
     renewed: float = 0.0  # time.monotonic() of the last lease renewal
+    started: float = field(default_factory=time.monotonic)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # every run that ended, in order (search.json)
 
     def fill(self, queue: list[FrozenTrial]) -> None:
         """Give every free slot a trial: the abandoned ones first, then new ones while the budget lasts."""
@@ -70,26 +80,40 @@ class Search:
             return None
         return self.leases.store.get(trial.number)
 
-    def submit(self, trial: FrozenTrial) -> None:
+    def submit(self, trial: FrozenTrial, epochs: Optional[int] = None) -> None:
+        """Run ``trial`` in a free slot; ``epochs``: for that many epochs, in a dir of its own (a rung)."""
         link = self.link(trial)
-        overrides = self.space.overrides(trial.params)
+        overrides = self.space.overrides(trial.params) + ([f"trainer.epochs={epochs}"] if epochs else [])
         job = Job(trial.number, overrides, f"trial {trial.number}", env={studies.TRIAL_VARIABLE: link.to_env()},
-                  shown=overrides[len(self.space.fixed):])
+                  shown=overrides[len(self.space.fixed):], sweep_dir=self.sweep_dir,
+                  subdir=f"{TRIAL_DIR.format(trial.number)}_epochs_{epochs}" if epochs else None)
         self.pool.submit(job)
+
+    def ended(self, end: JobEnd) -> tuple[Status, dict[str, Any], Optional[float]]:
+        """A run that ended: its status, summary and objective (its best monitored value; None unless it
+        completed with a finite one), recorded in ``runs``."""
+        state = sweep_jobs.job_state(end.output_dir) if end.output_dir else None
+        summary = state.summary if state else {}
+        status = Status.of(summary["status"]) if summary.get("status") else Status.FAILED if end.error else Status.INCOMPLETE
+        value = summary.get(f"best/{summary.get('monitor', '')}")
+        value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+        now = time.monotonic() - self.started
+        self.runs.append({"trial": end.job.num, "dir": end.output_dir.name if end.output_dir else None,
+                          "status": str(status), "epochs": summary.get("epochs_run", 0), "value": value,
+                          "run_seconds": summary.get("wall_seconds"),  # the run's own, without the slot's imports
+                          "started": round(now - end.seconds, 3), "ended": round(now, 3), "seconds": round(end.seconds, 3)})
+        return status, summary, value if status in (Status.COMPLETED, Status.PRUNED) else None
 
     def tell(self, end: JobEnd) -> None:
         """The study learns how a trial ended, from its summary.json; an interrupted one stays RUNNING."""
         number = end.job.num
-        state = sweep_jobs.job_state(end.output_dir) if end.output_dir else None
-        summary = state.summary if state else {}
-        status = Status.of(summary["status"]) if summary.get("status") else Status.FAILED if end.error else Status.INCOMPLETE
+        status, summary, value = self.ended(end)
         took = f"in {end.seconds:.1f} s"
         if status == Status.INTERRUPTED or end.exit_code in (130, 143):
             self.pool.say(f"trial {number} interrupted {took}; it resumes in its dir when the search continues")
             return
         monitor = summary.get("monitor", "")
-        value = summary.get(f"best/{monitor}")
-        if status == Status.COMPLETED and isinstance(value, (int, float)) and math.isfinite(value):
+        if status == Status.COMPLETED and value is not None:
             self.study.tell(number, float(value))
             self.pool.say(f"trial {number} completed {took}: best {monitor} {value:.4f} (epoch {summary.get('best_epoch')})")
         elif status == Status.PRUNED:
@@ -115,8 +139,9 @@ def _num(value: Any) -> str:
 
 
 def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, direction: str, seed: int, max_epochs: int,
-               make_pool: Callable[[], SlotPool]) -> int:
-    """The search of one worker; returns the exit code (0, or 128 + the signal that stopped it)."""
+               make_pool: Callable[[], SlotPool], own_pool: bool = True) -> int:
+    """The search of one worker; returns the exit code (0, or 128 + the signal that stopped it). ``own_pool``:
+    the pool ``make_pool`` gives is this search's, closed at its end (else the caller's, shared by searches)."""
     space = parse_space(settings.params or {}, arguments)
     grid = space.grid() if settings.sampler == "grid" else None
     n_trials = min(settings.n_trials, math.prod(len(v) for v in grid.values())) if grid else settings.n_trials
@@ -126,13 +151,15 @@ def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, dire
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
         sampler=studies.make_sampler(settings.sampler, seed if settings.seed is None else settings.seed, grid, leases),
-        pruner=studies.make_pruner(settings.pruner, settings.min_epochs, max_epochs),
+        pruner=studies.make_pruner(settings.pruner, settings.min_epochs, max_epochs, settings.reduction_factor),
     )
     _check_direction(study, direction, study_name)
+    rungs = halving.rung_epochs(settings, max_epochs)  # synchronous successive halving: the loop prunes, not Optuna
 
     def link(trial: FrozenTrial) -> studies.TrialLink:
         return studies.TrialLink(settings.storage, str(sweep_dir), study_name, trial.number,
-                                 settings.pruner, settings.min_epochs, max_epochs)
+                                 "none" if rungs else settings.pruner, settings.min_epochs, max_epochs,
+                                 settings.reduction_factor)
 
     queue = studies.abandoned_trials(study, settings.lease_seconds)
     done = len(studies.finished(study.get_trials(deepcopy=False)))
@@ -144,28 +171,52 @@ def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, dire
     print(f"search {study_name}: {n_trials} trials, {done} finished earlier, {len(queue)} to resume; "
           f"sampler={settings.sampler} pruner={settings.pruner}; study in {_where(settings.storage, sweep_dir)}", flush=True)
     pool = make_pool()
-    search = Search(study, space, settings, link, pool, n_trials, leases)
-    started, forwarded = time.monotonic(), False
+    search = Search(study, space, settings, link, pool, n_trials, leases, Path(sweep_dir))
+    busy_before = pool.busy_seconds
     try:
-        while True:
-            search.fill(queue)
-            if not pool.running:
-                break
-            for end in pool.wait(timeout=min(5.0, settings.lease_seconds / 3)):
-                search.tell(end)
-            if STOP() and not forwarded:  # forwarded once: each trial stops at its next safe point
-                pool.interrupt(STOP.signum)
-                forwarded = True
-            search.renew_leases()
-        wall = time.monotonic() - started
+        if rungs:
+            halving.run_brackets(search, rungs, halving.reduction_factor(settings), queue, maximize=direction == "maximize")
+        else:
+            _run_trials(search, queue)
+        wall = time.monotonic() - search.started
     finally:
-        pool.close()
-    print(outcome_line(study, n_trials, pool.busy_seconds / max(wall * len(pool), 1e-9), wall), flush=True)
+        if own_pool:
+            pool.close()
+    busy = (pool.busy_seconds - busy_before) / max(wall * len(pool), 1e-9)
+    write_record(search, sweep_dir, direction=direction, busy=busy, wall=wall, rungs=rungs, max_epochs=max_epochs)
+    print(outcome_line(study, n_trials, busy, wall), flush=True)
     if STOP():
         print(f"interrupted by {signal_name(STOP.signum)}: the study is saved in {_where(settings.storage, sweep_dir)}; "
               f"continue the search with: {continue_sweep_command(sweep_dir, command())}", file=sys.stderr, flush=True)
         return STOP.exit_code
     return 0
+
+
+def _run_trials(search: Search, queue: list[FrozenTrial]) -> None:
+    """Every free slot runs a trial while the budget lasts; the study learns each as it ends."""
+    forwarded = False
+    while True:
+        search.fill(queue)
+        if not search.pool.running:
+            return
+        for end in search.pool.wait(timeout=min(5.0, search.settings.lease_seconds / 3)):
+            search.tell(end)
+        if STOP() and not forwarded:  # forwarded once: each trial stops at its next safe point
+            search.pool.interrupt(STOP.signum)
+            forwarded = True
+        search.renew_leases()
+
+
+def write_record(search: Search, sweep_dir: Path, *, direction: str, busy: float, wall: float, rungs: list[int],
+                 max_epochs: int) -> None:
+    """``search.json``: the settings, the slots' busy share of the wall time, and every run in the order they
+    ended (each with its trial, dir, status, epochs, objective, and start and end in seconds since the start)."""
+    settings = OmegaConf.to_container(search.settings, resolve=True) if OmegaConf.is_config(search.settings) \
+        else dict(search.settings)
+    record = {"settings": settings, "direction": direction, "max_epochs": max_epochs, "n_trials": search.n_trials,
+              "slots": len(search.pool), "wall_seconds": round(wall, 3),
+              "busy_fraction": round(busy, 4), "rungs": rungs, "interrupted": bool(STOP()), "runs": search.runs}
+    atomic_write(Path(sweep_dir) / SEARCH_RECORD, json.dumps(record, indent=1) + "\n")
 
 
 def _check_direction(study: optuna.Study, direction: str, name: str) -> None:

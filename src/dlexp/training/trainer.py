@@ -41,6 +41,7 @@ from dlexp.training.schedulers import build_scheduler, current_lr, extend_schedu
 from dlexp.training.step import Diverged, EpochProgress, Pass, StepConfig, run_epoch
 from dlexp.training.stopping import EarlyStopping
 from dlexp.training.throughput import Meter, median_rates
+from dlexp.training.update import update_on_new_labels
 
 
 MIN_ESTIMATE_S = 5.0  # the run's estimated time is said only when the epochs left take at least this long
@@ -276,14 +277,9 @@ class Trainer:
     # -- the end of the run -----------------------------------------------------
     def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
         """The run's summary entries; a completed run scores its test sets with the weights chosen on val."""
-        summary: dict[str, Any] = {
-            **outcome,
-            "epochs_run": self.completed,
-            "best_epoch": self.stopper.best_epoch,
-            "monitor": self.stopper.monitor,
-            "mode": self.stopper.mode,
-            f"best/{self.stopper.monitor}": self.stopper.best,
-        }
+        summary: dict[str, Any] = {**outcome, "epochs_run": self.completed, "best_epoch": self.stopper.best_epoch,
+                                   "monitor": self.stopper.monitor, "mode": self.stopper.mode,
+                                   f"best/{self.stopper.monitor}": self.stopper.best}
         metric = self.task.monitor_metric.name
         summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint"),
                                                   prior=self.task.prior(self.data.train_targets),
@@ -329,6 +325,8 @@ class Trainer:
             scores.update(self.data.after_fit(outputs_of, self.run_dir) or {})  # and the data's own scores
         if self.data.test is not None and self.runtime.is_main:  # e.g. translations.tsv, attention.png
             scores.update(self.task.write_outputs(self.raw_model, self.data.test, self.run_dir, self.log.info))
+        if self.data.new_labels is not None:  # a shift's remedy: steps on new labels, from these weights and from scratch
+            scores.update(update_on_new_labels(self.raw_model, self.data, self.task, self.cfg, lambda d: self.evaluate(d, limit)))
         return scores
 
     # -- console ------------------------------------------------------------------

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+if TYPE_CHECKING:
+    from dlexp.search.space import SearchSpace
 
 
 class DlexpSearchSweeper(Sweeper):
@@ -26,20 +29,20 @@ class DlexpSearchSweeper(Sweeper):
         from dlexp.errors import UserError
 
         try:
-            code = self._search(arguments)
+            code = self.run(arguments)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
         if code:
             sys.exit(code)
 
-    def _search(self, arguments: List[str]) -> int:
-        from dlexp import train  # torch: the direction of the monitored metric needs the dataset's task
+    def run(self, arguments: List[str]) -> int:
+        """The search; its exit code (a ``UserError`` is one line and its own code)."""
         from dlexp.config.validate import search_settings
         from dlexp.errors import ConfigError
         from dlexp.runs.files import display_path
         from dlexp.search.slots import SlotPool, describe, slot_envs
-        from dlexp.search.space import check_space, parse_space
+        from dlexp.search.space import parse_space
         from dlexp.search.sweeper import run_search
 
         config = self.config
@@ -47,15 +50,10 @@ class DlexpSearchSweeper(Sweeper):
             raise ConfigError("hydra/sweeper=dlexp_optuna needs its settings: use hparams_search=optuna")
         settings = search_settings(config.hparams_search)
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        run_cfg = OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "hparams_search")])
-        dirs = [s.path for s in config.hydra.runtime.config_sources if s.schema == "file" and s.provider in ("main", "command-line")]
-        train.load_plugins(run_cfg.get("plugins") or [], dirs)  # the user's components, before their names are checked
-        with open_dict(run_cfg):
-            check_space(run_cfg, parse_space(settings.params or {}, arguments), train.validate)
-            run_cfg = train.validate(run_cfg)
+        run_cfg, mode = self.run_config([parse_space(settings.params or {}, arguments)])
         direction = settings.direction
         if direction == "auto":
-            direction = "maximize" if train.monitored_mode(run_cfg) == "max" else "minimize"
+            direction = "maximize" if mode == "max" else "minimize"
         envs = slot_envs(settings.slots, device=str(run_cfg.trainer.device), jobs_per_gpu=settings.jobs_per_gpu)
 
         def make_pool() -> SlotPool:
@@ -65,3 +63,20 @@ class DlexpSearchSweeper(Sweeper):
 
         return run_search(settings, arguments, sweep_dir, direction=direction, seed=int(run_cfg.seed),
                           max_epochs=int(run_cfg.trainer.epochs), make_pool=make_pool)
+
+    def run_config(self, spaces: Sequence[SearchSpace]) -> tuple[DictConfig, str]:
+        """The validated config every trial shares (without the search's settings), once the user's plugins are
+        loaded and every key of each search's space checked with it (a value no trial could take is refused
+        before the first trial); and its monitored metric's mode (max or min), which needs the dataset's task."""
+        from dlexp import train  # torch: the direction of the monitored metric needs the dataset's task
+        from dlexp.search.space import check_space
+
+        config = self.config
+        run_cfg = OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "hparams_search")])
+        dirs = [s.path for s in config.hydra.runtime.config_sources if s.schema == "file" and s.provider in ("main", "command-line")]
+        train.load_plugins(run_cfg.get("plugins") or [], dirs)  # the user's components, before their names are checked
+        with open_dict(run_cfg):
+            for space in spaces:
+                check_space(run_cfg, space, train.validate)
+            run_cfg = train.validate(run_cfg)
+        return run_cfg, train.monitored_mode(run_cfg)
