@@ -42,6 +42,7 @@ from dlexp.runs.rundir import prepare_run_dir, refuse_earlier_run
 from dlexp.runs.runlog import RunLog
 from dlexp.runs.status import Status
 from dlexp.tasks import LOSSES, METRICS, TASKS, Task, build_task, resolve_monitor
+from dlexp.tracking import loggers as tracking
 from dlexp.training.distributed import ranks_from_env
 from dlexp.training.interrupt import STOP
 from dlexp.training.optim import OPTIMIZERS, build_optimizer
@@ -52,7 +53,7 @@ from dlexp.training.trainer import Trainer
 # Each open group and the registry its ``name:`` selects from: the schema of the group's options.
 OPEN_GROUPS: dict[str, Registry] = {
     "model": MODELS, "dataset": DATASETS, "split": SPLITS, "optim": OPTIMIZERS, "scheduler": SCHEDULERS,
-    "augment": AUGMENTS, "shift": SHIFTS,
+    "augment": AUGMENTS, "shift": SHIFTS, "logger": tracking.LOGGERS,
 }
 SHOWN_GROUPS = ("model", "dataset", "optim")  # the options a run's banner and summary name
 # Every registry a plugin may add to: a plugin file imported again (it changed) first loses what it registered.
@@ -95,6 +96,7 @@ class PreparedRun:
     chosen: dict[str, str]  # chosen_options
     started: float  # time.perf_counter() once the config was valid: the run's wall clock starts here
     plugins: dict[str, str] = field(default_factory=dict)  # name -> origin (version): the user's components it uses
+    tracker: Optional[tracking.MlflowSettings] = None  # logger=mlflow; None: the run dir's files only
 
     def facts(self) -> dict[str, Any]:
         """Summary entries every run reports: where it ran, its seed and options, the dropout that took effect."""
@@ -121,6 +123,8 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     used = load_plugins(config_validation.plugin_names(cfg.get("plugins")), search)
     cfg = validate(cfg)  # imports the registries (torch) first: the run's clock does not count the imports
     started = time.perf_counter()
+    tracker = tracking.settings_of(cfg.logger)
+    tracking.check(tracker)  # a tracker the run could not log to is refused here, before its dir is accepted
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
         _say_changed_plugins(checkpoint, used)
@@ -141,7 +145,7 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     point("model")
     STOP.check()
     return PreparedRun(cfg, list(overrides), checkpoint, runtime, task, folds, first, model,
-                       chosen_options(cfg, choices), started, user_plugins.record(used))
+                       chosen_options(cfg, choices), started, user_plugins.record(used), tracker)
 
 
 def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins.Plugin]) -> None:

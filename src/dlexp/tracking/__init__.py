@@ -1,0 +1,8 @@
+"""Experiment trackers: where a run is recorded beyond the files of its run dir.
+
+- ``loggers``: the ``logger`` group (``logger=default``, ``logger=mlflow``): its registry, each option's
+  settings, and the checks a run makes before it is accepted (the tracker's address, the experiment).
+
+MLflow is an optional extra: it is imported inside the functions that talk to it, never when this
+package is imported. May import ``dlexp.results``, ``dlexp.runs``, ``dlexp.config`` and ``dlexp.errors``.
+"""
