@@ -1,11 +1,13 @@
-"""The logger group without a tracking server: a default run never imports MLflow; logger=mlflow's keys and
-URIs are checked like any group's; a tracker that cannot work is refused in one line before anything is
-written."""
+"""The logger group without a tracking server: a default run never imports MLflow and writes what it always
+wrote; logger=mlflow's keys and URIs are checked like any group's; a tracker that cannot work is refused
+in one line before anything is written; the background sender batches, stops at the first failure and
+says what it did not send. The tests against a real MLflow server are in test_mlflow.py."""
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,14 @@ from omegaconf import OmegaConf
 
 from conftest import FAST, assert_one_line_error, cli_in_process, compose_cfg
 from dlexp.errors import ConfigError
+from dlexp.runs import files
 from dlexp.runs.resume import accepted_changes, check_compatible
 from dlexp.runs.sweep import job_dir_name
 from dlexp.tracking import loggers
 from dlexp.tracking.loggers import mlflow_logger, resolve_uri, settings_of
+from dlexp.tracking.mlflow_run import artifacts_of, describe_unsent
+from dlexp.tracking.outbox import Outbox
+from dlexp.tracking.sweeps import sweep_fields
 from dlexp.train import validate
 from services import free_port
 
@@ -37,6 +43,14 @@ def test_import_dlexp_and_a_default_run_never_import_mlflow(tmp_path):
     proc = subprocess.run([sys.executable, "-c", NO_MLFLOW, *TINY, "hydra.run.dir=run"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert "mlflow modules: [] exit 0" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_a_default_run_writes_what_it_wrote_before(run_train, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result, run_dir = run_train("trainer.epochs=1", "trainer.limit_train_batches=2")
+    assert "mlflow" not in result.summary and not (run_dir / files.TRACKER_RECORD).exists()
+    assert not (tmp_path / "outputs").exists()  # no store either
+    assert validate(compose_cfg()).logger.name == "default"
 
 
 def test_a_run_recorded_before_the_logger_group_existed_still_validates():
@@ -118,6 +132,14 @@ def test_mlflow_not_installed_is_one_line(tmp_path, monkeypatch, capfd):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_sweep_whose_tracker_is_down_is_refused_before_it_writes(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    proc = cli_in_process("dlexp", ["-m", *TINY, "optim.lr=0.1,0.01", "logger=mlflow",
+                                    f"logger.tracking_uri=http://127.0.0.1:{free_port()}"], capfd)
+    assert_one_line_error(proc, "cannot reach the MLflow server")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_how_a_run_is_recorded_is_not_what_it_computes():
     """A sweep job's dir ignores the logger; a resume may change logger.* (not the option), and a checkpoint
     trained without the logger group continues under any."""
@@ -129,3 +151,77 @@ def test_how_a_run_is_recorded_is_not_what_it_computes():
         accepted_changes(["logger=default"], recorded, {"logger": "mlflow"}, "it")
     old = {k: v for k, v in OmegaConf.to_container(validate(compose_cfg())).items() if k != "logger"}
     check_compatible(recorded, old)
+
+
+# -- the background sender --------------------------------------------------------------------------------------
+
+
+def test_the_outbox_sends_what_queued_meanwhile_in_one_call_and_in_order():
+    release, calls = threading.Event(), []
+
+    def send(kind, items):
+        calls.append((kind, list(items)))
+        if kind == "start":
+            release.wait(10)  # the tracker is slow to start: epochs queue up meanwhile
+
+    outbox = Outbox(send)
+    outbox.put("start", None)
+    for epoch in (1, 2, 3):
+        outbox.put("epoch", epoch)
+    outbox.put("end", "FINISHED")
+    release.set()
+    assert outbox.close(5) == []
+    assert calls == [("start", [None]), ("epoch", [1, 2, 3]), ("end", ["FINISHED"])]
+
+
+def test_the_first_failure_stops_the_sending_and_everything_after_it_is_listed():
+    def send(kind, items):
+        if kind == "epoch" and 2 in items:
+            raise ConnectionError("Connection refused")
+
+    outbox = Outbox(send)
+    outbox.put("epoch", 1)  # goes out alone, or with the second in the call that fails
+    for item in [("epoch", 2), ("summary", {"status": "completed"}), ("end", "FINISHED")]:
+        outbox.put(*item)
+    unsent = outbox.close(5)
+    assert isinstance(outbox.error, ConnectionError)
+    assert [kind for kind, _ in unsent][-2:] == ["summary", "end"] and ("epoch", 2) in unsent
+
+
+def test_close_gives_up_on_a_tracker_that_stops_answering():
+    stuck = threading.Event()
+    outbox = Outbox(lambda kind, items: stuck.wait(30))
+    outbox.put("epoch", {"epoch": 1})
+    assert outbox.close(0.3) == [("epoch", {"epoch": 1})] and outbox.gave_up
+    outbox.put("end", ("FINISHED", "completed", None))  # after giving up: not sent, listed
+    assert outbox.unsent[-1][0] == "end"
+    stuck.set()
+
+
+def test_what_did_not_reach_the_tracker_is_said_in_the_summarys_words(tmp_path):
+    unsent = [("epoch", {"epoch": 4}), ("epoch", {"epoch": 3}), ("summary", {}),
+              ("artifact", (tmp_path / "curves.png", "")), ("artifact", (tmp_path / "config.yaml", "config")),
+              ("end", ("FINISHED", "completed", None))]
+    assert describe_unsent(unsent) == {"epochs": [3, 4], "summary": "the scores, diagnosis and status tags",
+                                       "artifacts": ["curves.png", "config/config.yaml"], "status": "FINISHED"}
+    assert describe_unsent([("start", None)]) == {"run": "not created"}
+
+
+def test_a_run_uploads_its_plots_records_and_config_and_its_checkpoints_only_when_asked(tmp_path):
+    for name in ("summary.json", "metrics.csv", "run.log", "curves.png", ".hydra/config.yaml", "checkpoints/best.pt",
+                 "events.out.tfevents.1"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    shown = {(p.relative_to(tmp_path).as_posix(), where) for p, where in artifacts_of(tmp_path, with_checkpoints=False)}
+    assert shown == {("summary.json", ""), ("metrics.csv", ""), ("run.log", ""), ("curves.png", ""),
+                     (".hydra/config.yaml", "config")}
+    assert ("checkpoints/best.pt", "checkpoints") in {(p.relative_to(tmp_path).as_posix(), w)
+                                                      for p, w in artifacts_of(tmp_path, with_checkpoints=True)}
+
+
+def test_a_sweeps_parent_holds_its_swept_values_and_search_settings():
+    tags, params = sweep_fields(["optim.lr=0.1,0.01", "hydra/launcher=slots", "+seed=1"],
+                                {"sampler": "tpe", "params": {"optim.lr": "interval(0.001, 0.1)"}}, ["-m", "x=1"])
+    assert tags == {"dlexp.kind": "search", "dlexp.command": "python -m dlexp -m x=1"}
+    assert params == {"optim.lr": "0.1,0.01", "seed": "1", "hparams_search.sampler": "tpe",
+                      "hparams_search.params.optim.lr": "interval(0.001, 0.1)"}

@@ -14,12 +14,14 @@ module only when a run needs it (it imports torch).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 from torch import nn
 
 from dlexp.config import plugins as user_plugins
@@ -43,8 +45,11 @@ from dlexp.runs.runlog import RunLog
 from dlexp.runs.status import Status
 from dlexp.tasks import LOSSES, METRICS, TASKS, Task, build_task, resolve_monitor
 from dlexp.tracking import loggers as tracking
+from dlexp.tracking.mlflow_run import MlflowTracker, SweepJob, artifacts_of
+from dlexp.tracking.store import warm_up
+from dlexp.tracking.sweeps import parent_finder
 from dlexp.training.distributed import ranks_from_env
-from dlexp.training.interrupt import STOP
+from dlexp.training.interrupt import STOP, Interrupted
 from dlexp.training.optim import OPTIMIZERS, build_optimizer
 from dlexp.training.runtime import Runtime, seed_everything, setup_runtime
 from dlexp.training.schedulers import SCHEDULERS, build_scheduler, schedule_horizon
@@ -97,6 +102,7 @@ class PreparedRun:
     started: float  # time.perf_counter() once the config was valid: the run's wall clock starts here
     plugins: dict[str, str] = field(default_factory=dict)  # name -> origin (version): the user's components it uses
     tracker: Optional[tracking.MlflowSettings] = None  # logger=mlflow; None: the run dir's files only
+    options: dict[str, str] = field(default_factory=dict)  # the option of every config group (the tracker's tags)
 
     def facts(self) -> dict[str, Any]:
         """Summary entries every run reports: where it ran, its seed and options, the dropout that took effect."""
@@ -125,6 +131,8 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     started = time.perf_counter()
     tracker = tracking.settings_of(cfg.logger)
     tracking.check(tracker)  # a tracker the run could not log to is refused here, before its dir is accepted
+    if tracker is not None:
+        warm_up()
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
         _say_changed_plugins(checkpoint, used)
@@ -144,8 +152,9 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     check_optimization(cfg, model, first, task)
     point("model")
     STOP.check()
+    options = {k: v for k, v in (choices or {g: cfg[g].name for g in OPEN_GROUPS}).items() if not k.startswith("hydra")}
     return PreparedRun(cfg, list(overrides), checkpoint, runtime, task, folds, first, model,
-                       chosen_options(cfg, choices), started, user_plugins.record(used), tracker)
+                       chosen_options(cfg, choices), started, user_plugins.record(used), tracker, options)
 
 
 def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins.Plugin]) -> None:
@@ -158,12 +167,14 @@ def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins
 
 def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequence[str] = (), *,
           checkpoint: Optional[dict[str, Any]] = None, choices: Optional[dict[str, str]] = None, in_sweep: bool = False,
-          on_epoch: Optional[Callable[[int, float], bool]] = None, plots: bool = True) -> RunResult:
+          on_epoch: Optional[Callable[[int, float], bool]] = None, plots: bool = True,
+          sweep: Optional[SweepJob] = None) -> RunResult:
     """Train ``run`` in ``run_dir``: metrics, summary, checkpoints, plots. ``run`` is a ``PreparedRun``, or a
     composed config that is prepared here with ``overrides``, ``checkpoint`` and ``choices`` (then ``run_dir``
     must hold no other run, unless the run continues a checkpoint). ``in_sweep``: one line per run instead of
     the summary table. ``plots=False`` (a sweep's jobs) leaves the run's plots to ``python -m dlexp.report``:
-    drawing them costs a small job more than its training.
+    drawing them costs a small job more than its training. ``sweep``: the sweep the run is a job of (its
+    tracker's run is the sweep's child).
     ``on_epoch(epoch, monitored val value)`` returns whether to stop there (a search's pruner): the run
     ends ``pruned``, without scoring its test sets. Returns the result; never raises for a signal."""
     with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
@@ -172,15 +183,16 @@ def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequenc
             if run.checkpoint is None:
                 refuse_earlier_run(Path(run_dir))
         run_dir = prepare_run_dir(Path(run_dir))
-        log = _open_log(run, run_dir)
-        if len(run.folds) == 1:
-            summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
-                              overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
-                              plugins=run.plugins).fit(run.checkpoint)
-        else:
-            summary = _train_folds(run, run_dir, log, plots)
-        exit_code = summary.pop("exit_code", 0)
-        summary = _close_log(run, log, summary, run_dir, plots=plots)
+        log = _open_log(run, run_dir, sweep=sweep)
+        with _tracked(log):
+            if len(run.folds) == 1:
+                summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
+                                  overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
+                                  plugins=run.plugins).fit(run.checkpoint)
+            else:
+                summary = _train_folds(run, run_dir, log, plots)
+            exit_code = summary.pop("exit_code", 0)
+            summary = _close_log(run, log, summary, run_dir, plots=plots)
         log.summary_line(summary) if in_sweep else log.summary_table(summary)
         return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
 
@@ -192,11 +204,12 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> d
         log.info(f"[bold]fold {i + 1}/{len(run.folds)}[/bold]")
         data = run.first if i == 0 else run.folds[i]  # built in turn: one fold's tensors in memory at a time
         folder = prepare_run_dir(fold_dir(run_dir, i + 1))
-        fold_log = _open_log(run, folder)
-        summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
-                          overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
-        exit_code = summary.pop("exit_code", 0)
-        summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False, plots=plots))
+        fold_log = _open_log(run, folder, parent=log.tracker)  # a fold's tracker run: the run's child
+        with _tracked(fold_log):
+            summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
+                              overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
+            exit_code = summary.pop("exit_code", 0)
+            summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False, plots=plots))
         if summary["status"] != Status.COMPLETED:
             break  # interrupted or diverged: the remaining folds do not run
     run.folds.write_mean_predictions(run_dir)
@@ -206,10 +219,35 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> d
     return {**combined, "exit_code": exit_code}
 
 
-def _open_log(run: PreparedRun, run_dir: Path) -> RunLog:
+def _open_log(run: PreparedRun, run_dir: Path, *, sweep: Optional[SweepJob] = None,
+              parent: Optional[MlflowTracker] = None) -> RunLog:
+    """The run's log (a k-fold fold's, with the run's tracker as ``parent``), and its tracker with ``logger=mlflow``."""
     log = RunLog(run_dir, is_main=run.runtime.is_main, progress=run.cfg.trainer.progress)
-    log.log_hparams(OmegaConf.to_container(run.cfg, resolve=True))
+    config = OmegaConf.to_container(run.cfg, resolve=True)
+    log.log_hparams(config)
+    if run.tracker is not None and run.runtime.is_main:
+        finder = (lambda _: parent.wait_ready()) if parent is not None else \
+            parent_finder(run.tracker, sweep.sweep_dir) if sweep is not None else None
+        tags = {**run.options, **(sweep.tags(run_dir) if sweep is not None else {})}
+        log.tracker = MlflowTracker(run.tracker, run_dir, config=config, tags=tags, parent=finder,
+                                    say=lambda line: log.info(escape(line)))
+        if parent is None:
+            log.info(f"MLflow: experiment {run.tracker.experiment} at {run.tracker.shown_uri()}")
+        log.tracker.wait_ready()
+        log.tracker.warn_if_down()
     return log
+
+
+@contextmanager
+def _tracked(log: RunLog) -> Iterator[None]:
+    """An exception or a signal that ends the run ends its tracker's run too: KILLED, or FAILED with the error."""
+    try:
+        yield
+    except BaseException as err:
+        if isinstance(log.tracker, MlflowTracker):
+            stopped = isinstance(err, (Interrupted, KeyboardInterrupt))
+            log.tracker.abandon(Status.INTERRUPTED if stopped else Status.FAILED, f"{type(err).__name__}: {err}")
+        raise
 
 
 def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: Path, *,
@@ -225,6 +263,12 @@ def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: 
         plots_after_training(run_dir)
     if not stopped:
         STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
+    if isinstance(log.tracker, MlflowTracker):  # its artifacts and status; summary.json says what did not reach it
+        summary["mlflow"] = log.tracker.close(summary, artifacts_of(run_dir, log.tracker.settings.log_checkpoints))
+        log.rewrite_summary(summary)
+        if log.tracker.url():
+            log.info(escape(f"MLflow run {log.tracker.url()}"))
+        log.tracker = None  # closed: an exception after this point leaves its run as it ended
     return summary
 
 

@@ -107,10 +107,10 @@ def _from_the_beginning(cfg: DictConfig, run_dir: Path, today: list[str]) -> Res
 
 def clear_attempt(run_dir: Path) -> None:
     """The files of an attempt that cannot be continued (no checkpoint yet, or a k-fold run): all it wrote
-    but its record, so that the run starts again in its own dir."""
+    but its record and its tracker's run (the new attempt continues it), so that the run starts again in its dir."""
     for name in files.RUN_FILES:
         path = Path(run_dir) / name
-        if name not in (files.HYDRA_DIR, files.RESUME_HYDRA_DIR):
+        if name not in (files.HYDRA_DIR, files.RESUME_HYDRA_DIR, files.TRACKER_RECORD):  # the tracker's run goes on
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     for pattern in (files.TENSORBOARD_GLOB, files.FOLD_DIR.format("*")):
         for path in Path(run_dir).glob(pattern):
