@@ -99,7 +99,7 @@ BAD = {
     "raises on import": ("plugins=[bad.py]", "import torch\nraise RuntimeError('half written')\n",
                          "plugin 'bad.py' failed as it was imported (RuntimeError: half written) at bad.py:2"),
     "no input_shape": ("plugins=[bad.py]", "from dlexp import register_model\n\n@register_model('flat')\n"
-                       "def flat(*, width: int = 3):\n    pass\n", "model 'flat' (dlexp_plugin_bad.flat) must take "
+                       "def flat(*, width: int = 3):\n    pass\n", "model 'flat' (the function flat of plugin bad.py) must take "
                        "(input_shape, num_classes, *, width); it takes (width)"),
     "duplicate name": ("plugins=[bad.py]", "from dlexp import register_model\n\n@register_model('mlp')\n"
                        "def mine(input_shape, num_classes):\n    pass\n", "model 'mlp' is already registered (by "
@@ -222,3 +222,131 @@ def test_the_docs_task_example_trains_with_its_own_loss_metric_and_dataset(tmp_p
     summary = read_json(tmp_path / "run" / "summary.json")
     assert summary["monitor"] == "val/mae" and summary["mode"] == "min" and 0 < summary["test/mae"] < 2
     assert summary["diagnosis"] != "unstable"  # its prior (the targets' median) is what a constant scores
+
+
+DATA_MISTAKES = '''
+import torch
+from torch import nn
+from dlexp import Source, register_dataset, register_model
+
+
+def _pool(y):
+    x = torch.randn(len(y), 4)
+    return Source(train=(x[10:], y[10:]), test=(x[:10], y[:10]), task="classification", num_classes=4)
+
+
+@register_dataset("labels_too_big")
+def labels_too_big(*, n: int = 60):
+    return _pool(torch.arange(n) % 6)  # classes 4 and 5 for num_classes=4
+
+
+@register_dataset("float_labels")
+def float_labels(*, n: int = 60):
+    return _pool((torch.arange(n) % 4).float())
+
+
+@register_dataset("good4")
+def good4(*, n: int = 60):
+    return _pool(torch.arange(n) % 4)
+
+
+@register_model("seven_outputs")
+def seven_outputs(input_shape, num_classes, *, dropout: float = 0.0):
+    return nn.Linear(input_shape[0], 7)
+
+
+@register_model("wrong_inputs")
+def wrong_inputs(input_shape, num_classes, *, dropout: float = 0.0):
+    return nn.Linear(9, num_classes)
+
+
+@register_model("breaks_in_training")
+def breaks_in_training(input_shape, num_classes, *, dropout: float = 0.0):
+    class Breaks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(input_shape[0], num_classes)
+
+        def forward(self, x):
+            if self.training and torch.is_grad_enabled():
+                raise RuntimeError("my layer is not finished")
+            return self.layer(x)
+
+    return Breaks()
+'''
+
+FIT_MISTAKES = [
+    ("labels_too_big", "ring_net", 2, "the train targets of dataset 'labels_too_big' hold class 5, outside 0 .. 3"),
+    ("float_labels", "ring_net", 2, "are torch.float32, but a classification task takes class indices"),
+    ("good4", "seven_outputs", 2, "model=seven_outputs gives 7 outputs per example, but dataset=good4 has 4"),
+    ("good4", "wrong_inputs", 2, "model=wrong_inputs fails on two examples of dataset=good4 (RuntimeError: mat1 and mat2"),
+    ("good4", "breaks_in_training", 2, "your plugin failed at data_mistakes.py:"),
+]
+
+
+@pytest.mark.parametrize("dataset, model, code, says", FIT_MISTAKES, ids=[f"{d}-{m}" for d, m, _, _ in FIT_MISTAKES])
+def test_a_plugins_data_or_model_that_does_not_fit_is_one_line_not_a_bug_report(tmp_path, monkeypatch, capfd, dataset,
+                                                                                  model, code, says):
+    root = make_project(tmp_path)
+    (root / "data_mistakes.py").write_text(DATA_MISTAKES)
+    for group, name in (("dataset", dataset), ("model", model)):
+        (root / "conf" / group / f"{name}.yaml").write_text(f"name: {name}\n")
+    monkeypatch.chdir(root)
+    before = tree(root)
+    proc = cli_in_process("dlexp", ["--config-dir", str(root / "conf"), "plugins=[my_plugin.py,data_mistakes.py]",
+                                    f"dataset={dataset}", f"model={model}", *FAST, "trainer.epochs=1"], capfd)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == code and len(lines) == 1 and says in lines[0], proc.stderr
+    assert "bug" not in lines[0]
+    if model != "breaks_in_training":  # found before the run dir was accepted: nothing written
+        assert tree(root) == before
+    else:  # found in training: the run's own dir keeps the traceback
+        (log,) = root.glob("outputs/*/*/run.log")
+        assert "my layer is not finished" in log.read_text()
+
+
+def test_a_sweep_whose_plugin_is_missing_is_refused_before_its_first_job(tmp_path):
+    root = make_project(tmp_path)
+    proc = run_cli("-m", "--config-dir", str(root / "conf"), "plugins=[gone.py]", *FAST, "seed=0,1", cwd=root)
+    assert proc.returncode == 2 and "plugin file 'gone.py' not found" in proc.stderr
+    assert not (root / "outputs").exists()
+
+
+def test_the_api_takes_a_plugin_as_a_string_and_overrides_as_a_list(tmp_path, monkeypatch):
+    import dlexp
+    from dlexp.errors import UserError
+
+    root = make_project(tmp_path)
+    monkeypatch.chdir(root)
+    run = dlexp.run(["model=ring_net", "dataset=rings", *FAST, "trainer.epochs=1"], config_dir="conf", plugins="my_plugin.py")
+    assert run.status == "completed" and run.summary["model"] == "ring_net" and run.metrics["epoch"].tolist() == [1]
+    with pytest.raises(UserError, match="holds several overrides in one string; pass each as its own string"):
+        dlexp.run("model=mlp trainer.epochs=1")
+    assert dlexp.load(run.run_dir.relative_to(root)).run_dir == run.run_dir  # absolute, from anywhere
+
+
+def test_a_key_a_users_yaml_lacks_is_added_with_plus_and_the_errors_say_so(tmp_path, monkeypatch, capfd):
+    root = make_project(tmp_path)
+    (root / "conf" / "model" / "ring_net.yaml").write_text("name: ring_net\n")  # width and dropout left to the builder
+    monkeypatch.chdir(root)
+    refused = cli_in_process("dlexp", [*own(root), *FAST, "model.width=8"], capfd)
+    assert refused.returncode == 2 and "set it in" in refused.stderr and "or add it here with +model.width=..." in refused.stderr
+    ran = cli_in_process("dlexp", [*own(root), *FAST, "trainer.epochs=1", "+model.width=8", "+model.dropout=0.1"], capfd)
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_a_config_dir_that_is_missing_or_shadows_a_built_in_option_is_one_line(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    missing = cli_in_process("dlexp", ["--config-dir", "conff", *FAST], capfd)
+    assert missing.returncode == 2 and "--config-dir conff: no such folder" in missing.stderr
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "mlp.yaml").write_text("name: mlp\nhidden: [8]\n")
+    shadow = cli_in_process("dlexp", ["--config-dir", "mine", *FAST], capfd)
+    assert shadow.returncode == 2 and "mine/model/mlp.yaml has the name of dlexp's own model=mlp" in shadow.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_forgetting_plugins_says_to_name_them(tmp_path):
+    root = make_project(tmp_path)
+    proc = run_cli("--config-dir", str(root / "conf"), "model=ring_net", "dataset=rings", *FAST, cwd=root)
+    assert proc.returncode == 2 and "Name the file that registers it: plugins=[your_file.py]" in proc.stderr

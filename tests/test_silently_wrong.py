@@ -429,3 +429,46 @@ def test_a_resume_hint_for_a_sweep_jobs_dir_is_one_value_hydra_reads():
     job = "/tmp/outputs/multirun/s/lr=0.1,seed=0-3fa2c1d0"
     (override,) = OverridesParser.create().parse_overrides(shlex.split(resume_command(Path(job)))[3:])
     assert override.key_or_group == "resume" and override.value() == job and not override.is_sweep_override()
+
+
+# ------------------------------------------------------------------------------------------------
+# What a user wrote is shown as written; resume= of what is not a checkpoint, or of a finished run
+
+
+def test_a_sweeps_console_shows_list_values_as_written(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nothing.py").write_text('"""A plugin that registers nothing."""\n')
+    proc = cli_in_process("dlexp", ["-m", *SMOKE, "model.hidden=[32],[16]", "plugins=[nothing.py]"], capfd)
+    assert proc.returncode == 0, proc.stderr
+    best = next(line for line in proc.stdout.splitlines() if line.startswith("Best:"))
+    same = next(line for line in proc.stdout.splitlines() if line.startswith("same in every job:"))
+    assert "hidden=[" in best and "plugins=[nothing.py]" in same  # not eaten as rich markup
+    assert "[32]" in proc.stdout and "[16]" in proc.stdout  # the table's cells
+
+
+@pytest.mark.parametrize("name, content", [("metrics.csv", None), ("fake.pt", b"not a checkpoint\n"),
+                                           ("summary.json", None)])
+def test_resume_of_a_file_that_is_not_a_checkpoint_is_one_line_and_touches_nothing(tmp_path, monkeypatch, capfd, name,
+                                                                                    content):
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process("dlexp", [*SMOKE, "hydra.run.dir=run"], capfd).returncode == 0
+    if content is not None:
+        (tmp_path / "run" / name).write_bytes(content)
+    before = _tree(tmp_path)
+    proc = cli_in_process("dlexp", [f"resume=run/{name}"], capfd)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and f"run/{name} is not a checkpoint" in lines[0], proc.stderr
+    assert "weights_only" not in lines[0] and _tree(tmp_path) == before
+
+
+def test_resume_of_a_finished_run_with_its_own_command_changes_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    command = [*SMOKE, "hydra.run.dir=run"]
+    assert cli_in_process("dlexp", command, capfd).returncode == 0
+    before = _tree(tmp_path / "run")
+    again = cli_in_process("dlexp", [*command, "resume=run"], capfd)
+    assert again.returncode == 0 and "has finished (completed after 2 epochs" in again.stdout, again.stderr
+    assert "nothing to resume; raise trainer.epochs to train it further" in again.stdout
+    assert _tree(tmp_path / "run") == before  # no new event file, no summary rewritten
+    longer = cli_in_process("dlexp", ["resume=run", "trainer.epochs=3"], capfd)
+    assert longer.returncode == 0 and "resuming from epoch 3" in longer.stdout

@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.markup import escape
 from torch import nn
 
 from dlexp.config import plugins as user_plugins
@@ -29,7 +28,11 @@ from dlexp.config import validate as config_validation
 from dlexp.config.files import CONFIG_DIR
 from dlexp.config.registry import Registry, builder_kwargs
 from dlexp.config.schema import DecodeConfig
-from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, build_source, load_folds
+from dlexp.data import (
+    AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, TensorLoader, build_source, load_folds,
+)
+from dlexp.data.checks import check_fields
+from dlexp.data.preprocess import NORMALIZE_MODES
 from dlexp.errors import DataError, UserError, building
 from dlexp.hooks import point
 from dlexp.models import MODELS, build_model, count_parameters
@@ -139,6 +142,7 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     runtime = setup_runtime(cfg.trainer, ranks_from_env())
     seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
     source = _build_source(cfg, download)
+    check_fields(source, cfg.dataset.name, TASKS, NORMALIZE_MODES)  # a user's dataset builder makes these
     point("data")
     STOP.check()  # signals outside the training loop stop the run at these points, nothing half done
     task = build_run_task(cfg, source)
@@ -149,6 +153,7 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     model = build_run_model(cfg, first, task)
+    check_fit(cfg, model, first, task)
     check_optimization(cfg, model, first, task)
     point("model")
     STOP.check()
@@ -201,7 +206,7 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> d
     """k-fold: one recorded training per fold in ``fold_<i>/``; the run's summary holds their mean and std."""
     summaries: list[dict[str, Any]] = []
     for i in range(len(run.folds)):
-        log.info(f"[bold]fold {i + 1}/{len(run.folds)}[/bold]")
+        log.info(f"[bold]fold {i + 1}/{len(run.folds)}[/bold]", markup=True)
         data = run.first if i == 0 else run.folds[i]  # built in turn: one fold's tensors in memory at a time
         folder = prepare_run_dir(fold_dir(run_dir, i + 1))
         fold_log = _open_log(run, folder, parent=log.tracker)  # a fold's tracker run: the run's child
@@ -230,7 +235,7 @@ def _open_log(run: PreparedRun, run_dir: Path, *, sweep: Optional[SweepJob] = No
             parent_finder(run.tracker, sweep.sweep_dir) if sweep is not None else None
         tags = {**run.options, **(sweep.tags(run_dir) if sweep is not None else {})}
         log.tracker = MlflowTracker(run.tracker, run_dir, config=config, tags=tags, parent=finder,
-                                    say=lambda line: log.info(escape(line)))
+                                    say=log.info)  # info shows a line as written
         if parent is None:
             log.info(f"MLflow: experiment {run.tracker.experiment} at {run.tracker.shown_uri()}")
         log.tracker.wait_ready()
@@ -267,7 +272,7 @@ def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: 
         summary["mlflow"] = log.tracker.close(summary, artifacts_of(run_dir, log.tracker.settings.log_checkpoints))
         log.rewrite_summary(summary)
         if log.tracker.url():
-            log.info(escape(f"MLflow run {log.tracker.url()}"))
+            log.info(f"MLflow run {log.tracker.url()}")
         log.tracker = None  # closed: an exception after this point leaves its run as it ended
     return summary
 
@@ -311,6 +316,33 @@ def build_run_model(cfg: DictConfig, data: DataBundle, task: Task) -> nn.Module:
                         f"for {task.name}")
     with building(f"model={cfg.model.name}"):
         return build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout, task.model_args())
+
+
+def check_fit(cfg: DictConfig, model: nn.Module, data: DataBundle, task: Task) -> None:
+    """Two val examples through the model and the task's loss, in eval mode (no dropout, no BatchNorm update: no
+    random numbers drawn, nothing learned), before the run is accepted: a model that cannot take the data's
+    inputs, or gives another number of outputs than the data has classes, is one line now, not a traceback at
+    the first step. Data streamed from files is left to the first step (its loader starts worker processes)."""
+    if not isinstance(data.val, TensorLoader):
+        return
+    first = next(iter(data.val)).to(torch.device("cpu"))
+    batch = Batch(first.inputs[:2], None if first.targets is None else first.targets[:2],
+                  {k: v[:2] for k, v in first.extras.items()})
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = task.step(model, batch).outputs
+    except Exception as err:  # noqa: BLE001  (a model and data that do not fit: the user's choice of the two)
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"model={cfg.model.name} fails on two examples of dataset={cfg.dataset.name} ({type(err).__name__}: "
+                        f"{first_line}); check that the model takes inputs of shape {tuple(data.input_shape)}") from None
+    finally:
+        model.train()
+    expected = task.expected_outputs(data.num_classes)
+    if expected is not None and outputs.dim() >= 2 and outputs.shape[-1] != expected:
+        raise UserError(f"model={cfg.model.name} gives {outputs.shape[-1]} outputs per example, but dataset="
+                        f"{cfg.dataset.name} has {expected} (its classes or targets); build the last layer with "
+                        "num_classes")
 
 
 def check_optimization(cfg: DictConfig, model: nn.Module, data: DataBundle, task: Task) -> None:

@@ -55,7 +55,8 @@ class RunOutcome:
         """metrics.csv as a pandas DataFrame: one row per epoch."""
         import pandas as pd
 
-        return pd.DataFrame(RunDir(self.run_dir).metrics())
+        frame = pd.DataFrame(RunDir(self.run_dir).metrics())
+        return frame.astype({"epoch": int}) if "epoch" in frame else frame
 
     @property
     def config(self) -> dict[str, Any]:
@@ -95,7 +96,7 @@ class SweepOutcome:
         return cls(sweep_dir, pd.DataFrame(group_rows(report)), pd.DataFrame(job_rows(report)), problems)
 
 
-def run(*overrides: str, config_dir: Optional[str] = None, plugins: Sequence[str] = ()) -> RunOutcome:
+def run(*overrides: str, config_dir: Optional[str] = None, plugins: Union[str, Sequence[str]] = ()) -> RunOutcome:
     """One run, as ``python -m dlexp OVERRIDES`` runs it; returns its outcome (completed, diverged, ...)."""
     argv = _argv(overrides, config_dir, plugins)
     if "-m" in argv or "--multirun" in argv:
@@ -107,7 +108,7 @@ def run(*overrides: str, config_dir: Optional[str] = None, plugins: Sequence[str
 
 
 def sweep(*overrides: str, sweep_name: Optional[str] = None, config_dir: Optional[str] = None,
-          plugins: Sequence[str] = ()) -> SweepOutcome:
+          plugins: Union[str, Sequence[str]] = ()) -> SweepOutcome:
     """A sweep (``python -m dlexp -m OVERRIDES``); returns its table. ``sweep_name``: its dir,
     outputs/multirun/<name>, so that the same call again continues it."""
     argv = ["-m", *_argv(overrides, config_dir, plugins)]
@@ -122,7 +123,7 @@ def sweep(*overrides: str, sweep_name: Optional[str] = None, config_dir: Optiona
 
 def load(path: Union[str, Path]) -> Union[RunOutcome, SweepOutcome]:
     """Read any finished (or unfinished) run or sweep back from its dir: nothing is written."""
-    folder = Path(path).expanduser()
+    folder = Path(path).expanduser().absolute()
     if (folder / SUMMARY_FILE).is_file() or (folder / METRICS_FILE).is_file():
         return RunOutcome.read(folder)
     if (folder / SUMMARY_CSV).is_file() or (folder / JOBS_MANIFEST).is_file() or folder.is_dir():
@@ -134,8 +135,14 @@ def load(path: Union[str, Path]) -> Union[RunOutcome, SweepOutcome]:
                     "give the dir a run or sweep printed at its end")
 
 
-def _argv(overrides: Sequence[str], config_dir: Optional[str], plugins: Sequence[str]) -> list[str]:
-    argv = [str(o) for o in overrides]
+def _argv(overrides: Sequence[Any], config_dir: Optional[str], plugins: Union[str, Sequence[str]]) -> list[str]:
+    """The command line of a call: each override its own string (a list of them is taken as given)."""
+    argv = [str(o) for item in overrides for o in (item if isinstance(item, (list, tuple)) else [item])]
+    joined = next((a for a in argv if " " in a and a.count("=") > 1 and not a.startswith(("'", '"'))), None)
+    if joined is not None:
+        raise UserError(f"'{joined}' holds several overrides in one string; pass each as its own string, e.g. "
+                        f"dlexp.run({', '.join(repr(w) for w in joined.split())})")
+    plugins = [plugins] if isinstance(plugins, str) else list(plugins)
     if plugins:
         argv.append(f"plugins=[{','.join(str(p) for p in plugins)}]")
     return with_project_config_dir((["--config-dir", str(config_dir)] if config_dir else []) + argv)
@@ -145,6 +152,7 @@ def _launch(argv: list[str]) -> HydraApp:
     """The command line's own path, in this process: the checks before Hydra, then Hydra and the app; the
     error the command line would print is raised, and Hydra's global state is cleared whatever happens."""
     hints.set_command(argv)
+    GlobalHydra.instance().clear()  # whatever an earlier call (or a notebook cell of Hydra's own) left
     with STOP.installed():  # Ctrl-C (a notebook's interrupt) stops the run at a safe point, as on a terminal
         preflight(argv)
         app = HydraApp(DirSnapshot.take(run_dir_target(argv)), quiet_errors=True)

@@ -39,10 +39,12 @@ from dlexp import course
 from dlexp.cli import plan as planning
 from dlexp.cli.sweep import failed_objective, share_threads
 from dlexp.config.files import CONFIG_DIR, PRIMARY_CONFIG
-from dlexp.errors import BUG_EXIT_CODE, RunDirInUse, UserError, bug_message
+from dlexp.config.plugins import plugin_frame
+from dlexp.errors import BUG_EXIT_CODE, RunDirInUse, UserError, bug_message, plugin_error_message
 from dlexp.hooks import point
+from dlexp.results.plots import plots_after_training
 from dlexp.runs import hints, sweep
-from dlexp.runs.files import checkpoint_file, display_path, run_dir_of, sweep_dir_of
+from dlexp.runs.files import CURVES_PLOT, checkpoint_file, display_path, run_dir_of, sweep_dir_of
 from dlexp.runs.rundir import DirSnapshot
 from dlexp.runs.runlog import record_bug, record_failure, record_interruption
 from dlexp.runs.status import Status
@@ -128,8 +130,8 @@ class HydraApp:
                 self.interrupted(stop, run_dir, accepted)
             except UserError as err:
                 return self.refused(err, cfg, run_dir, accepted)
-            except Exception as err:  # a bug in dlexp, not a mistake in the config
-                return self.bug(err, cfg, run_dir)
+            except Exception as err:  # a bug in dlexp (or in a user's plugin), not a mistake in the config
+                return self.bug(err, cfg, run_dir, accepted)
             self.finished_single_run = not is_multirun()  # its files are written and closed
             return self.outcome(result, run_dir)
 
@@ -156,6 +158,12 @@ class HydraApp:
         monitor = summary.get("monitor", "")
         value = summary.get(f"best/{monitor}")
         result = f", best {monitor} {value:.4f}" if isinstance(value, float) else ""
+        if not is_multirun():  # resume= of a finished run, today's command not extending it
+            print(f"the run in {display_path(run_dir)} has finished ({plan.job.status} after {summary.get('epochs_run')} "
+                  f"epochs{result}): nothing to resume; raise trainer.epochs to train it further", flush=True)
+            if is_main_process() and not (run_dir / CURVES_PLOT).is_file():
+                plots_after_training(run_dir)  # killed after its summary, before its plots: they are all it lacks
+            return plan.objective()
         print(f"{display_path(run_dir)}: {plan.job.status} earlier, skipped{result}", flush=True)
         self.mark(run_dir, plan.job.status, plan.overrides)
         point("job_end")
@@ -193,15 +201,19 @@ class HydraApp:
             record_failure(run_dir, str(err))  # an earlier run's dir: it says why this attempt stopped
         sys.exit(err.exit_code)
 
-    def bug(self, err: Exception, cfg: DictConfig, run_dir: Path) -> float:
-        """A failure inside dlexp: one line that says so, the traceback in the run's run.log, exit 70 (in a
-        sweep the job is failed and the sweep goes on)."""
+    def bug(self, err: Exception, cfg: DictConfig, run_dir: Path, accepted: Optional[planning.Plan]) -> float:
+        """A failure inside dlexp: one line that says so, the traceback in the run's run.log, exit 70; a failure
+        inside a user's plugin says so instead, exit 2. In a sweep the job is failed and the sweep goes on. The
+        traceback goes into a dir this command made or accepted, never into an earlier run's dir."""
         if os.environ.get("DLEXP_TRACEBACK"):
             raise err
-        log = record_bug(run_dir, traceback.format_exc(), f"{type(err).__name__}: {err}") if is_main_process() else None
-        self.say_error(err, bug_message(err, display_path(log) if log else None))
+        ours = accepted is not None or self.before.made_now(run_dir) or is_multirun()
+        log = record_bug(run_dir, traceback.format_exc(), f"{type(err).__name__}: {err}") if is_main_process() and ours else None
+        in_plugin = plugin_frame(err)
+        shown = display_path(log) if log else None
+        self.say_error(err, plugin_error_message(err, in_plugin, shown) if in_plugin else bug_message(err, shown))
         if not is_multirun():
-            sys.exit(BUG_EXIT_CODE)
+            sys.exit(UserError.exit_code if in_plugin else BUG_EXIT_CODE)
         self.failed(cfg, run_dir, f"internal error: {type(err).__name__}: {err}")
         return failed_objective(err)
 

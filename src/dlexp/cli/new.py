@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -76,7 +77,7 @@ def files(name: str, folder: Path) -> dict[str, str]:
         "conf/model/small_mlp.yaml": MODEL_YAML,
         "conf/dataset/blobs_2d.yaml": DATASET_YAML,
         f"conf/experiment/{name}.yaml": EXPERIMENT_YAML.format(name=name),
-        "README.md": README.format(name=name, folder=folder),
+        "README.md": README.format(name=name, folder=shlex.quote(str(folder))),
         ".gitignore": GITIGNORE,
     }
 
@@ -97,5 +98,5 @@ def main(argv: Optional[list[str]] = None) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     print(f"made {args.folder}: components.py, conf/ and README.md\n"
-          f"  cd {args.folder} && python -m dlexp --config-dir conf experiment={name}")
+          f"  cd {shlex.quote(str(args.folder))} && python -m dlexp --config-dir conf experiment={name}")
     return 0

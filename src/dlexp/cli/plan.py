@@ -87,8 +87,19 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
                         note=f"the k-fold run interrupted in {display_path(run_dir)} starts again from its first fold")
         refuse_earlier_run(run_dir)
         return Plan(Start.NEW, resumed.cfg, resumed.overrides, note=resumed.note)
+    changes = sweep.identity(resumed.changes)  # not how it runs (threads, the bar): what it computes or scores
+    if resumed.checkpoint is not None and not changes and _finished(run_dir, resumed.cfg, resumed.checkpoint):
+        return Plan(Start.SKIP, resumed.cfg, resumed.overrides, job=sweep.job_state(run_dir))
     start = Start.RESTART if resumed.restart else Start.RESUME
     return Plan(start, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
+
+
+def _finished(run_dir: Path, cfg: DictConfig, checkpoint: dict[str, Any]) -> bool:
+    """Whether ``resume=`` names a run that has finished, and today's command changes nothing of it (more epochs
+    extend it; another decode.* scores it again)."""
+    status = RunDir(run_dir).status()
+    before = (checkpoint.get("config") or {}).get("trainer", {}).get("epochs", cfg.trainer.epochs)
+    return status in (Status.COMPLETED, Status.DIVERGED, Status.PRUNED) and cfg.trainer.epochs <= before
 
 
 def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:

@@ -70,6 +70,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     if writes_outputs:
         check_sweep_needs_multirun(_positional_args(argv), multirun)
     dirs = [CONFIG_DIR, *extra_config_dirs(argv)]
+    _check_config_dirs(extra_config_dirs(argv))
     groups = set(config_groups())
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
     defaults = default_choices(dirs)
@@ -211,6 +212,18 @@ def _with_experiment_choices(dirs: list[str], chosen: dict[str, str], explicit: 
     return out
 
 
+def _check_config_dirs(extra: list[str]) -> None:
+    """Each ``--config-dir`` exists, and none of its option files has the name of a built-in option: Hydra would
+    take dlexp's own and silently ignore the user's."""
+    for folder in extra:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--config-dir {folder}: no such folder (relative paths start in {Path.cwd()})")
+        for own in sorted(Path(folder).glob("*/*.yaml")):
+            if (Path(CONFIG_DIR) / own.parent.name / own.name).is_file():
+                raise ConfigError(f"{own} has the name of dlexp's own {own.parent.name}={own.stem}, which takes its place: "
+                                  f"yours is never used; rename it (e.g. {own.parent / ('my_' + own.name)})")
+
+
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
     for d in dirs:
         path = Path(d) / group / f"{option}.yaml"
@@ -226,7 +239,9 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
         if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a required ??? value counts
             keys = ", ".join(k for k in node.keys() if k != "name") if isinstance(node, DictConfig) else "(none)"
             hint = did_you_mean(part, node.keys(), prefix=walked + ".") if isinstance(node, DictConfig) else ""
-            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}.{hint} Valid keys: {keys}")
+            own = "" if Path(d) == Path(CONFIG_DIR) else (
+                f" (if its builder takes '{part}', set it in {path}, or add it here with +{walked}.{part}=...)")
+            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}.{hint} Valid keys: {keys or '(none)'}{own}")
         if OmegaConf.is_missing(node, part):
             return
         node = node[part]

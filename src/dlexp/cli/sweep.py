@@ -61,6 +61,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         point("compose")
         check_launcher(config.hydra.launcher)
+        check_plugins(config)
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank sweeps; rank 0 alone reports
             self.ended = True
             return
@@ -134,6 +135,23 @@ def check_launcher(launcher: DictConfig) -> None:
         print("error: hydra/launcher=slurm needs a SLURM cluster (srun and sbatch not found on PATH); run it on "
               "the cluster's login node, or use hydra/launcher=joblib for parallel jobs on this machine", file=sys.stderr)
         sys.exit(2)
+
+
+def check_plugins(config: DictConfig) -> None:
+    """A sweep's plugins are imported once before its first job: a missing or broken one is one line (exit 2),
+    not a failure of every job."""
+    names = list(config.get("plugins") or [])
+    if not names:
+        return
+    from dlexp import train  # the plugins register into the registries (torch): only for a sweep that names some
+    from dlexp.errors import UserError  # (with train, as above)
+
+    dirs = [s.path for s in config.hydra.runtime.config_sources if s.schema == "file" and s.provider in ("main", "command-line")]
+    try:
+        train.load_plugins(names, dirs)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 def failed_objective(error: BaseException) -> float:

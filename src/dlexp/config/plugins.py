@@ -67,8 +67,12 @@ def _load_one(name: str, search: Sequence[str], forget: Optional[Callable[[str],
         module = FILE_MODULE_PREFIX + "".join(c if c.isalnum() else "_" for c in path.stem)
         if earlier is not None and forget is not None:
             forget(earlier.module)  # an edited file: its names are registered afresh
-        _import(name, module, lambda: _exec_file(module, path))
-        plugin = Plugin(name, module, str(path), version)
+        plugin = _loaded[name] = Plugin(name, module, str(path), version)  # known while it imports (its messages)
+        try:
+            _import(name, module, lambda: _exec_file(module, path))
+        except BaseException:
+            _loaded.pop(name, None)
+            raise
     else:
         plugin = _loaded.get(name) or _load_module(name)
     _loaded[name] = plugin
@@ -120,7 +124,7 @@ def _find_file(name: str, search: Sequence[str]) -> Optional[Path]:
             candidates += [Path(folder) / name, Path(folder).parent / name]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        where = ", ".join(str(c.parent.absolute()) for c in candidates)
+        where = ", ".join(dict.fromkeys(str(c.parent.absolute()) for c in candidates))
         raise ConfigError(f"plugin file '{name}' not found (looked in {where}); give its path, relative to the "
                           "working directory or to a config dir")
     return found.absolute()
@@ -175,3 +179,22 @@ def recorded_dirs(recorded: dict[str, str]) -> list[str]:
     """The folders of the plugin files a run recorded: a resume started elsewhere finds them there."""
     origins = (text.rsplit(" (", 1)[0] for text in recorded.values())
     return [str(Path(origin).parent) for origin in origins if origin.endswith(".py")]
+
+
+def plugin_frame(err: BaseException) -> Optional[str]:
+    """``components.py:12`` when the innermost frame of ``err``'s traceback that is a plugin's own code is in a
+    plugin this process imported (the error is in the user's code, not dlexp's); else None."""
+    modules = {p.module: p for p in _loaded.values()}
+    tb, found = err.__traceback__, None
+    while tb is not None:
+        plugin = modules.get(tb.tb_frame.f_globals.get("__name__", ""))
+        if plugin is not None:
+            found = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def describe_module(module: str) -> str:
+    """A registering module as its user knows it: a plugin's file, else the module's name."""
+    plugin = next((p for p in _loaded.values() if p.module == module), None)
+    return f"plugin {plugin.name}" if plugin is not None else module

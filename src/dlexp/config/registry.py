@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config.constraints import did_you_mean
+from dlexp.config.plugins import describe_module
 from dlexp.errors import ConfigError
 
 Builder = Callable[..., Any]
@@ -59,7 +60,7 @@ class Registry:
     def register(self, name: str) -> Callable[[Builder], Builder]:
         def decorator(builder: Builder) -> Builder:
             if name in self._builders:
-                taken = self._builders[name].__module__
+                taken = describe_module(self._builders[name].__module__)
                 raise NameTaken(f"{self.kind} '{name}' is already registered (by {taken}); register yours under "
                                 "another name")
             self._check_signature(name, builder)
@@ -80,8 +81,8 @@ class Registry:
         if len(positional) < len(self.context) and not any(p.kind is p.VAR_POSITIONAL for p in params):
             keys = ", ".join(p.name for p in params if p.kind is p.KEYWORD_ONLY)
             wanted = ", ".join([*self.context, "*", keys or "<its config keys>"])
-            raise BadBuilder(f"{self.kind} '{name}' ({builder.__module__}.{builder.__name__}) must take ({wanted}); it "
-                             f"takes ({', '.join(p.name for p in params)})")
+            raise BadBuilder(f"{self.kind} '{name}' (the function {builder.__name__} of {describe_module(builder.__module__)}) "
+                             f"must take ({wanted}); it takes ({', '.join(p.name for p in params)})")
 
     def unregister_module(self, module: str) -> None:
         """Forget every builder that ``module`` registered (a plugin imported again after it changed)."""

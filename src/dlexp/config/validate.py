@@ -74,7 +74,9 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
         raise ConfigError(f"bad value for '{key}': {_first_line(err)}; fix it in the YAML or with {key}=...") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"config '{path}.{missing[0]}' is required; set it in the YAML or with {path}.{missing[0]}=...")
+        key = f"{path}.{missing[0]}"
+        raise ConfigError(f"config '{key}' is required; set it in the option's YAML file, or on the command line with "
+                          f"{key}=... (+{key}=... if the YAML file does not list it)")
     check_fields(path, schema, OmegaConf.to_container(merged, resolve=True))
     OmegaConf.set_struct(merged, True)
     return merged
@@ -179,7 +181,8 @@ def check_option(group: str, registry: Registry, node: Any) -> DictConfig:
     if node is None or not isinstance(node, DictConfig) or "name" not in node:
         raise ConfigError(f"config group '{group}' needs a 'name:'; choose one with {group}=<option>")
     if node.name not in registry:
-        raise ConfigError(f"{group}.name: {registry.unknown_message(node.name)}")
+        raise ConfigError(f"{group}.name: {registry.unknown_message(node.name)}. Your own {group}? Name the file that "
+                          f"registers it: plugins=[your_file.py]")
     return _check(group, builder_schema(registry, node.name), node)
 
 

@@ -290,7 +290,8 @@ class Diagnostics:
         atomic_write(self.path, csv_text(kept, header=GRAD_COLUMNS))
 
     def summarize(self, metric: str, best_epoch: Optional[int], *, diverged: Optional[str] = None,
-                  prior: Optional[dict[str, float]] = None, mode: str = "max", lr: Optional[float] = None) -> dict[str, Any]:
+                  prior: Optional[dict[str, float]] = None, mode: str = "max", lr: Optional[float] = None,
+                  interrupted: bool = False) -> dict[str, Any]:
         """Summary entries: the generalization gap at the best and final epochs, and the diagnosis.
 
         ``diverged`` is the reason when the run stopped on a non-finite loss (its last epoch never
@@ -302,6 +303,8 @@ class Diagnostics:
                                  val_metric=[r.get(f"val/{metric}", math.nan) for r in self.rows], mode=mode, lr=lr)
         if diverged:
             label, reason = "diverging", diverged
+        elif label == "too_short" and interrupted:  # stopped early by a signal: the epochs set are not the problem
+            reason = f"too short to diagnose: {len(self.rows)} epoch(s) so far; the run was interrupted: resume it"
         out["diagnosis"] = label
         out["diagnosis_reason"] = reason
         return out

@@ -19,6 +19,7 @@ from typing import Any, Optional, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from dlexp.config.schema import flatten
 from dlexp.runs.files import METRICS_FILE, RUN_LOG, SUMMARY_FILE, atomic_write, csv_text, display_path
@@ -136,14 +137,17 @@ class RunLog:
         self.hparams: dict[str, Any] = {}
 
     # -- console ---------------------------------------------------------
-    def info(self, message: Any) -> None:
-        """A line (or a rich table) on the console, and in the run's run.log."""
+    def info(self, message: Any, *, markup: bool = False) -> None:
+        """A line (or a rich table) on the console, and in the run's run.log. A line is shown as it is written,
+        never read as rich markup (a user's ``plugins=[my_models.py]`` must not vanish), unless ``markup``
+        (then its dynamic parts are escaped by the caller); a long line is not wrapped (a command in it
+        stays one line to copy)."""
         if not self.is_main:
             return
-        self.console.print(message)
+        self.console.print(message, markup=markup, soft_wrap=True)
         try:
             with open(self.run_dir / RUN_LOG, "a", encoding="utf-8") as handle:
-                Console(file=handle, width=200, no_color=True, highlight=False).print(message)
+                Console(file=handle, width=200, no_color=True, highlight=False).print(message, markup=markup, soft_wrap=True)
         except OSError:
             pass  # the console has the line; a run dir that cannot take it fails at its next real write
 
@@ -232,7 +236,7 @@ class RunLog:
         for key, value in summary.items():
             if isinstance(value, (dict, list)) or key in LONG_KEYS:
                 continue  # printed as their own lines
-            table.add_row(key, _fmt(value))
+            table.add_row(Text(key), Text(_fmt(value)))  # as written: a value is never rich markup
         self.info(table)
         self.info(f"results in {display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
 

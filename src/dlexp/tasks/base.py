@@ -74,6 +74,11 @@ class Task:
         fits something to them (a regression's target scale) returns a fitted copy, the others themselves."""
         return self
 
+    def expected_outputs(self, num_classes: int) -> Optional[int]:
+        """How many outputs per example a model of this task gives (its last dimension): the data's classes or
+        targets; None where it is not that simple (a translation model's vocabulary)."""
+        return num_classes
+
     def prior_outputs(self, targets: Tensor) -> Optional[Tensor]:
         """(1, outputs): the best a model can predict without looking at the inputs, from the train targets
         (class frequencies, the mean); None: the task has no such baseline."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 from torch import nn
 
 from dlexp.config.files import recipe_keys
@@ -265,7 +266,7 @@ class Trainer:
         if said:
             self.log.info(f"trainer.epochs {epochs} -> {self.cfg.trainer.epochs}: {said}")
         self.extended_from = old if old != self.horizon else None
-        if self.stopper.should_stop and self.cfg.trainer.epochs > checkpoint["epoch"]:
+        if self.stopper.should_stop and self.cfg.trainer.epochs > epochs:  # extended: more epochs than it had
             s = self.stopper
             self.log.info(f"the run had stopped early after epoch {checkpoint['epoch']} ({s.monitor} had not improved for "
                           f"{s.patience} epochs); trainer.epochs={self.cfg.trainer.epochs} continues it, and early "
@@ -286,9 +287,10 @@ class Trainer:
         metric = self.task.monitor_metric.name
         summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint"),
                                                   prior=self.task.prior(self.data.train_targets),
-                                                  mode=self.task.monitor_metric.mode, lr=self.cfg.optim.get("lr")))
+                                                  mode=self.task.monitor_metric.mode, lr=self.cfg.optim.get("lr"),
+                                                  interrupted=outcome["status"] == Status.INTERRUPTED))
         if summary["diagnosis"] == "unstable":  # completed, but its numbers mean nothing: said, not only filed
-            self.log.info(f"[bold]unstable:[/bold] {summary['diagnosis_reason']}")
+            self.log.info(f"[bold]unstable:[/bold] {escape(summary['diagnosis_reason'])}", markup=True)
         summary.update(median_rates(self.diagnostics.rows))  # the epochs' median examples/s (and tokens/s)
         if outcome["status"] == Status.COMPLETED:
             point("test")
@@ -334,10 +336,10 @@ class Trainer:
         data, chosen = self.data, self.choices
         test_size = data.test.num_examples if data.test else 0
         self.log.info(
-            f"[bold]dlexp[/bold] model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} "
-            f"{self.recipe_note()}params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
-            f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
-        )
+            "[bold]dlexp[/bold] " + escape(
+                f"model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} {self.recipe_note()}"
+                f"params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
+                f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"), markup=True)
 
     def say_time(self, epoch: int, seconds: float) -> None:
         """Once, after the second epoch this process trains (or a first one of over 30 s): the run's estimated

@@ -72,13 +72,14 @@ class SlotsLauncher(_DlexpLauncher):
         self.slots, self.jobs_per_gpu = slots, jobs_per_gpu
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from dlexp.runs.files import display_path
         from dlexp.search.slots import Job, SlotPool, describe, slot_envs
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         device = str(self.config.get("trainer", {}).get("device", "auto"))
         envs = slot_envs(self.slots, device=device, jobs_per_gpu=self.jobs_per_gpu)
         envs = envs[: max(1, len(job_overrides))]  # no more slots than jobs
-        print(f"{len(job_overrides)} jobs on {describe(envs)}; each job's console output in {sweep_dir.name}/logs/",
+        print(f"{len(job_overrides)} jobs on {describe(envs)}; each job's console output in {display_path(sweep_dir / 'logs')}/",
               flush=True)
         pool = SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=self.config,
                         sweep_dir=sweep_dir)

@@ -37,6 +37,7 @@ class DlexpSearchSweeper(Sweeper):
         from dlexp import train  # torch: the direction of the monitored metric needs the dataset's task
         from dlexp.config.validate import search_settings
         from dlexp.errors import ConfigError
+        from dlexp.runs.files import display_path
         from dlexp.search.slots import SlotPool, describe, slot_envs
         from dlexp.search.space import check_space, parse_space
         from dlexp.search.sweeper import run_search
@@ -60,7 +61,7 @@ class DlexpSearchSweeper(Sweeper):
         envs = slot_envs(settings.slots, device=str(run_cfg.trainer.device), jobs_per_gpu=settings.jobs_per_gpu)
 
         def make_pool() -> SlotPool:
-            print(f"{describe(envs)}; each trial's console output in {sweep_dir.name}/logs/", flush=True)
+            print(f"{describe(envs)}; each trial's console output in {display_path(sweep_dir / 'logs')}/", flush=True)
             if run_cfg.logger.name != "default":  # the search's parent run, once its settings passed their checks
                 start_sweep_of(config, settings_of(run_cfg.logger), sweep_dir)
             return SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=config,

@@ -1,7 +1,7 @@
 """This project's own components, registered with dlexp by name: a model and a dataset.
 
-dlexp imports this file because the project's preset names it (``plugins: [components.py]`` in
-conf/experiment/{project}.yaml); then ``model=small_cnn`` and ``dataset=blobs_2d`` work like dlexp's own.
+dlexp imports this file because the project's preset names it (``plugins: [components.py]`` in its
+conf/experiment/ file); then ``model=small_mlp`` and ``dataset=blobs_2d`` work like dlexp's own.
 A builder's keyword-only parameters are the keys its YAML (conf/model/, conf/dataset/) may set; their
 annotations are checked when the config is composed.
 """
