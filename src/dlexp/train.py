@@ -14,10 +14,9 @@ module only when a run needs it (it imports torch).
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -48,11 +47,11 @@ from dlexp.runs.runlog import RunLog
 from dlexp.runs.status import Status
 from dlexp.tasks import LOSSES, METRICS, TASKS, Task, build_task, resolve_monitor
 from dlexp.tracking import loggers as tracking
-from dlexp.tracking.mlflow_run import MlflowTracker, SweepJob, artifacts_of
+from dlexp.tracking.attach import close_tracker, open_tracker, tracked
+from dlexp.tracking.mlflow_run import MlflowTracker, SweepJob
 from dlexp.tracking.store import warm_up
-from dlexp.tracking.sweeps import parent_finder
 from dlexp.training.distributed import ranks_from_env
-from dlexp.training.interrupt import STOP, Interrupted
+from dlexp.training.interrupt import STOP
 from dlexp.training.optim import OPTIMIZERS, build_optimizer
 from dlexp.training.runtime import Runtime, seed_everything, setup_runtime
 from dlexp.training.schedulers import SCHEDULERS, build_scheduler, schedule_horizon
@@ -189,7 +188,7 @@ def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequenc
                 refuse_earlier_run(Path(run_dir))
         run_dir = prepare_run_dir(Path(run_dir))
         log = _open_log(run, run_dir, sweep=sweep)
-        with _tracked(log):
+        with tracked(log):
             if len(run.folds) == 1:
                 summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
                                   overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
@@ -210,7 +209,7 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> d
         data = run.first if i == 0 else run.folds[i]  # built in turn: one fold's tensors in memory at a time
         folder = prepare_run_dir(fold_dir(run_dir, i + 1))
         fold_log = _open_log(run, folder, parent=log.tracker)  # a fold's tracker run: the run's child
-        with _tracked(fold_log):
+        with tracked(fold_log):
             summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
                               overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
             exit_code = summary.pop("exit_code", 0)
@@ -231,28 +230,8 @@ def _open_log(run: PreparedRun, run_dir: Path, *, sweep: Optional[SweepJob] = No
     config = OmegaConf.to_container(run.cfg, resolve=True)
     log.log_hparams(config)
     if run.tracker is not None and run.runtime.is_main:
-        finder = (lambda _: parent.wait_ready()) if parent is not None else \
-            parent_finder(run.tracker, sweep.sweep_dir) if sweep is not None else None
-        tags = {**run.options, **(sweep.tags(run_dir) if sweep is not None else {})}
-        log.tracker = MlflowTracker(run.tracker, run_dir, config=config, tags=tags, parent=finder,
-                                    say=log.info)  # info shows a line as written
-        if parent is None:
-            log.info(f"MLflow: experiment {run.tracker.experiment} at {run.tracker.shown_uri()}")
-        log.tracker.wait_ready()
-        log.tracker.warn_if_down()
+        open_tracker(log, run.tracker, run_dir, config=config, options=run.options, sweep=sweep, parent=parent)
     return log
-
-
-@contextmanager
-def _tracked(log: RunLog) -> Iterator[None]:
-    """An exception or a signal that ends the run ends its tracker's run too: KILLED, or FAILED with the error."""
-    try:
-        yield
-    except BaseException as err:
-        if isinstance(log.tracker, MlflowTracker):
-            stopped = isinstance(err, (Interrupted, KeyboardInterrupt))
-            log.tracker.abandon(Status.INTERRUPTED if stopped else Status.FAILED, f"{type(err).__name__}: {err}")
-        raise
 
 
 def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: Path, *,
@@ -268,12 +247,7 @@ def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: 
         plots_after_training(run_dir)
     if not stopped:
         STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
-    if isinstance(log.tracker, MlflowTracker):  # its artifacts and status; summary.json says what did not reach it
-        summary["mlflow"] = log.tracker.close(summary, artifacts_of(run_dir, log.tracker.settings.log_checkpoints))
-        log.rewrite_summary(summary)
-        if log.tracker.url():
-            log.info(f"MLflow run {log.tracker.url()}")
-        log.tracker = None  # closed: an exception after this point leaves its run as it ended
+    close_tracker(log, summary, run_dir)  # its artifacts and status, after the plots
     return summary
 
 
