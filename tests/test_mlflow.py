@@ -2,16 +2,19 @@
 ``tests/services.py``), everything read back through MLflow's own client: a run's params, tags, epochs,
 scores, files and status; a sweep on the slots launcher (and serial, basic, joblib, submitit) as a parent
 with its jobs as children, and its rerun making nothing twice; a search whose pruned trial says so; a killed run
-resumed into its own MLflow run; a server stopped in the middle of a run. Every test here starts
+resumed into its own MLflow run; a server stopped in the middle of a run; a diverged, an interrupted and a
+failed run's status; dlexp.run and dlexp.sweep (the notebook API) recorded as the command line's. Every test here starts
 processes and waits on a server: all are ``slow``."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -91,9 +94,9 @@ def test_a_run_holds_its_config_options_epochs_scores_files_and_status(mlflow_se
     assert copy.read_text() == (run_dir / ".hydra" / "overrides.yaml").read_text()
 
 
-def _sweep(server: MlflowServer, experiment: str) -> tuple[object, list]:
-    """The sweep's parent run and its children."""
-    runs = runs_in(server, experiment)
+def _sweep(server: MlflowServer, experiment: str, among: Optional[list] = None) -> tuple[object, list]:
+    """The sweep's parent run and its children (of the experiment's runs, or of ``among``)."""
+    runs = runs_in(server, experiment) if among is None else among
     parents = [r for r in runs if r.data.tags.get("dlexp.kind")]
     assert len(parents) == 1, [r.data.tags for r in runs]
     children = [r for r in runs if r is not parents[0]]
@@ -255,3 +258,89 @@ def test_parallel_processes_create_one_sqlite_store_together(tmp_path):
 
     found = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'm.db'}").get_experiment_by_name("e")
     assert found.artifact_location == str(tmp_path / "store" / "mlflow-artifacts")  # beside the store
+
+
+FLAKY = '''
+from torch import nn
+from dlexp import register_model
+
+
+class Flaky(nn.Module):
+    """An MLP whose third training step raises: an error in the user's code, in the run's second epoch."""
+
+    def __init__(self, size, num_classes):
+        super().__init__()
+        self.net, self.steps = nn.Sequential(nn.Flatten(), nn.Linear(size, num_classes)), 0
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+            if self.steps == 3:
+                raise RuntimeError("flaky layer broke")
+        return self.net(x)
+
+
+@register_model("flaky")
+def flaky(input_shape, num_classes, *, dropout: float = 0.0):
+    size = 1
+    for n in input_shape:
+        size *= n
+    return Flaky(size, num_classes)
+'''
+
+
+def test_each_way_a_run_ends_is_its_mlflow_runs_status(mlflow_server, tmp_path):
+    """diverged and failed are FAILED, interrupted is KILLED, each with dlexp's own status as a tag."""
+    tracked = [*RUN, *logger(mlflow_server, "ends"), "trainer.limit_train_batches=2"]
+    # the lr grows 100x an epoch: epoch 1 learns, a later one overflows
+    diverged = run_cli(*tracked, "model.dropout=0", "optim=sgd", "optim.lr=0.01", "scheduler=exponential",
+                       "scheduler.gamma=100", "trainer.epochs=8", "hydra.run.dir=diverged", cwd=tmp_path)
+    assert diverged.returncode == 3, diverged.stderr
+    stopped = run_cli(*tracked, "trainer.epochs=4", "hydra.run.dir=stopped", cwd=tmp_path,
+                      env={"DLEXP_SIGNAL_AT": "end_epoch@2:SIGINT"})
+    assert stopped.returncode == 130, stopped.stderr
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "flaky.yaml").write_text("name: flaky\ndropout: 0.0\n")
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    failed = run_cli("--config-dir", str(tmp_path / "conf"), "plugins=[flaky.py]", "model=flaky", *tracked,
+                     "trainer.epochs=3", "hydra.run.dir=failed", cwd=tmp_path)
+    assert failed.returncode == 2 and "flaky layer broke" in failed.stderr, failed.stderr
+
+    runs = {r.info.run_name: r for r in runs_in(mlflow_server, "ends")}
+    assert {name: (r.info.status, r.data.tags["dlexp.status"]) for name, r in runs.items()} == {
+        "diverged": ("FAILED", "diverged"), "stopped": ("KILLED", "interrupted"), "failed": ("FAILED", "failed")}
+    assert "flaky layer broke" in runs["failed"].data.tags["dlexp.error"]
+    assert [step for step, _ in history(mlflow_server, runs["failed"].info.run_id, "train/loss")] == [1]
+    assert [step for step, _ in history(mlflow_server, runs["stopped"].info.run_id, "train/loss")] == [1, 2]
+    for name in ("diverged", "stopped"):
+        assert read_json(tmp_path / name / "summary.json")["mlflow"]["run_id"] == runs[name].info.run_id
+
+
+NOTEBOOK = """
+import json, sys
+import dlexp
+tracked = ["trainer=smoke", "trainer.progress=false", "logger=mlflow", f"logger.tracking_uri={sys.argv[1]}",
+           "logger.experiment=notebook"]
+run = dlexp.run(*tracked, "hydra.run.dir=one")
+sweep = dlexp.sweep(*tracked, "optim.lr=0.003,0.01", sweep_name="nb")
+print(json.dumps({"run": run.summary["mlflow"]["run_id"], "sweep": str(sweep.sweep_dir)}))
+"""
+
+
+def test_the_python_api_records_a_run_and_a_sweep_as_the_command_line_does(mlflow_server, tmp_path):
+    """dlexp.run and dlexp.sweep (what a notebook calls) in one process: the run, and the sweep's parent with its jobs."""
+    proc = subprocess.run([sys.executable, "-c", NOTEBOOK, mlflow_server.url], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    made = read_json_line(proc.stdout)
+    runs = runs_in(mlflow_server, "notebook")
+    [single] = [r for r in runs if r.info.run_id == made["run"]]
+    assert single.info.status == "FINISHED" and "mlflow.parentRunId" not in single.data.tags
+    parent, children = _sweep(mlflow_server, "notebook", among=[r for r in runs if r is not single])
+    assert parent.info.status == "FINISHED" and read_json(Path(made["sweep"]) / "mlflow.json")["run_id"] == parent.info.run_id
+    assert sorted(c.data.params["optim.lr"] for c in children) == ["0.003", "0.01"]
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def read_json_line(text: str) -> dict:
+    return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
