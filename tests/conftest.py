@@ -121,6 +121,15 @@ def postgres_url():
 
 
 @pytest.fixture(scope="session")
+def mlflow_server():
+    """A real MLflow tracking server (SQLite store) on a free 127.0.0.1 port for this test session
+    (``tests/services.py``); its ``url`` is what ``logger.tracking_uri`` takes."""
+    from services import mlflow_server
+
+    yield from mlflow_server()
+
+
+@pytest.fixture(scope="session")
 def slurm_env():
     """A single-node SLURM cluster on localhost for this test session (``tests/services.py``)."""
     from services import slurm_cluster

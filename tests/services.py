@@ -1,14 +1,19 @@
-"""Real services the tests start themselves: a PostgreSQL 15 server and a single-node SLURM cluster on
-localhost. Each says exactly why when it cannot start: a missing package is a skip that names what
-to install, anything else that fails is an error with the service's own output."""
+"""Real services the tests start themselves: a PostgreSQL 15 server, a single-node SLURM cluster and an
+MLflow tracking server on localhost. Each says exactly why when it cannot start: a missing system
+package is a skip that names what to install, a missing Python package of the dev extra (mlflow) or
+anything else that fails is an error with the service's own output."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -160,3 +165,55 @@ def slurm_cluster() -> Iterator[dict[str, str]]:
         if pid_file.is_file():
             subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+class MlflowServer:
+    """``mlflow server`` on a free 127.0.0.1 port, its SQLite store and artifacts in ``home``; ``stop`` ends it
+    (every process it started: it runs in a session of its own)."""
+
+    def __init__(self, home: Path):
+        self.home, self.port = Path(home), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = self.home / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> "MlflowServer":
+        if importlib.util.find_spec("mlflow") is None:
+            pytest.fail("mlflow is not installed in this environment, and the dev extra needs it: pip install -e '.[dev]'")
+        self.home.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
+                   "--artifacts-destination", str(self.home / "artifacts"), "--host", "127.0.0.1",
+                   "--port", str(self.port), "--workers", "1"]
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"mlflow server exited ({self.process.returncode}): {self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout, f"mlflow server at {self.url} to answer /health (log: {self.log})")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+
+def mlflow_server() -> Iterator[MlflowServer]:
+    """A real MLflow tracking server with a SQLite store in a temp dir; yields it, then stops it."""
+    server = MlflowServer(Path(tempfile.mkdtemp(prefix="dlexp-mlflow-")))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)

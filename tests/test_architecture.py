@@ -109,6 +109,7 @@ LAYERS = [
     ("course", ("dlexp.course",)),
     ("search", ("dlexp.search",)),
     ("train", ("dlexp.train",)),
+    ("tracking", ("dlexp.tracking",)),
     ("results", ("dlexp.results",)),
     ("training", ("dlexp.training",)),
     ("tasks", ("dlexp.tasks",)),

@@ -1,4 +1,4 @@
-"""The installed Hydra, OmegaConf and Optuna are versions that dlexp's use of them was reviewed for.
+"""The installed Hydra, OmegaConf, Optuna and MLflow are versions that dlexp's use of them was reviewed for.
 
 dlexp uses only their public APIs, but some of its behaviour follows theirs closely, and an upgrade
 outside these ranges needs a look before the range (here and in pyproject.toml) is widened:
@@ -8,6 +8,8 @@ outside these ranges needs a look before the range (here and in pyproject.toml) 
   job's exception through ``JobReturn.return_value``, which raises it; the sweeper and launcher plugins
   (``src/hydra_plugins``) follow Hydra's plugin interfaces.
 - OmegaConf: values read as written (``to_container(resolve=False)``) in the config checks.
+- MLflow (the ``mlflow`` extra): the client's public API, but the checks made before a run read its
+  store's ``experiments`` table and its server's REST endpoints without importing it.
 - Optuna: trials by number through BaseStorage's public methods (``dlexp.search.study.TrialStore``),
   ``Trial(study, trial_id)`` for a trial's run, and TPE's defaults (Optuna 5 changed ``multivariate``:
   dlexp sets every TPE option whose default differs between the versions, and the TPE test in
@@ -27,6 +29,9 @@ REVIEWED = {
     "omegaconf": ("2.3.1", "2.4", "2.3.1", "OmegaConf.to_container(resolve=False) in the list-key and option-key checks"),
     "optuna": ("4.9", "6", "4.9.0 and 5.1.0", "BaseStorage's trial methods, Trial(study, trial_id), TPESampler's "
                "defaults (tests/test_search.py's pinned TPE proposals)"),
+    "mlflow": ("3.17", "3.18", "3.17.2", "the checks before a run (dlexp.tracking.loggers reads the experiments "
+               "table's name and lifecycle_stage, and the server's experiments/get-by-name and /health), the "
+               "MLFLOW_HTTP_REQUEST_* settings dlexp.tracking.store sets, tests/test_mlflow.py against a real server"),
 }
 
 

@@ -46,6 +46,10 @@ from dlexp.runs.rundir import prepare_run_dir, refuse_earlier_run
 from dlexp.runs.runlog import RunLog
 from dlexp.runs.status import Status
 from dlexp.tasks import LOSSES, METRICS, TASKS, Task, build_task, resolve_monitor
+from dlexp.tracking import loggers as tracking
+from dlexp.tracking.attach import close_tracker, open_tracker, tracked
+from dlexp.tracking.mlflow_run import MlflowTracker, SweepJob
+from dlexp.tracking.store import warm_up
 from dlexp.training.distributed import ranks_from_env
 from dlexp.training.interrupt import STOP
 from dlexp.training.optim import OPTIMIZERS, build_optimizer
@@ -56,7 +60,7 @@ from dlexp.training.trainer import Trainer
 # Each open group and the registry its ``name:`` selects from: the schema of the group's options.
 OPEN_GROUPS: dict[str, Registry] = {
     "model": MODELS, "dataset": DATASETS, "split": SPLITS, "optim": OPTIMIZERS, "scheduler": SCHEDULERS,
-    "augment": AUGMENTS, "shift": SHIFTS,
+    "augment": AUGMENTS, "shift": SHIFTS, "logger": tracking.LOGGERS,
 }
 SHOWN_GROUPS = ("model", "dataset", "optim")  # the options a run's banner and summary name
 # Every registry a plugin may add to: a plugin file imported again (it changed) first loses what it registered.
@@ -99,6 +103,8 @@ class PreparedRun:
     chosen: dict[str, str]  # chosen_options
     started: float  # time.perf_counter() once the config was valid: the run's wall clock starts here
     plugins: dict[str, str] = field(default_factory=dict)  # name -> origin (version): the user's components it uses
+    tracker: Optional[tracking.MlflowSettings] = None  # logger=mlflow; None: the run dir's files only
+    options: dict[str, str] = field(default_factory=dict)  # the option of every config group (the tracker's tags)
 
     def facts(self) -> dict[str, Any]:
         """Summary entries every run reports: where it ran, its seed and options, the dropout that took effect."""
@@ -125,6 +131,10 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     used = load_plugins(config_validation.plugin_names(cfg.get("plugins")), search)
     cfg = validate(cfg)  # imports the registries (torch) first: the run's clock does not count the imports
     started = time.perf_counter()
+    tracker = tracking.settings_of(cfg.logger)
+    tracking.check(tracker)  # a tracker the run could not log to is refused here, before its dir is accepted
+    if tracker is not None:
+        warm_up()
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
         _say_changed_plugins(checkpoint, used)
@@ -146,8 +156,9 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     check_optimization(cfg, model, first, task)
     point("model")
     STOP.check()
+    options = {k: v for k, v in (choices or {g: cfg[g].name for g in OPEN_GROUPS}).items() if not k.startswith("hydra")}
     return PreparedRun(cfg, list(overrides), checkpoint, runtime, task, folds, first, model,
-                       chosen_options(cfg, choices), started, user_plugins.record(used))
+                       chosen_options(cfg, choices), started, user_plugins.record(used), tracker, options)
 
 
 def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins.Plugin]) -> None:
@@ -160,12 +171,14 @@ def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins
 
 def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequence[str] = (), *,
           checkpoint: Optional[dict[str, Any]] = None, choices: Optional[dict[str, str]] = None, in_sweep: bool = False,
-          on_epoch: Optional[Callable[[int, float], bool]] = None, plots: bool = True) -> RunResult:
+          on_epoch: Optional[Callable[[int, float], bool]] = None, plots: bool = True,
+          sweep: Optional[SweepJob] = None) -> RunResult:
     """Train ``run`` in ``run_dir``: metrics, summary, checkpoints, plots. ``run`` is a ``PreparedRun``, or a
     composed config that is prepared here with ``overrides``, ``checkpoint`` and ``choices`` (then ``run_dir``
     must hold no other run, unless the run continues a checkpoint). ``in_sweep``: one line per run instead of
     the summary table. ``plots=False`` (a sweep's jobs) leaves the run's plots to ``python -m dlexp.report``:
-    drawing them costs a small job more than its training.
+    drawing them costs a small job more than its training. ``sweep``: the sweep the run is a job of (its
+    tracker's run is the sweep's child).
     ``on_epoch(epoch, monitored val value)`` returns whether to stop there (a search's pruner): the run
     ends ``pruned``, without scoring its test sets. Returns the result; never raises for a signal."""
     with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
@@ -174,15 +187,16 @@ def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequenc
             if run.checkpoint is None:
                 refuse_earlier_run(Path(run_dir))
         run_dir = prepare_run_dir(Path(run_dir))
-        log = _open_log(run, run_dir)
-        if len(run.folds) == 1:
-            summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
-                              overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
-                              plugins=run.plugins).fit(run.checkpoint)
-        else:
-            summary = _train_folds(run, run_dir, log, plots)
-        exit_code = summary.pop("exit_code", 0)
-        summary = _close_log(run, log, summary, run_dir, plots=plots)
+        log = _open_log(run, run_dir, sweep=sweep)
+        with tracked(log):
+            if len(run.folds) == 1:
+                summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
+                                  overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
+                                  plugins=run.plugins).fit(run.checkpoint)
+            else:
+                summary = _train_folds(run, run_dir, log, plots)
+            exit_code = summary.pop("exit_code", 0)
+            summary = _close_log(run, log, summary, run_dir, plots=plots)
         log.summary_line(summary) if in_sweep else log.summary_table(summary)
         return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
 
@@ -194,11 +208,12 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> d
         log.info(f"[bold]fold {i + 1}/{len(run.folds)}[/bold]", markup=True)
         data = run.first if i == 0 else run.folds[i]  # built in turn: one fold's tensors in memory at a time
         folder = prepare_run_dir(fold_dir(run_dir, i + 1))
-        fold_log = _open_log(run, folder)
-        summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
-                          overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
-        exit_code = summary.pop("exit_code", 0)
-        summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False, plots=plots))
+        fold_log = _open_log(run, folder, parent=log.tracker)  # a fold's tracker run: the run's child
+        with tracked(fold_log):
+            summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
+                              overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
+            exit_code = summary.pop("exit_code", 0)
+            summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False, plots=plots))
         if summary["status"] != Status.COMPLETED:
             break  # interrupted or diverged: the remaining folds do not run
     run.folds.write_mean_predictions(run_dir)
@@ -208,9 +223,14 @@ def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> d
     return {**combined, "exit_code": exit_code}
 
 
-def _open_log(run: PreparedRun, run_dir: Path) -> RunLog:
+def _open_log(run: PreparedRun, run_dir: Path, *, sweep: Optional[SweepJob] = None,
+              parent: Optional[MlflowTracker] = None) -> RunLog:
+    """The run's log (a k-fold fold's, with the run's tracker as ``parent``), and its tracker with ``logger=mlflow``."""
     log = RunLog(run_dir, is_main=run.runtime.is_main, progress=run.cfg.trainer.progress)
-    log.log_hparams(OmegaConf.to_container(run.cfg, resolve=True))
+    config = OmegaConf.to_container(run.cfg, resolve=True)
+    log.log_hparams(config)
+    if run.tracker is not None and run.runtime.is_main:
+        open_tracker(log, run.tracker, run_dir, config=config, options=run.options, sweep=sweep, parent=parent)
     return log
 
 
@@ -227,6 +247,7 @@ def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: 
         plots_after_training(run_dir)
     if not stopped:
         STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
+    close_tracker(log, summary, run_dir)  # its artifacts and status, after the plots
     return summary
 
 

@@ -11,6 +11,8 @@ sets the hook:
 - ``DLEXP_KILL_PARENT_AT``: kill the process that started this one (a search slot's sweep process);
 - ``DLEXP_HOLD_AT=name[@N]`` with ``DLEXP_HOLD_FILE=PATH``: the first process to get there writes PATH
   (with its SLURM job id) and waits there until it is killed, as a preempted job would be;
+- ``DLEXP_PAUSE_AT=name[@N]`` with ``DLEXP_PAUSE_FILE=PATH``: the process writes PATH and waits there until
+  the test removes PATH, then goes on (the test changes the world meanwhile, e.g. stops a server);
 - ``DLEXP_ONCE_FILE=PATH``: a signal is sent by the first process to get there only (it writes PATH),
   not again by the processes that replace it (a search's new slot worker inherits the environment).
 """
@@ -25,7 +27,7 @@ from typing import Mapping, Optional
 
 # each variable that makes a point send a signal, with the signal it sends unless the spec names one
 SIGNALLING = (("DLEXP_SIGNAL_AT", "SIGINT"), ("DLEXP_KILL_AT", "SIGKILL"), ("DLEXP_KILL_PARENT_AT", "SIGKILL"))
-VARIABLES = (*(variable for variable, _ in SIGNALLING), "DLEXP_HOLD_AT")
+VARIABLES = (*(variable for variable, _ in SIGNALLING), "DLEXP_HOLD_AT", "DLEXP_PAUSE_AT")
 HOLD_SECONDS = 600  # a held process waits this long at most for the test to kill it
 
 
@@ -38,12 +40,13 @@ class Faults:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Optional["Faults"]:
-        armed = {k: env[k] for k in (*VARIABLES, "DLEXP_HOLD_FILE", "DLEXP_ONCE_FILE") if env.get(k)}
+        armed = {k: env[k] for k in (*VARIABLES, "DLEXP_HOLD_FILE", "DLEXP_PAUSE_FILE", "DLEXP_ONCE_FILE") if env.get(k)}
         return cls(armed) if any(k in armed for k in VARIABLES) else None
 
     def __call__(self, name: str) -> None:
         self.seen[name] = self.seen.get(name, 0) + 1
         self._hold(name)
+        self._pause(name)
         for variable, default in SIGNALLING:
             spec = self.env.get(variable)
             if not spec:
@@ -70,6 +73,17 @@ class Faults:
         sys.stdout.flush()
         for _ in range(HOLD_SECONDS):  # a preempted job: killed here, not ended
             time.sleep(1)
+
+    def _pause(self, name: str) -> None:
+        marker = self.env.get("DLEXP_PAUSE_FILE")
+        if not marker or not _at(self.env.get("DLEXP_PAUSE_AT", ""), name, self.seen[name]):
+            return
+        with open(marker, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        sys.stdout.flush()
+        deadline = time.monotonic() + HOLD_SECONDS
+        while os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def _first(marker: Optional[str]) -> bool:

@@ -49,6 +49,7 @@ from dlexp.runs.rundir import DirSnapshot
 from dlexp.runs.runlog import record_bug, record_failure, record_interruption
 from dlexp.runs.status import Status
 from dlexp.search.slots import TRIAL_VARIABLE
+from dlexp.tracking.mlflow_run import SweepJob
 from dlexp.training import distributed
 from dlexp.training.interrupt import STOP, Interrupted, signal_name
 
@@ -120,7 +121,8 @@ class HydraApp:
                 point("accepted")
                 self.mark(run_dir, Status.RUNNING, plan.overrides)
                 result = train.train(prepared, run_dir, in_sweep=is_multirun(), on_epoch=trial_reporter(),
-                                     plots=not is_multirun())  # a sweep job's: on demand (dlexp.report)
+                                     plots=not is_multirun(),  # a sweep job's: on demand (dlexp.report)
+                                     sweep=sweep_job(run_dir))
                 self.result, self.run_dir = result, run_dir
                 if plan.cfg.get("finding") is not None and is_main_process():
                     course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
@@ -276,6 +278,14 @@ def continue_sweep(job_dir: Optional[Path]) -> str:
     """The command that continues this sweep (its dir named when the command alone would not find it)."""
     sweep_dir = Path(str(HydraConfig.get().sweep.dir)) if job_dir is None else job_dir.parent
     return hints.continue_sweep_command(sweep_dir, sweep.read_command(sweep_dir))
+
+
+def sweep_job(run_dir: Path) -> Optional[SweepJob]:
+    """In a sweep, the sweep this run is a job of (its dir holds the sweep's tracker run), with a search's trial
+    number (Hydra's job number is the trial's)."""
+    if not is_multirun():
+        return None
+    return SweepJob(run_dir.parent, HydraConfig.get().job.num if os.environ.get(TRIAL_VARIABLE) else None)
 
 
 def trial_reporter() -> Optional[Callable[[int, float], bool]]:

@@ -1,8 +1,9 @@
 """Glue between dlexp and Hydra's multirun machinery: the end-of-sweep summary and threads per job.
 
 - ``SweepSummary`` is a Hydra callback (``hydra.callbacks`` in conf/train.yaml).
-  When a multirun ends it writes and prints the sweep summary (``dlexp.results``) and
-  checks a course preset's finding (``dlexp.course``),
+  With ``logger=mlflow`` it makes the sweep's parent run as the sweep starts (``dlexp.tracking.sweeps``).
+  When a multirun ends it writes and prints the sweep summary (``dlexp.results``), hands it to the
+  parent run, and checks a course preset's finding (``dlexp.course``),
   and exits with status 1 if any job failed (a diverged job is a result, not a failure). Hydra 1.3 re-raises only the first
   job failure and then skips ``on_multirun_end``; so every failed job also gets
   a ``summary.json`` with its error (``on_job_end``), and a sweep that stops
@@ -35,8 +36,12 @@ from dlexp.results.tables import summarize_sweep
 from dlexp.runs import hints, sweep
 from dlexp.runs.files import display_path
 from dlexp.runs.runlog import record_failure
+from dlexp.errors import UserError
 from dlexp.hooks import point
 from dlexp.search.slots import THREADS_VARIABLE, available_cores, job_error
+from dlexp.tracking.loggers import MlflowSettings, check, settings_of
+from dlexp.tracking.sweeps import end_sweep, start_sweep_of
+from dlexp.training.interrupt import STOP
 
 
 class SweepSummary(Callback):
@@ -48,6 +53,7 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self.sweep_dir: Optional[Path] = None
         self.ended = False
+        self.tracker: Optional[MlflowSettings] = None  # logger=mlflow: the sweep is a parent run
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         point("compose")  # Hydra has composed the config and is about to make the run dir
@@ -63,6 +69,7 @@ class SweepSummary(Callback):
         os.environ.pop(sweep.COMMAND_VARIABLE, None)  # an earlier sweep's, in this process
         if hints.command() is not None:  # kept in jobs.json as it is first written (by this process, or a job's)
             os.environ[sweep.COMMAND_VARIABLE] = json.dumps(hints.command())
+        self.tracker = start_tracking(config, self.sweep_dir)  # refused in one line before anything is written
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # a grid: its jobs are known now
             sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)
         atexit.register(self._summarize_stopped_sweep)
@@ -79,6 +86,8 @@ class SweepSummary(Callback):
         self.ended = True
         report = report_sweep(self.sweep_dir or Path(str(config.hydra.sweep.dir)))
         problems = report.problems()  # failed or unfinished; a diverged job is a result
+        if self.tracker is not None:
+            end_sweep(self.tracker, report.sweep_dir, report, "FAILED" if problems else "FINISHED")
         if problems:
             names = ", ".join(j.name for j in problems)
             print(f"error: {len(problems)} of {len(report.jobs)} jobs did not complete (jobs {names}); "
@@ -89,9 +98,12 @@ class SweepSummary(Callback):
         """At exit, when the sweep stopped before on_multirun_end (a re-raised job failure, Ctrl-C)."""
         if self.ended or self.sweep_dir is None or not self.sweep_dir.is_dir():
             return
+        report = None
         if find_job_dirs(self.sweep_dir):  # else no job started: nothing to summarize
             print("the sweep stopped early; summary of the jobs that ran:", file=sys.stderr)
-            report_sweep(self.sweep_dir)
+            report = report_sweep(self.sweep_dir)
+        if self.tracker is not None:
+            end_sweep(self.tracker, self.sweep_dir, report, "KILLED" if STOP() else "FAILED")
 
 
 def report_sweep(sweep_dir: Path, *, run_plots: bool = False) -> SweepReport:
@@ -100,6 +112,21 @@ def report_sweep(sweep_dir: Path, *, run_plots: bool = False) -> SweepReport:
     report = summarize_sweep(sweep_dir, run_plots=run_plots)
     course.findings.after_sweep(report.sweep_dir, [job.path for job in report.jobs])
     return report
+
+
+def start_tracking(config: DictConfig, sweep_dir: Path) -> Optional[MlflowSettings]:
+    """With ``logger=mlflow``: a tracker the jobs could not log to is refused in one line (exit 2) before the sweep
+    writes anything; a grid's parent run is made before its first job (a rerun continues it). A search makes its
+    own once its settings have passed their checks (``hydra_plugins.dlexp_search``)."""
+    try:
+        settings = settings_of(config.get("logger"))
+        check(settings)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+    if settings is not None and not str(config.hydra.sweeper.get("_target_", "")).endswith("DlexpSearchSweeper"):
+        start_sweep_of(config, settings, sweep_dir)
+    return settings
 
 
 def check_launcher(launcher: DictConfig) -> None:

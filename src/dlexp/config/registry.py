@@ -46,13 +46,15 @@ class Registry:
     ``kind_of``: for registries of classes (tasks), the class every entry must subclass."""
 
     def __init__(self, kind: str, common: Optional[type] = None, context: tuple[str, ...] = (),
-                 kind_of: Optional[type] = None):
+                 kind_of: Optional[type] = None, fallback: Optional[str] = None):
         self.kind = kind  # e.g. "model"; used in error messages
         # A dataclass of config keys every entry accepts on top of its builder's
         # own (e.g. model.init); the code that builds the entry applies them.
         self.common = common
         self.context = context
         self.kind_of = kind_of
+        # The entry a config without this group takes (a run recorded before the group existed); None: required.
+        self.fallback = fallback
         self._builders: dict[str, Builder] = {}
 
     def register(self, name: str) -> Callable[[Builder], Builder]:

@@ -135,6 +135,11 @@ TOP_LEVEL_KEYS: dict[str, Any] = {
 }
 
 
+# Open groups whose every key a resume may change: how a run is recorded, not what it computes
+# (logger.tracking_uri, logger.log_checkpoints, ...). Their option itself (logger=mlflow) stays the run's.
+RESUME_MAY_CHANGE_GROUPS = ("logger",)
+
+
 def keys_a_resume_may_change() -> set[str]:
     """Dotted keys (``trainer.epochs``) declared with ``may_change``, and ``resume`` itself."""
     keys = {"resume"}

@@ -142,16 +142,7 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
             raise ConfigError(
                 f"unknown top-level config key '{key}'.{did_you_mean(key, known)} Valid keys: {', '.join(sorted(known))}"
             )
-    out: dict[str, Any] = {}
-    for group, registry in groups.items():
-        node = cfg.get(group)
-        if node is None or not isinstance(node, DictConfig) or "name" not in node:
-            raise ConfigError(f"config group '{group}' needs a 'name:'; choose one with {group}=<option>")
-        name = node.name
-        if name not in registry:
-            raise ConfigError(f"{group}.name: {registry.unknown_message(name)}. Your own {group}? Name the file that "
-                              f"registers it: plugins=[your_file.py]")
-        out[group] = _check(group, builder_schema(registry, name), node)
+    out: dict[str, Any] = {group: check_option(group, registry, cfg.get(group)) for group, registry in groups.items()}
     for group, schema in FIXED_GROUPS.items():
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, hint in TOP_LEVEL_KEYS.items():
@@ -180,6 +171,19 @@ def plugin_names(value: Any) -> list[str]:
         raise ConfigError(f"config '{PLUGINS_KEY}' takes a list of plugin names or .py files, got {value!r}; e.g. "
                           f"{PLUGINS_KEY}=[my_models.py]")
     return names
+
+
+def check_option(group: str, registry: Registry, node: Any) -> DictConfig:
+    """The checked node of the open group ``group``: its ``name:`` an entry of ``registry``, its keys that
+    entry's. A group the config lacks takes the registry's fallback entry, when it has one."""
+    if node is None and registry.fallback is not None:
+        node = OmegaConf.create({"name": registry.fallback})
+    if node is None or not isinstance(node, DictConfig) or "name" not in node:
+        raise ConfigError(f"config group '{group}' needs a 'name:'; choose one with {group}=<option>")
+    if node.name not in registry:
+        raise ConfigError(f"{group}.name: {registry.unknown_message(node.name)}. Your own {group}? Name the file that "
+                          f"registers it: plugins=[your_file.py]")
+    return _check(group, builder_schema(registry, node.name), node)
 
 
 def search_settings(node: Any) -> DictConfig:

@@ -10,6 +10,7 @@ A run dir::
     events.out.tfevents.*  TensorBoard
     checkpoints/last.pt, best.pt
     curves.png, grad_norms.png
+    mlflow.json          logger=mlflow: the run's MLflow run (its id, experiment and tracking URI)
     fold_<i>/            k-fold: one run dir per fold
 
 and what some runs add (``translations.tsv``, ``attention.json``, ``submission.csv``, ``finding.json``).
@@ -51,6 +52,7 @@ TRANSLATIONS_FILE = "translations.tsv"
 ATTENTION_FILE = "attention.json"  # attention weights of a few test sentences, drawn as attention.png
 SUBMISSION_FILE = "submission.csv"  # predictions for an unlabeled test file (house_prices)
 FINDING_FILE = "finding.json"  # a course preset's claim and its measured verdict
+TRACKER_RECORD = "mlflow.json"  # logger=mlflow: the run's MLflow run (a sweep dir: the sweep's parent run)
 
 # Plots
 CURVES_PLOT = "curves.png"
@@ -70,8 +72,8 @@ JOB_LOGS_DIR = "logs"  # parallel slots: each job's console output, <sweep dir>/
 
 # Everything a run writes into its dir (with the TensorBoard files and fold dirs): what a refused new run removes
 RUN_FILES = (HYDRA_DIR, RESUME_HYDRA_DIR, METRICS_FILE, GRAD_NORMS_FILE, SUMMARY_FILE, RUN_LOG, CHECKPOINT_DIR,
-             TRANSLATIONS_FILE, ATTENTION_FILE, SUBMISSION_FILE, FINDING_FILE, CURVES_PLOT, GRAD_NORMS_PLOT,
-             ATTENTION_PLOT)
+             TRANSLATIONS_FILE, ATTENTION_FILE, SUBMISSION_FILE, FINDING_FILE, TRACKER_RECORD, CURVES_PLOT,
+             GRAD_NORMS_PLOT, ATTENTION_PLOT)
 
 
 _UMASK = os.umask(0o022)  # read once (setting it is the only way to read it), and put back at once

@@ -23,7 +23,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config.files import config_groups
-from dlexp.config.schema import SEARCH_GROUP, flatten, keys_a_resume_may_change
+from dlexp.config.schema import SEARCH_GROUP, flatten, RESUME_MAY_CHANGE_GROUPS, keys_a_resume_may_change
 from dlexp.errors import ConfigError, UserError
 from dlexp.runs import files
 from dlexp.runs.checkpoint import load_checkpoint
@@ -33,6 +33,11 @@ from dlexp.runs.status import Status
 MAY_CHANGE = keys_a_resume_may_change()  # keys that may differ between a checkpoint's config and the resumed run
 RESUME_NEEDS = {"config", "epoch", "optimizer", "rng", "loader"}  # what a checkpoint must hold to be continued
 UNSET = "<unset>"
+
+
+def may_change_on_resume(key: str) -> bool:
+    """Whether the dotted ``key`` may differ between a checkpoint's config and the run that continues it."""
+    return key in MAY_CHANGE or key.split(".", 1)[0] in RESUME_MAY_CHANGE_GROUPS
 
 
 @dataclass
@@ -102,10 +107,10 @@ def _from_the_beginning(cfg: DictConfig, run_dir: Path, today: list[str]) -> Res
 
 def clear_attempt(run_dir: Path) -> None:
     """The files of an attempt that cannot be continued (no checkpoint yet, or a k-fold run): all it wrote
-    but its record, so that the run starts again in its own dir."""
+    but its record and its tracker's run (the new attempt continues it), so that the run starts again in its dir."""
     for name in files.RUN_FILES:
         path = Path(run_dir) / name
-        if name not in (files.HYDRA_DIR, files.RESUME_HYDRA_DIR):
+        if name not in (files.HYDRA_DIR, files.RESUME_HYDRA_DIR, files.TRACKER_RECORD):  # the tracker's run goes on
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     for pattern in (files.TENSORBOARD_GLOB, files.FOLD_DIR.format("*")):
         for path in Path(run_dir).glob(pattern):
@@ -137,7 +142,7 @@ def accepted_changes(today: list[str], recorded: DictConfig, choices: dict[str, 
         key = override.key_or_group.lstrip("+~")
         if key in groups:
             _check_same_option(override, key, choices, saved_as)
-        elif key in MAY_CHANGE and not override.is_delete():
+        elif may_change_on_resume(key) and not override.is_delete():
             kept.append(text)
         else:
             value = override.value() if not override.is_delete() else UNSET
@@ -174,7 +179,7 @@ def check_compatible(new: Any, saved: Any, saved_as: str = "the checkpoint was t
                             for c in (new, saved))
     # component names first: "model.name differs" says more than any of its keys
     for key in sorted(set(new_flat) | set(saved_flat), key=lambda k: (not k.endswith(".name"), k)):
-        if key in MAY_CHANGE:
+        if may_change_on_resume(key):
             continue
         if not same_value(new_flat.get(key, UNSET), saved_flat.get(key, UNSET)):
             raise ConfigError(

@@ -2,7 +2,8 @@
 
 The training loop hands over plain dicts of floats; this module decides how they
 are shown and stored. Only the main process (rank 0) writes files. metrics.csv is
-the record; the TensorBoard event files carry the same numbers for browsing.
+the record; the TensorBoard event files carry the same numbers for browsing, and a
+tracker (``logger=mlflow``, a ``Sink`` handed in by ``dlexp.train``) gets them too.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -113,10 +114,20 @@ def _speed(row: dict[str, Any], split: str) -> str:
     return text if tokens is None else f"{text} {tokens:,.0f} tok/s"
 
 
+class Sink(Protocol):
+    """Where a run's numbers go besides metrics.csv and summary.json (TensorBoard, a tracker such as MLflow)."""
+
+    def scalars(self, row: dict[str, Any]) -> None: ...  # one epoch's row, as metrics.csv gets it
+
+    def finish(self, hparams: dict[str, Any], summary: dict[str, Any]) -> None: ...  # the config and the summary
+
+
 class RunLog:
-    def __init__(self, run_dir: Path, *, is_main: bool = True, progress: bool = True):
+    def __init__(self, run_dir: Path, *, is_main: bool = True, progress: bool = True, tracker: Optional[Sink] = None):
+        """``tracker``: a sink of the main process's epochs and summary (``dlexp.tracking``), or None."""
         self.run_dir = Path(run_dir)
         self.is_main = is_main
+        self.tracker = tracker if is_main else None
         console = Console(highlight=False)
         # Not a terminal (CI, a pipe, a log file): a wide fixed width keeps one line per epoch.
         self.console = console if console.is_terminal else Console(highlight=False, width=200)
@@ -173,6 +184,8 @@ class RunLog:
             handle.flush()
             os.fsync(handle.fileno())
         self.tensorboard.scalars(row)
+        if self.tracker is not None:
+            self.tracker.scalars(row)  # queued: the tracker sends it off the training loop
         self.info(format_epoch(row))
 
     def log_hparams(self, config: dict[str, Any]) -> None:
@@ -196,6 +209,13 @@ class RunLog:
         if self.is_main:
             write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
             self.tensorboard.finish(self.hparams, summary)
+            if self.tracker is not None:
+                self.tracker.finish(self.hparams, summary)
+
+    def rewrite_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json again, with what was learnt after it was written (the tracker's report); no sink sees it."""
+        if self.is_main:
+            write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
 
     def summary_line(self, summary: dict[str, Any]) -> None:
         """One line for a sweep job: its status, monitored best, test metrics, epochs and time."""

@@ -25,10 +25,10 @@ from dlexp.runs import files
 from dlexp.runs.record import RunDir, RunFileError
 from dlexp.runs.status import Status
 
-# Overrides that change how a job runs or shows, not what it computes: left out of its identity, so a
-# rerun on another machine (threads, device) or with the progress bar off still finds its jobs.
+# Overrides that change how a job runs, shows or is recorded, not what it computes: left out of its identity, so
+# a rerun on another machine (threads, device), with the progress bar off or with a tracker still finds its jobs.
 NOT_IDENTITY = ("sweep.", "trainer.progress", "trainer.log_every_n_steps", "trainer.num_threads", "trainer.device",
-                "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_minutes")
+                "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_minutes", "logger")
 # ...and, for a search's dir, what only changes how far or how wide the search runs: a rerun with more
 # trials or slots continues the same study
 NOT_SEARCH_IDENTITY = NOT_IDENTITY + ("hparams_search.n_trials", "hparams_search.slots", "hparams_search.jobs_per_gpu",

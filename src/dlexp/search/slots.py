@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from dlexp.errors import ConfigError
+from dlexp.runs import sweep as sweep_jobs
 from dlexp.runs.files import JOB_LOGS_DIR, display_path
+from dlexp.runs.status import Status
 from dlexp.search.compose import SweepComposer
 from dlexp.training.interrupt import STOP  # (no torch: a slot sets its threads and GPU before torch loads)
 
@@ -190,9 +192,6 @@ class SlotPool:
     def _mark_dead(self, job: Job, error: str) -> Optional[str]:
         """The dir of a job whose worker died (killed, out of memory) without a word: the one jobs.json lists as
         running with its overrides, now marked failed with why, so that no report shows it running still."""
-        from dlexp.runs import sweep as sweep_jobs
-        from dlexp.runs.status import Status
-
         for name, entry in sweep_jobs.read_manifest(self.sweep_dir).items():
             if entry.get("status") == Status.RUNNING and entry.get("overrides") == list(job.overrides):
                 sweep_jobs.mark(self.sweep_dir, self.sweep_dir / name, Status.FAILED, error=error)

@@ -44,6 +44,8 @@ class DlexpSearchSweeper(Sweeper):
         from dlexp.search.slots import SlotPool, describe, slot_envs
         from dlexp.search.space import parse_space
         from dlexp.search.sweeper import run_search
+        from dlexp.tracking.loggers import settings_of
+        from dlexp.tracking.sweeps import start_sweep_of
 
         config = self.config
         if config.get("hparams_search") is None:
@@ -58,6 +60,8 @@ class DlexpSearchSweeper(Sweeper):
 
         def make_pool() -> SlotPool:
             print(f"{describe(envs)}; each trial's console output in {display_path(sweep_dir / 'logs')}/", flush=True)
+            if run_cfg.logger.name != "default":  # the search's parent run, once its settings passed their checks
+                start_sweep_of(config, settings_of(run_cfg.logger), sweep_dir)
             return SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=config,
                             sweep_dir=sweep_dir)
 
