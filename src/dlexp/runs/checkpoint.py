@@ -62,6 +62,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _starts_as_zip(path: Path) -> bool:
+    """Whether the file begins as a zip archive does (a truncated one keeps its start, not its directory)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -69,7 +75,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        if not zipfile.is_zipfile(path):  # torch saves checkpoints as zip archives: this file is something else
+        if not _starts_as_zip(path):  # torch saves checkpoints as zip archives: this file is something else
             raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); give a run dir, or its "
                             "checkpoints/last.pt") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
