@@ -59,16 +59,19 @@ def import_breakdown(stderr: str, top: int, max_depth: int = 2) -> list[tuple[fl
 # Where a default run's time goes, from inside one process: (module, function, phase name). The child
 # imports these modules first (torch with them), then times each call of each function.
 PHASES = [
-    ("dlexp.cli.entry", "preflight", "argument checks (before Hydra)"),
-    ("dlexp.train", "train", "run (after Hydra composed the config)"),
+    ("dlexp.cli.preflight", "preflight", "argument checks (before Hydra)"),
+    ("dlexp.train", "prepare", "prepare: every check, data and model (after Hydra composed the config)"),
+    ("dlexp.train", "train", "train: the run in its dir"),
     ("dlexp.train", "validate", "config checks"),
     ("dlexp.train", "build_source", "data: load, split, normalize"),
     ("dlexp.train", "load_folds", "data: load, split, normalize"),
-    ("dlexp.train", "Run.open_log", "run log: TensorBoard writer, files"),
+    ("dlexp.train", "_open_log", "run log: TensorBoard writer, files"),
     ("dlexp.training.trainer", "Trainer.__init__", "trainer: model, optimizer (imports torch._dynamo)"),
     ("dlexp.training.trainer", "Trainer.fit", "training (1 epoch) and test"),
     ("dlexp.train", "plots_after_training", "plots: import matplotlib, draw 2 PNGs"),
 ]
+TOP_PHASES = ("argument checks (before Hydra)", "prepare: every check, data and model (after Hydra composed the config)",
+              "train: the run in its dir")
 
 
 def phase_child(run_dir: str) -> None:
@@ -101,7 +104,7 @@ def phase_child(run_dir: str) -> None:
     except SystemExit:
         pass
     total = time.perf_counter() - start
-    outside = total - imported - sum(spent[name] for name in ("argument checks (before Hydra)", "run (after Hydra composed the config)"))
+    outside = total - imported - sum(spent.get(name, 0.0) for name in TOP_PHASES)
     rows = [("imports: dlexp, torch, hydra", imported), ("Hydra: compose the config, make the run dir", outside),
             *((name, spent.get(name, 0.0)) for _, _, name in PHASES), ("total in process", total)]
     for name, seconds in rows:

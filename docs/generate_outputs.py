@@ -87,6 +87,15 @@ def errors_only(line: str) -> bool:
     return line.startswith("error: ")
 
 
+SCORE_ROWS = {"status", "best/val/acc", "test/acc", "best/val/rmse", "test/rmse", "diagnosis"}
+
+
+def inferred_and_scores(line: str) -> bool:
+    """A run on a table: what dataset=csv inferred, the run's banner, and the rows of its summary that score it."""
+    row = SUMMARY_ROW.match(line)
+    return line.startswith(("dataset=csv: ", "dlexp model=")) if row is None else row["key"] in SCORE_ROWS
+
+
 @dataclass
 class Step:
     command: str  # as shown, after '$ '; 'python' runs this interpreter; a leading NAME=value sets the environment;
@@ -128,6 +137,27 @@ def arrays_with_nans(folder: Path) -> None:
     x[3, :3] = np.nan
     np.savez(folder / "my_data.npz", x=x, y=y)
 
+
+def test_files(folder: Path, *names: str) -> None:
+    """Files of tests/datafiles.py, the ones the tests read: trees.csv (a made-up table of trees), typo.csv
+    (the same with a word among the sizes), photo.csv (a PNG image, whatever its name says)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import datafiles
+
+    writers = {"trees.csv": datafiles.write_table, "typo.csv": datafiles.write_table_with_a_typo,
+               "photo.csv": datafiles.write_png_bytes}
+    for name in names:
+        writers[name](folder / name)
+
+
+TABLE = "python -m dlexp dataset=csv dataset.path=trees.csv"
+TABLE_MISTAKES = [
+    f"{TABLE} dataset.target=specie                            # trees.csv as above",
+    "python -m dlexp dataset=csv dataset.path=typo.csv dataset.target=species   # typo.csv: a word among the sizes",
+    f"{TABLE} dataset.target=species dataset.categorical=[color]   # trees.csv as above",
+    f"{TABLE} dataset.target=species dataset.task=binary       # trees.csv as above",
+    "python -m dlexp dataset=csv dataset.path=photo.csv dataset.target=species  # photo.csv: a PNG image renamed",
+]
 
 MISTAKES = [
     "python -m dlexp model=lenett",
@@ -180,6 +210,11 @@ TRANSCRIPTS = [
                [Step("DLEXP_SIGNAL_AT=end_epoch@3:SIGTERM python -m dlexp trainer.epochs=20", exit_code=143,
                      keep=status_rows),
                 Step("python -m dlexp resume={last_run}", keep=status_rows)]),
+    Transcript("csv", "dataset=csv on a made-up table: classes, a regression, and the files it refuses",
+               [Step("head -4 trees.csv", setup=lambda folder: test_files(folder, "trees.csv", "typo.csv", "photo.csv")),
+                Step(f"{TABLE} dataset.target=species   # trees.csv as above", keep=inferred_and_scores),
+                Step(f"{TABLE} dataset.target=price     # trees.csv as above", keep=inferred_and_scores)]
+               + [Step(command, exit_code=2) for command in TABLE_MISTAKES]),
     Transcript("diverged", "a learning rate that makes the loss non-finite",
                [Step("python -m dlexp optim=sgd optim.lr=1e4", exit_code=3, keep=errors_only)]),
 ]

@@ -143,6 +143,53 @@ def write_house_prices(folder: Path, n_train: int = 120, n_test: int = 30, seed:
     return folder / "train.csv", folder / "test.csv"
 
 
+def write_table(path: Path, n: int = 120, seed: int = 0) -> Path:
+    """A table of every column kind dataset=csv infers, with missing values and a learnable signal: ``id``
+    (1..n), ``size`` (floats, 10% missing), ``rooms`` (integers 1-5), ``colour`` (text, 10% missing),
+    ``garden`` (booleans), ``built`` (ISO dates), ``species`` (text labels: yew where the colour is blue,
+    else ash or oak by size) and ``price`` (floats in the tens of thousands, from size, colour and rooms).
+    CSV, or Parquet for a ``.parquet`` path."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    size = rng.uniform(0, 10, n)
+    colour = rng.choice(["red", "green", "blue"], n).astype(object)
+    rooms = rng.integers(1, 6, n)
+    species = np.where(colour == "blue", "yew", np.where(size < 5, "ash", "oak"))
+    effect = np.array([{"red": 4000.0, "green": 0.0, "blue": -4000.0}[c] for c in colour])
+    price = 20000 + 3000 * size + effect + 1500 * rooms + rng.normal(0, 500, n)
+    size[rng.random(n) < 0.1] = np.nan  # missing numbers, after the labels were drawn from them
+    colour[rng.random(n) < 0.1] = None  # missing categories
+    built = pd.Timestamp("2001-01-01") + pd.to_timedelta(rng.integers(0, 8000, n), unit="D")
+    frame = pd.DataFrame({
+        "id": np.arange(1, n + 1), "size": size.round(2), "rooms": rooms, "colour": colour, "garden": rng.random(n) < 0.5,
+        "built": built.strftime("%Y-%m-%d"), "species": species, "price": price.round(2),
+    })
+    path = Path(path)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def write_table_with_a_typo(path: Path) -> Path:
+    """``write_table``'s CSV with the size of row 7 (line 8) written as 'unknown': text among numbers."""
+    import pandas as pd
+
+    frame = pd.read_csv(write_table(path))
+    frame["size"] = frame["size"].astype(object)
+    frame.loc[6, "size"] = "unknown"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_png_bytes(path: Path) -> Path:
+    """A file that starts as a PNG image does, whatever its name says."""
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    return Path(path)
+
+
 def write_arrays(path: Path, n: int = 90, shape=(5,), task: str = "classification", seed: int = 0, extra=()) -> Path:
     """``path`` (.npz or .pt) with x, y (+ the splits named in ``extra``: "val", "test")."""
     rng = np.random.default_rng(seed)
@@ -223,6 +270,8 @@ class TinyDatasets:
         if option == "translation":
             write_fra_eng(self.root / "text")
             return [f"dataset.root={self.root / 'text'}", "dataset.download=false", "dataset.min_freq=1"]
+        if option == "csv":
+            return [f"dataset.path={self._once('table.csv', write_table)}", "dataset.target=species", "trainer.batch_size=8"]
         if option == "arrays":
             return [f"dataset.path={self._once('arrays.npz', write_arrays)}", "trainer.batch_size=8"]
         return []

@@ -24,7 +24,7 @@ from datafiles import (
 from dlexp.train import validate
 from dlexp.data import DATASETS, load_folds
 from dlexp.data.preprocess import Normalizer
-from dlexp.data.splits import holdout, kfold
+from dlexp.data.splits import carve_test, holdout, kfold
 from dlexp.errors import ConfigError, DataError
 
 CPU = torch.device("cpu")
@@ -320,13 +320,43 @@ def test_poly_underfits_fits_and_overfits(run_train, tmp_path):
 def test_arrays_infer_the_task_and_take_any_shape(tmp_path, suffix):
     path = write_arrays(tmp_path / f"cls{suffix}", n=60, shape=(4, 6), task="classification")  # sequences (N, T, D)
     source = DATASETS.build("arrays", path=str(path))
-    assert source.task == "classification" and source.num_classes == 3 and source.train[0].shape == (60, 4, 6)
+    assert source.task == "classification" and source.num_classes == 3
+    assert source.train[0].shape == (48, 4, 6) and source.test[0].shape == (12, 4, 6)  # 20% held out as the test set
     path = write_arrays(tmp_path / f"reg{suffix}", n=30, shape=(2, 5, 5), task="regression", extra=("val", "test"))
     source = DATASETS.build("arrays", path=str(path))
     assert source.task == "regression" and source.train[1].shape == (30, 1) and source.val[0].shape == (30, 2, 5, 5)
     path = write_arrays(tmp_path / f"bin{suffix}", n=30, task="binary")
     source = DATASETS.build("arrays", path=str(path))
     assert source.task == "binary" and set(source.train[1].flatten().tolist()) == {0.0, 1.0}
+
+
+def test_arrays_hold_out_a_stratified_test_split_in_place_unless_the_file_has_one(tmp_path):
+    path = write_arrays(tmp_path / "a.npz", n=100, shape=(3,), task="classification")
+    with np.load(path) as npz:
+        x, y = torch.from_numpy(npz["x"]), torch.from_numpy(npz["y"])
+    source = DATASETS.build("arrays", path=str(path))
+    (pool_x, pool_y), (test_x, test_y) = source.train, source.test
+    assert len(pool_y) == 80 and len(test_y) == 20
+    pool_idx, test_idx = carve_test(y, "classification", 0.2, 0)
+    assert torch.equal(pool_x, x[pool_idx]) and torch.equal(test_x, x[test_idx])  # the file's rows, in its order
+    assert pool_x.untyped_storage().data_ptr() == test_x.untyped_storage().data_ptr()  # one copy: views of the file's x
+    shares = [np.bincount(part.numpy(), minlength=3) / len(part) for part in (y, test_y)]
+    assert np.abs(shares[0] - shares[1]).max() <= 1 / 20  # every class keeps its share, to within one example
+    assert DATASETS.build("arrays", path=str(path), test_fraction=0.0).test is None
+    given = DATASETS.build("arrays", path=str(write_arrays(tmp_path / "t.npz", n=100, extra=("test",))))
+    assert len(given.train[1]) == 100 and len(given.test[1]) == 100  # the file's own test split, nothing carved
+    mapped = DATASETS.build("arrays", path=str(_npy_dir(tmp_path, n=100, shape=(3,))), mmap=True)
+    assert torch.equal(mapped.test[0][torch.arange(20)], x[test_idx])  # memory-mapped: row numbers only
+
+
+def test_a_bad_value_in_arrays_is_named_by_its_row_in_the_file_not_in_a_split(tmp_path):
+    path = write_arrays(tmp_path / "a.npz", n=100, shape=(3,))
+    data = dict(np.load(path))
+    data["x"][96, 1] = np.inf  # a row the test split takes
+    np.savez(path, **data)
+    assert 96 in carve_test(torch.from_numpy(data["y"]), "classification", 0.2, 0)[1]
+    with pytest.raises(DataError, match=r"the train inputs of dataset 'arrays' hold 1 NaN or inf value\(s\) \(first in example 96\)"):
+        DATASETS.build("arrays", path=str(path))
 
 
 def test_arrays_errors(tmp_path):
@@ -538,7 +568,8 @@ def test_layer_summary_sees_inputs_resized_per_batch_and_streamed(tmp_path, monk
 
 
 def test_a_holdout_split_partitions_the_pool_in_place_without_a_second_copy():
-    from dlexp.data.partition import partition_in_place, take as _take
+    from dlexp.data.partition import take as _take
+    from dlexp.data.splits import partition_in_place
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(10_000, 3, 4, generator=gen), torch.randint(5, (10_000,), generator=gen)
@@ -555,8 +586,7 @@ def test_a_holdout_split_needs_no_room_for_the_val_rows_either(tmp_path):
     """Peak RSS while 200 MB of rows are split 80/20: setting the 40 MB of val rows aside would show."""
     code = """
 import resource, numpy as np, torch
-from dlexp.data.partition import partition_in_place
-from dlexp.data.splits import holdout
+from dlexp.data.splits import holdout, partition_in_place
 x = torch.ones(50_000, 1000)  # 200 MB, every page touched
 y = torch.zeros(50_000, dtype=torch.int64)
 train_idx, val_idx = holdout(len(x), None, 0, val_fraction=0.2)[0]

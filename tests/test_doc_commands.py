@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from conftest import assert_one_line_error, cli_in_process, compose_cfg, run_cli
+from datafiles import write_png_bytes, write_table, write_table_with_a_typo
 from dlexp.cli.help import STARTING
 from dlexp.config.files import CONFIG_DIR
 
@@ -63,6 +64,9 @@ OPTUNA_TRIALS = "2"
 SETUP = {
     "results is a file": lambda cwd: (cwd / "results").write_text("not a dir\n"),
     "example 3 holds 3 NaNs": lambda cwd: write_nans(cwd / "my_data.npz", example=3, count=3),
+    "trees.csv": lambda cwd: write_table(cwd / "trees.csv"),
+    "typo.csv": lambda cwd: write_table_with_a_typo(cwd / "typo.csv"),
+    "photo.csv": lambda cwd: write_png_bytes(cwd / "photo.csv"),
 }
 
 # What each module (and flag) prints when it works; commands of a module not listed here are not runnable.

@@ -64,7 +64,7 @@ def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_and_the_old_run_is_untou
     before = {name: (root / "run" / name).read_bytes() for name in files}
     events = sorted(p.name for p in (root / "run").glob("events.out.tfevents.*"))
     proc = in_process(*QUICK, "optim.lr=0.5", "hydra.run.dir=run", cwd=root)
-    assert_one_line_error(proc, "already holds a run (metrics.csv, checkpoints/last.pt, summary.json); continue it with python -m dlexp resume=")
+    assert_one_line_error(proc, "already holds a run (metrics.csv, checkpoints/last.pt, summary.json); continue it with: python -m dlexp resume=")
     assert {name: (root / "run" / name).read_bytes() for name in files} == before
     assert sorted(p.name for p in (root / "run").glob("events.out.tfevents.*")) == events
 

@@ -32,12 +32,25 @@ def test_an_interrupted_run_scores_its_best_checkpoint(tmp_path):
     assert summary["tested"].endswith("of a run that was interrupted") and "test/acc" in summary
 
 
-def test_the_run_says_its_estimated_time_once(tmp_path, monkeypatch, capfd):
+def test_the_run_says_its_estimated_time_once_and_only_when_it_is_worth_a_line(tmp_path, monkeypatch, capfd):
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from dlexp.training.trainer import Trainer
+
     monkeypatch.chdir(tmp_path)
     shown = cli_in_process("dlexp", [*FAST, "trainer.epochs=3", "hydra.run.dir=run"], capfd)
     assert shown.returncode == 0, shown.stderr
-    said = [line for line in shown.stdout.splitlines() if line.startswith("estimated time:")]
-    assert len(said) == 1 and "for the 1 epoch(s) left" in said[0] and "measured on epoch 2" in said[0]
+    assert not [line for line in shown.stdout.splitlines() if line.startswith("estimated time:")]  # a second or so
+    lines: list[str] = []
+    fake = SimpleNamespace(cfg=OmegaConf.create({"trainer": {"epochs": 3}, "model": {}}),
+                           runtime=SimpleNamespace(device=torch.device("cpu")), log=SimpleNamespace(info=lines.append))
+    Trainer.say_time(fake, 2, 0.1)  # 0.1 s left: nothing said
+    Trainer.say_time(fake, 2, 12.0)  # 12 s left
+    assert lines == ["estimated time: about 12 s for the 1 epoch(s) left (12.0 s per epoch, measured on epoch 2; "
+                     "early stopping may end it sooner)"]
 
 
 def test_a_long_cpu_run_suggests_a_shorter_budget():
@@ -110,4 +123,4 @@ def test_report_on_a_run_dir_prints_its_report_and_writes_nothing(tmp_path, monk
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
     (tmp_path / "run" / "summary.json").unlink()
     shown = cli_in_process("dlexp.report", ["run"], capfd)
-    assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "run/summary.json is missing" in shown.stderr
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "run/summary.json is missing" in shown.stderr and shown.stderr.rstrip().endswith("continue it with: python -m dlexp resume=run")

@@ -1,6 +1,7 @@
 """The course presets' runs get the diagnosis their lesson names: the polynomial (degree 1 underfits,
 3 fits, 20 overfits 20 points) and weight decay (no decay memorizes 20 examples of 200 inputs: val loss
-many times its train loss; lambda=3 fits)."""
+many times its train loss; lambda=3 narrows the gap, and its val error is still several times the error of
+predicting the mean: overfitting, less)."""
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,8 @@ LESSONS = [
     ("polynomial", "dataset.degree=3", 1, "fine", "train loss fell"),
     ("polynomial", "dataset.degree=20", 0, "overfitting", "above its minimum"),
     ("weight_decay", "regularizer.weight_decay=0", 0, "overfitting", "x its train loss"),
-    ("weight_decay", "regularizer.weight_decay=3", 0, "fine", "train loss fell"),
+    # lambda=3 narrows the gap but still does worse on val than predicting the mean (rmse 0.51 against 0.14)
+    ("weight_decay", "regularizer.weight_decay=3", 0, "overfitting", "of predicting the prior"),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 from pathlib import Path
 
@@ -250,11 +251,13 @@ def test_a_signal_between_sweep_jobs_stops_the_sweep_and_a_rerun_finishes_it(tmp
     args = ["-m", *SMOKE, *GRID, "sweep.name=g"]
     proc = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@2:SIGTERM"})
     assert proc.returncode == 143 and "Traceback" not in proc.stderr
-    assert "interrupted by SIGTERM between sweep jobs; run the same command again" in proc.stderr
+    said = next(line for line in proc.stderr.splitlines() if line.startswith("interrupted by SIGTERM between sweep jobs"))
     assert "the sweep stopped early" in proc.stderr  # and what ran is summarized
     manifest = read_manifest(tmp_path / "outputs" / "multirun" / "g")
     assert [m["status"] for m in manifest.values()] == ["completed", "completed", "pending", "pending"]
-    again = in_process(*args, cwd=tmp_path)
+    hint = said.split("continue the sweep with: ", 1)[1]
+    assert hint == "python -m dlexp " + " ".join(args)  # a named sweep: its own command finds it again
+    again = in_process(*shlex.split(hint)[3:], cwd=tmp_path)  # the hint, followed literally
     assert again.returncode == 0 and again.stdout.count("completed earlier, skipped") == 2
 
 

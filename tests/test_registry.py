@@ -12,7 +12,9 @@ from dlexp.tasks import LOSSES, METRICS
 def test_duplicate_registration_raises():
     reg = Registry("widget")
     reg.register("a")(lambda: 1)
-    with pytest.raises(ValueError, match="widget 'a' is already registered"):
+    from dlexp.config.registry import NameTaken
+
+    with pytest.raises(NameTaken, match="widget 'a' is already registered"):
         reg.register("a")(lambda: 2)
     assert reg.build("a") == 1  # the first entry was not overwritten
 

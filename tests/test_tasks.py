@@ -144,6 +144,25 @@ def test_a_step_weighs_the_loss_by_examples_and_labels_come_from_the_task():
     assert set(TASKS.names()) >= {"classification", "regression", "binary"}
 
 
+def test_a_standardized_regression_learns_scaled_targets_and_reports_their_units():
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(2, 2), torch.randn(6, 2)
+    train_targets = torch.tensor([[1000.0, 0.1], [3000.0, 0.3], [2000.0, 0.2], [4000.0, 0.2]])  # (N, 2) of unlike units
+    plain = build_task("regression")
+    assert plain.for_targets(train_targets) is plain  # nothing to fit unless the data asks for it
+    task = build_task("regression", {"standardize": True}).for_targets(train_targets)
+    scale = train_targets.std(dim=0, unbiased=False)
+    assert torch.allclose(task.scale, scale) and task.state_dict() == {"target_scale": scale.tolist()}
+    targets = torch.randn(6, 2) * scale
+    out = task.step(model, Batch(x, targets))
+    assert torch.allclose(out.outputs, model(x) * scale)  # the metrics see outputs in the targets' units
+    assert out.loss.item() == pytest.approx(torch.nn.functional.mse_loss(model(x), targets / scale).item(), rel=1e-6)
+    assert torch.allclose(task.predict(model, x, batch_size=4), model(x).detach() * scale)
+    prior = task.prior(train_targets)
+    assert prior["metric"] == pytest.approx(plain.prior(train_targets)["metric"])  # RMSE in units: the targets' spread
+    assert prior["loss"] == pytest.approx(1.0)  # the standardized targets' variance about their mean
+
+
 @pytest.mark.parametrize(("task", "targets"), [("classification", torch.tensor([0, 1, 2, 1, 0])),
                                                ("regression", torch.randn(5, 3)),
                                                ("binary", torch.tensor([[1.0], [0.0], [1.0], [1.0], [0.0]]))])

@@ -109,7 +109,7 @@ def _draw_a_pass(tmp_path, seconds_per_batch: float, batches: int = 40, log_ever
     before = set(threading.enumerate())
     clock = [100.0]
     with log.progress_bar() as bar:
-        bar.get_time = lambda: clock[0]
+        bar.progress.get_time = lambda: clock[0]  # rich's own clock: its elapsed-time column reads it too
         assert set(threading.enumerate()) == before  # no refresh thread to take the GIL from the step
         state = EpochProgress.start(build_task("classification"), torch.device("cpu"))
         row = _Bar(bar, "train", batches, state, log_every=log_every)
@@ -135,3 +135,27 @@ def test_the_progress_bar_draws_at_most_twice_a_second_and_not_at_all_for_a_shor
     drawn = _draw_a_pass(tmp_path / "fast", seconds_per_batch=0.0625)  # every 5 batches is 0.3125 s
     assert [n for n in range(5, 40, 5) if f" {n}/40 " in drawn] == [10, 20, 30], drawn  # every 0.625 s
     assert "/40" not in _draw_a_pass(tmp_path / "short", seconds_per_batch=0.01)  # 0.4 s in all
+
+
+def test_in_a_notebook_the_bar_is_tqdms_widget(tmp_path, monkeypatch, capsys):
+    """A Jupyter kernel is no terminal: the passes' bar is tqdm.auto's, drawn by the loop as the terminal's is."""
+    import dlexp.runs.runlog as runlog
+    from dlexp.training.step import EpochProgress, _Bar
+
+    monkeypatch.setattr(runlog, "in_notebook", lambda: True)
+    log = runlog.RunLog(tmp_path, progress=True)
+    with log.progress_bar() as bar:
+        assert isinstance(bar, runlog.NotebookBars)
+        bar.epoch("epoch 2/5")
+        clock = [0.0]
+        bar.clock = lambda: clock[0]
+        state = EpochProgress.start(build_task("classification"), torch.device("cpu"))
+        row = _Bar(bar, "train", 20, state, log_every=5)
+        for _ in range(20):
+            clock[0] += 0.2
+            state.loss.add(torch.tensor(0.25), 8)
+            state.batches += 1
+            row.update(state)
+        row.close()
+    drawn = capsys.readouterr().err  # outside a real notebook tqdm.auto falls back to its text bar
+    assert "epoch 2/5 train" in drawn and "loss 0.2500" in drawn and "40 ex/s" in drawn and "15/20" in drawn

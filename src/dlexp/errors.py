@@ -63,3 +63,11 @@ def bug_message(err: BaseException, log: Optional[str]) -> str:
     where = f"the traceback is in {log}" if log is not None else "rerun with DLEXP_TRACEBACK=1 for the traceback"
     return (f"internal error in dlexp ({what}); this is a bug, not a mistake in your config: {where}; please report it "
             f"(exit code {BUG_EXIT_CODE})")
+
+
+def plugin_error_message(err: BaseException, where: str, log: Optional[str]) -> str:
+    """The one line of a failure raised in a user's plugin (``where``: its file and line)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    what = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    trace = f"the traceback is in {log}" if log is not None else "DLEXP_TRACEBACK=1 shows the traceback"
+    return f"your plugin failed at {where} ({what}); fix the plugin: {trace}"

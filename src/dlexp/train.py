@@ -22,10 +22,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dlexp.config import plugins as user_plugins
 from dlexp.config import validate as config_validation
+from dlexp.config.files import CONFIG_DIR
 from dlexp.config.registry import Registry, builder_kwargs
 from dlexp.config.schema import DecodeConfig
-from dlexp.data import AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, build_source, load_folds
+from dlexp.data import (
+    AUGMENTS, DATASETS, SHIFTS, SPLITS, Batch, DataBundle, Folds, Source, TensorLoader, build_source, load_folds,
+)
+from dlexp.data.checks import check_fields
+from dlexp.data.preprocess import NORMALIZE_MODES
 from dlexp.errors import DataError, UserError, building
 from dlexp.hooks import point
 from dlexp.models import MODELS, build_model, count_parameters
@@ -39,7 +45,7 @@ from dlexp.runs.resume import check_compatible, load_resume_checkpoint
 from dlexp.runs.rundir import prepare_run_dir, refuse_earlier_run
 from dlexp.runs.runlog import RunLog
 from dlexp.runs.status import Status
-from dlexp.tasks import Task, build_task, resolve_monitor
+from dlexp.tasks import LOSSES, METRICS, TASKS, Task, build_task, resolve_monitor
 from dlexp.training.distributed import ranks_from_env
 from dlexp.training.interrupt import STOP
 from dlexp.training.optim import OPTIMIZERS, build_optimizer
@@ -53,6 +59,17 @@ OPEN_GROUPS: dict[str, Registry] = {
     "augment": AUGMENTS, "shift": SHIFTS,
 }
 SHOWN_GROUPS = ("model", "dataset", "optim")  # the options a run's banner and summary name
+# Every registry a plugin may add to: a plugin file imported again (it changed) first loses what it registered.
+REGISTRIES: tuple[Registry, ...] = (*OPEN_GROUPS.values(), TASKS, LOSSES, METRICS)
+
+
+def load_plugins(names: Sequence[str], search: Sequence[str] = ()) -> list[user_plugins.Plugin]:
+    """Import the run's plugins (``dlexp.config.plugins``): the user's own components, registered by name."""
+    def forget(module: str) -> None:
+        for registry in REGISTRIES:
+            registry.unregister_module(module)
+
+    return user_plugins.load(names, search=search, forget=forget)
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -81,30 +98,40 @@ class PreparedRun:
     model: nn.Module  # the first fold's model, built from the seeded generator as training would build it
     chosen: dict[str, str]  # chosen_options
     started: float  # time.perf_counter() once the config was valid: the run's wall clock starts here
+    plugins: dict[str, str] = field(default_factory=dict)  # name -> origin (version): the user's components it uses
 
     def facts(self) -> dict[str, Any]:
         """Summary entries every run reports: where it ran, its seed and options, the dropout that took effect."""
         facts: dict[str, Any] = {"device": str(self.runtime.device), "seed": self.cfg.seed, **self.chosen}
         if "dropout" in self.cfg.model:
             facts["dropout"] = self.cfg.model.dropout  # regularizer.dropout, when set, is this value
+        if self.plugins:
+            facts["plugins"] = dict(self.plugins)
         return facts
 
 
 def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optional[dict[str, Any]] = None,
-            choices: Optional[dict[str, str]] = None, download: bool = True) -> PreparedRun:
+            choices: Optional[dict[str, str]] = None, download: bool = True, config_dirs: Sequence[str] = ()) -> PreparedRun:
     """Every check a run makes before its first write, and what it trains. With ``cfg.resume`` set (and no
     ``checkpoint`` given), the checkpoint it names is loaded and checked against ``cfg``. ``choices``: the
     option each group was composed from (``optim: sgd_momentum``), for the banner and the summary.
-    ``download=False`` (``--cfg``) fetches no data: a dataset not on disk yet skips the data checks."""
+    ``download=False`` (``--cfg``) fetches no data: a dataset not on disk yet skips the data checks.
+    ``config_dirs``: where the run's plugin files may also be (beside its configs)."""
+    if cfg.get("resume") and checkpoint is None:
+        checkpoint = load_resume_checkpoint(cfg.resume)
+    # the user's components, before their names are checked; a resumed run's also where it found them then
+    search = [*(d for d in config_dirs if Path(d) != Path(CONFIG_DIR)),
+              *user_plugins.recorded_dirs((checkpoint or {}).get("plugins") or {})]
+    used = load_plugins(config_validation.plugin_names(cfg.get("plugins")), search)
     cfg = validate(cfg)  # imports the registries (torch) first: the run's clock does not count the imports
     started = time.perf_counter()
-    if cfg.resume and checkpoint is None:
-        checkpoint = load_resume_checkpoint(cfg.resume)
     if checkpoint is not None:
         check_compatible(cfg, checkpoint["config"])
+        _say_changed_plugins(checkpoint, used)
     runtime = setup_runtime(cfg.trainer, ranks_from_env())
     seed_everything(cfg.seed)  # the same seed on every rank: the same initial weights and data order
     source = _build_source(cfg, download)
+    check_fields(source, cfg.dataset.name, TASKS, NORMALIZE_MODES)  # a user's dataset builder makes these
     point("data")
     STOP.check()  # signals outside the training loop stop the run at these points, nothing half done
     task = build_run_task(cfg, source)
@@ -115,20 +142,30 @@ def prepare(cfg: DictConfig, *, overrides: Sequence[str] = (), checkpoint: Optio
     if len(folds) > 1 and checkpoint is not None:
         raise UserError("resume= continues one training; a split=kfold run cannot be resumed: start it again")
     model = build_run_model(cfg, first, task)
+    check_fit(cfg, model, first, task)
     check_optimization(cfg, model, first, task)
     point("model")
     STOP.check()
     return PreparedRun(cfg, list(overrides), checkpoint, runtime, task, folds, first, model,
-                       chosen_options(cfg, choices), started)
+                       chosen_options(cfg, choices), started, user_plugins.record(used))
+
+
+def _say_changed_plugins(checkpoint: dict[str, Any], used: Sequence[user_plugins.Plugin]) -> None:
+    """A resumed run whose plugin changed since the run started goes on with the plugin as it is now, and says so."""
+    changed = user_plugins.changed_since(checkpoint.get("plugins") or {}, used)
+    if changed:
+        print(f"warning: the run's plugin changed since it started ({'; '.join(changed)}); it goes on with the plugin "
+              "as it is now", flush=True)
 
 
 def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequence[str] = (), *,
           checkpoint: Optional[dict[str, Any]] = None, choices: Optional[dict[str, str]] = None, in_sweep: bool = False,
-          on_epoch: Optional[Callable[[int, float], bool]] = None) -> RunResult:
+          on_epoch: Optional[Callable[[int, float], bool]] = None, plots: bool = True) -> RunResult:
     """Train ``run`` in ``run_dir``: metrics, summary, checkpoints, plots. ``run`` is a ``PreparedRun``, or a
     composed config that is prepared here with ``overrides``, ``checkpoint`` and ``choices`` (then ``run_dir``
     must hold no other run, unless the run continues a checkpoint). ``in_sweep``: one line per run instead of
-    the summary table.
+    the summary table. ``plots=False`` (a sweep's jobs) leaves the run's plots to ``python -m dlexp.report``:
+    drawing them costs a small job more than its training.
     ``on_epoch(epoch, monitored val value)`` returns whether to stop there (a search's pruner): the run
     ends ``pruned``, without scoring its test sets. Returns the result; never raises for a signal."""
     with STOP.installed():  # the command line's, or (train called directly) this run's own: SIGINT is a stop
@@ -140,27 +177,28 @@ def train(run: Union[PreparedRun, DictConfig], run_dir: Path, overrides: Sequenc
         log = _open_log(run, run_dir)
         if len(run.folds) == 1:
             summary = Trainer(run.cfg, run.first, run.task, run.runtime, log, run_dir, model=run.model,
-                              overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch).fit(run.checkpoint)
+                              overrides=run.overrides, choices=run.chosen, on_epoch=on_epoch,
+                              plugins=run.plugins).fit(run.checkpoint)
         else:
-            summary = _train_folds(run, run_dir, log)
+            summary = _train_folds(run, run_dir, log, plots)
         exit_code = summary.pop("exit_code", 0)
-        summary = _close_log(run, log, summary, run_dir)
+        summary = _close_log(run, log, summary, run_dir, plots=plots)
         log.summary_line(summary) if in_sweep else log.summary_table(summary)
         return RunResult(objective=summary[f"best/{summary['monitor']}"], summary=summary, exit_code=exit_code)
 
 
-def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog) -> dict[str, Any]:
+def _train_folds(run: PreparedRun, run_dir: Path, log: RunLog, plots: bool) -> dict[str, Any]:
     """k-fold: one recorded training per fold in ``fold_<i>/``; the run's summary holds their mean and std."""
     summaries: list[dict[str, Any]] = []
     for i in range(len(run.folds)):
-        log.info(f"[bold]fold {i + 1}/{len(run.folds)}[/bold]")
+        log.info(f"[bold]fold {i + 1}/{len(run.folds)}[/bold]", markup=True)
         data = run.first if i == 0 else run.folds[i]  # built in turn: one fold's tensors in memory at a time
         folder = prepare_run_dir(fold_dir(run_dir, i + 1))
         fold_log = _open_log(run, folder)
         summary = Trainer(run.cfg, data, run.task, run.runtime, fold_log, folder, model=run.model if i == 0 else None,
-                          overrides=run.overrides, resumable=False, choices=run.chosen).fit()
+                          overrides=run.overrides, resumable=False, choices=run.chosen, plugins=run.plugins).fit()
         exit_code = summary.pop("exit_code", 0)
-        summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False))
+        summaries.append(_close_log(run, fold_log, summary, folder, with_facts=False, plots=plots))
         if summary["status"] != Status.COMPLETED:
             break  # interrupted or diverged: the remaining folds do not run
     run.folds.write_mean_predictions(run_dir)
@@ -177,15 +215,15 @@ def _open_log(run: PreparedRun, run_dir: Path) -> RunLog:
 
 
 def _close_log(run: PreparedRun, log: RunLog, summary: dict[str, Any], run_dir: Path, *,
-               with_facts: bool = True) -> dict[str, Any]:
-    """summary.json (with the run's facts and wall time), TensorBoard's hparams, then the plots."""
+               with_facts: bool = True, plots: bool = True) -> dict[str, Any]:
+    """summary.json (with the run's facts and wall time), TensorBoard's hparams, then (``plots``) the plots."""
     if with_facts:
         summary.update(run.facts())
         summary["wall_seconds"] = round(time.perf_counter() - run.started, 3)
     log.write_summary(summary)
     point("plots")
     stopped = summary.get("status") == Status.INTERRUPTED  # the loop already honoured a signal
-    if run.runtime.is_main and (stopped or not STOP()):
+    if plots and run.runtime.is_main and (stopped or not STOP()):
         plots_after_training(run_dir)
     if not stopped:
         STOP.check()  # a signal while the plots were drawn: the run says so, and a resume draws them
@@ -222,9 +260,42 @@ def build_run_task(cfg: DictConfig, source: Source) -> Task:
 
 
 def build_run_model(cfg: DictConfig, data: DataBundle, task: Task) -> nn.Module:
-    """The model of ``cfg`` for ``data``'s shapes; a builder refusing the config's values is a config error."""
+    """The model of ``cfg`` for ``data``'s shapes; a builder refusing the config's values is a config error, and
+    one that cannot take what the task passes every model (a vocabulary's size) is told so by name."""
+    missing = [key for key in task.model_args() if not MODELS.takes(cfg.model.name, key)]
+    if missing:
+        raise UserError(f"model '{cfg.model.name}' takes no '{missing[0]}' keyword, which a {task.name} task passes "
+                        f"every model: add it to the builder ({MODELS.origin(cfg.model.name)}), or choose a model made "
+                        f"for {task.name}")
     with building(f"model={cfg.model.name}"):
         return build_model(cfg.model, data.input_shape, data.num_classes, cfg.regularizer.dropout, task.model_args())
+
+
+def check_fit(cfg: DictConfig, model: nn.Module, data: DataBundle, task: Task) -> None:
+    """Two val examples through the model and the task's loss, in eval mode (no dropout, no BatchNorm update: no
+    random numbers drawn, nothing learned), before the run is accepted: a model that cannot take the data's
+    inputs, or gives another number of outputs than the data has classes, is one line now, not a traceback at
+    the first step. Data streamed from files is left to the first step (its loader starts worker processes)."""
+    if not isinstance(data.val, TensorLoader):
+        return
+    first = next(iter(data.val)).to(torch.device("cpu"))
+    batch = Batch(first.inputs[:2], None if first.targets is None else first.targets[:2],
+                  {k: v[:2] for k, v in first.extras.items()})
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = task.step(model, batch).outputs
+    except Exception as err:  # noqa: BLE001  (a model and data that do not fit: the user's choice of the two)
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"model={cfg.model.name} fails on two examples of dataset={cfg.dataset.name} ({type(err).__name__}: "
+                        f"{first_line}); check that the model takes inputs of shape {tuple(data.input_shape)}") from None
+    finally:
+        model.train()
+    expected = task.expected_outputs(data.num_classes)
+    if expected is not None and outputs.dim() >= 2 and outputs.shape[-1] != expected:
+        raise UserError(f"model={cfg.model.name} gives {outputs.shape[-1]} outputs per example, but dataset="
+                        f"{cfg.dataset.name} has {expected} (its classes or targets); build the last layer with "
+                        "num_classes")
 
 
 def check_optimization(cfg: DictConfig, model: nn.Module, data: DataBundle, task: Task) -> None:
@@ -254,7 +325,6 @@ def chosen_options(cfg: DictConfig, choices: Optional[dict[str, str]] = None) ->
 def warm_imports(cfg: DictConfig) -> None:
     """In a sweep, import once what a run otherwise imports lazily on first use, so that the first
     job's wall_seconds measures its run like every other job's, not the process's warm-up."""
-    import matplotlib.pyplot  # noqa: F401  (the plots)
     import torch._dynamo  # noqa: F401  (torch.optim imports it when the first optimizer is built)
 
     if cfg.split.name == "kfold":
@@ -295,11 +365,11 @@ def summarize_layers(cfg: DictConfig, depth: int = 1) -> tuple[dict[str, Any], l
     return facts, layer_rows(model, lambda m: task.forward(m, batch), depth), count_parameters(model)
 
 
-def check_buildable(cfg: DictConfig) -> None:
+def check_buildable(cfg: DictConfig, config_dirs: Sequence[str] = ()) -> None:
     """``--cfg`` prints a config only once every check a run makes before its first step passes, so that it
     never shows a config a run would refuse. It downloads nothing: a dataset not fetched yet is checked
     without its data (a run fetches it first, and checks the rest then)."""
     try:
-        prepare(cfg, download=False)
+        prepare(cfg, download=False, config_dirs=config_dirs)
     except NotDownloaded:
         pass

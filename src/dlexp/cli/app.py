@@ -39,7 +39,8 @@ from dlexp import course
 from dlexp.cli import plan as planning
 from dlexp.cli.sweep import failed_objective, share_threads
 from dlexp.config.files import CONFIG_DIR, PRIMARY_CONFIG
-from dlexp.errors import BUG_EXIT_CODE, RunDirInUse, UserError, bug_message
+from dlexp.config.plugins import plugin_frame
+from dlexp.errors import BUG_EXIT_CODE, RunDirInUse, UserError, bug_message, plugin_error_message
 from dlexp.hooks import point
 from dlexp.results.plots import plots_after_training
 from dlexp.runs import hints, sweep
@@ -77,9 +78,14 @@ class HydraApp:
     before Hydra made the run dir (a refused run removes the rest); ``finished_single_run`` tells the
     entry point that a single run has written and closed all its files."""
 
-    def __init__(self, before: Optional[DirSnapshot] = None) -> None:
+    def __init__(self, before: Optional[DirSnapshot] = None, *, quiet_errors: bool = False) -> None:
         self.before = before or DirSnapshot()
         self.finished_single_run = False
+        # the Python API (dlexp.run): an error is kept (``error``) for the caller to raise, not printed
+        self.quiet_errors = quiet_errors
+        self.error: Optional[BaseException] = None
+        self.result: Optional[RunResult] = None  # the last run's (a single run's) result
+        self.run_dir: Optional[Path] = None
 
     def ended(self, stop: SystemExit) -> tuple[bool, object]:
         """Hydra's main left through ``stop``: (True, its exit code) when a single run finished and closed its
@@ -106,21 +112,24 @@ class HydraApp:
                 if is_multirun():
                     train.warm_imports(plan.cfg)
                 prepared = train.prepare(plan.cfg, overrides=plan.overrides, checkpoint=plan.checkpoint,
-                                         choices=plan.choices or planning.applied_choices())
+                                         choices=plan.choices or planning.applied_choices(),
+                                         config_dirs=planning.config_dirs())
                 if is_main_process():
                     planning.accept(plan, run_dir)
                 accepted = plan
                 point("accepted")
                 self.mark(run_dir, Status.RUNNING, plan.overrides)
-                result = train.train(prepared, run_dir, in_sweep=is_multirun(), on_epoch=trial_reporter())
+                result = train.train(prepared, run_dir, in_sweep=is_multirun(), on_epoch=trial_reporter(),
+                                     plots=not is_multirun())  # a sweep job's: on demand (dlexp.report)
+                self.result, self.run_dir = result, run_dir
                 if plan.cfg.get("finding") is not None and is_main_process():
                     course.findings.after_run(OmegaConf.to_container(plan.cfg), run_dir, in_sweep=is_multirun())
             except Interrupted as stop:
                 self.interrupted(stop, run_dir, accepted)
             except UserError as err:
                 return self.refused(err, cfg, run_dir, accepted)
-            except Exception as err:  # a bug in dlexp, not a mistake in the config
-                return self.bug(err, cfg, run_dir)
+            except Exception as err:  # a bug in dlexp (or in a user's plugin), not a mistake in the config
+                return self.bug(err, cfg, run_dir, accepted)
             self.finished_single_run = not is_multirun()  # its files are written and closed
             return self.outcome(result, run_dir)
 
@@ -147,9 +156,13 @@ class HydraApp:
         monitor = summary.get("monitor", "")
         value = summary.get(f"best/{monitor}")
         result = f", best {monitor} {value:.4f}" if isinstance(value, float) else ""
+        if not is_multirun():  # resume= of a finished run, today's command not extending it
+            print(f"the run in {display_path(run_dir)} has finished ({plan.job.status} after {summary.get('epochs_run')} "
+                  f"epochs{result}): nothing to resume; raise trainer.epochs to train it further", flush=True)
+            if is_main_process() and not (run_dir / CURVES_PLOT).is_file():
+                plots_after_training(run_dir)  # killed after its summary, before its plots: they are all it lacks
+            return plan.objective()
         print(f"{display_path(run_dir)}: {plan.job.status} earlier, skipped{result}", flush=True)
-        if is_main_process() and not (run_dir / CURVES_PLOT).is_file():
-            plots_after_training(run_dir)  # a job killed after its summary, before its plots: draw them now
         self.mark(run_dir, plan.job.status, plan.overrides)
         point("job_end")
         self.stop_between_jobs(run_dir)
@@ -175,7 +188,7 @@ class HydraApp:
             return failed_objective(err)  # NaN, or the error again for sweepers that record failed trials
         if os.environ.get("DLEXP_TRACEBACK"):
             raise err
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        self.say_error(err, str(err))
         if not is_main_process() or isinstance(err, RunDirInUse):
             pass  # another rank's, or an earlier run's dir: not this command's to change
         elif accepted is None:
@@ -186,17 +199,28 @@ class HydraApp:
             record_failure(run_dir, str(err))  # an earlier run's dir: it says why this attempt stopped
         sys.exit(err.exit_code)
 
-    def bug(self, err: Exception, cfg: DictConfig, run_dir: Path) -> float:
-        """A failure inside dlexp: one line that says so, the traceback in the run's run.log, exit 70 (in a
-        sweep the job is failed and the sweep goes on)."""
+    def bug(self, err: Exception, cfg: DictConfig, run_dir: Path, accepted: Optional[planning.Plan]) -> float:
+        """A failure inside dlexp: one line that says so, the traceback in the run's run.log, exit 70; a failure
+        inside a user's plugin says so instead, exit 2. In a sweep the job is failed and the sweep goes on. The
+        traceback goes into a dir this command made or accepted, never into an earlier run's dir."""
         if os.environ.get("DLEXP_TRACEBACK"):
             raise err
-        log = record_bug(run_dir, traceback.format_exc(), f"{type(err).__name__}: {err}") if is_main_process() else None
-        print(f"error: {bug_message(err, display_path(log) if log else None)}", file=sys.stderr, flush=True)
+        ours = accepted is not None or self.before.made_now(run_dir) or is_multirun()
+        log = record_bug(run_dir, traceback.format_exc(), f"{type(err).__name__}: {err}") if is_main_process() and ours else None
+        in_plugin = plugin_frame(err)
+        shown = display_path(log) if log else None
+        self.say_error(err, plugin_error_message(err, in_plugin, shown) if in_plugin else bug_message(err, shown))
         if not is_multirun():
-            sys.exit(BUG_EXIT_CODE)
+            sys.exit(UserError.exit_code if in_plugin else BUG_EXIT_CODE)
         self.failed(cfg, run_dir, f"internal error: {type(err).__name__}: {err}")
         return failed_objective(err)
+
+    def say_error(self, err: BaseException, line: str) -> None:
+        """One ``error:`` line; or, for the Python API, the error kept for the caller to raise."""
+        if self.quiet_errors:
+            self.error = err
+            return
+        print(f"error: {line}", file=sys.stderr, flush=True)
 
     def failed(self, cfg: DictConfig, run_dir: Path, error: str) -> None:
         """A sweep job that failed: recorded in its dir and the manifest; the sweep stops if sweep.fail_fast."""

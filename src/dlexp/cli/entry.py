@@ -19,8 +19,9 @@ from dlexp.training.interrupt import STOP, Interrupted, signal_name
 def cli() -> tuple[bool, object]:
     """Catch common command-line mistakes before Hydra does, then run. Returns (whether a single run on
     one process finished and closed its files, its exit code); anything else leaves through SystemExit."""
-    from dlexp.cli.help import before_hydra  # after the signal handlers: a Ctrl-C here is one line too
+    from dlexp.cli.help import before_hydra, with_project_config_dir  # after the signal handlers: a Ctrl-C here is one line too
 
+    sys.argv[1:] = with_project_config_dir(sys.argv[1:])  # DLEXP_CONFIG_DIR: a project's own options, everywhere
     before_hydra(sys.argv[1:])  # --version and a bare --help at once; a run's first line
     hints.set_command(sys.argv[1:])  # the hints that name a command repeat this one
     point("startup")

@@ -9,6 +9,7 @@ its slow imports (torch, the data), so the terminal shows at once that it starte
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from dlexp import __version__
@@ -18,9 +19,11 @@ STARTING = "dlexp: composing config..."
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
 
 
-def help_text() -> str:
-    """Usage and every config group's options (the default first), as listed under conf/."""
-    defaults = default_choices([CONFIG_DIR])
+def help_text(extra_dirs: list[str] = ()) -> str:
+    """Usage and every config group's options (the default first), as listed under conf/ and the
+    ``--config-dir`` folders (a user's own options among them)."""
+    dirs = [CONFIG_DIR, *extra_dirs]
+    defaults = default_choices(dirs)
     groups = [g for g in config_groups() if g != "hydra"]
     lines = [
         f"dlexp {__version__}: train a model on a dataset, one run or a sweep (-m).",
@@ -31,7 +34,7 @@ def help_text() -> str:
         "config groups (the default first):",
     ]
     for group in groups:
-        options = group_options([CONFIG_DIR], group)
+        options = group_options(dirs, group)
         default = defaults.get(group)
         ordered = ([default] if default in options else []) + [o for o in options if o != default]
         lines.append(f"  {group:<15} {', '.join(ordered)}")
@@ -50,8 +53,37 @@ def before_hydra(argv: list[str]) -> None:
     if "--version" in argv:
         print(f"dlexp {__version__}")
         sys.exit(0)
-    if argv in (["--help"], ["-h"]):
-        print(help_text())
+    rest, extra_dirs = _without_config_dirs(argv)
+    if rest in (["--help"], ["-h"]):
+        print(help_text(extra_dirs))
         sys.exit(0)
     if not any(arg in INFO_FLAGS or arg in ("-c", "--cfg") or arg.startswith(("--cfg=", "--shell-completion")) for arg in argv):
         print(STARTING, flush=True)
+
+
+def _without_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the arguments without ``--config-dir DIR`` / ``-cd DIR`` / ``--config-dir=DIR``, those dirs)."""
+    rest, dirs, skip = [], [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+            skip = True
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return rest, dirs
+
+
+PROJECT_CONFIG_DIR = "DLEXP_CONFIG_DIR"  # a project's config dir, added to every command as --config-dir
+
+
+def with_project_config_dir(argv: list[str]) -> list[str]:
+    """``argv`` with ``--config-dir $DLEXP_CONFIG_DIR`` first, when that is set and the command names no config
+    dir itself: a project's own options (and plugins beside them) in every command, tab completion included."""
+    folder = os.environ.get(PROJECT_CONFIG_DIR)
+    if not folder or _without_config_dirs(argv)[1]:
+        return list(argv)
+    return ["--config-dir", folder, *argv]

@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp.config.constraints import suggest
 from dlexp.config.files import find_option_file, group_options
-from dlexp.config.schema import FIXED_GROUPS, TOP_LEVEL_KEYS
+from dlexp.config.schema import FIXED_GROUPS, PLUGINS_KEY, TOP_LEVEL_KEYS
 from dlexp.errors import ConfigError
+from dlexp.runs.hints import multirun_command
 
 
 _GLOBAL_GROUPS = ("experiment", "hparams_search")  # presets that set keys of other groups, not keys of their own
@@ -24,7 +25,7 @@ _GLOBAL_GROUPS = ("experiment", "hparams_search")  # presets that set keys of ot
 def check_top_level_keys(overrides: list[str], dirs: list[str], groups: set[str], chosen: dict[str, str]) -> None:
     """``optimizer=sgd`` or ``weight_decay=1e-3``: a key that is neither a group nor a top-level key gets
     the override the user most likely meant. ``+key=...`` (an explicit addition) is left to the schema."""
-    known = groups | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS)
+    known = groups | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS) | {PLUGINS_KEY}
     for arg in overrides:
         if arg.startswith(("+", "~")) or "@" in arg.split("=", 1)[0]:
             continue
@@ -106,8 +107,8 @@ def check_sweep_needs_multirun(args: list[str], multirun: bool) -> None:
         override = parser.parse_overrides([arg])[0]
         if override.is_sweep_override():
             key = arg.split("=", 1)[0]
-            raise ConfigError(f"'{arg}' is a sweep (one run per value): add -m to run it, e.g. python -m dlexp -m "
-                              f"{arg}; for a single run give {key} one value")
+            raise ConfigError(f"'{arg}' is a sweep (one run per value): add -m to run it: {multirun_command(args)}; "
+                              f"for a single run give {key} one value")
 
 
 def space_in_list_hint(args: list[str], index: int) -> Optional[str]:

@@ -23,12 +23,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from dlexp.cli.preflight import check_run_config
+from dlexp.cli.preflight import CHDIR_REFUSED, check_run_config
 from dlexp.config.files import CONFIG_DIR, find_option_file
 from dlexp.config.schema import SweepConfig
 from dlexp.errors import ConfigError
 from dlexp.runs import sweep
 from dlexp.runs.files import display_path
+from dlexp.runs.hints import multirun_command
 from dlexp.runs.record import RunDir
 from dlexp.runs.rundir import refuse_earlier_run, write_record
 from dlexp.runs.status import Status
@@ -53,6 +54,7 @@ class Plan:
     checkpoint: Optional[dict[str, Any]] = None
     choices: Optional[dict[str, str]] = None  # the options of the run's own record (a resume); None: today's
     job: Optional[sweep.JobState] = None  # what a sweep job's dir held
+    note: Optional[str] = None  # a line the run says once it is accepted
 
     def objective(self) -> float:
         """A skipped job's result, for its sweeper: the best monitored value it recorded (NaN: diverged)."""
@@ -65,31 +67,53 @@ def today_overrides() -> list[str]:
     return [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
 
 
+def refuse_chdir() -> None:
+    """``hydra.job.chdir=true``, from the command line or a config file: one line, before anything is written."""
+    if HydraConfig.get().job.chdir:
+        raise ConfigError(CHDIR_REFUSED)
+
+
 def plan_run(cfg: DictConfig, run_dir: Path) -> Plan:
     """A single run: new, or resumed (the run's record rules), or refused. Reads, never writes."""
     from dlexp.runs import resume  # loads checkpoints: torch, which the command line defers to here
 
+    refuse_chdir()
     _refuse_sweep_keys(cfg)
     resumed = resume.resolve(cfg, today=today_overrides())
-    check_run_config(resumed.cfg, resumed.choices or applied_choices(), _config_dirs())
-    if not cfg.get("resume"):
+    check_run_config(resumed.cfg, resumed.choices or applied_choices(), config_dirs())
+    if not resumed.cfg.get("resume") and not resumed.restart:  # a new run, or one that starts from the beginning
+        if resume.kfold_to_start_again(run_dir, today_overrides()):
+            return Plan(Start.RESTART, resumed.cfg, resumed.overrides,
+                        note=f"the k-fold run interrupted in {display_path(run_dir)} starts again from its first fold")
         refuse_earlier_run(run_dir)
-        return Plan(Start.NEW, resumed.cfg, resumed.overrides)
+        return Plan(Start.NEW, resumed.cfg, resumed.overrides, note=resumed.note)
+    changes = sweep.identity(resumed.changes)  # not how it runs (threads, the bar): what it computes or scores
+    if resumed.checkpoint is not None and not changes and _finished(run_dir, resumed.cfg, resumed.checkpoint):
+        return Plan(Start.SKIP, resumed.cfg, resumed.overrides, job=sweep.job_state(run_dir))
     start = Start.RESTART if resumed.restart else Start.RESUME
     return Plan(start, resumed.cfg, resumed.overrides, resumed.checkpoint, without_missing_recipe(resumed.choices))
+
+
+def _finished(run_dir: Path, cfg: DictConfig, checkpoint: dict[str, Any]) -> bool:
+    """Whether ``resume=`` names a run that has finished, and today's command changes nothing of it (more epochs
+    extend it; another decode.* scores it again)."""
+    status = RunDir(run_dir).status()
+    before = (checkpoint.get("config") or {}).get("trainer", {}).get("epochs", cfg.trainer.epochs)
+    return status in (Status.COMPLETED, Status.DIVERGED, Status.PRUNED) and cfg.trainer.epochs <= before
 
 
 def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     """A sweep job, from what its dir holds. Reads, never writes."""
     from dlexp.runs import resume  # loads checkpoints: torch, which the command line defers to here
 
+    refuse_chdir()
     if cfg.get("resume"):
         raise ConfigError("resume= continues one run; to continue a sweep, run the same -m command again "
                           "(completed jobs are skipped, interrupted ones resumed)")
     today, state = today_overrides(), sweep.job_state(job_dir)
     if state.status.finished or (state.status == Status.FAILED and not cfg.sweep.retry_failed):
         return Plan(Start.SKIP, cfg, today, job=state)
-    check_run_config(cfg, applied_choices(), _config_dirs())
+    check_run_config(cfg, applied_choices(), config_dirs())
     if state.status.resumable and state.checkpoint is not None:
         checkpoint = resume.load_checkpoint(state.checkpoint)
         resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
@@ -106,12 +130,12 @@ def applied_choices() -> dict[str, str]:
 def without_missing_recipe(choices: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
     """``choices`` without a ``recipe`` that conf/recipe/ has no file for (a run's record names one anyway)."""
     recipe = (choices or {}).get("recipe")
-    if recipe and find_option_file(_config_dirs(), "recipe", recipe) is None:
+    if recipe and find_option_file(config_dirs(), "recipe", recipe) is None:
         choices = {k: v for k, v in choices.items() if k != "recipe"}
     return choices
 
 
-def _config_dirs() -> list[str]:
+def config_dirs() -> list[str]:
     """conf/, then the folders ``--config-dir`` (or hydra.searchpath) adds."""
     sources = HydraConfig.get().runtime.config_sources
     return [s.path for s in sources if s.provider in ("main", "command-line") and s.schema == "file"] or [CONFIG_DIR]
@@ -123,9 +147,11 @@ def accept(plan: Plan, run_dir: Path) -> None:
     cleared; a resumed run gets its own record beside the original."""
     from dlexp.runs import resume  # (with plan_run, as above)
 
+    if plan.note:
+        print(plan.note, flush=True)
     if plan.start == Start.RESTART:
         resume.clear_attempt(run_dir)
-        if plan.job is None:
+        if plan.job is None and not plan.note:
             print(f"no checkpoint in {display_path(run_dir)} yet: starting that run again from its recorded config",
                   flush=True)
     if plan.start == Start.NEW or (plan.start == Start.RESTART and plan.job is not None):
@@ -144,12 +170,13 @@ def record_job(cfg: DictConfig, job_dir: Path) -> None:
 def _refuse_sweep_keys(cfg: DictConfig) -> None:
     """``sweep.*`` and ``hparams_search`` apply to -m sweeps: set in a single run they would be silently ignored."""
     if cfg.get("hparams_search") is not None:
-        raise ConfigError("hparams_search is a search over many runs: add -m (python -m dlexp -m hparams_search=optuna)")
+        raise ConfigError(f"hparams_search is a search over many runs: add -m: {multirun_command(today_overrides())}")
     node = cfg.get("sweep") or {}
     changed = [f"sweep.{f.name}={node.get(f.name)}" for f in dataclasses.fields(SweepConfig)
                if f.name in node and node.get(f.name) != f.default and f.name != "rank_by"]
     if changed:
-        raise ConfigError(f"{', '.join(changed)} applies to -m sweeps; add -m to sweep, or drop it for a single run")
+        raise ConfigError(f"{', '.join(changed)} applies to -m sweeps; add -m to sweep ({multirun_command(today_overrides())}), "
+                          "or drop it for a single run")
 
 
 def job_dir_name(overrides: Any) -> str:

@@ -35,6 +35,9 @@ from dlexp.config.files import (
 from dlexp.errors import ConfigError
 from dlexp.runs.files import find_checkpoint, run_dir_of
 
+CHDIR_REFUSED = ("hydra.job.chdir=true is not supported: it moves the working directory into the run dir, so relative "
+                 "data paths and the paths dlexp prints would be wrong; leave it false (a run writes only into its run "
+                 "dir anyway)")
 _SWEEP_FUNCS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
 
 
@@ -67,6 +70,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     if writes_outputs:
         check_sweep_needs_multirun(_positional_args(argv), multirun)
     dirs = [CONFIG_DIR, *extra_config_dirs(argv)]
+    _check_config_dirs(extra_config_dirs(argv))
     groups = set(config_groups())
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "~", "hydra"))]
     defaults = default_choices(dirs)
@@ -82,6 +86,8 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
                     )
             chosen[key] = value  # a sweep (a,b) is checked against each of its options
     _check_hydra_groups([a for a in argv if a.lstrip("+").startswith("hydra/") and "=" in a], dirs)
+    if str(last_value(argv, "hydra.job.chdir")).lower() == "true":
+        raise ConfigError(CHDIR_REFUSED)
     _check_search_keys(argv)
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     check_top_level_keys(overrides, dirs, groups, chosen)
@@ -89,7 +95,7 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
         _check_output_dir(argv)
     resume = last_value(overrides, "resume")
     if resume and resume != "null":
-        find_checkpoint(resume)  # must exist before Hydra creates a run dir there
+        find_checkpoint(resume, run_dir=last_value(argv, "hydra.run.dir"))  # before Hydra makes a dir there
     for arg in overrides:
         if arg.startswith("+"):
             continue  # an explicit addition; the schema check after composing still applies
@@ -169,7 +175,7 @@ def _validate_shown_config(argv: list[str]) -> None:
     from dlexp import train  # torch: --cfg builds what a run builds, to refuse what a run refuses
 
     with contextlib.redirect_stdout(sys.stderr):  # notes of the build (e.g. a resize) must not mix into the YAML
-        train.check_buildable(cfg)
+        train.check_buildable(cfg, config_dirs=[CONFIG_DIR, *extra_config_dirs(argv)])
 
 
 def check_run_config(cfg: DictConfig, choices: Optional[dict[str, str]] = None, dirs: Sequence[str] = (CONFIG_DIR,)) -> None:
@@ -206,6 +212,18 @@ def _with_experiment_choices(dirs: list[str], chosen: dict[str, str], explicit: 
     return out
 
 
+def _check_config_dirs(extra: list[str]) -> None:
+    """Each ``--config-dir`` exists, and none of its option files has the name of a built-in option: Hydra would
+    take dlexp's own and silently ignore the user's."""
+    for folder in extra:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--config-dir {folder}: no such folder (relative paths start in {Path.cwd()})")
+        for own in sorted(Path(folder).glob("*/*.yaml")):
+            if (Path(CONFIG_DIR) / own.parent.name / own.name).is_file():
+                raise ConfigError(f"{own} has the name of dlexp's own {own.parent.name}={own.stem}, which takes its place: "
+                                  f"yours is never used; rename it (e.g. {own.parent / ('my_' + own.name)})")
+
+
 def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> None:
     for d in dirs:
         path = Path(d) / group / f"{option}.yaml"
@@ -221,7 +239,9 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
         if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a required ??? value counts
             keys = ", ".join(k for k in node.keys() if k != "name") if isinstance(node, DictConfig) else "(none)"
             hint = did_you_mean(part, node.keys(), prefix=walked + ".") if isinstance(node, DictConfig) else ""
-            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}.{hint} Valid keys: {keys}")
+            own = "" if Path(d) == Path(CONFIG_DIR) else (
+                f" (if its builder takes '{part}', set it in {path}, or add it here with +{walked}.{part}=...)")
+            raise ConfigError(f"unknown key '{walked}.{part}' for {group}={option}.{hint} Valid keys: {keys or '(none)'}{own}")
         if OmegaConf.is_missing(node, part):
             return
         node = node[part]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from dlexp.cli.sweep import report_sweep
+from dlexp.results.plots import write_run_plots
 from dlexp.runs.files import FINDING_FILE, METRICS_FILE, SUMMARY_FILE
 from dlexp.runs.record import RunDir, RunFileError
 
@@ -21,13 +22,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a sweep dir, e.g. outputs/multirun/2026-11-24/10-00-00-123456, "
                         "or one run's dir (its report is printed; nothing is written)")
     parser.add_argument("--no-run-plots", action="store_true", help="do not redraw each job's curves.png and grad_norms.png")
+    parser.add_argument("--plots", action="store_true", help="for one run's dir: draw its curves.png and grad_norms.png "
+                        "(a sweep's jobs leave them to this command)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"error: {args.sweep_dir} is not a directory; pass a sweep dir such as outputs/multirun/<date>/<time>",
               file=sys.stderr)
         return 2
     if (args.sweep_dir / SUMMARY_FILE).is_file() or (args.sweep_dir / METRICS_FILE).is_file():
-        return report_run(args.sweep_dir)  # one run, not a sweep: its report, and no file written into it
+        if args.plots:
+            for path in write_run_plots(args.sweep_dir):
+                print(f"wrote {path}")
+        return report_run(args.sweep_dir)  # one run, not a sweep: its report (and, with --plots, its plots)
     try:
         report_sweep(args.sweep_dir, run_plots=not args.no_run_plots)
     except FileNotFoundError as err:

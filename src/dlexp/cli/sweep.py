@@ -15,6 +15,7 @@ Importing this module must stay light (no torch): Hydra imports it in every run.
 from __future__ import annotations
 
 import atexit
+import json
 import math
 import os
 import shutil
@@ -42,6 +43,8 @@ class SweepSummary(Callback):
     """Hydra's callback for every run: the sweep's jobs manifest and, at its end, its summary; and the
     moment Hydra has composed a run's config (a point signal tests can stop a run at)."""
 
+    last_sweep_dir: Optional[Path] = None  # the latest sweep this process started (dlexp.sweep reads it back)
+
     def __init__(self) -> None:
         self.sweep_dir: Optional[Path] = None
         self.ended = False
@@ -52,11 +55,14 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         point("compose")
         check_launcher(config.hydra.launcher)
+        check_plugins(config)
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank sweeps; rank 0 alone reports
             self.ended = True
             return
-        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        sweep.record_command(self.sweep_dir, hints.command())  # the hints that continue the sweep repeat it
+        self.sweep_dir = SweepSummary.last_sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        os.environ.pop(sweep.COMMAND_VARIABLE, None)  # an earlier sweep's, in this process
+        if hints.command() is not None:  # kept in jobs.json as it is first written (by this process, or a job's)
+            os.environ[sweep.COMMAND_VARIABLE] = json.dumps(hints.command())
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # a grid: its jobs are known now
             sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)
         atexit.register(self._summarize_stopped_sweep)
@@ -102,6 +108,23 @@ def check_launcher(launcher: DictConfig) -> None:
         print("error: hydra/launcher=slurm needs a SLURM cluster (srun and sbatch not found on PATH); run it on "
               "the cluster's login node, or use hydra/launcher=joblib for parallel jobs on this machine", file=sys.stderr)
         sys.exit(2)
+
+
+def check_plugins(config: DictConfig) -> None:
+    """A sweep's plugins are imported once before its first job: a missing or broken one is one line (exit 2),
+    not a failure of every job."""
+    names = list(config.get("plugins") or [])
+    if not names:
+        return
+    from dlexp import train  # the plugins register into the registries (torch): only for a sweep that names some
+    from dlexp.errors import UserError  # (with train, as above)
+
+    dirs = [s.path for s in config.hydra.runtime.config_sources if s.schema == "file" and s.provider in ("main", "command-line")]
+    try:
+        train.load_plugins(names, dirs)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 def failed_objective(error: BaseException) -> float:

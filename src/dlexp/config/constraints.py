@@ -14,6 +14,7 @@ structured configs understand (OmegaConf knows neither Annotated nor Literal).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import difflib
 import math
 import typing
@@ -67,8 +68,10 @@ def plain_type(hint: Any) -> Any:
     return hint
 
 
+@functools.lru_cache(maxsize=None)
 def plain_dataclass(schema: type) -> type:
-    """A copy of the dataclass ``schema`` whose field types OmegaConf can read (see ``plain_type``)."""
+    """A copy of the dataclass ``schema`` whose field types OmegaConf can read (see ``plain_type``); made once
+    per schema (each run of a sweep validates the same groups)."""
     hints = typing.get_type_hints(schema, include_extras=True)
     fields = []
     for f in dataclasses.fields(schema):

@@ -43,7 +43,7 @@ class TrainerConfig:
     epochs: PositiveInt = may_change(30)
     batch_size: PositiveInt = 64
     eval_batch_size: Optional[PositiveInt] = None  # None = 4 x batch_size (no gradients to hold)
-    device: str = may_change("auto")  # "auto" | "cpu" | "cuda" | "cuda:N"
+    device: str = may_change("auto")  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     num_threads: Optional[PositiveInt] = may_change(None)  # CPU intra-op threads; None = PyTorch's default
     loss: str = "auto"  # "auto" = the task's loss (cross_entropy / mse); or a LOSSES name
     metric: str = "auto"  # "auto" = the task's metric (acc / rmse); or a METRICS name
@@ -121,6 +121,7 @@ SEARCH_GROUP = "hparams_search"
 FIXED_GROUPS: dict[str, type] = {
     "trainer": TrainerConfig, "regularizer": RegularizerConfig, "decode": DecodeConfig, "sweep": SweepConfig,
 }
+PLUGINS_KEY = "plugins"  # the user's own modules to import, e.g. plugins=[my_models.py] (dlexp.config.plugins)
 TOP_LEVEL_KEYS: dict[str, Any] = {
     "seed": Seed, "resume": Optional[str],
     "finding": Optional[str],  # a course preset's claim, checked from the run files (dlexp.course)

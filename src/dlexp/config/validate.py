@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import typing
 from dataclasses import field
@@ -25,7 +26,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dlexp.config.constraints import check, check_fields, did_you_mean, plain_dataclass, plain_type
 from dlexp.config.registry import Registry
-from dlexp.config.schema import FIXED_GROUPS, SEARCH_GROUP, TOP_LEVEL_KEYS, SearchConfig
+from dlexp.config.schema import FIXED_GROUPS, PLUGINS_KEY, SEARCH_GROUP, TOP_LEVEL_KEYS, SearchConfig
 from dlexp.errors import ConfigError
 
 
@@ -33,9 +34,14 @@ def builder_schema(registry: Registry, name: str) -> type:
     """A dataclass with ``name``, one field per keyword-only builder parameter, then the registry's common keys.
 
     Field types keep the builder's declared limits (``Annotated[int, Ge(1)]``, ``Literal[...]``);
-    ``_check`` hands OmegaConf their plain form and checks the limits itself.
-    """
-    hints = typing.get_type_hints(registry.get(name), include_extras=True)
+    ``_check`` hands OmegaConf their plain form and checks the limits itself. Made once per builder (a
+    plugin's builder registered anew, after an edit, gets its own)."""
+    return _builder_schema(registry, name, registry.get(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _builder_schema(registry: Registry, name: str, builder: Any) -> type:
+    hints = typing.get_type_hints(builder, include_extras=True)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
     for key, param in registry.config_keys(name).items():
         default = param.default
@@ -60,7 +66,7 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
         raise ConfigError(f"config '{path}' must be a mapping, got {node!r}")
     _check_lists(path, schema, node)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(plain_dataclass(schema)), node)
+        merged = OmegaConf.merge(_structured(plain_dataclass(schema)), node)
     except ConfigKeyError as err:
         raise ConfigError(_unknown_key_message(path, schema, err.full_key or "")) from None
     except OmegaConfBaseException as err:
@@ -68,10 +74,18 @@ def _check(path: str, schema: type, node: Any) -> DictConfig:
         raise ConfigError(f"bad value for '{key}': {_first_line(err)}; fix it in the YAML or with {key}=...") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"config '{path}.{missing[0]}' is required; set it in the YAML or with {path}.{missing[0]}=...")
+        key = f"{path}.{missing[0]}"
+        raise ConfigError(f"config '{key}' is required; set it in the option's YAML file, or on the command line with "
+                          f"{key}=... (+{key}=... if the YAML file does not list it)")
     check_fields(path, schema, OmegaConf.to_container(merged, resolve=True))
     OmegaConf.set_struct(merged, True)
     return merged
+
+
+@functools.lru_cache(maxsize=None)
+def _structured(plain: type) -> DictConfig:
+    """The schema as a config, made once: ``OmegaConf.merge`` copies it, and never changes it."""
+    return OmegaConf.structured(plain)
 
 
 def _check_lists(path: str, schema: type, node: DictConfig) -> None:
@@ -122,7 +136,7 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
     """A typed copy of a composed run config, or a ConfigError naming the bad key.
 
     ``groups`` maps each open group to the registry its ``name:`` selects from (``dlexp.train.OPEN_GROUPS``)."""
-    known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS) | {SEARCH_GROUP}
+    known = set(groups) | set(FIXED_GROUPS) | set(TOP_LEVEL_KEYS) | {SEARCH_GROUP, PLUGINS_KEY}
     for key in cfg.keys():
         if key not in known:
             raise ConfigError(
@@ -135,12 +149,19 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
             raise ConfigError(f"config group '{group}' needs a 'name:'; choose one with {group}=<option>")
         name = node.name
         if name not in registry:
-            raise ConfigError(f"{group}.name: {registry.unknown_message(name)}")
+            raise ConfigError(f"{group}.name: {registry.unknown_message(name)}. Your own {group}? Name the file that "
+                              f"registers it: plugins=[your_file.py]")
         out[group] = _check(group, builder_schema(registry, name), node)
     for group, schema in FIXED_GROUPS.items():
         out[group] = _check(group, schema, cfg.get(group, OmegaConf.create({})))
     for key, hint in TOP_LEVEL_KEYS.items():
         out[key] = _check_top_level(key, hint, cfg.get(key))
+    out[PLUGINS_KEY] = plugin_names(cfg.get(PLUGINS_KEY))
+    if out["regularizer"].dropout is not None and not groups["model"].takes(out["model"].name, "dropout"):
+        name = out["model"].name
+        raise ConfigError(f"model '{name}' takes no 'dropout' keyword, but regularizer.dropout="
+                          f"{out['regularizer'].dropout} passes it one: add a dropout parameter to {name}'s builder "
+                          f"({groups['model'].origin(name)}), or leave regularizer.dropout unset")
     if out["regularizer"].dropout is not None and "dropout" in out["model"]:
         out["model"].dropout = out["regularizer"].dropout  # the value that takes effect, wherever it is recorded
     if cfg.get(SEARCH_GROUP) is not None:  # checked here, kept out of the run's own config: the search's, not a run's
@@ -148,6 +169,17 @@ def validate(cfg: DictConfig, groups: Mapping[str, Registry]) -> DictConfig:
     typed = OmegaConf.create(out)
     OmegaConf.set_struct(typed, True)
     return typed
+
+
+def plugin_names(value: Any) -> list[str]:
+    """``plugins``: a list of names (files, entry points or modules; ``dlexp.config.plugins``)."""
+    if value is None:
+        return []
+    names = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"config '{PLUGINS_KEY}' takes a list of plugin names or .py files, got {value!r}; e.g. "
+                          f"{PLUGINS_KEY}=[my_models.py]")
+    return names
 
 
 def search_settings(node: Any) -> DictConfig:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,35 +92,64 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _verdict(outcome: Outcome) -> str:
-    if outcome.finding is None:
-        return outcome.status
-    return "**holds**" if outcome.finding["holds"] else "does not hold"
+RESULTS_FILE = "results.json"  # docs/curriculum/results.json: each preset's last measured row, for the page
 
 
-def write_doc(outcomes: list[Outcome], docs: Path, extra: list[str]) -> Path:
-    """docs/curriculum.md (table, commands, figures) and the figures in docs/curriculum/."""
+def write_doc(outcomes: list[Outcome], docs: Path) -> Path:
+    """docs/curriculum.md (table, commands, figures) and the figures in docs/curriculum/. The page shows every
+    preset: those run now replace their rows in ``results.json``, the others keep the rows an earlier run
+    measured, so a run of some presets (``--only``) never drops the others from the course page."""
     figures_dir = docs / "curriculum"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["# The course's experiments, measured", "",
-             "Written by `python -m dlexp.curriculum" + (" -- " + " ".join(extra) if extra else "") + "` on the CPU. "
-             "Each finding is computed from the files its run or sweep wrote (`finding.json` beside the summary).", "",
-             "| preset | claim | measured | verdict | seconds |", "|---|---|---|---|---|"]
+    rows = _read_rows(figures_dir / RESULTS_FILE)
     for o in outcomes:
-        claim = o.finding["claim"] if o.finding else FINDINGS.get(_finding_name(o.name)).claim
-        measured = o.finding["line"] if o.finding else "-"
-        lines.append(f"| `{o.name}` | {_cell(claim)} | {_cell(measured)} | {_verdict(o)} | {o.seconds:.0f} |")
-    lines += ["", "## Commands", "", "```"]
-    lines += [" ".join(o.command) for o in outcomes]
-    lines += ["```", "", "## Figures", ""]
-    for o in outcomes:
+        figures = []
         for fig in o.figures:
             copy = figures_dir / f"{o.name}_{fig.name}"
             shutil.copyfile(fig, copy)
-            lines.append(f"### `{o.name}`: {fig.name}\n\n![{o.name} {fig.stem}](curriculum/{copy.name})\n")
+            figures.append(copy.name)
+        rows[o.name] = {"command": " ".join(o.command), "seconds": round(o.seconds),
+                        "finding": o.finding, "status": o.status, "figures": figures, "machine": machine()}
+    shown = [name for name in PRESETS if name in rows]
+    (figures_dir / RESULTS_FILE).write_text(json.dumps({name: rows[name] for name in shown}, indent=1) + "\n")
     path = docs / "curriculum.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    path.write_text(_page(shown, rows))
     return path
+
+
+def _page(names: list[str], rows: dict[str, dict[str, Any]]) -> str:
+    lines = ["# The course's experiments, measured", "",
+             "Written by `python -m dlexp.curriculum` on the CPU (the machine of each preset's run is listed under "
+             "Commands). Each finding is computed from the files its run or sweep wrote (`finding.json` beside the "
+             "summary).", "",
+             "| preset | claim | measured | verdict | seconds |", "|---|---|---|---|---|"]
+    for name in names:
+        row, finding = rows[name], rows[name]["finding"]
+        claim = finding["claim"] if finding else FINDINGS.get(_finding_name(name)).claim
+        measured = finding["line"] if finding else "-"
+        verdict = row["status"] if finding is None else "**holds**" if finding["holds"] else "does not hold"
+        lines.append(f"| `{name}` | {_cell(claim)} | {_cell(measured)} | {verdict} | {row['seconds']:.0f} |")
+    lines += ["", "## Commands", "", "```"]
+    lines += [f"{rows[name]['command']}    # {rows[name]['machine']}" for name in names]
+    lines += ["```", "", "## Figures", ""]
+    for name in names:
+        for figure in rows[name]["figures"]:
+            lines.append(f"### `{name}`: {figure.removeprefix(name + '_')}\n\n![{name} {Path(figure).stem}](curriculum/{figure})\n")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}  # a damaged record: the page is rewritten from this run's rows
+
+
+def machine() -> str:
+    """Where a preset ran: the CPU, its cores, torch, the date."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
+    return f"{cpu or 'CPU'}, {os.cpu_count()} cores, torch {metadata.version('torch')}, {time.strftime('%Y-%m-%d')}"
 
 
 def _finding_name(preset: str) -> str:
@@ -158,9 +190,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{name:<26} {kind:<11} {FINDINGS.get(_finding_name(name)).claim}")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    partial = names != PRESETS and not (args.docs / "curriculum" / RESULTS_FILE).is_file()
     outcomes = [run_preset(name, args.out, extra) for name in names]
-    path = write_doc(outcomes, args.docs, extra)
+    path = write_doc(outcomes, args.out if partial else args.docs)
     print(f"wrote {path} ({sum(o.seconds for o in outcomes):.0f} s of runs)")
+    if partial:  # the course page's rows of the other presets are not on record: the page is left as it is
+        print(f"{args.docs / 'curriculum.md'} is kept: it has no record of each preset's row to merge this run's into; "
+              "run all presets once (without --only) to rewrite it", flush=True)
     bad = [o.name for o in outcomes if o.finding is None and not o.status.startswith("skipped")]
     bad += [o.name for o in outcomes if o.finding is not None and not o.finding["holds"]]
     if bad:

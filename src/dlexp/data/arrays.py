@@ -9,6 +9,8 @@ holds one batch of inputs, not the data set (targets are read whole: they are sm
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -19,9 +21,9 @@ from torch import Tensor
 
 from dlexp.config.constraints import Fraction, PositiveInt, Seed
 from dlexp.data.base import DATASETS, Source
-from dlexp.data.checks import numeric_array
+from dlexp.data.checks import check_source, numeric_array
 from dlexp.data.preprocess import Normalize
-from dlexp.data.splits import carve_test
+from dlexp.data.splits import carve_test, partition_in_place
 from dlexp.errors import ConfigError, DataError
 
 ArrayTask = Literal["auto", "classification", "regression", "binary"]
@@ -88,8 +90,9 @@ def _load(path: str, mmap: bool = False) -> dict[str, Any]:
             data = torch.load(file, map_location="cpu", weights_only=True)
         else:
             raise DataError(f"dataset.path={path} must end in .npz, .pt or .pth")
-    except (ValueError, OSError, RuntimeError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {str(err).strip().splitlines()[0]}") from None
+    except (ValueError, OSError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"cannot read {path} ({first}): is it a whole .npz/.pt file? Save it again") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} must hold a dict of arrays (x, y, ...), not a {type(data).__name__}")
     try:
@@ -138,11 +141,13 @@ def arrays(
     task: ArrayTask = "auto",
     num_classes: Optional[PositiveInt] = None,
     normalize: Normalize = "none",
-    test_fraction: Fraction = 0.0,
+    test_fraction: Fraction = 0.2,
     test_seed: Seed = 0,
     mmap: bool = False,
 ) -> Source:
     """``task=auto``: integer y -> classification, float y -> regression, bool y -> binary (logistic).
+    Without x_test/y_test, ``test_fraction`` of the examples is held out as the test set (stratified by
+    class where every class has enough examples), fixed by ``test_seed``.
     ``mmap``: leave the x arrays of a directory of .npy files on disk (see the module docstring)."""
     data = _load(path, mmap)
     if "x" not in data or "y" not in data:
@@ -163,10 +168,14 @@ def arrays(
         parts[part] = (_inputs(x), _targets(y, task, yk))
     outputs = _outputs(parts, task, num_classes, path)
     if "test" not in parts and test_fraction > 0:
+        # the file's arrays checked before they are shuffled apart, so that a bad value is named by its row in x
+        check_source(Source(train=parts["train"], val=parts.get("val"), test=None, task=task, num_classes=outputs), "arrays")
         x, y = parts["train"]
         pool_idx, test_idx = carve_test(y, task, test_fraction, test_seed)
-        take = x.subset if isinstance(x, MemmapRows) else x.__getitem__
-        parts["train"], parts["test"] = (take(pool_idx), y[pool_idx]), (take(test_idx), y[test_idx])
+        if isinstance(x, MemmapRows):  # row numbers only: the inputs stay on disk
+            parts["train"], parts["test"] = (x.subset(pool_idx), y[pool_idx]), (x.subset(test_idx), y[test_idx])
+        else:  # the file's own tensors, reordered in place (test rows last): no second copy of the data
+            parts["train"], parts["test"] = partition_in_place((x, y), pool_idx, test_idx)
     return Source(
         train=parts["train"], val=parts.get("val"), test=parts.get("test"),
         task=task, num_classes=outputs, normalize=normalize,

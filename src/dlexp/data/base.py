@@ -116,6 +116,16 @@ class Predictions:
 
 @dataclass
 class Source:
+    """What a dataset builder returns: the examples of a dataset and how to learn them.
+
+    ``train`` is the pool that ``split`` divides into train and val (a given ``val`` replaces the split);
+    ``test`` a fixed test set, never used to choose a model. Each pool is a pair of tensors ``(x, y)``: x is
+    (N, *example_shape) float (or token ids), y is (N,) int64 class indices 0 .. num_classes - 1
+    (classification), (N, 1) 0/1 floats (binary) or (N, targets) floats (regression). ``task`` names a
+    registered task (classification, binary, regression, translation, or your own); ``num_classes`` its
+    classes or targets; ``normalize`` is none, channel, feature or dataset (with ``stats``), fitted on the
+    train split. The rest are for dlexp's own sources."""
+
     train: Pool  # the pool that the split divides into train and val
     test: Optional[Pool]  # fixed test set; never used for model selection
     task: str  # a dlexp.tasks name: classification, regression, binary ("binary" has y (N, 1) in {0., 1.})
@@ -157,3 +167,4 @@ class DataBundle:
     # (the best weights' outputs, run dir) -> files written, and extra summary entries (or None), e.g. a shift correction's
     after_fit: Optional[Callable[[OutputsOf, Any], Optional[dict[str, Any]]]] = None
     preprocess: Optional[Callable[[Tensor], Tensor]] = None  # what was fitted on this fold's train part
+    train_targets: Optional[Tensor] = None  # (N, ...) the train part's targets as the loss sees them (its prior)

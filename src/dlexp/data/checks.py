@@ -48,6 +48,34 @@ def check_source(source: Any, name: str) -> None:
             _check_finite(chunk, what, allow_nan=allow_nan, offset=start)
         if y.is_floating_point():
             _check_finite(y, f"the {split} targets of dataset '{name}'", allow_nan=False)
+        _check_targets(y, source, f"the {split} targets of dataset '{name}'")
+
+
+def check_fields(source: Any, name: str, tasks: Any, normalize_modes: Any) -> None:
+    """A ``Source``'s own settings (a user's dataset builder makes them): a known task and normalization."""
+    if source.task not in tasks:
+        raise DataError(f"dataset '{name}' returns a Source of task '{source.task}', which is not a task; use one of "
+                        f"{', '.join(sorted(tasks))} (or register yours)")
+    if source.normalize not in normalize_modes:
+        raise DataError(f"dataset '{name}' returns a Source with normalize='{source.normalize}'; use one of "
+                        f"{', '.join(normalize_modes)}")
+
+
+def _check_targets(y: Tensor, source: Any, what: str) -> None:
+    """Class indices for classification (integers in 0 .. num_classes - 1), 0/1 for binary: what the losses
+    take; otherwise the first step fails deep in the loss, far from the data that caused it."""
+    if source.task == "classification":
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise DataError(f"{what} are {y.dtype}, but a classification task takes class indices (int64 0, 1, ...); "
+                            "convert them (e.g. y.long()), or make the task regression")
+        low, high = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+        if low < 0 or high >= source.num_classes:
+            raise DataError(f"{what} hold class {low if low < 0 else high}, outside 0 .. {source.num_classes - 1} "
+                            f"for num_classes={source.num_classes}; give the Source num_classes={max(high + 1, 1)}, "
+                            "or map the labels to 0 .. classes - 1")
+    elif source.task == "binary" and len(y) and not bool(((y == 0) | (y == 1)).all()):
+        raise DataError(f"{what} hold values other than 0 and 1, which a binary task takes; use classification or "
+                        "regression")
 
 
 CHUNK_ROWS = 4096

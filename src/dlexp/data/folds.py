@@ -24,8 +24,9 @@ from dlexp.data.base import AUGMENTS, DATASETS, SHIFTS, SPLITS, DataBundle, Outp
 from dlexp.data.batching import BucketLoader, TensorLoader
 from dlexp.data.checks import check_source
 from dlexp.data.images import ImageFiles, StreamLoader, fit_stream_normalizer
-from dlexp.data.partition import partition_in_place, pool_size, pool_targets, take
+from dlexp.data.partition import pool_size, pool_targets, take
 from dlexp.data.preprocess import Normalizer, choose_resize, resize_images
+from dlexp.data.splits import partition_in_place
 from dlexp.data.shift import fold_corrections
 from dlexp.errors import ConfigError, DataError
 from dlexp.models import input_size
@@ -259,6 +260,7 @@ class Folds:
             extra_tests={"test_shifted": loader(parts["shifted"], eval_bs)} if parts["shifted"] else {},
             after_fit=after_fit,
             preprocess=prep,
+            train_targets=parts["train"][1],
         )
 
     def _tensor_loader(self, pair: Optional[Pair], bs: int, part: str = "", *, transform: Optional[Callable],
@@ -343,6 +345,7 @@ class Folds:
             context=src.context,
             extra_tests={"test_shifted": shifted} if shifted is not None else {},
             preprocess=prep,
+            train_targets=train.y,
         )
 
     def _memmap_bundle(self, train: Pair, val: Pair, batch_size: int, eval_bs: int) -> DataBundle:
@@ -370,6 +373,7 @@ class Folds:
             task_args=src.task_args,
             context=src.context,
             preprocess=prep,
+            train_targets=train[1],
         )
 
     def _sized(self, files: Optional[ImageFiles]) -> Optional[ImageFiles]:

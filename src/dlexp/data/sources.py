@@ -1,6 +1,7 @@
 """Bundled, offline data sources: scikit-learn's digits, the textbook's synthetic data, a wedge and blobs."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from pathlib import Path
@@ -28,6 +29,15 @@ def digits_file() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_table(path: Path) -> np.ndarray:
+    """The digits file, read once per process (a sweep's jobs each build the source); read-only, since each
+    run's tensors are copies taken from it."""
+    table = np.loadtxt(path, delimiter=",")
+    table.flags.writeable = False
+    return table
+
+
 @DATASETS.register("digits")
 def digits(
     *,
@@ -41,7 +51,7 @@ def digits(
     The test split is stratified and fixed by ``test_seed`` (not the run seed), so
     runs with different seeds are scored on the same test images.
     """
-    table = np.loadtxt(digits_file(), delimiter=",")  # (1797, 65): 64 pixel counts in 0..16, then the label
+    table = _digits_table(digits_file())  # (1797, 65): 64 pixel counts in 0..16, then the label
     x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 8, 8).astype(np.float32) / 16.0)  # (N, 1, 8, 8) in [0, 1]
     labels = table[:, -1].astype(np.int64)
     y = torch.from_numpy(labels)  # (N,)

@@ -1,4 +1,5 @@
-"""Train/validation splits of the training pool. The test set is never touched here.
+"""Train/validation splits of the training pool, the test split a source carves before them, and the
+in-place reorder that applies a split to tensors without a second copy of the data.
 
 A split builder returns a list of folds, each a (train indices, val indices) pair
 into the pool: one for ``holdout``, k for ``kfold`` (one training per fold).
@@ -13,9 +14,11 @@ import math
 from typing import Annotated, Optional
 
 import numpy as np
+import torch
 from annotated_types import Ge, Interval
+from torch import Tensor
 
-from dlexp.data.base import SPLITS, class_labels
+from dlexp.data.base import SPLITS, Pair, class_labels
 from dlexp.errors import ConfigError, DataError
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, val indices)
@@ -116,3 +119,38 @@ def carve_test(targets, task: str, fraction: float, seed: int) -> tuple[np.ndarr
     """(pool indices, test indices): a seeded holdout of ``fraction`` of the examples as a fixed test set,
     stratified by class for classification tasks. ``seed`` is the dataset's ``test_seed``, not the run's."""
     return holdout(len(targets), class_labels(task, targets), seed, val_fraction=fraction)[0]
+
+
+def partition_in_place(pool: Pair, train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[Pair, Pair]:
+    """(train, val) as views of the pool's own storage, its rows reordered in place (train rows first, in
+    order, then val rows), so that a holdout split costs no second copy of the data, nor a copy of the
+    val rows: the peak stays at one copy of the data plus one row. The pool is consumed."""
+    order = np.concatenate([train_idx, val_idx])  # order[k]: the row that ends at position k
+    for t in pool:  # x (N, ...), then y (N,)
+        permute_rows_in_place(t, order)
+    n_train = len(train_idx)
+    (x, y) = pool
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def permute_rows_in_place(t: Tensor, order: np.ndarray) -> None:
+    """t[k] = old t[order[k]] for every k, one row of scratch memory: each cycle of the permutation is
+    walked once, its first row held aside while the others shift along it. Rows already in place
+    (a prefix of train rows, typically) are skipped. Rows move through a numpy view of the storage
+    (about a microsecond a row); a tensor numpy cannot view is gathered instead."""
+    try:
+        rows = t.numpy()
+    except (RuntimeError, TypeError):  # e.g. a tensor on a GPU: one gathered copy
+        t.copy_(t[torch.from_numpy(order)])
+        return
+    placed = order == np.arange(len(order))
+    for start in np.flatnonzero(~placed):
+        if placed[start]:
+            continue
+        held, k = rows[start].copy(), start
+        while order[k] != start:
+            rows[k] = rows[order[k]]
+            placed[k] = True
+            k = order[k]
+        rows[k] = held
+        placed[k] = True

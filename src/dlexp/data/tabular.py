@@ -1,11 +1,11 @@
-"""Tabular data in Kaggle's house-prices layout, and predictions written as a submission file.
+"""What the table sources share: reading a table file, raw feature columns, and the encoder fitted per fold.
 
-``house_prices`` reads ``Id, <features...>, SalePrice`` CSVs. Features are kept raw
-(numbers with NaN, categories as integer codes) until a fold's train part is known;
-then ``TabularEncoder`` is fitted on that part only: numeric columns standardized
-with its mean/std (a missing value becomes 0, the training mean), categorical
-columns one-hot over the categories it contains plus an NA column. The model
-learns log(SalePrice) (centered on the train part's mean), so its RMSE is Kaggle's log-RMSE.
+Features stay raw (numbers with NaN for missing, categories as integer codes with NaN
+for NA) until a fold's train part is known; then ``TabularEncoder`` is fitted on that
+part only: numeric columns standardized with its mean/std (a missing value becomes 0,
+the training mean), categorical columns one-hot over the categories it contains plus an
+NA column. ``house_prices`` (Kaggle's layout) and ``csv`` (any table, the target by
+name) build their ``Source`` with ``tabular_source``.
 """
 from __future__ import annotations
 
@@ -13,18 +13,15 @@ import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from dlexp.config.constraints import Fraction, Seed
-from dlexp.data.base import DATASETS, Predictions, Source
+from dlexp.data.base import Pair, Predictions, Source
 from dlexp.data.preprocess import nan_mean_std
-from dlexp.data.splits import carve_test
 from dlexp.errors import DataError
-from dlexp.runs.files import SUBMISSION_FILE, atomic_write
 
 
 @dataclass
@@ -54,20 +51,95 @@ class TabularEncoder:
         return torch.cat(blocks, dim=1)
 
 
-def _read_csv(path: str, key: str) -> Any:
+# -- reading ---------------------------------------------------------------------------------------
+
+PARQUET_MAGIC = b"PAR1"  # the first (and last) four bytes of every Parquet file
+PARQUET_SUFFIXES = (".parquet", ".pq")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")  # pandas decompresses these CSVs by their suffix
+SEPARATORS = ",;\t|"  # a CSV's separator is the one its header line holds most of
+# what a file that is not a table usually is, by its first bytes
+NOT_TABLES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF",
+              b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook is one: save it as CSV)", b"\x93NUMPY": "a NumPy array"}
+
+
+def read_table(path: str, key: str) -> Any:
+    """``dataset.<key>=path`` as a pandas DataFrame: a Parquet file (by its first bytes or its suffix) or a CSV
+    whose separator (comma, semicolon, tab or pipe) is found from its header line (with a semicolon, a decimal
+    comma is read too). A missing, empty or binary file, or one pandas cannot parse, is a one-line DataError
+    that names it."""
     import pandas as pd
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"dataset.{key}={path} does not exist (relative paths start in {os.getcwd()})")
-    try:
-        return pd.read_csv(file)
+    compressed = file.suffix.lower() in COMPRESSED_SUFFIXES
+    with open(file, "rb") as handle:
+        head = b"" if compressed else handle.read(1 << 16)
+    if head.startswith(PARQUET_MAGIC) or file.suffix.lower() in PARQUET_SUFFIXES:
+        return _read_parquet(file, head, path, key)
+    _check_text(head, path, key)
+    sep = _separator(head)
+    try:  # a semicolon-separated CSV is the spreadsheets' form for locales that write 2,5 for 2.5
+        frame = pd.read_csv(file, sep=sep, decimal="," if sep == ";" else ".")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"dataset.{key}={path} is empty; a table needs a header line of column names, then one row "
+                        f"per example") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"dataset.{key}={path} is not UTF-8 text (it holds byte {err.object[err.start]:#04x}); "
+                        f"save it as a UTF-8 CSV") from None
     except (ValueError, OSError) as err:
-        raise DataError(f"cannot read dataset.{key}={path} as CSV: {str(err).strip().splitlines()[0]}") from None
+        raise DataError(f"cannot read dataset.{key}={path} as CSV: {_first_line(err)}") from None
+    if frame.empty:
+        raise DataError(f"dataset.{key}={path} has a header line but no rows")
+    frame.attrs["format"] = "csv"  # row i of the frame is line i + 2 of the file
+    return frame
 
 
-def _encode(frame: Any, numeric: list[str], categorical: list[str]) -> Tensor:
-    """(N, numeric + categorical) float32: numbers with NaN for missing, categories as codes with NaN for NA."""
+def _read_parquet(file: Path, head: bytes, path: str, key: str) -> Any:
+    import pandas as pd
+
+    if not head.startswith(PARQUET_MAGIC):
+        _check_text(head, path, key)
+        raise DataError(f"dataset.{key}={path} is not a Parquet file (it does not start with {PARQUET_MAGIC.decode()})")
+    try:
+        frame = pd.read_parquet(file)
+    except ImportError:
+        raise DataError("reading Parquet files needs pyarrow: pip install pyarrow") from None
+    except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"cannot read dataset.{key}={path} as Parquet: {_first_line(err)}") from None
+    if frame.empty:
+        raise DataError(f"dataset.{key}={path} has no rows")
+    frame.attrs["format"] = "parquet"
+    return frame
+
+
+def _check_text(head: bytes, path: str, key: str) -> None:
+    """A DataError for a file whose first bytes show it is not text: an image, an archive, any binary."""
+    what = next((name for magic, name in NOT_TABLES.items() if head.startswith(magic)), None)
+    if what is None and b"\x00" in head:  # no text format holds NUL bytes
+        what = "a binary file"
+    if what is not None:
+        raise DataError(f"dataset.{key}={path} is {what}, not a table; give a CSV or Parquet file")
+
+
+def _separator(head: bytes) -> str:
+    header = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    counts = {sep: header.count(sep) for sep in SEPARATORS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# -- features --------------------------------------------------------------------------------------
+
+
+def raw_features(frame: Any, numeric: list[str], categorical: list[str]) -> Tensor:
+    """(N, numeric + categorical) float32: numbers with NaN for missing, categories as codes with NaN for NA.
+    ``numeric`` columns must hold numbers (or NaN) already."""
     import pandas as pd
 
     columns = [frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in numeric]
@@ -77,77 +149,12 @@ def _encode(frame: Any, numeric: list[str], categorical: list[str]) -> Tensor:
     return torch.from_numpy(np.stack(columns, axis=1) if columns else np.zeros((len(frame), 0))).float()
 
 
-def _log_target(frame: Any, column: str, where: str) -> Tensor:
-    import pandas as pd
-
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    if np.isnan(values).any() or (values <= 0).any():
-        raise DataError(f"column '{column}' of {where} needs a positive number in every row (its log is learned)")
-    return torch.from_numpy(np.log(values)).float().unsqueeze(1)  # (N, 1)
-
-
-def _submission_writer(ids: np.ndarray, id_column: str, target_column: str) -> Callable[[Path, Tensor], None]:
-    def write(run_dir: Path, outputs: Tensor) -> None:  # outputs: (N, 1) predicted log prices
-        import pandas as pd
-
-        frame = pd.DataFrame({id_column: ids, target_column: outputs[:, 0].double().exp().numpy()})
-        atomic_write(run_dir / SUBMISSION_FILE, frame.to_csv(index=False))
-
-    return write
-
-
-@DATASETS.register("house_prices")
-def house_prices(
-    *,
-    train_csv: str,
-    test_csv: Optional[str] = None,
-    id_column: str = "Id",
-    target_column: str = "SalePrice",
-    test_fraction: Fraction = 0.0,
-    test_seed: Seed = 0,
-) -> Source:
-    """Kaggle's house prices: learn log(SalePrice) from the other columns of ``train_csv``.
-
-    ``test_csv`` (same columns, usually without SalePrice) gets predictions in submission.csv;
-    if it has SalePrice it is also scored as the test set. ``test_fraction`` > 0 holds out
-    part of ``train_csv`` as a labeled test set instead.
-    """
-    train = _read_csv(train_csv, "train_csv")
-    for key, col in (("id_column", id_column), ("target_column", target_column)):
-        if col not in train.columns:
-            raise DataError(f"dataset.{key}='{col}' is not a column of {train_csv}; columns: {', '.join(map(str, train.columns[:8]))}, ...")
-    features = [c for c in train.columns if c not in (id_column, target_column)]
-    test = _read_csv(test_csv, "test_csv") if test_csv else None
-    if test is not None:
-        missing = [c for c in [id_column, *features] if c not in test.columns]
-        if missing:
-            raise DataError(f"{test_csv} lacks column(s) {', '.join(missing[:5])} of {train_csv}")
-    import pandas as pd
-
-    both = pd.concat([train[features], test[features]] if test is not None else [train[features]], ignore_index=True)
-    numeric = [c for c in features if pd.api.types.is_numeric_dtype(both[c])]
-    categorical = [c for c in features if c not in numeric]
-    raw = _encode(both, numeric, categorical)
-    x, y = raw[: len(train)], _log_target(train, target_column, train_csv)
-
-    labeled_test = test is not None and target_column in test.columns and test[target_column].notna().all()
-    test_pair = (raw[len(train) :], _log_target(test, target_column, test_csv)) if labeled_test else None
-    if test_pair is None and test_fraction > 0:
-        pool_idx, test_idx = carve_test(y, "regression", test_fraction, test_seed)
-        (x, y), test_pair = (x[pool_idx], y[pool_idx]), (x[test_idx], y[test_idx])
-    predict = None
-    if test is not None:
-        predict = Predictions(raw[len(train) :], _submission_writer(test[id_column].to_numpy(), id_column, target_column))
-    mask = torch.zeros(raw.shape[1], dtype=torch.bool)
-    mask[: len(numeric)] = True  # a covariate shift moves numeric columns, never category codes
-    return Source(
-        train=(x, y),
-        test=test_pair,
-        task="regression",
-        num_classes=1,
-        preprocess=partial(TabularEncoder.fit, n_numeric=len(numeric)),
-        task_args={"metric": "log_rmse"},  # Kaggle's score: the RMSE of log prices
-        center_targets=True,  # log prices sit near 12: start the model at the train mean, not at 0
-        covariate_mask=mask,
-        predict=predict,
-    )
+def tabular_source(train: Pair, test: Optional[Pair], *, n_numeric: int, task: str, num_classes: int,
+                   predict: Optional[Predictions] = None, **kw: Any) -> Source:
+    """A ``Source`` of raw tabular features whose first ``n_numeric`` columns are numbers and the rest category
+    codes: ``TabularEncoder`` is fitted on each fold's train part, and a covariate shift moves the numbers only.
+    ``kw``: more ``Source`` fields (``task_args``, ``center_targets``)."""
+    mask = torch.zeros(train[0].shape[1], dtype=torch.bool)
+    mask[:n_numeric] = True  # a covariate shift moves numeric columns, never category codes
+    return Source(train=train, test=test, task=task, num_classes=num_classes,
+                  preprocess=partial(TabularEncoder.fit, n_numeric=n_numeric), covariate_mask=mask, predict=predict, **kw)

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple, Optional
 from dlexp.models.init import InitConfig
 from dlexp.config.registry import Registry
 
-MODELS = Registry("model", common=InitConfig)  # every model also takes model.init*
+MODELS = Registry("model", common=InitConfig, context=("input_shape", "num_classes"))  # every model also takes model.init*
 
 
 @dataclass(frozen=True)

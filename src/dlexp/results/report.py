@@ -25,7 +25,7 @@ from typing import Any, Optional
 from dlexp.runs.files import HYDRA_DIR, METRICS_FILE, OVERRIDES_RECORD
 from dlexp.runs.record import RunDir, RunFileError
 from dlexp.runs.status import OUTCOMES, Status
-from dlexp.runs.sweep import read_manifest
+from dlexp.runs.sweep import NOT_SEARCH_IDENTITY, read_manifest
 
 SEED_KEY = "seed"
 # summary.csv has a count of each; pending and running come from the jobs manifest of a sweep still going on
@@ -52,7 +52,10 @@ class Job:
             return f"{self.status} (jobs.json)"
         if not self.summary:
             return "no summary.json: still running, or killed"
-        return str(self.summary.get("error") or self.summary.get("hint") or self.summary.get("stop_reason", ""))
+        if self.status == Status.INTERRUPTED:
+            by = f" by {self.summary['signal']}" if self.summary.get("signal") else ""
+            return f"stopped{by}; it continues from its checkpoint when the sweep does"
+        return str(self.summary.get("error") or self.summary.get("hint") or self.summary.get("stop_reason") or self.status)
 
     def value(self, key: str) -> float:
         value = self.summary.get(key)
@@ -154,6 +157,13 @@ class SweepReport:
 # Reading a sweep
 
 
+def how_it_runs(override: str) -> bool:
+    """An override that changes how or how far a sweep runs, not what a job computes (threads, the progress
+    bar, a search's trials and slots): never a column of the table, nor a setting of ``Best:``."""
+    key = _split(override)[0]
+    return key.startswith(NOT_SEARCH_IDENTITY) or key.split(".")[0] == "hparams_search"
+
+
 def _split(override: str) -> tuple[str, str]:
     key, _, value = override.partition("=")
     return key.lstrip("+~"), value
@@ -219,7 +229,7 @@ def build_report(sweep_dir: Path) -> SweepReport:
         raise FileNotFoundError(f"no runs found under {sweep_dir} (a job dir holds .hydra/overrides.yaml)")
     groups: dict[tuple[str, ...], Group] = {}
     for job in jobs:
-        key = tuple(o for o in job.overrides if _split(o)[0] != SEED_KEY)
+        key = tuple(o for o in job.overrides if _split(o)[0] != SEED_KEY and not how_it_runs(o))
         groups.setdefault(key, Group(key)).jobs.append(job)
     keys = list(dict.fromkeys(_split(o)[0] for g in groups for o in g))
     settings = [dict(map(_split, g)) for g in groups]

@@ -5,6 +5,7 @@ Nothing here imports torch, so ``python -m dlexp.report`` starts fast.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dlexp.results import plots
 from dlexp.results.report import (
@@ -270,20 +272,21 @@ def print_report(report: SweepReport, written: list[Path], console: Any = None) 
         title = column.rsplit(".", 1)[-1] if column in report.axes else column  # regularizer.dropout -> dropout
         table.add_column(title, justify="right" if i == 0 or " " in column or "/" in column else "left")
     for group, cells in zip(report.groups, display_rows(report)):
-        shown = [c.replace(" ± ", "±") for c, k in zip(cells, keep) if k]
+        shown = [Text(c.replace(" ± ", "±")) for c, k in zip(cells, keep) if k]  # as written, never rich markup
         table.add_row(*shown, style="bold green" if group.rank == 1 else None)
     console.print(table)
+    say = functools.partial(console.print, markup=False, soft_wrap=True)  # a user's [list] stays; a command, one line
     if report.fixed:
-        console.print(f"same in every job: {' '.join(report.fixed)}")
-    console.print(best_line(report))
+        say(f"same in every job: {' '.join(report.fixed)}")
+    say(best_line(report))
     for job in report.unfinished():
         if job.status != Status.PRUNED:  # a search's pruned trial is a result, and its row says so
-            console.print(f"[red]job {job.name} {job.status}[/red] ({' '.join(job.overrides)}): {job.reason}")
+            say(Text.assemble((f"job {job.name} {job.status}", "red"), f" ({' '.join(job.overrides)}): {job.reason}"))
     if report.pending():
-        console.print(pending_line(report))
+        say(pending_line(report))
     if written:
         names = ", ".join(p.name for p in written)
-        console.print(f"sweep summary in {display_path(report.sweep_dir)}: {names}")
+        say(f"sweep summary in {display_path(report.sweep_dir)}: {names}")
 
 
 def summarize_sweep(sweep_dir: Path, *, run_plots: bool = False, console: Any = None) -> SweepReport:

@@ -69,8 +69,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        if not zipfile.is_zipfile(path):  # torch saves checkpoints as zip archives: this file is something else
+            raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); give a run dir, or its "
+                            "checkpoints/last.pt") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({first}); use another checkpoint") from None
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({first[:200]}); use another checkpoint") from None
+    except Exception:  # noqa: BLE001  (torch.load reading a file that is no checkpoint raises anything: IndexError...)
+        raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); give a run dir, or its "
+                        "checkpoints/last.pt") from None
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a dlexp checkpoint (no 'model' entry)")
     return state

@@ -141,20 +141,25 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def find_checkpoint(resume: str) -> Optional[Path]:
+def find_checkpoint(resume: str, *, run_dir: Optional[str] = None) -> Optional[Path]:
     """The checkpoint ``resume=`` names: a run dir's checkpoints/last.pt, or a checkpoint file.
 
-    None: a run dir that has no checkpoint yet (killed before its first one) but a recorded
-    command line, so the run can start again from it. A path that is neither is a ConfigError."""
+    None: a run dir that has no checkpoint yet: one with a recorded command line (killed before its
+    first checkpoint: the run starts again from its record), or one that holds nothing of a run (killed
+    before its record: the run starts from the beginning). A dir that does not exist is such a dir when
+    the same command names it as its run dir too (``run_dir``, from ``hydra.run.dir``). Any other path is a
+    ConfigError."""
     path = Path(resume).expanduser()
     if path.is_dir():
         if checkpoint_file(path).is_file():
             return checkpoint_file(path)
-        if recorded_overrides_path(path).is_file():
+        if recorded_overrides_path(path).is_file() or not any(p for p in path.iterdir() if p.name != HYDRA_DIR):
             return None
         raise ConfigError(f"resume={resume}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} and no {HYDRA_DIR}/ record in that "
                           f"dir; is it a dlexp run dir?")
     if not path.exists():
+        if run_dir is not None and Path(run_dir).expanduser().absolute() == path.absolute():
+            return None  # the command's own run dir, not made yet: its run starts from the beginning
         raise ConfigError(f"resume={resume}: no such run dir or checkpoint; check the path")
     return path
 

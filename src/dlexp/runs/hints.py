@@ -2,6 +2,7 @@
 
 - ``resume_command``: the command that continues one run from its checkpoint;
 - ``rerun_command``: a k-fold run, which starts again with the command that started it;
+- ``multirun_command``: the command that was given, as a sweep (``-m``);
 - ``continue_sweep_command``: the command that continues a sweep in the same sweep dir. A sweep
   without ``sweep.name`` lives in a dated dir: running its command again would start a new one, so
   the hint names the dir (``hydra.sweep.dir=...``).
@@ -38,7 +39,7 @@ def _quote(args: Sequence[str]) -> str:
 def resume_command(run_dir: Path) -> str:
     """``python -m dlexp resume=/home/me/outputs/2026-12-06/10-00-00-000000``: the dir as given (absolute, from
     Hydra), so that the hint, also kept in summary.json, works from any working directory."""
-    return _quote([f"resume={Path(run_dir)}"])
+    return _quote([override_value("resume", str(Path(run_dir)))])  # a sweep job's dir holds '=' and ',
 
 
 def rerun_command(argv: Optional[Sequence[str]]) -> str:
@@ -46,12 +47,28 @@ def rerun_command(argv: Optional[Sequence[str]]) -> str:
     return _quote(list(argv)) if argv is not None else "the same command again"
 
 
+def multirun_command(fallback: Sequence[str]) -> str:
+    """This command as a sweep (``-m`` added), or ``fallback``'s arguments as one when the command is not known."""
+    args = command()
+    return _quote(["-m", *(args if args is not None else fallback)])
+
+
 def continue_sweep_command(sweep_dir: Path, argv: Optional[Sequence[str]]) -> str:
-    """The sweep's own command, pointed at its dir when the command alone would not find it again."""
+    """The sweep's own command, pointed at its dir when the command alone would not find it again (a search's
+    dir is named by its command: the command finds it)."""
+    where = override_value("hydra.sweep.dir", display_path(Path(sweep_dir)))
     if argv is None:
-        return f"the same command again with hydra.sweep.dir={display_path(Path(sweep_dir))}"
+        return f"the same command again with {where}"
     args = [a for a in argv if not a.startswith(("resume=",))]
-    named = any(a.lstrip("+").startswith(("sweep.name=", "hydra.sweep.dir=")) for a in args)
+    named = any(a.lstrip("+").startswith(("sweep.name=", "hydra.sweep.dir=", "hparams_search=")) for a in args)
     if not named:
-        args.append(f"hydra.sweep.dir={display_path(Path(sweep_dir))}")
+        args.append(where)
     return _quote(args)
+
+
+def override_value(key: str, value: str) -> str:
+    """``key=value`` as Hydra reads it: a value with Hydra's special characters (``,`` ``=`` brackets, quotes,
+    spaces) in quotes, so that it is one value, not a sweep."""
+    if any(c in value for c in ",=[](){}'\" :"):
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"{key}={value}"

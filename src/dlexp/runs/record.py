@@ -62,7 +62,7 @@ class RunDir:
             if missing_ok:
                 return {}
             raise RunFileError(f"{files.display_path(path)} is missing: the run has not finished, or was killed before "
-                               f"it wrote one; continue it with {resume_command(self.path)}")
+                               f"it wrote one; continue it with: {resume_command(self.path)}")
         data = _load(path, json.loads, "not valid JSON")
         if not isinstance(data, dict):
             raise RunFileError(f"{files.display_path(path)} is damaged (not a JSON object); the run's other files are intact")

@@ -12,10 +12,12 @@ run is taken from today's defaults. A finished run without a checkpoint is never
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
@@ -44,6 +46,7 @@ class Resumption:
     choices: Optional[dict[str, str]] = None
     restart: bool = False  # a run killed before its first checkpoint, started again in its own dir
     changes: list[str] = field(default_factory=list)  # today's overrides that the resumed run takes
+    note: Optional[str] = None  # what the run says once it is accepted (a run started from the beginning)
 
 
 def resolve(cfg: DictConfig, *, today: list[str]) -> Resumption:
@@ -55,8 +58,10 @@ def resolve(cfg: DictConfig, *, today: list[str]) -> Resumption:
         return Resumption(cfg, today)
     run_dir = Path(files.run_dir_of(cfg.resume, ""))
     choices = RunDir(run_dir).choices()
-    if files.find_checkpoint(cfg.resume) is None:  # killed before its first checkpoint: start it again, same dir
-        return _restart(cfg, run_dir, today, choices)
+    if files.find_checkpoint(cfg.resume, run_dir=str(run_dir)) is None:
+        if not RunDir(run_dir).recorded:  # killed before its record: nothing of the run to keep
+            return _from_the_beginning(cfg, run_dir, today)
+        return _restart(cfg, run_dir, today, choices)  # killed before its first checkpoint: again, from its record
     checkpoint = load_resume_checkpoint(cfg.resume)
     recorded = OmegaConf.create(checkpoint["config"])
     changes = accepted_changes(today, recorded, choices, saved_as="the checkpoint was trained with")
@@ -86,12 +91,35 @@ def _restart(cfg: DictConfig, run_dir: Path, today: list[str], choices: dict[str
     return Resumption(fresh, [*recorded_overrides(run_dir), *changes], None, choices, restart=True, changes=changes)
 
 
+def _from_the_beginning(cfg: DictConfig, run_dir: Path, today: list[str]) -> Resumption:
+    """``resume=DIR`` where nothing of a run was recorded (a dir the command made, killed before its record):
+    today's command is the run, started in DIR from the beginning."""
+    fresh = cfg.copy()
+    fresh.resume = None
+    return Resumption(fresh, today, note=f"no run was recorded in {files.display_path(run_dir)} yet (it stopped before "
+                                          "its first record): starting it from the beginning")
+
+
 def clear_attempt(run_dir: Path) -> None:
-    """The files of an attempt that never reached a checkpoint: nothing in them can be continued."""
-    for name in (files.METRICS_FILE, files.GRAD_NORMS_FILE, files.SUMMARY_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    for events in run_dir.glob(files.TENSORBOARD_GLOB):
-        events.unlink()
+    """The files of an attempt that cannot be continued (no checkpoint yet, or a k-fold run): all it wrote
+    but its record, so that the run starts again in its own dir."""
+    for name in files.RUN_FILES:
+        path = Path(run_dir) / name
+        if name not in (files.HYDRA_DIR, files.RESUME_HYDRA_DIR):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for pattern in (files.TENSORBOARD_GLOB, files.FOLD_DIR.format("*")):
+        for path in Path(run_dir).glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def kfold_to_start_again(run_dir: Path, today: list[str]) -> bool:
+    """Whether ``run_dir`` holds an interrupted k-fold run of today's command: k-fold runs cannot be resumed,
+    so the command that started one starts it again there (another command is refused, as for any run)."""
+    run = RunDir(run_dir)
+    if not run.has(files.FOLD_DIR.format(1)) or not run.recorded or run.status() not in (Status.INTERRUPTED,
+                                                                                         Status.INCOMPLETE):
+        return False
+    return recorded_overrides(run_dir) == [o for o in today if not o.startswith(("hydra.", "resume="))]
 
 
 def recorded_overrides(run_dir: Path) -> list[str]:
@@ -113,7 +141,7 @@ def accepted_changes(today: list[str], recorded: DictConfig, choices: dict[str, 
             kept.append(text)
         else:
             value = override.value() if not override.is_delete() else UNSET
-            if flat.get(key, UNSET) != value:
+            if not same_value(flat.get(key, UNSET), value):
                 raise ConfigError(f"cannot resume with {key}={value!r}: {saved_as} {flat.get(key, UNSET)!r}; drop that "
                                   f"override, or start a new run without resume=")
     return kept
@@ -148,11 +176,30 @@ def check_compatible(new: Any, saved: Any, saved_as: str = "the checkpoint was t
     for key in sorted(set(new_flat) | set(saved_flat), key=lambda k: (not k.endswith(".name"), k)):
         if key in MAY_CHANGE:
             continue
-        if new_flat.get(key, UNSET) != saved_flat.get(key, UNSET):
+        if not same_value(new_flat.get(key, UNSET), saved_flat.get(key, UNSET)):
             raise ConfigError(
                 f"cannot resume with {key}={new_flat.get(key, UNSET)!r}: {saved_as} "
                 f"{saved_flat.get(key, UNSET)!r}; drop that override, or start a new run without resume="
             )
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two values of one key are one setting as the config types them: ``16`` from the command line
+    and ``'16'`` recorded for a key that takes a number or a word (``dataset.resize``) are; so are ``1`` and
+    ``1.0``. A string is read as YAML reads a value (``'true'`` is true), lists item by item."""
+    return _typed(a) == _typed(b)
+
+
+def _typed(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_typed(v) for v in value]
+    if isinstance(value, str) and value != UNSET:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+    return value
 
 
 def _effective(config: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def refuse_earlier_run(run_dir: Path) -> None:
     earlier = earlier_run_files(run_dir)
     if earlier:
         raise RunDirInUse(
-            f"{run_dir} already holds a run ({', '.join(earlier)}); continue it with {resume_command(run_dir)}, "
+            f"{run_dir} already holds a run ({', '.join(earlier)}); continue it with: {resume_command(run_dir)}; "
             f"or choose another dir (hydra.run.dir=...)"
         )
 

@@ -10,12 +10,15 @@ import csv
 import json
 import math
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from dlexp.config.schema import flatten
 from dlexp.runs.files import METRICS_FILE, RUN_LOG, SUMMARY_FILE, atomic_write, csv_text, display_path
@@ -117,44 +120,39 @@ class RunLog:
         console = Console(highlight=False)
         # Not a terminal (CI, a pipe, a log file): a wide fixed width keeps one line per epoch.
         self.console = console if console.is_terminal else Console(highlight=False, width=200)
-        self.show_progress = progress and is_main and self.console.is_terminal
+        self.show_progress = progress and is_main and (self.console.is_terminal or in_notebook())
         self._csv_columns: Optional[list[str]] = None
         self.tensorboard = TensorBoardSink(self.run_dir) if is_main else None
         self.hparams: dict[str, Any] = {}
 
     # -- console ---------------------------------------------------------
-    def info(self, message: Any) -> None:
-        """A line (or a rich table) on the console, and in the run's run.log."""
+    def info(self, message: Any, *, markup: bool = False) -> None:
+        """A line (or a rich table) on the console, and in the run's run.log. A line is shown as it is written,
+        never read as rich markup (a user's ``plugins=[my_models.py]`` must not vanish), unless ``markup``
+        (then its dynamic parts are escaped by the caller); a long line is not wrapped (a command in it
+        stays one line to copy)."""
         if not self.is_main:
             return
-        self.console.print(message)
+        self.console.print(message, markup=markup, soft_wrap=True)
         try:
             with open(self.run_dir / RUN_LOG, "a", encoding="utf-8") as handle:
-                Console(file=handle, width=200, no_color=True, highlight=False).print(message)
+                Console(file=handle, width=200, no_color=True, highlight=False).print(message, markup=markup, soft_wrap=True)
         except OSError:
             pass  # the console has the line; a run dir that cannot take it fails at its next real write
 
-    def progress_bar(self) -> Progress:
-        """A live bar: batches done, running loss and throughput (examples/s).
+    def progress_bar(self) -> "Bars":
+        """The live bar of the passes: batches done, running loss and throughput (examples/s). On a terminal
+        rich draws it; in a Jupyter notebook tqdm's widget does (``tqdm.auto``); elsewhere nothing is drawn.
 
-        Redrawn by the loop when it updates the bar (every ``log_every_n_steps`` batches), not by rich's
-        refresh thread: a second Python thread drawing 10 times a second takes the GIL from the training
-        step, which on a busy CPU costs far more than the drawing itself.
+        Redrawn by the loop when it updates the bar (every ``log_every_n_steps`` batches), not by a refresh
+        thread: a second Python thread drawing 10 times a second takes the GIL from the training step,
+        which on a busy CPU costs far more than the drawing itself.
         """
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]} ex/s"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-            auto_refresh=False,
-            disable=not self.show_progress,
-        )
+        if self.show_progress and self.console.is_terminal:
+            return RichBars(self.console)
+        if self.show_progress:
+            return NotebookBars()
+        return Bars()
 
     # -- files -----------------------------------------------------------
     def log_epoch(self, row: dict[str, Any]) -> None:
@@ -218,9 +216,108 @@ class RunLog:
         for key, value in summary.items():
             if isinstance(value, (dict, list)) or key in LONG_KEYS:
                 continue  # printed as their own lines
-            table.add_row(key, _fmt(value))
+            table.add_row(Text(key), Text(_fmt(value)))  # as written: a value is never rich markup
         self.info(table)
         self.info(f"results in {display_path(self.run_dir)} ({summary.get('wall_seconds', 0):.1f} s)")
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where a terminal's live bar cannot draw, and tqdm's widget can)."""
+    shell = sys.modules.get("IPython")
+    ipython = getattr(shell, "get_ipython", lambda: None)() if shell is not None else None
+    return ipython is not None and type(ipython).__name__ == "ZMQInteractiveShell"
+
+
+class Bars:
+    """The bars of one run's passes (one row a pass, drawn while it runs); this one draws nothing.
+
+    ``add`` starts a pass's row, ``update`` moves it, ``remove`` ends it; ``epoch`` names the epoch the rows
+    belong to; ``clock`` is the time their speeds and elapsed times count in."""
+
+    def __enter__(self) -> "Bars":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def epoch(self, text: str) -> None:
+        """The label before each pass's own, e.g. ``epoch 3/40``."""
+
+    def add(self, label: str, total: int, completed: int, loss: str, speed: str, started: float) -> Any:
+        return None
+
+    def update(self, row: Any, completed: int, loss: str, speed: str) -> None:
+        return None
+
+    def remove(self, row: Any) -> None:
+        return None
+
+
+class RichBars(Bars):
+    """A terminal's bar, drawn by rich, redrawn only when the loop updates it (no refresh thread)."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} ex/s"),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                                 transient=True, auto_refresh=False)
+
+    def __enter__(self) -> "RichBars":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def clock(self) -> float:
+        return self.progress.get_time()  # the clock rich's columns use
+
+    def epoch(self, text: str) -> None:
+        self.progress.columns[0].text_format = f"[bold]{text}" + " {task.description}"
+
+    def add(self, label: str, total: int, completed: int, loss: str, speed: str, started: float) -> Any:
+        row = self.progress.add_task(label, total=total, completed=completed, loss=loss, speed=speed)  # draws it
+        next(t for t in self.progress.tasks if t.id == row).start_time = started  # elapsed from the pass's start
+        return row
+
+    def update(self, row: Any, completed: int, loss: str, speed: str) -> None:
+        self.progress.update(row, completed=completed, loss=loss, speed=speed)
+        self.progress.refresh()
+
+    def remove(self, row: Any) -> None:
+        self.progress.remove_task(row)
+
+
+class NotebookBars(Bars):
+    """A notebook's bar: tqdm's widget (``tqdm.auto``), one per pass, closed (and cleared) when the pass ends."""
+
+    def __init__(self) -> None:
+        self.label = ""
+
+    def epoch(self, text: str) -> None:
+        self.label = text
+
+    def add(self, label: str, total: int, completed: int, loss: str, speed: str, started: float) -> Any:
+        import importlib.util
+
+        if importlib.util.find_spec("ipywidgets") is not None:  # the widget needs ipywidgets (dlexp[notebook])
+            from tqdm.auto import tqdm
+        else:  # else tqdm's text bar, which a notebook shows as its cell's output
+            from tqdm.std import tqdm
+
+        row = tqdm(total=total, initial=completed, desc=f"{self.label} {label}".strip(), leave=False)
+        row.set_postfix_str(f"loss {loss}, {speed} ex/s", refresh=True)
+        return row
+
+    def update(self, row: Any, completed: int, loss: str, speed: str) -> None:
+        row.n = completed
+        row.set_postfix_str(f"loss {loss}, {speed} ex/s", refresh=True)
+
+    def remove(self, row: Any) -> None:
+        row.close()
 
 
 def _result_metrics(summary: dict[str, Any]) -> dict[str, float]:

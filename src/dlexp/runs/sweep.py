@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ NOT_IDENTITY = ("sweep.", "trainer.progress", "trainer.log_every_n_steps", "trai
 # trials or slots continues the same study
 NOT_SEARCH_IDENTITY = NOT_IDENTITY + ("hparams_search.n_trials", "hparams_search.slots", "hparams_search.jobs_per_gpu",
                                       "hparams_search.lease_seconds", "hydra/launcher", "hydra.launcher")
+COMMAND_VARIABLE = "DLEXP_SWEEP_COMMAND"  # the sweep's command line (JSON), for its jobs' processes to record
 SEARCHES_DIR = "outputs/search"  # a search's dir, named by its command, unless sweep.name names it
 READABLE_CHARS = 64  # of a job dir's name, before its hash
 LONG_PART = 20  # a setting longer than this goes after the short ones in the name
@@ -131,21 +133,13 @@ def update_manifest(sweep_dir: Path, entries: dict[str, dict[str, Any]], *, only
     """Merge ``entries`` (job dir name -> fields) into the manifest; ``only_new``: add jobs it lacks, change none."""
     with _locked(sweep_dir):
         manifest = _read(sweep_dir)
+        if os.environ.get(COMMAND_VARIABLE):  # the sweep's command line, from its main process
+            manifest.setdefault("command", json.loads(os.environ[COMMAND_VARIABLE]))
         jobs = manifest.setdefault("jobs", {})
         for name, fields in entries.items():
             if only_new and name in jobs:
                 continue
             jobs[name] = {**jobs.get(name, {}), **fields}
-        files.atomic_write(manifest_path(sweep_dir), json.dumps(manifest, indent=1) + "\n")
-
-
-def record_command(sweep_dir: Path, argv: Optional[Sequence[str]]) -> None:
-    """Keep the sweep's command line in its manifest (the first run's: a rerun repeats it)."""
-    if argv is None:
-        return
-    with _locked(sweep_dir):
-        manifest = _read(sweep_dir)
-        manifest.setdefault("command", [str(a) for a in argv])
         files.atomic_write(manifest_path(sweep_dir), json.dumps(manifest, indent=1) + "\n")
 
 

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from dlexp.errors import ConfigError
 from dlexp.runs.files import JOB_LOGS_DIR, display_path
+from dlexp.search.compose import SweepComposer
 from dlexp.training.interrupt import STOP  # (no torch: a slot sets its threads and GPU before torch loads)
 
 THREADS_VARIABLE = "DLEXP_THREADS_PER_JOB"  # trainer.num_threads for a job of a parallel launcher
@@ -228,6 +229,7 @@ def _worker(slot: int, env: dict[str, str], conn: Connection, payload: bytes, pa
     hydra_context, task_function, config, singleton_state, sweep_dir = cloudpickle.loads(payload)
     setup_globals()
     Singleton.set_state(singleton_state)
+    composer = SweepComposer(hydra_context.config_loader, config)  # each job's config from a cached base
     with STOP.installed():  # for the worker's life: a signal between jobs stops it too
         while not STOP():
             try:
@@ -236,17 +238,17 @@ def _worker(slot: int, env: dict[str, str], conn: Connection, payload: bytes, pa
                 return
             if job is None:
                 return
-            conn.send(_run_one(job, hydra_context, task_function, config, Path(sweep_dir)))
+            conn.send(_run_one(job, hydra_context, task_function, composer, Path(sweep_dir)))
 
 
-def _run_one(job: Job, hydra_context: Any, task_function: Any, config: Any,
+def _run_one(job: Job, hydra_context: Any, task_function: Any, compose: Any,
              sweep_dir: Path) -> tuple[Optional[str], Optional[str], int, Optional[str]]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import run_job
     from omegaconf import open_dict
 
     try:
-        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(job.overrides))
+        sweep_config = compose(list(job.overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{job.num}"
             sweep_config.hydra.job.num = job.num

@@ -13,10 +13,11 @@ command line wins for a key set in both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from dlexp.errors import ConfigError
@@ -105,3 +106,19 @@ def format_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     return str(value)
+
+
+def check_space(run_cfg: DictConfig, space: SearchSpace, validate: Callable[[DictConfig], Any]) -> None:
+    """Every key the search samples, set to a value of its range, validates with the run's config: a key a
+    component cannot take (a model without ``dropout``) fails in one line before the first trial, not in
+    every trial. Group choices (``model``) are composed per trial and left to it."""
+    for key, dist in space.distributions.items():
+        if "." not in key:
+            continue
+        value = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+        trial = run_cfg.copy()
+        OmegaConf.update(trial, key, value, force_add=True)
+        try:
+            validate(trial)
+        except ConfigError as err:
+            raise ConfigError(f"the search samples {key}, and a trial with {key}={value} would be refused: {err}") from None

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dlexp.errors import ConfigError
 from dlexp.runs import sweep as sweep_jobs
 from dlexp.runs.files import display_path
+from dlexp.runs.hints import command, continue_sweep_command
 from dlexp.runs.status import Status
 from dlexp.search import study as studies
 from dlexp.search.slots import Job, JobEnd, SlotPool, log_hint
@@ -84,7 +85,7 @@ class Search:
         status = Status.of(summary["status"]) if summary.get("status") else Status.FAILED if end.error else Status.INCOMPLETE
         took = f"in {end.seconds:.1f} s"
         if status == Status.INTERRUPTED or end.exit_code in (130, 143):
-            self.pool.say(f"trial {number} interrupted {took}; run the same command again to resume it")
+            self.pool.say(f"trial {number} interrupted {took}; it resumes in its dir when the search continues")
             return
         monitor = summary.get("monitor", "")
         value = summary.get(f"best/{monitor}")
@@ -135,6 +136,11 @@ def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, dire
 
     queue = studies.abandoned_trials(study, settings.lease_seconds)
     done = len(studies.finished(study.get_trials(deepcopy=False)))
+    if done >= n_trials and not queue:  # nothing left: say so, run nothing, and leave the study as it is
+        print(f"search {study_name}: {done} trials finished earlier, hparams_search.n_trials={n_trials}: nothing to run "
+              f"(raise hparams_search.n_trials to continue the search); study in {_where(settings.storage, sweep_dir)}",
+              flush=True)
+        return 0
     print(f"search {study_name}: {n_trials} trials, {done} finished earlier, {len(queue)} to resume; "
           f"sampler={settings.sampler} pruner={settings.pruner}; study in {_where(settings.storage, sweep_dir)}", flush=True)
     pool = make_pool()
@@ -157,7 +163,7 @@ def run_search(settings: Any, arguments: Sequence[str], sweep_dir: Path, *, dire
     print(outcome_line(study, n_trials, pool.busy_seconds / max(wall * len(pool), 1e-9), wall), flush=True)
     if STOP():
         print(f"interrupted by {signal_name(STOP.signum)}: the study is saved in {_where(settings.storage, sweep_dir)}; "
-              "run the same command again to continue it", file=sys.stderr, flush=True)
+              f"continue the search with: {continue_sweep_command(sweep_dir, command())}", file=sys.stderr, flush=True)
         return STOP.exit_code
     return 0
 

@@ -8,6 +8,7 @@ file of this package, registered in ``TASKS`` under the name a dataset's
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class Task:
     default_loss = ""
     default_metric = ""
     decodes = False  # True: the task reads the ``decode`` settings (beam size, ...)
+    starts_near_prior = False  # True: a freshly initialized model's loss is about the prior's (a classifier's ln C)
 
     def __init__(self, *, loss: str = "auto", metric: str = "auto", context: Optional[dict[str, Any]] = None,
                  label_smoothing: float = 0.0, decode: Optional[DecodeConfig] = None):
@@ -66,6 +68,36 @@ class Task:
 
     def forward(self, model: nn.Module, batch: Batch) -> Tensor:
         return model(batch.inputs)
+
+    def for_targets(self, targets: Optional[Tensor]) -> "Task":
+        """This task for a fold whose train targets (N, ...), as the loss sees them, are ``targets``: a task that
+        fits something to them (a regression's target scale) returns a fitted copy, the others themselves."""
+        return self
+
+    def expected_outputs(self, num_classes: int) -> Optional[int]:
+        """How many outputs per example a model of this task gives (its last dimension): the data's classes or
+        targets; None where it is not that simple (a translation model's vocabulary)."""
+        return num_classes
+
+    def prior_outputs(self, targets: Tensor) -> Optional[Tensor]:
+        """(1, outputs): the best a model can predict without looking at the inputs, from the train targets
+        (class frequencies, the mean); None: the task has no such baseline."""
+        return None
+
+    def prior(self, targets: Optional[Tensor]) -> Optional[dict[str, Any]]:
+        """``{"loss", "metric", "starts_near"}`` of predicting ``prior_outputs`` for every train example: the level a run must
+        beat to have learned anything from its inputs (the diagnosis compares the curves with it)."""
+        constant = None if targets is None or len(targets) == 0 else self.prior_outputs(targets)
+        if constant is None:
+            return None
+        outputs = constant.expand(len(targets), *constant.shape[1:])
+        metric = self.monitor_metric
+        loss = float(self.loss_fn(outputs, targets))
+        if metric.needs_decode:
+            return {"loss": loss, "metric": math.nan, "starts_near": self.starts_near_prior}
+        metric.reset(targets.device)
+        metric.update(outputs, Batch(outputs, targets))
+        return {"loss": loss, "metric": metric.compute(), "starts_near": self.starts_near_prior}
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Forward and loss; the weight is the number of examples.
@@ -125,6 +157,9 @@ class Task:
         """After the test: the task's own files in ``run_dir`` (e.g. translations) with the best weights;
         returns entries for summary.json. ``say`` prints a console line."""
         return {}
+
+
+TASKS.kind_of = Task  # every task is a Task subclass, built-in or a user's
 
 
 def build_loss(name: str, label_smoothing: float = 0.0) -> nn.Module:

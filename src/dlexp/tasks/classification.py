@@ -1,7 +1,8 @@
 """Classification: logits (B, C) against class indices (B,); cross-entropy and accuracy."""
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from dlexp.tasks.base import LOSSES, TASKS, Task
 
@@ -16,5 +17,11 @@ def cross_entropy(*, label_smoothing: float = 0.0) -> nn.Module:
 @TASKS.register("classification")
 class Classification(Task):
     name = "classification"
+    starts_near_prior = True  # logits near zero at initialization: a loss of about ln(classes)
     default_loss = "cross_entropy"
     default_metric = "acc"
+
+    def prior_outputs(self, targets: Tensor) -> Tensor:
+        """The log of each class's frequency among the train targets (B,): logits whose softmax is the prior."""
+        frequency = torch.bincount(targets.long().flatten()).float() / targets.numel()
+        return frequency.clamp_min(1e-12).log()[None]  # (1, classes)

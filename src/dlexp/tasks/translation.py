@@ -73,6 +73,9 @@ class Translation(Task):
     decodes = True
     metric_names = ("bleu", "token_acc")
 
+    def expected_outputs(self, num_classes: int) -> Optional[int]:
+        return None  # logits over the target vocabulary, per token
+
     def __init__(self, *, context: Optional[dict[str, Any]] = None, **kwargs: Any):
         ctx = context or {}
         self.src_vocab, self.tgt_vocab, self.tokens = ctx["src_vocab"], ctx["tgt_vocab"], ctx["tokens"]

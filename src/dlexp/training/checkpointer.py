@@ -19,9 +19,10 @@ class Checkpointer:
     ``wait`` returns when they are written (the Trainer calls it when its loop ends).
     """
 
-    def __init__(self, directory: Path, *, enabled: bool, config: dict[str, Any], overrides: list[str]):
+    def __init__(self, directory: Path, *, enabled: bool, config: dict[str, Any], overrides: list[str],
+                 plugins: Optional[dict[str, str]] = None):
         self.directory, self.enabled = Path(directory), enabled
-        self.extra = {"config": config, "overrides": overrides}
+        self.extra = {"config": config, "overrides": overrides, "plugins": plugins or {}}
         self.last_save = time.monotonic()  # for trainer.checkpoint_every_minutes
         self.writer = BackgroundWriter("dlexp-checkpoints")
 

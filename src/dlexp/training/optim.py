@@ -20,7 +20,7 @@ from dlexp.config.registry import Registry, builder_kwargs
 from dlexp.errors import ConfigError
 
 
-OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS = Registry("optimizer", context=("params",))
 
 ParamGroups = List[dict[str, Any]]
 Decay = Annotated[float, Interval(ge=0, lt=1)]  # a running average's per-step decay, e.g. Adam's beta1

@@ -48,6 +48,8 @@ class Runtime:
     def describe(self) -> str:
         if self.device.type == "cuda":
             where = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        elif self.device.type == "mps":
+            where = "mps (Apple's GPU)"
         else:
             where = f"cpu ({torch.get_num_threads()} threads)"
         extras = [f"precision {self.precision}"] if self.precision != "32" else []
@@ -97,29 +99,52 @@ class Runtime:
     @property
     def check_every(self) -> int:
         """Steps between divergence checks. Each check is a host sync: free on the CPU, not on a GPU."""
-        return 1 if self.device.type == "cpu" else 50
+        return 1 if self.device.type == "cpu" else 50  # CUDA and MPS alike
+
+
+def mps_available() -> bool:
+    """Apple's GPU (MPS): a Mac with Apple silicon and a PyTorch built with it."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
 
 def resolve_device(requested: str, local_rank: Optional[int] = None) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. Asking for CUDA without it is an error.
-    Under torchrun (``local_rank`` given) each process takes the GPU of its local rank."""
+    """``auto`` -> CUDA when available, else Apple's GPU (MPS), else the CPU. Asking for a GPU this machine
+    lacks is an error. Under torchrun (``local_rank`` given) each process takes the GPU of its local rank."""
     if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
+        requested = "cuda" if torch.cuda.is_available() else "mps" if mps_available() and local_rank is None else "cpu"
     if local_rank is not None and requested == "cuda":
         requested = f"cuda:{local_rank}"
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise ConfigError(f"trainer.device='{requested}' is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"trainer.device='{requested}' is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.device={requested} but CUDA is not available on this machine; use trainer.device=auto or cpu"
         )
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"trainer.device='{requested}' is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "mps" and not mps_available():
+        raise ConfigError(f"trainer.device={requested} but Apple's GPU (MPS) is not available here (it needs a Mac with "
+                          "Apple silicon and a PyTorch built with MPS); use trainer.device=auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"trainer.device='{requested}' is not supported; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"trainer.device={requested}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+def _check_mps(trainer_cfg: DictConfig, world_size: int) -> None:
+    """What dlexp does not run on Apple's GPU: one line each, before anything is built. (MPS has not run on
+    real hardware in dlexp's tests: these settings are refused rather than left to fail mid-run.)"""
+    if world_size > 1:
+        raise ConfigError("torchrun on mps: no distributed backend runs on Apple's GPU; under torchrun use "
+                          "trainer.device=cpu, or train on one process")
+    if str(trainer_cfg.precision) != "32":
+        raise ConfigError(f"trainer.precision={trainer_cfg.precision} on mps: mixed precision (autocast, the gradient "
+                          "scaler) is not supported on Apple's GPU by dlexp; use trainer.precision=32")
+    if trainer_cfg.compile not in (False, "false"):
+        raise ConfigError(f"trainer.compile={trainer_cfg.compile} on mps: torch.compile (and the CUDA graphs of "
+                          "reduce-overhead) does not support Apple's GPU; use trainer.compile=false")
 
 
 def setup_runtime(trainer_cfg: DictConfig, ranks: tuple[int, int, int] = (0, 1, 0)) -> Runtime:
@@ -130,6 +155,8 @@ def setup_runtime(trainer_cfg: DictConfig, ranks: tuple[int, int, int] = (0, 1, 
         torch.set_num_threads(trainer_cfg.num_threads)
     rank, world_size, local_rank = ranks
     device = resolve_device(trainer_cfg.device, local_rank if world_size > 1 else None)
+    if device.type == "mps":
+        _check_mps(trainer_cfg, world_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     return Runtime(
@@ -187,6 +214,8 @@ def capture_rng() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if mps_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -196,5 +225,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available():  # a checkpoint moves between devices: each restores its own
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and mps_available():
+        torch.mps.set_rng_state(state["mps"])

@@ -8,6 +8,7 @@ scheduler takes.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Annotated, List, Literal, Optional, Union
 
@@ -29,7 +30,7 @@ class ScheduleTiming:
     warmup_steps: NonNegativeInt = 0  # lr rises linearly from lr/warmup_steps to lr over this many intervals
 
 
-SCHEDULERS = Registry("scheduler", common=ScheduleTiming)
+SCHEDULERS = Registry("scheduler", common=ScheduleTiming, context=("optimizer", "epochs", "mode"))
 Schedule = Union[LRScheduler, ReduceLROnPlateau]  # ReduceLROnPlateau steps on the monitored value
 
 
@@ -127,3 +128,51 @@ def step_scheduler(scheduler: Optional[Schedule], monitored_value: float) -> Non
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     """The learning rate of the first parameter group (every group shares it)."""
     return optimizer.param_groups[0]["lr"]
+
+
+# --------------------------------------------------------------------------
+# A resumed run whose length changed (resume= with another trainer.epochs)
+
+
+def lr_trajectory(cfg: DictConfig, horizon: int, base_lr: float, intervals: int, mode: str) -> list[float]:
+    """The lr of ``cfg``'s schedule over ``horizon`` intervals at intervals 0 .. ``intervals`` - 1, worked out on a
+    stand-in optimizer (the run's own is not touched)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    scheduler = build_scheduler(cfg, optimizer, horizon, mode)
+    lrs = []
+    with warnings.catch_warnings():  # scheduler.step() without optimizer.step(): on purpose here
+        warnings.simplefilter("ignore")
+        for _ in range(intervals):
+            lrs.append(current_lr(optimizer))
+            if scheduler is not None:
+                scheduler.step()
+    return lrs
+
+
+def extend_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer, scheduler: Optional[Schedule], old: int, new: int,
+                    mode: str) -> tuple[Optional[Schedule], Optional[str]]:
+    """The schedule a resumed run goes on with when its length changed from ``old`` to ``new`` intervals, and
+    the line that says so. A schedule whose shape depends on the run's length (cosine over the whole run)
+    is rebuilt over the new length, at the interval the run has reached: it never climbs back up past
+    its old end. One that does not (step, multistep, exponential, warmup, plateau) continues as it was."""
+    if scheduler is None or old == new or isinstance(scheduler, ReduceLROnPlateau):
+        return scheduler, None
+    done, base = scheduler.last_epoch, optimizer.param_groups[0].get("initial_lr", current_lr(optimizer))
+    unit = "step" if cfg.scheduler.interval == "step" else "epoch"
+    before, after = (lr_trajectory(cfg.scheduler, h, base, new + 1, mode) for h in (old, new))
+    if all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(before[done:new], after[done:new])):
+        return scheduler, (f"the {cfg.scheduler.name} schedule does not depend on the run's length and continues: "
+                           f"{unit} {done + 1} at lr {after[done]:.3g}")
+    for group in optimizer.param_groups:
+        group["lr"] = group.get("initial_lr", group["lr"])  # the rebuilt schedule starts from the base lr
+    rebuilt = build_scheduler(cfg.scheduler, optimizer, new, mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(done):  # to the interval the run has reached
+            rebuilt.step()
+    rest = before[done:new]
+    kept = (f"would have risen again from lr {rest[0]:.3g} to {max(rest):.3g}" if max(rest) > rest[0] else
+            f"would have given lr {rest[0]:.3g}")
+    return rebuilt, (f"the {cfg.scheduler.name} schedule depends on the run's length: it is rebuilt over {new} {unit}s "
+                     f"(it was over {old}), so {unit} {done + 1} uses lr {after[done]:.3g} and the last one "
+                     f"{after[new - 1]:.3g} (the {old}-{unit} schedule {kept})")

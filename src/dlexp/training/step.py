@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
-from rich.progress import Progress, TaskID
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from dlexp.data.base import Batch, Loader
+from dlexp.runs.runlog import Bars
 from dlexp.tasks.base import StepOutput, Task
 from dlexp.tasks.metrics import LossMean, Metric
 from dlexp.training.distributed import COLLECTIVES, all_reduce_max, all_reduce_sum
@@ -152,7 +152,7 @@ class Pass:
     optimizer: Optional[torch.optim.Optimizer] = None
     step: StepConfig = field(default_factory=StepConfig)
     limit_batches: Optional[int] = None
-    progress: Optional[Progress] = None  # the live bar, when shown
+    progress: Optional[Bars] = None  # the live bar, when shown
     log_every: int = 20
     should_stop: Callable[[], bool] = lambda: False
     check_every: int = 1  # steps between divergence checks (each is a host sync)
@@ -254,33 +254,29 @@ class _Bar:
 
     MIN_REDRAW_S = 0.5
 
-    def __init__(self, progress: Optional[Progress], label: str, total: int, state: EpochProgress, log_every: int):
+    def __init__(self, progress: Optional[Bars], label: str, total: int, state: EpochProgress, log_every: int):
         self.progress, self.label, self.total, self.log_every = progress, label, total, log_every
-        self.task: Optional[TaskID] = None  # added at the first draw
-        self.start = self.last_draw = progress.get_time() if progress else 0.0  # the clock rich's columns use
+        self.row: Any = None  # added at the first draw
+        self.start = self.last_draw = progress.clock() if progress else 0.0
         self.start_examples = state.examples if progress else 0  # a resumed pass counts only its own speed
 
     def update(self, state: EpochProgress) -> None:
         if self.progress is None or state.batches % self.log_every != 0 or state.batches == self.total:
             return  # the last batch is not drawn: the row goes when the pass ends
-        now = self.progress.get_time()
+        now = self.progress.clock()
         if now - self.last_draw < self.MIN_REDRAW_S:
             return
         self.last_draw = now
         speed = f"{(state.examples - self.start_examples) / max(now - self.start, 1e-9):,.0f}"
         loss = f"{state.loss.compute():.4f}"
-        if self.task is None:
-            self.task = self.progress.add_task(self.label, total=self.total, completed=state.batches, loss=loss,
-                                               speed=speed)  # draws the bar
-            task = next(t for t in self.progress.tasks if t.id == self.task)
-            task.start_time = self.start  # the elapsed time counts from the pass's start, not the first draw
+        if self.row is None:
+            self.row = self.progress.add(self.label, self.total, state.batches, loss, speed, self.start)  # draws it
             return
-        self.progress.update(self.task, completed=state.batches, loss=loss, speed=speed)
-        self.progress.refresh()  # the bar has no refresh thread of its own (RunLog.progress_bar)
+        self.progress.update(self.row, state.batches, loss, speed)
 
     def close(self) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
+        if self.row is not None:
+            self.progress.remove(self.row)
 
 
 def _check_finite(loss_sum: Tensor, grad_sum: Optional[Tensor], step: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
+from rich.markup import escape
 from torch import nn
 
 from dlexp.config.files import recipe_keys
@@ -28,7 +28,7 @@ from dlexp.models import build_model, count_parameters
 from dlexp.models.init import init_summary
 from dlexp.runs.diagnostics import Diagnostics
 from dlexp.runs.files import CHECKPOINT_DIR
-from dlexp.runs.runlog import RunLog
+from dlexp.runs.runlog import Bars, RunLog
 from dlexp.tasks.base import Task, resolve_monitor
 from dlexp.training.checkpointer import Checkpointer
 from dlexp.hooks import point
@@ -37,20 +37,26 @@ from dlexp.runs.status import Status
 from dlexp.training.interrupt import STOP, signal_name
 from dlexp.training.optim import build_optimizer, load_optimizer_state
 from dlexp.training.runtime import Runtime, capture_rng, restore_rng
-from dlexp.training.schedulers import build_scheduler, current_lr, schedule_horizon, step_scheduler
+from dlexp.training.schedulers import build_scheduler, current_lr, extend_schedule, schedule_horizon, step_scheduler
 from dlexp.training.step import Diverged, EpochProgress, Pass, StepConfig, run_epoch
 from dlexp.training.stopping import EarlyStopping
 from dlexp.training.throughput import Meter, median_rates
 
 
+MIN_ESTIMATE_S = 5.0  # the run's estimated time is said only when the epochs left take at least this long
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, data: DataBundle, task: Task, runtime: Runtime, log: RunLog, run_dir: Path, *,
                  model: Optional[nn.Module] = None, overrides: Sequence[str] = (), resumable: bool = True,
-                 choices: Optional[dict[str, str]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None):
-        """``model``: built by ``dlexp.train.prepare`` for this data (else built here, from the config)."""
+                 choices: Optional[dict[str, str]] = None, on_epoch: Optional[Callable[[int, float], bool]] = None,
+                 plugins: Optional[dict[str, str]] = None):
+        """``model``: built by ``dlexp.train.prepare`` for this data (else built here, from the config);
+        ``plugins``: the user's components the run uses, recorded in its checkpoints."""
         trainer, reg = cfg.trainer, cfg.regularizer
         self.on_epoch = on_epoch  # (epoch, monitored val value) -> stop here? (a search's pruner)
-        self.cfg, self.data, self.task, self.runtime, self.log, self.run_dir = cfg, data, task, runtime, log, Path(run_dir)
+        self.cfg, self.data, self.runtime, self.log, self.run_dir = cfg, data, runtime, log, Path(run_dir)
+        self.task = task.for_targets(data.train_targets)  # fitted to this fold's train part (a regression's scale)
         self.resumable = resumable
         # the options the run was composed from (optim=sgd_momentum), for the banner; the builder names without them
         self.choices = choices or {group: cfg[group].name for group in ("model", "dataset", "optim")}
@@ -64,15 +70,17 @@ class Trainer:
         with building(f"optim={cfg.optim.name}"):
             self.optimizer = build_optimizer(cfg.optim, self.raw_model, reg.weight_decay)
         self.per_step = cfg.scheduler.interval == "step"  # else the scheduler steps in end_epoch
+        self.horizon = schedule_horizon(cfg, len(data.train))  # the run's length in the scheduler's intervals
+        self.extended_from: Optional[int] = None  # a resumed run's old horizon, when trainer.epochs changed it
         with building(f"scheduler={cfg.scheduler.name}"):
-            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, schedule_horizon(cfg, len(data.train)), mode)
+            self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, self.horizon, mode)
         self.step_cfg = StepConfig(l1=reg.l1, grad_clip=trainer.grad_clip, autocast=runtime.autocast,
                                    scaler=runtime.grad_scaler(), world_size=runtime.world_size,
                                    scheduler=self.scheduler if self.per_step else None)
         self.diagnostics = Diagnostics(self.run_dir, is_main=runtime.is_main)
         self.checkpointer = Checkpointer(
             self.run_dir / CHECKPOINT_DIR, enabled=trainer.checkpoints and runtime.is_main,
-            config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides),
+            config=OmegaConf.to_container(cfg, resolve=True), overrides=list(overrides), plugins=plugins or {},
         )
         # mid-epoch checkpoints, read once: a config read costs tens of microseconds, and this is per step
         self.checkpoint_every_n = trainer.checkpoint_every_n_steps or 0
@@ -138,12 +146,11 @@ class Trainer:
                       "other trials at this epoch")
         return True
 
-    def train_epoch(self, epoch: int, bar: Progress, partial: Optional[dict[str, Any]],
+    def train_epoch(self, epoch: int, bar: Bars, partial: Optional[dict[str, Any]],
                     meter: Optional[Meter] = None) -> Optional[dict[str, float]]:
         """One pass over the training data; None if a signal stopped it (then it is checkpointed)."""
         trainer = self.cfg.trainer
-        if self.log.show_progress:
-            bar.columns[0].text_format = f"[bold]epoch {epoch}/{trainer.epochs}" + " {task.description}"
+        bar.epoch(f"epoch {epoch}/{trainer.epochs}")
         # a resumed partial epoch's sums are global: rank 0 carries them, the other ranks start from zero
         progress = EpochProgress.start(self.task, self.runtime.device, partial, with_sums=self.runtime.is_main)
         how = Pass(
@@ -166,7 +173,7 @@ class Trainer:
             self.checkpointer.save(self.state(partial=progress))
         point("train_step")
 
-    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Progress] = None,
+    def evaluate(self, loader: Loader, limit_batches: Optional[int], bar: Optional[Bars] = None,
                  meter: Optional[Meter] = None) -> dict[str, float]:
         """Loss and task metrics on ``loader`` with the current weights (decoding, for tasks that decode)."""
         how = Pass(limit_batches=limit_batches, progress=bar if self.log.show_progress else None, meter=meter,
@@ -211,6 +218,7 @@ class Trainer:
             "loader": self.data.train.state_dict(mid_epoch=partial is not None),
             "scaler": self.step_cfg.scaler.state_dict() if self.step_cfg.scaler is not None else None,
             "world_size": self.runtime.world_size,
+            "schedule_horizon": self.horizon,  # a resume with another trainer.epochs compares its own with it
             # what a tool needs to use the weights without the data (e.g. dlexp.translate's vocabularies)
             "task": {"name": self.data.task, "input_shape": list(self.data.input_shape),
                      "num_classes": self.data.num_classes, **self.task.state_dict()},
@@ -232,6 +240,7 @@ class Trainer:
         if self.scheduler is not None and checkpoint["scheduler"] is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.stopper.load_state_dict(checkpoint["early_stopping"])
+        self.extend(checkpoint)
         if self.step_cfg.scaler is not None and checkpoint.get("scaler"):
             self.step_cfg.scaler.load_state_dict(checkpoint["scaler"])
         self.data.train.load_state_dict(checkpoint["loader"])
@@ -242,6 +251,27 @@ class Trainer:
         where = f"epoch {self.completed + 1}, batch {partial['batches'] + 1}" if partial else f"epoch {self.completed + 1}"
         self.log.info(f"resuming from {where} (checkpoint of {self.completed} finished epochs)")
         return partial
+
+    def extend(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed run with another ``trainer.epochs``: its schedule and early stopping say, in one line each,
+        what the new epochs use (a schedule over the whole run is rebuilt over the new length; a run that
+        had stopped early counts its patience again)."""
+        saved = checkpoint.get("schedule_horizon")  # older checkpoints: from the config they were trained with
+        old = saved or schedule_horizon(OmegaConf.create(checkpoint["config"]), len(self.data.train))
+        self.scheduler, said = extend_schedule(self.cfg, self.optimizer, self.scheduler, old, self.horizon,
+                                               self.stopper.mode)
+        if self.per_step:
+            self.step_cfg.scheduler = self.scheduler
+        epochs = (checkpoint["config"].get("trainer") or {}).get("epochs", self.cfg.trainer.epochs)
+        if said:
+            self.log.info(f"trainer.epochs {epochs} -> {self.cfg.trainer.epochs}: {said}")
+        self.extended_from = old if old != self.horizon else None
+        if self.stopper.should_stop and self.cfg.trainer.epochs > epochs:  # extended: more epochs than it had
+            s = self.stopper
+            self.log.info(f"the run had stopped early after epoch {checkpoint['epoch']} ({s.monitor} had not improved for "
+                          f"{s.patience} epochs); trainer.epochs={self.cfg.trainer.epochs} continues it, and early "
+                          f"stopping counts its patience of {s.patience} again from epoch {checkpoint['epoch'] + 1}")
+            s.bad_epochs = 0
 
     # -- the end of the run -----------------------------------------------------
     def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +285,12 @@ class Trainer:
             f"best/{self.stopper.monitor}": self.stopper.best,
         }
         metric = self.task.monitor_metric.name
-        summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint")))
+        summary.update(self.diagnostics.summarize(metric, self.stopper.best_epoch, diverged=outcome.get("hint"),
+                                                  prior=self.task.prior(self.data.train_targets),
+                                                  mode=self.task.monitor_metric.mode, lr=self.cfg.optim.get("lr"),
+                                                  interrupted=outcome["status"] == Status.INTERRUPTED))
+        if summary["diagnosis"] == "unstable":  # completed, but its numbers mean nothing: said, not only filed
+            self.log.info(f"[bold]unstable:[/bold] {escape(summary['diagnosis_reason'])}", markup=True)
         summary.update(median_rates(self.diagnostics.rows))  # the epochs' median examples/s (and tokens/s)
         if outcome["status"] == Status.COMPLETED:
             point("test")
@@ -267,6 +302,8 @@ class Trainer:
             summary.update(self.test(outputs=False))
             summary["tested"] = (f"the best checkpoint (epoch {self.stopper.best_epoch}) of a run that "
                                  f"{'diverged' if outcome['status'] == Status.DIVERGED else 'was interrupted'}")
+        summary["schedule"] = {"scheduler": self.cfg.scheduler.name, "interval": self.cfg.scheduler.interval,
+                               "horizon": self.horizon, **({"extended_from": self.extended_from} if self.extended_from else {})}
         summary["num_params"] = count_parameters(self.raw_model)
         summary.update(init_summary(self.cfg.model))  # e.g. init: normal, init_sigma: 0.01
         return summary
@@ -299,19 +336,19 @@ class Trainer:
         data, chosen = self.data, self.choices
         test_size = data.test.num_examples if data.test else 0
         self.log.info(
-            f"[bold]dlexp[/bold] model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} "
-            f"{self.recipe_note()}params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
-            f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"
-        )
+            "[bold]dlexp[/bold] " + escape(
+                f"model={chosen['model']} dataset={chosen['dataset']} optim={chosen['optim']} {self.recipe_note()}"
+                f"params={count_parameters(self.raw_model):,} device={self.runtime.describe()} train/val/test="
+                f"{data.train.num_examples}/{data.val.num_examples}/{test_size}"), markup=True)
 
     def say_time(self, epoch: int, seconds: float) -> None:
         """Once, after the second epoch this process trains (or a first one of over 30 s): the run's estimated
         time (the epochs left times the pace measured), and, for a CPU run of over 10 minutes, a shorter budget."""
         self.said_time = True
         left = self.cfg.trainer.epochs - epoch
-        if left <= 0:
-            return
         estimate = left * seconds
+        if estimate < MIN_ESTIMATE_S:  # a few seconds more: nothing worth a line
+            return
         line = (f"estimated time: about {_duration(estimate)} for the {left} epoch(s) left "
                 f"({seconds:.1f} s per epoch, measured on epoch {epoch}; early stopping may end it sooner)")
         if self.runtime.device.type == "cpu" and estimate > 600:

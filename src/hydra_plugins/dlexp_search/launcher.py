@@ -1,4 +1,5 @@
-"""``hydra/launcher=slots``: a grid sweep's jobs side by side on this machine, one slot per core share or GPU."""
+"""dlexp's launchers: ``serial`` (the default: a sweep's jobs one after another in this process, their configs
+composed fast) and ``slots`` (a grid sweep's jobs side by side on this machine, one slot per core share or GPU)."""
 from __future__ import annotations
 
 import sys
@@ -11,17 +12,18 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 
-class SlotsLauncher(Launcher):
-    """Runs each batch of jobs on ``dlexp.search.slots.SlotPool``: a free slot takes the next job at once;
-    the console shows one line as each job starts and ends, each job's own output is in its log."""
+class _DlexpLauncher(Launcher):
+    """What dlexp's launchers share: their keys checked (one line for an unknown one), and Hydra's context."""
 
-    def __init__(self, slots: Optional[int] = None, jobs_per_gpu: int = 1, **unknown: Any) -> None:
+    option, keys = "", ()  # hydra/launcher=<option>, the keys it takes
+
+    def __init__(self, **unknown: Any) -> None:
         from dlexp.errors import ConfigError
 
         if unknown:
-            raise ConfigError(f"unknown hydra.launcher key(s) for hydra/launcher=slots: {', '.join(sorted(unknown))}; "
-                              "it takes slots and jobs_per_gpu")
-        self.slots, self.jobs_per_gpu = slots, jobs_per_gpu
+            takes = " and ".join(self.keys) or "none"
+            raise ConfigError(f"unknown hydra.launcher key(s) for hydra/launcher={self.option}: "
+                              f"{', '.join(sorted(unknown))}; it takes {takes}")
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -29,14 +31,55 @@ class SlotsLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
+
+class SerialLauncher(_DlexpLauncher):
+    """dlexp's default launcher: a sweep's jobs one after another in this process, as Hydra's basic launcher
+    runs them, each job's config composed from a cached base (``dlexp.search.compose``) rather than from the
+    YAML files anew: most of a small job's time was that composition."""
+
+    option = "serial"
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.utils import run_job, setup_globals
+        from omegaconf import open_dict
+
+        from dlexp.search.compose import SweepComposer
+
+        setup_globals()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        composer = SweepComposer(self.hydra_context.config_loader, self.config)
+        runs = []
+        for num, overrides in enumerate(job_overrides, initial_job_idx):
+            sweep_config = composer(list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = num
+                sweep_config.hydra.job.num = num
+            HydraConfig.instance().set_config(sweep_config)
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
+                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+        return runs
+
+
+class SlotsLauncher(_DlexpLauncher):
+    """Runs each batch of jobs on ``dlexp.search.slots.SlotPool``: a free slot takes the next job at once;
+    the console shows one line as each job starts and ends, each job's own output is in its log."""
+
+    option, keys = "slots", ("slots", "jobs_per_gpu")
+
+    def __init__(self, slots: Optional[int] = None, jobs_per_gpu: int = 1, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        self.slots, self.jobs_per_gpu = slots, jobs_per_gpu
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from dlexp.runs.files import display_path
         from dlexp.search.slots import Job, SlotPool, describe, slot_envs
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         device = str(self.config.get("trainer", {}).get("device", "auto"))
         envs = slot_envs(self.slots, device=device, jobs_per_gpu=self.jobs_per_gpu)
         envs = envs[: max(1, len(job_overrides))]  # no more slots than jobs
-        print(f"{len(job_overrides)} jobs on {describe(envs)}; each job's console output in {sweep_dir.name}/logs/",
+        print(f"{len(job_overrides)} jobs on {describe(envs)}; each job's console output in {display_path(sweep_dir / 'logs')}/",
               flush=True)
         pool = SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=self.config,
                         sweep_dir=sweep_dir)

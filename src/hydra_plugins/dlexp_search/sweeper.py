@@ -37,7 +37,9 @@ class DlexpSearchSweeper(Sweeper):
         from dlexp import train  # torch: the direction of the monitored metric needs the dataset's task
         from dlexp.config.validate import search_settings
         from dlexp.errors import ConfigError
+        from dlexp.runs.files import display_path
         from dlexp.search.slots import SlotPool, describe, slot_envs
+        from dlexp.search.space import check_space, parse_space
         from dlexp.search.sweeper import run_search
 
         config = self.config
@@ -46,7 +48,10 @@ class DlexpSearchSweeper(Sweeper):
         settings = search_settings(config.hparams_search)
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         run_cfg = OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "hparams_search")])
+        dirs = [s.path for s in config.hydra.runtime.config_sources if s.schema == "file" and s.provider in ("main", "command-line")]
+        train.load_plugins(run_cfg.get("plugins") or [], dirs)  # the user's components, before their names are checked
         with open_dict(run_cfg):
+            check_space(run_cfg, parse_space(settings.params or {}, arguments), train.validate)
             run_cfg = train.validate(run_cfg)
         direction = settings.direction
         if direction == "auto":
@@ -54,7 +59,7 @@ class DlexpSearchSweeper(Sweeper):
         envs = slot_envs(settings.slots, device=str(run_cfg.trainer.device), jobs_per_gpu=settings.jobs_per_gpu)
 
         def make_pool() -> SlotPool:
-            print(f"{describe(envs)}; each trial's console output in {sweep_dir.name}/logs/", flush=True)
+            print(f"{describe(envs)}; each trial's console output in {display_path(sweep_dir / 'logs')}/", flush=True)
             return SlotPool(envs, hydra_context=self.hydra_context, task_function=self.task_function, config=config,
                             sweep_dir=sweep_dir)
 
