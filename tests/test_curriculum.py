@@ -303,6 +303,7 @@ def test_curriculum_runs_presets_and_writes_the_table_the_commands_and_the_figur
     assert saved["text"] in said
 
 
+@pytest.mark.slow  # the course's command runs a preset's sweep; the fast tier lists the presets and refuses a wrong one
 def test_a_partial_curriculum_run_merges_its_rows_into_the_course_page(tmp_path, monkeypatch):
     from dlexp.course.curriculum import main
 

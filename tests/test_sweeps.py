@@ -1,5 +1,5 @@
 """Sweeps end to end through the real CLI: the summary table, the report command, plots, TensorBoard, failures
-(Optuna searches: tests/test_search.py). A sweep with the basic launcher runs in this process; the joblib
+(Optuna searches: tests/test_search.py). A sweep with the default launcher (serial) runs in this process; the joblib
 launcher's worker processes, a traceback printed at exit and the report command's imports need real ones."""
 from __future__ import annotations
 
