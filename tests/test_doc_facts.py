@@ -53,8 +53,8 @@ def test_the_launcher_row_lists_every_launcher_hydra_finds_and_its_default():
     options, default = _hydra_launchers()
     cell = _group_table()["hydra/launcher"].split(" | ")[0]
     assert set(re.findall(r"`(\w+)`", cell)) == set(options)
-    assert {"basic", "joblib", "slots", "slurm", "submitit_slurm"} <= set(options)
-    assert re.findall(r"`(\w+)` \(default\)", cell) == [default] == ["basic"]
+    assert {"serial", "basic", "joblib", "slots", "slurm", "submitit_slurm"} <= set(options)
+    assert re.findall(r"`(\w+)` \(default\)", cell) == [default] == ["serial"]
 
 
 def test_what_the_docs_say_of_plateaus_keys_is_in_its_file():

@@ -144,7 +144,7 @@ def test_a_plugin_runs_in_a_sweep_on_slots_and_in_a_search_and_a_killed_trial_re
     assert len(jobs) == 2 and all(read_json(j)["model"] == "ring_net" for j in jobs)
     search = ["-m", *own(root), *FAST, "trainer.epochs=3", "hparams_search=optuna", "hparams_search.n_trials=3",
               "hparams_search.slots=1", "sweep.name=t"]
-    killed = run_cli(*search, cwd=root, env={"DLEXP_KILL_AT": "end_epoch@5"})  # in the second trial
+    killed = run_cli(*search, cwd=root, env={"DLEXP_KILL_PARENT_AT": "end_epoch@5"})  # the search, in its second trial
     assert killed.returncode != 0
     finished = run_cli(*search, cwd=root)
     assert finished.returncode == 0, finished.stderr
@@ -158,6 +158,7 @@ def test_a_plugin_runs_in_a_slurm_job(tmp_path, slurm_env):
     root = make_project(tmp_path)
     env = {**slurm_env, "PYTHONUNBUFFERED": "1"}
     proc = run_cli("-m", *own(root), *FAST, "trainer.epochs=2", "hydra/launcher=slurm", "seed=0,1", "sweep.name=q",
+                   "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",  # a CPU node
                    cwd=root, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     jobs = sorted((root / "outputs" / "multirun" / "q").glob("*/summary.json"))

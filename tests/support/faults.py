@@ -10,7 +10,9 @@ sets the hook:
 - ``DLEXP_KILL_AT``: the same with SIGKILL (a crash: nothing runs after it);
 - ``DLEXP_KILL_PARENT_AT``: kill the process that started this one (a search slot's sweep process);
 - ``DLEXP_HOLD_AT=name[@N]`` with ``DLEXP_HOLD_FILE=PATH``: the first process to get there writes PATH
-  (with its SLURM job id) and waits there until it is killed, as a preempted job would be.
+  (with its SLURM job id) and waits there until it is killed, as a preempted job would be;
+- ``DLEXP_ONCE_FILE=PATH``: a signal is sent by the first process to get there only (it writes PATH),
+  not again by the processes that replace it (a search's new slot worker inherits the environment).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class Faults:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Optional["Faults"]:
-        armed = {k: env[k] for k in (*VARIABLES, "DLEXP_HOLD_FILE") if env.get(k)}
+        armed = {k: env[k] for k in (*VARIABLES, "DLEXP_HOLD_FILE", "DLEXP_ONCE_FILE") if env.get(k)}
         return cls(armed) if any(k in armed for k in VARIABLES) else None
 
     def __call__(self, name: str) -> None:
@@ -47,7 +49,7 @@ class Faults:
             if not spec:
                 continue
             where, _, sig = spec.partition(":")
-            if _at(where, name, self.seen[name]):
+            if _at(where, name, self.seen[name]) and _first(self.env.get("DLEXP_ONCE_FILE")):
                 sys.stdout.flush()
                 if variable == "DLEXP_KILL_PARENT_AT":  # a slot's sweep process; the slot dies with it, here
                     os.kill(os.getppid(), signal.Signals[sig or default])
@@ -68,6 +70,17 @@ class Faults:
         sys.stdout.flush()
         for _ in range(HOLD_SECONDS):  # a preempted job: killed here, not ended
             time.sleep(1)
+
+
+def _first(marker: Optional[str]) -> bool:
+    """No marker, or this process is the first to create it."""
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _at(where: str, name: str, count: int) -> bool:

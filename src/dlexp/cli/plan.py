@@ -114,9 +114,8 @@ def plan_job(cfg: DictConfig, job_dir: Path) -> Plan:
     if state.status.finished or (state.status == Status.FAILED and not cfg.sweep.retry_failed):
         return Plan(Start.SKIP, cfg, today, job=state)
     check_run_config(cfg, applied_choices(), config_dirs())
-    if state.status.resumable and state.checkpoint is not None:
-        checkpoint = resume.load_checkpoint(state.checkpoint)
-        resume.check_compatible(cfg, checkpoint["config"], saved_as="the interrupted job was trained with")
+    if state.status.resumable and state.checkpoint is not None:  # dlexp.train.prepare checks that today's config
+        checkpoint = resume.load_checkpoint(state.checkpoint)  # fits it, once validated (with the schema's defaults)
         return Plan(Start.RESUME, cfg, list(checkpoint.get("overrides", today)), checkpoint, job=state)
     return Plan(Start.NEW if state.status == Status.NEW else Start.RESTART, cfg, today, job=state)
 

@@ -208,6 +208,8 @@ def load_job(sweep_dir: Path, job_dir: Path, manifest: Optional[dict[str, Any]] 
     listed = (manifest or {}).get("status")
     if summary.get("status"):
         status = Status.of(summary["status"])
+    elif listed == Status.FAILED and manifest and manifest.get("error"):  # its process died: the sweep said why
+        status, summary = Status.FAILED, {"error": manifest["error"]}
     else:
         status = Status.of(listed) if listed in (Status.RUNNING, Status.INTERRUPTED) else Status.INCOMPLETE
     epochs = summary.get("epochs_run")

@@ -143,11 +143,15 @@ def update_manifest(sweep_dir: Path, entries: dict[str, dict[str, Any]], *, only
         files.atomic_write(manifest_path(sweep_dir), json.dumps(manifest, indent=1) + "\n")
 
 
-def mark(sweep_dir: Path, job_dir: Path, status: Status, overrides: Optional[Sequence[str]] = None) -> None:
-    """Record a job's new status (and when), e.g. ``running`` as it starts, ``completed`` as it ends."""
+def mark(sweep_dir: Path, job_dir: Path, status: Status, overrides: Optional[Sequence[str]] = None,
+         error: Optional[str] = None) -> None:
+    """Record a job's new status (and when), e.g. ``running`` as it starts, ``completed`` as it ends; ``error``
+    says why a job failed that could not write its own summary (its process died)."""
     fields: dict[str, Any] = {"status": status, "started" if status == Status.RUNNING else "ended": _now()}
     if overrides is not None:
         fields["overrides"] = list(overrides)
+    if error is not None:
+        fields["error"] = error
     update_manifest(sweep_dir, {Path(job_dir).name: fields})
 
 

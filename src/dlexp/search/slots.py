@@ -176,13 +176,26 @@ class SlotPool:
             output_dir, error, exit_code, log = conn.recv()
         except (EOFError, OSError):  # the worker died (killed, out of memory): start another for the next job
             process.join(5)
-            output_dir, error, exit_code, log = None, f"its worker process died (exit code {process.exitcode})", 1, None
+            error = f"its worker process died (exit code {process.exitcode})"
+            output_dir, exit_code, log = self._mark_dead(job, error), 1, None
             self._start(slot)
         end = JobEnd(job, slot, Path(output_dir) if output_dir else None, error, exit_code, seconds,
                      Path(log) if log else None)
         if not process.is_alive() and self.workers[slot][0] is process:  # it stopped after the job (a signal)
             self.workers[slot] = None
         return end
+
+    def _mark_dead(self, job: Job, error: str) -> Optional[str]:
+        """The dir of a job whose worker died (killed, out of memory) without a word: the one jobs.json lists as
+        running with its overrides, now marked failed with why, so that no report shows it running still."""
+        from dlexp.runs import sweep as sweep_jobs
+        from dlexp.runs.status import Status
+
+        for name, entry in sweep_jobs.read_manifest(self.sweep_dir).items():
+            if entry.get("status") == Status.RUNNING and entry.get("overrides") == list(job.overrides):
+                sweep_jobs.mark(self.sweep_dir, self.sweep_dir / name, Status.FAILED, error=error)
+                return str(self.sweep_dir / name)
+        return None  # it died before it started
 
     def interrupt(self, signum: int) -> None:
         """Forward a signal to the slots running a job (they are in their own process group)."""

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from dlexp.hooks import point
 from dlexp.runs.checkpoint import load_checkpoint, save_checkpoint
 from dlexp.runs.files import BEST_CHECKPOINT, LAST_CHECKPOINT
 from dlexp.runs.writer import BackgroundWriter, snapshot
@@ -31,7 +32,7 @@ class Checkpointer:
         if not self.enabled:
             return
         state = {**snapshot(state), **self.extra}  # the tensors as they are now: training goes on meanwhile
-        self.writer.submit(save_checkpoint, self.directory / LAST_CHECKPOINT, state)
+        self.writer.submit(_save_last, self.directory / LAST_CHECKPOINT, state)
         if best:
             self.writer.submit(save_checkpoint, self.directory / BEST_CHECKPOINT, state)
 
@@ -44,3 +45,9 @@ class Checkpointer:
         self.wait()
         path = self.directory / BEST_CHECKPOINT
         return load_checkpoint(path)["model"] if path.is_file() else None
+
+
+def _save_last(path: Path, state: dict[str, Any]) -> None:
+    """``last.pt``, then the moment it is on disk (on the writer thread): the point a kill leaves it resumable from."""
+    save_checkpoint(path, state)
+    point("checkpoint_written")
