@@ -172,7 +172,7 @@ def in_process(tmp_path, monkeypatch, capfd):
 
 def run_in(cwd: Path, *args: str, module: str = "dlexp") -> subprocess.CompletedProcess:
     """``in_process`` for a fixture wider than one test, which has no capfd: ``python -m MODULE ARGS`` in
-    this process, in ``cwd``. A session fixture trains a run or a sweep once this way; tests that change
+    this process, in ``cwd``. A module fixture trains a run or a sweep once this way; tests that change
     what it wrote work on a ``copied`` folder."""
     with contextlib.chdir(cwd), pytest.MonkeyPatch.context() as scoped:
         scoped.delenv("DLEXP_TRACEBACK", raising=False)
@@ -180,7 +180,7 @@ def run_in(cwd: Path, *args: str, module: str = "dlexp") -> subprocess.Completed
 
 
 def copied(source: Path, target: Path) -> Path:
-    """A copy of a session fixture's folder that a test may change: ``target``, which must not exist yet."""
+    """A copy of a module fixture's folder that a test may change: ``target``, which must not exist yet."""
     shutil.copytree(source, target, symlinks=True)
     return target
 
