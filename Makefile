@@ -1,12 +1,12 @@
 # Two commands do all the set-up: `make run` (train the default experiment) and `make test`.
-# Both create .venv and install dlexp into it when needed.
+# Both create .venv and install dlexp into it when needed. `make test-all` runs the whole suite (CI).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test lint docs docs-outputs bench bench-gpu gpu-check clean
+.PHONY: install run test test-all lint docs docs-outputs bench bench-gpu gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,18 @@ run: $(STAMP)
 	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
 	echo "make run: finished in $$((ms / 1000)).$$(printf %03d $$((ms % 1000))) s wall time"
 
-# The linter runs first: an undefined name fails the build before any test does.
+# The tests in two tiers (docs/contributing.md). The linter runs first: an undefined name fails the build
+# before any test does. `make test` is the fast tier: every test but those marked slow (full grids, the
+# course's sweeps, the model zoo, kill and signal matrices) or services (PostgreSQL, SLURM, torchrun,
+# several search workers). `make test-all` runs them all, as CI does. Both list the 15 slowest tests.
+FAST_TIER := not slow and not services
+PYTEST := $(PY) -m pytest -q -n auto --durations=15
+
 test: lint
-	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
+	$(PYTEST) -m "$(FAST_TIER)" $(PYTEST_ARGS)
+
+test-all: lint
+	$(PYTEST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks docs

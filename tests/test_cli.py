@@ -1,4 +1,6 @@
-"""End to end through the real CLI (subprocess): files on disk, sweeps, and errors for user mistakes."""
+"""End to end through the real CLI: files on disk, sweeps, and errors for user mistakes. A command runs in a
+subprocess where the process is what is checked (start-up output, imports, the exit after a run, the console
+script), else in this process (``in_process``)."""
 from __future__ import annotations
 
 import csv
@@ -58,6 +60,7 @@ def test_smoke_run_writes_metrics_summary_and_checkpoints(tmp_path):
     assert "epoch   2 |" in proc.stdout and "Run summary" in proc.stdout
 
 
+@pytest.mark.slow  # the installed console script, a process of its own (packaging: tests/test_packaging.py)
 def test_console_script_runs_the_same_app(tmp_path):
     exe = Path(sys.executable).with_name("dlexp")
     if not exe.exists():
@@ -73,16 +76,17 @@ def test_console_script_runs_the_same_app(tmp_path):
     assert read_json(run_dir / "summary.json")["model"] == "softmax"
 
 
-def test_default_run_dirs_do_not_collide(tmp_path):
-    procs = [run_cli(*SMOKE, "trainer.epochs=1", "trainer.checkpoints=false", cwd=tmp_path) for _ in range(2)]
+def test_default_run_dirs_do_not_collide(tmp_path, in_process):
+    procs = [in_process(*SMOKE, "trainer.epochs=1", "trainer.checkpoints=false", cwd=tmp_path) for _ in range(2)]
     assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
     run_dirs = [p.parent for p in (tmp_path / "outputs").glob("*/*/summary.json")]
     assert len(run_dirs) == 2
 
 
-def test_multirun_2x2_yields_4_run_dirs(tmp_path):
+@pytest.mark.slow  # the fast tier's grid sweep (test_sweeps.py) writes 8 run dirs of 4 configs
+def test_multirun_2x2_yields_4_run_dirs(tmp_path, in_process):
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli(
+    proc = in_process(
         "-m", *SMOKE, "trainer.epochs=1", "regularizer.weight_decay=0,1e-3", "regularizer.dropout=0,0.5",
         f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
     )
@@ -97,8 +101,8 @@ def test_multirun_2x2_yields_4_run_dirs(tmp_path):
     assert len(seen) == 4  # four different configs
 
 
-def test_cfg_job_prints_the_composed_config(tmp_path):
-    proc = run_cli("--cfg", "job", "model=softmax", cwd=tmp_path)
+def test_cfg_job_prints_the_composed_config(tmp_path, in_process):
+    proc = in_process("--cfg", "job", "model=softmax", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "name: softmax" in proc.stdout and "trainer:" in proc.stdout
     assert not (tmp_path / "outputs").exists()
@@ -119,10 +123,10 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
         (["split.val_fraction=1.5"], "split.val_fraction must be in (0, 1)"),
     ],
 )
-def test_user_mistakes_give_one_line_and_nonzero_exit(tmp_path, args, message):
+def test_user_mistakes_give_one_line_and_nonzero_exit(tmp_path, in_process, args, message):
     if "CUDA" in message and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = in_process(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, message)
 
 
@@ -166,9 +170,10 @@ def test_building_the_registries_does_not_import_scikit_learn():
     assert proc.stdout.strip() == "False", proc.stderr
 
 
-def test_traceback_on_request(tmp_path):
-    proc = run_cli(*SMOKE, "optim.lr=-1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={})
+def test_traceback_on_request(tmp_path, in_process):
+    proc = in_process(*SMOKE, "optim.lr=-1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={})
     assert "Traceback" not in proc.stderr
+    # on request the interpreter prints the traceback as the process ends: a real process
     env = {**os.environ, "DLEXP_TRACEBACK": "1", "HYDRA_FULL_ERROR": "1"}
     import subprocess
 
@@ -179,39 +184,39 @@ def test_traceback_on_request(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
-def test_unusable_output_dir_is_refused_before_anything_is_written(tmp_path):
+def test_unusable_output_dir_is_refused_before_anything_is_written(tmp_path, in_process):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
-    proc = run_cli(*SMOKE, f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
+    proc = in_process(*SMOKE, f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "cannot create output dir" in proc.stderr and "hydra.run.dir=" in proc.stderr
     assert blocker.read_text() == "keep me"
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_an_output_dir_on_a_file_system_that_refuses_folders_is_one_line_even_for_root(tmp_path):
+def test_an_output_dir_on_a_file_system_that_refuses_folders_is_one_line_even_for_root(tmp_path, in_process):
     """/proc passes permission checks for root, but mkdir there fails: the probe makes a real folder."""
     for args in ([f"hydra.run.dir=/proc/dlexp_run_{os.getpid()}"], ["-m", f"hydra.sweep.dir=/proc/dlexp_sweep_{os.getpid()}"]):
-        proc = run_cli(*SMOKE, *args, cwd=tmp_path)
+        proc = in_process(*SMOKE, *args, cwd=tmp_path)
         assert_one_line_error(proc, "cannot create output dir /proc/dlexp_")
         assert "/proc is not writable; set hydra." in proc.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_read_only_output_dir(tmp_path):
+def test_read_only_output_dir(tmp_path, in_process):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        proc = run_cli(*SMOKE, f"hydra.run.dir={locked / 'run'}", cwd=tmp_path)
+        proc = in_process(*SMOKE, f"hydra.run.dir={locked / 'run'}", cwd=tmp_path)
     finally:
         locked.chmod(0o700)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "not writable" in proc.stderr
 
 
-def test_failing_job_does_not_stop_the_sweep(tmp_path):
+def test_failing_job_does_not_stop_the_sweep(tmp_path, in_process):
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli("-m", *SMOKE, "trainer.epochs=1", "optim.lr=-1,0.001", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    proc = in_process("-m", *SMOKE, "trainer.epochs=1", "optim.lr=-1,0.001", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     statuses = sorted(read_json(p)["status"] for p in sweep_dir.glob("*/summary.json"))
     assert statuses == ["completed", "failed"], proc.stderr
 

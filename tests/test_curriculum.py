@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, cli_in_process, compose_cfg, read_json, run_cli
+from conftest import FAST, cli_in_process, compose_cfg, read_json
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -144,10 +144,10 @@ def test_a_sweep_preset_run_once_says_how_to_run_the_comparison(tmp_path, capfd,
 # The real command line: the sweep, its finding line, finding.json, curves.png, and the report again
 
 
-def test_a_sweep_preset_prints_its_finding_and_the_report_shows_it_again(tmp_path):
+def test_a_sweep_preset_prints_its_finding_and_the_report_shows_it_again(tmp_path, in_process):
     args = ["-m", "experiment=vanishing_gradients", *FAST, "trainer.epochs=1", "trainer.limit_train_batches=3",
             "seed=0", "hydra.sweep.dir=sweep"]  # one seed: sigmoid vs relu, 2 jobs
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = in_process(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     saved = read_json(tmp_path / "sweep" / "finding.json")
     assert saved["holds"] is True and saved["text"] in proc.stdout
@@ -156,7 +156,7 @@ def test_a_sweep_preset_prints_its_finding_and_the_report_shows_it_again(tmp_pat
     assert redone.measured == saved["measured"]
     assert (tmp_path / "sweep" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "sweep" / "finding.json").unlink()
-    again = run_cli("sweep", "--no-run-plots", cwd=tmp_path, module="dlexp.report")
+    again = in_process("sweep", "--no-run-plots", cwd=tmp_path, module="dlexp.report")
     assert again.returncode == 0, again.stderr
     assert saved["text"] in again.stdout and read_json(tmp_path / "sweep" / "finding.json") == saved
 
@@ -204,6 +204,8 @@ SMALL_SWEEPS = [
 ]
 
 
+# 82 trainings; the fast tier measures one sweep preset's finding through the command line (above)
+@pytest.mark.slow
 @pytest.mark.parametrize("preset,shrink", SMALL_SWEEPS, ids=[p for p, _ in SMALL_SWEEPS])
 def test_each_sweep_presets_finding_holds_at_a_small_scale(tmp_path, no_plots, preset, shrink):
     assert_holds(run_sweep(tmp_path, preset, *shrink))
@@ -240,6 +242,7 @@ def test_every_cpu_preset_has_a_small_run_here():
     assert set(CPU_PRESETS) == tested and set(CPU_PRESETS) | set(D2L) == set(PRESETS)
 
 
+@pytest.mark.slow  # a course preset's finding over its seeds: 2 runs of 5 folds x 20 epochs
 def test_kfold_house_prices_gives_a_stable_log_rmse_and_a_submission(tmp_path, capfd, no_plots):
     from datafiles import write_house_prices
 
@@ -279,6 +282,7 @@ def test_curriculum_rejects_an_unknown_preset_in_one_line(capsys):
     assert err.startswith("error: unknown preset 'symetry' in --only; choices: polynomial,") and "\n" not in err
 
 
+@pytest.mark.slow  # the course's command with its figures; the fast tier lists the presets and refuses a wrong one
 def test_curriculum_runs_presets_and_writes_the_table_the_commands_and_the_figures(tmp_path, monkeypatch, capsys):
     from dlexp.course.curriculum import main
 
@@ -302,6 +306,7 @@ def test_curriculum_runs_presets_and_writes_the_table_the_commands_and_the_figur
     assert saved["text"] in said
 
 
+@pytest.mark.slow  # the course's command runs a preset's sweep; the fast tier lists the presets and refuses a wrong one
 def test_a_partial_curriculum_run_merges_its_rows_into_the_course_page(tmp_path, monkeypatch):
     from dlexp.course.curriculum import main
 

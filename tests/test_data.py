@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, compose_cfg, read_json, run_cli
+from conftest import assert_one_line_error, compose_cfg, read_json
 from datafiles import (
     class_images, trust_cifar_files, write_arrays, write_cifar, write_house_prices, write_image_csv, write_mnist,
     write_png_folder,
@@ -301,6 +301,7 @@ def test_poly_features_and_targets():
     assert (y[:, 0] - cubic).std().item() == pytest.approx(0.1, abs=0.03)  # the N(0, 0.1^2) noise
 
 
+@pytest.mark.slow  # 3 runs of 60 epochs: the course's lesson (the fast tier: the features and targets, above)
 def test_poly_underfits_fits_and_overfits(run_train, tmp_path):
     common = ("dataset=poly", "model=linreg", "optim=adam", "optim.lr=0.1", "scheduler=none", "trainer.batch_size=20", "trainer.epochs=60",
               "trainer.checkpoints=false", "trainer.early_stopping.patience=null")
@@ -665,8 +666,8 @@ def test_importance_weighted_training_records_its_weights_in_the_summary(run_tra
     assert "test_shifted/acc" in summary and "label_shift/prior_error" not in summary
 
 
-def test_a_shift_correction_that_cannot_apply_is_a_config_error(tmp_path):
-    proc = run_cli("dataset=wedge", "shift=covariate", "shift.max_weight=5", "trainer.progress=false", cwd=tmp_path)
+def test_a_shift_correction_that_cannot_apply_is_a_config_error(tmp_path, in_process):
+    proc = in_process("dataset=wedge", "shift=covariate", "shift.max_weight=5", "trainer.progress=false", cwd=tmp_path)
     assert_one_line_error(proc, "shift.max_weight clips importance weights, which shift.correct=none does not use; "
                                 "set shift.correct=importance or drop shift.max_weight")
     with pytest.raises(ConfigError, match="shift.correct=bbse estimates class priors .* regression task"):

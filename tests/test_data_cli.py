@@ -1,5 +1,6 @@
-"""The data layer end to end through the real CLI (subprocesses): files in real formats on disk in,
-summaries, per-fold results and a submission file out."""
+"""The data layer end to end through the real CLI: files in real formats on disk in, summaries, per-fold
+results and a submission file out. The commands run in this process (a data loader's worker processes
+start from it)."""
 from __future__ import annotations
 
 import csv
@@ -8,19 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import read_json, run_cli
+from conftest import read_json
 from datafiles import write_house_prices, write_mnist, write_png_folder
 
 SMOKE = ["trainer=smoke", "trainer.progress=false"]
 
 
-def test_vision_sweep_from_the_cache_dir_with_augment_and_shift(tmp_path):
+def test_vision_sweep_from_the_cache_dir_with_augment_and_shift(tmp_path, in_process):
     cache = tmp_path / "cache"
     write_mnist(cache, "MNIST")
     write_mnist(cache, "FashionMNIST", seed=5)
     sweep = tmp_path / "sweep"
     # root=null: the files are found in $DLEXP_DATA_DIR, so nothing is downloaded
-    proc = run_cli(
+    proc = in_process(
         "-m", *SMOKE, "dataset=mnist,fashion_mnist", "augment=standard", "shift=covariate",
         f"hydra.sweep.dir={sweep}", cwd=tmp_path, env={"DLEXP_DATA_DIR": str(cache)},
     )
@@ -34,10 +35,11 @@ def test_vision_sweep_from_the_cache_dir_with_augment_and_shift(tmp_path):
     assert "train/val/test=170/30/60" in proc.stdout  # 200 training images: 15% val; the 60 test images
 
 
-def test_house_prices_kfold_writes_fold_results_and_a_submission(tmp_path):
+@pytest.mark.slow  # 3 folds x 25 epochs; the fast tier loads house_prices (test_config) and runs k-fold (test_data)
+def test_house_prices_kfold_writes_fold_results_and_a_submission(tmp_path, in_process):
     train_csv, test_csv = write_house_prices(tmp_path / "house", n_train=150, n_test=40)
     run_dir = tmp_path / "run"
-    proc = run_cli(
+    proc = in_process(
         "dataset=house_prices", f"dataset.train_csv={train_csv}", f"dataset.test_csv={test_csv}", "split=kfold",
         "split.k=3", "trainer.epochs=25", "trainer.batch_size=16", "trainer.checkpoints=false", "trainer.progress=false",
         f"hydra.run.dir={run_dir}",
@@ -66,10 +68,10 @@ def test_house_prices_kfold_writes_fold_results_and_a_submission(tmp_path):
     assert np.allclose(np.log(submission["SalePrice"]), fold_logs.mean(axis=0), atol=1e-5)  # the folds' ensemble
 
 
-def test_streamed_image_folder_through_dataloader_workers(tmp_path):
+def test_streamed_image_folder_through_dataloader_workers(tmp_path, in_process):
     root = write_png_folder(tmp_path / "photos", per_class=20, size=16)
     run_dir = tmp_path / "run"
-    proc = run_cli(
+    proc = in_process(
         *SMOKE, "dataset=image_folder", f"dataset.root={root}", "dataset.in_memory=false", "dataset.num_workers=2",
         "augment=flip", "trainer.batch_size=8", f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )
@@ -80,8 +82,8 @@ def test_streamed_image_folder_through_dataloader_workers(tmp_path):
     assert summary["test/acc"] >= 0.75  # one colour channel per class: easy
 
 
-def test_missing_dataset_files_are_one_line_errors(tmp_path):
-    proc = run_cli(*SMOKE, "dataset=cifar10", "dataset.download=false", f"hydra.run.dir={tmp_path / 'run'}",
+def test_missing_dataset_files_are_one_line_errors(tmp_path, in_process):
+    proc = in_process(*SMOKE, "dataset=cifar10", "dataset.download=false", f"hydra.run.dir={tmp_path / 'run'}",
                    cwd=tmp_path, env={"DLEXP_DATA_DIR": str(tmp_path / "empty")})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.strip()]

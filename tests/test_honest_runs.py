@@ -2,6 +2,8 @@
 on the test set, and says that it did."""
 from __future__ import annotations
 
+import pytest
+
 from conftest import cli_in_process, read_json, run_cli
 
 FAST = ["model.dropout=0", "trainer.progress=false", "trainer.limit_train_batches=5"]
@@ -20,6 +22,7 @@ def test_a_diverged_run_scores_its_best_checkpoint(tmp_path, monkeypatch, capfd)
     assert f"its best checkpoint (epoch {summary['best_epoch']}) scored test/acc {summary['test/acc']:.4f}" in shown.stderr
 
 
+@pytest.mark.slow  # a signal to a real process; in the fast tier a diverged run scores its best checkpoint (above)
 def test_an_interrupted_run_scores_its_best_checkpoint(tmp_path):
     proc = run_cli(*FAST, "trainer.epochs=4", "hydra.run.dir=run", cwd=tmp_path,
                    env={"DLEXP_SIGNAL_AT": "end_epoch@2:SIGINT"})

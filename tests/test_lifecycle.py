@@ -1,5 +1,9 @@
 """The life of a run dir and a sweep: a refused command changes no byte, a resume follows the run's own
-record, a signal at any moment stops in one line, and an interrupted sweep continues where it stopped."""
+record, a signal at any moment stops in one line, and an interrupted sweep continues where it stopped.
+
+Signals and kills hit real processes (armed through tests/support/faults.py); every other command, the
+reruns and resumes after them included, runs in this process. The fast tier signals or kills at one
+point before a run and one inside it; the other points are marked slow."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, assert_one_line_error, cli_in_process, read_json, run_cli
+from conftest import FAST, assert_one_line_error, cli_in_process, copied, read_json, run_cli, run_in, tiered
 from datafiles import write_arrays
 from dlexp.results.report import find_job_dirs
 from dlexp.runs.sweep import job_dir_name, read_manifest
@@ -34,7 +38,7 @@ def earlier_run(tmp_path_factory) -> Path:
     """A finished 2-epoch run of softmax on an .npz file, whose dir later commands must leave alone."""
     root = tmp_path_factory.mktemp("earlier")
     write_arrays(root / "d.npz", n=120, seed=3, task="classification")
-    proc = run_cli(*SMOKE, "model=softmax", "dataset=arrays", "dataset.path=d.npz", "hydra.run.dir=runs/a", cwd=root)
+    proc = run_in(root, *SMOKE, "model=softmax", "dataset=arrays", "dataset.path=d.npz", "hydra.run.dir=runs/a")
     assert proc.returncode == 0, proc.stderr
     return root
 
@@ -50,36 +54,33 @@ REFUSED = {  # a command that must be refused in one line, and a words of its er
 
 
 @pytest.mark.parametrize("kind", sorted(REFUSED))
-def test_a_refused_command_changes_no_byte_of_the_earlier_run(earlier_run, tmp_path, kind):
-    root = tmp_path / "copy"
-    import shutil
-
-    shutil.copytree(earlier_run, root)
+def test_a_refused_command_changes_no_byte_of_the_earlier_run(earlier_run, tmp_path, in_process, kind):
+    root = copied(earlier_run, tmp_path / "copy")
     if kind == "bad data file":
         (root / "d.npz").write_bytes(b"not an npz file")  # the run's data is damaged since
     before = tree(root / "runs")
     args, words = REFUSED[kind]
-    proc = run_cli(*FAST, *args, cwd=root)
+    proc = in_process(*FAST, *args, cwd=root)
     assert_one_line_error(proc, words)
     assert tree(root / "runs") == before  # hidden files (.hydra/) included, and nothing new
 
 
-def test_a_refused_new_run_leaves_no_dir(tmp_path):
-    proc = run_cli(*SMOKE, "optim.lr=-1", "hydra.run.dir=new/run", cwd=tmp_path)
+def test_a_refused_new_run_leaves_no_dir(tmp_path, in_process):
+    proc = in_process(*SMOKE, "optim.lr=-1", "hydra.run.dir=new/run", cwd=tmp_path)
     assert_one_line_error(proc, "optim.lr must be > 0")
     assert not (tmp_path / "new").exists()
-    proc = run_cli(*SMOKE, "optim.lr=-1", cwd=tmp_path)  # the default outputs/<date>/<time> too
+    proc = in_process(*SMOKE, "optim.lr=-1", cwd=tmp_path)  # the default outputs/<date>/<time> too
     assert proc.returncode == 2 and not any((tmp_path / "outputs").rglob("*"))
 
 
-def test_the_value_hydra_uses_is_the_value_checked(tmp_path):
+def test_the_value_hydra_uses_is_the_value_checked(tmp_path, in_process):
     """A key given twice: Hydra takes the last one, and so does every check before it."""
-    proc = run_cli(*SMOKE, "hydra.run.dir=a", "hydra.run.dir=/proc/dlexp_x", cwd=tmp_path)
+    proc = in_process(*SMOKE, "hydra.run.dir=a", "hydra.run.dir=/proc/dlexp_x", cwd=tmp_path)
     assert_one_line_error(proc, "cannot create output dir /proc/dlexp_x")
-    proc = run_cli(*SMOKE, "hydra.run.dir=/proc/dlexp_x", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
+    proc = in_process(*SMOKE, "hydra.run.dir=/proc/dlexp_x", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "b" / "summary.json").is_file() and not (tmp_path / "a").exists()
-    proc = run_cli("resume=b", "resume=does/not/exist", cwd=tmp_path)
+    proc = in_process("resume=b", "resume=does/not/exist", cwd=tmp_path)
     assert_one_line_error(proc, "resume=does/not/exist: no such run dir or checkpoint")
 
 
@@ -98,7 +99,8 @@ GROUP_RUNS = [
 ]
 
 
-@pytest.mark.parametrize("group,option,extra", GROUP_RUNS, ids=[g for g, _, _ in GROUP_RUNS])
+# the fast tier: a group with a builder (model) and a fixed group (split)
+@pytest.mark.parametrize("group,option,extra", tiered(GROUP_RUNS, fast={"model", "split"}, ids=[g for g, _, _ in GROUP_RUNS]))
 def test_a_resume_follows_the_runs_own_record_for_every_group(tmp_path, capfd, group, option, extra):
     run_dir = tmp_path / "run"
     first = cli_in_process("dlexp", [*SMOKE, "trainer.epochs=1", f"{group}={option}", *extra,
@@ -125,8 +127,8 @@ BEFORE_THE_RUN = ["startup", "imports", "compose", "data", "model"]  # decided, 
 IN_THE_RUN = ["accepted", "train_step", "val", "end_epoch", "test", "plots"]
 
 
-@pytest.mark.parametrize("point", BEFORE_THE_RUN + IN_THE_RUN)
-def test_a_signal_at_any_moment_stops_in_one_line(tmp_path, point):
+@pytest.mark.parametrize("point", tiered(BEFORE_THE_RUN + IN_THE_RUN, fast={"compose", "train_step"}))
+def test_a_signal_at_any_moment_stops_in_one_line(tmp_path, in_process, point):
     sig = "SIGTERM" if point in ("imports", "val", "plots") else "SIGINT"
     proc = run_cli(*SMOKE, "hydra.run.dir=run", cwd=tmp_path, env={"DLEXP_SIGNAL_AT": f"{point}:{sig}"})
     assert proc.returncode == 128 + signal.Signals[sig], proc.stderr
@@ -139,7 +141,7 @@ def test_a_signal_at_any_moment_stops_in_one_line(tmp_path, point):
         return
     assert read_json(run_dir / "summary.json")["status"] == "interrupted"
     assert said[0].endswith(f"continue with: python -m dlexp resume={run_dir}")
-    resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    resumed = in_process(f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "completed" and summary["epochs_run"] == 2 and "test/acc" in summary
@@ -164,7 +166,7 @@ def _table(sweep_dir: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def whole_sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("whole")
-    proc = run_cli("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=root)
+    proc = run_in(root, "-m", *SMOKE, *GRID, "sweep.name=grid")
     assert proc.returncode == 0, proc.stderr
     return root / "outputs" / "multirun" / "grid"
 
@@ -183,30 +185,52 @@ def test_a_named_sweep_has_one_dir_and_jobs_named_by_their_overrides(whole_sweep
 
 
 # kill points: a job's epoch end, mid-epoch (4 step points an epoch, 8 a job), after a summary before its
-# plots, and between two jobs
-@pytest.mark.parametrize("kill_at", ["end_epoch@3", "train_step@11", "plots@2", "job_end@3"])
-def test_a_sweep_killed_at_any_point_continues_to_the_same_table(tmp_path, whole_sweep, kill_at):
-    proc = run_cli("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=tmp_path, env={"DLEXP_KILL_AT": kill_at})
+# plots, and between two jobs. The sweep killed at the first is killed once (``killed_sweep``), for the fast tier's
+# continuation and for the report of a sweep in progress.
+KILL_POINTS = ["end_epoch@3", "train_step@11", "plots@2", "job_end@3"]
+
+
+def _kill_sweep(cwd: Path, kill_at: str) -> None:
+    """The grid sweep (sweep.name=grid) run in ``cwd`` and killed (kill -9) at ``kill_at``."""
+    proc = run_cli("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=cwd, env={"DLEXP_KILL_AT": kill_at})
     assert proc.returncode == -signal.SIGKILL
-    sweep_dir = tmp_path / "outputs" / "multirun" / "grid"
-    again = run_cli("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory) -> Path:
+    """A folder holding the grid sweep killed at its 2nd job's first epoch end (KILL_POINTS[0]), once."""
+    root = tmp_path_factory.mktemp("killed")
+    _kill_sweep(root, KILL_POINTS[0])
+    return root
+
+
+@pytest.mark.parametrize("kill_at", tiered(KILL_POINTS, fast={KILL_POINTS[0]}))
+def test_a_sweep_killed_at_any_point_continues_to_the_same_table(tmp_path, in_process, whole_sweep, request, kill_at):
+    root = tmp_path / "copy"
+    if kill_at == KILL_POINTS[0]:
+        copied(request.getfixturevalue("killed_sweep"), root)
+    else:
+        root.mkdir()
+        _kill_sweep(root, kill_at)
+    sweep_dir = root / "outputs" / "multirun" / "grid"
+    again = in_process("-m", *SMOKE, *GRID, "sweep.name=grid", cwd=root)
     assert again.returncode == 0, again.stderr
     assert "completed earlier, skipped" in again.stdout
     assert _table(sweep_dir) == _table(whole_sweep)
     assert [m["status"] for m in read_manifest(sweep_dir).values()] == ["completed"] * 4
 
 
-def test_a_rerun_skips_completed_jobs_retries_failed_ones_and_runs_new_points(tmp_path):
+def test_a_rerun_skips_completed_jobs_retries_failed_ones_and_runs_new_points(tmp_path, in_process):
     data = write_arrays(tmp_path / "d.npz", n=120, seed=3, task="classification")
     args = ["-m", *SMOKE, "dataset=arrays", "sweep.name=s"]
-    first = run_cli(*args, f"dataset.path={data}", "optim.lr=-1,0.01", cwd=tmp_path)  # lr=-1 fails
+    first = in_process(*args, f"dataset.path={data}", "optim.lr=-1,0.01", cwd=tmp_path)  # lr=-1 fails
     assert first.returncode == 1 and "error: optim.lr must be > 0" in first.stderr
     sweep_dir = tmp_path / "outputs" / "multirun" / "s"
     statuses = {m["overrides"][-1]: m["status"] for m in read_manifest(sweep_dir).values()}
     assert statuses == {"optim.lr=-1": "failed", "optim.lr=0.01": "completed"}
-    kept = run_cli(*args, f"dataset.path={data}", "optim.lr=-1,0.01", "sweep.retry_failed=false", cwd=tmp_path)
+    kept = in_process(*args, f"dataset.path={data}", "optim.lr=-1,0.01", "sweep.retry_failed=false", cwd=tmp_path)
     assert kept.returncode == 1 and kept.stdout.count("earlier, skipped") == 2
-    again = run_cli(*args, f"dataset.path={data}", "optim.lr=0.1,0.01,0.003", cwd=tmp_path)  # -1 replaced, 0.003 added
+    again = in_process(*args, f"dataset.path={data}", "optim.lr=0.1,0.01,0.003", cwd=tmp_path)  # -1 replaced, 0.003 added
     assert again.returncode == 1  # the old failed job is still one of the sweep's, and still failed
     lines = [line for line in again.stdout.splitlines() if "skipped" in line]
     assert len(lines) == 1 and "lr=0.01," in lines[0]
@@ -215,14 +239,15 @@ def test_a_rerun_skips_completed_jobs_retries_failed_ones_and_runs_new_points(tm
         "-1": ("0", "1"), "0.01": ("1", "0"), "0.1": ("1", "0"), "0.003": ("1", "0")}
 
 
-def test_a_failed_job_can_stop_the_sweep(tmp_path):
-    proc = run_cli("-m", *SMOKE, "optim.lr=-1,0.01", "sweep.name=f", "sweep.fail_fast=true", cwd=tmp_path)
+def test_a_failed_job_can_stop_the_sweep(tmp_path, in_process):
+    proc = in_process("-m", *SMOKE, "optim.lr=-1,0.01", "sweep.name=f", "sweep.fail_fast=true", cwd=tmp_path)
     assert proc.returncode == 1 and "stops at its first failed job" in proc.stderr
     manifest = read_manifest(tmp_path / "outputs" / "multirun" / "f")
     assert [m["status"] for m in manifest.values()] == ["failed", "pending"]
 
 
-def test_a_signal_between_sweep_jobs_stops_the_sweep_and_a_rerun_finishes_it(tmp_path):
+@pytest.mark.slow  # the fast tier signals a single run and kills a sweep
+def test_a_signal_between_sweep_jobs_stops_the_sweep_and_a_rerun_finishes_it(tmp_path, in_process):
     args = ["-m", *SMOKE, *GRID, "sweep.name=g"]
     proc = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@2:SIGTERM"})
     assert proc.returncode == 143 and "Traceback" not in proc.stderr
@@ -232,23 +257,21 @@ def test_a_signal_between_sweep_jobs_stops_the_sweep_and_a_rerun_finishes_it(tmp
     assert [m["status"] for m in manifest.values()] == ["completed", "completed", "pending", "pending"]
     hint = said.split("continue the sweep with: ", 1)[1]
     assert hint == "python -m dlexp " + " ".join(args)  # a named sweep: its own command finds it again
-    again = run_cli(*shlex.split(hint)[3:], cwd=tmp_path)  # the hint, followed literally
+    again = in_process(*shlex.split(hint)[3:], cwd=tmp_path)  # the hint, followed literally
     assert again.returncode == 0 and again.stdout.count("completed earlier, skipped") == 2
 
 
-def test_a_sweep_in_progress_shows_its_state_in_the_report(tmp_path):
+def test_a_sweep_in_progress_shows_its_state_in_the_report(tmp_path, killed_sweep):
     from dlexp.results.report import build_report
 
-    proc = run_cli("-m", *SMOKE, *GRID, "sweep.name=p", cwd=tmp_path, env={"DLEXP_KILL_AT": "end_epoch@3"})
-    assert proc.returncode == -signal.SIGKILL
-    report = build_report(tmp_path / "outputs" / "multirun" / "p")
+    report = build_report(copied(killed_sweep, tmp_path / "copy") / "outputs" / "multirun" / "grid")
     assert [j.status for j in report.jobs] == ["completed", "running", "pending", "pending"]
 
 
-def test_resume_is_refused_inside_a_sweep_and_sweep_keys_outside_one(tmp_path):
-    proc = run_cli(*SMOKE, "sweep.name=x", cwd=tmp_path)
+def test_resume_is_refused_inside_a_sweep_and_sweep_keys_outside_one(tmp_path, in_process):
+    proc = in_process(*SMOKE, "sweep.name=x", cwd=tmp_path)
     assert_one_line_error(proc, "sweep.name=x applies to -m sweeps")
-    proc = run_cli("-m", *SMOKE, "resume=whatever", "optim.lr=0.1,0.2", cwd=tmp_path)
+    proc = in_process("-m", *SMOKE, "resume=whatever", "optim.lr=0.1,0.2", cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 

@@ -1,7 +1,9 @@
 """The model zoo: every registered model is sized from the data, trains, and initializes as configured.
 
 Tests loop over ``MODELS.names()`` and ``INITS.names()``, so a new model or
-init is tested the day it is registered.
+init is tested the day it is registered. The fast tier pairs each model with one image dataset (each
+dataset with at least one model); every other pair, the multirun that trains every model option and
+the quality bar are marked slow.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import compose_cfg, read_json, run_cli
+from conftest import compose_cfg, read_json, tiered
 from dlexp.config.files import CONFIG_DIR
 from dlexp.train import validate
 from dlexp.errors import ConfigError
@@ -159,8 +161,14 @@ IMAGE_DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "im
 MODEL_YAML = {OmegaConf.load(p).name: p.stem for p in sorted(Path(CONFIG_DIR, "model").glob("*.yaml"))}
 
 
-@pytest.mark.parametrize("dataset", IMAGE_DATASETS)
-@pytest.mark.parametrize("name", FIXED_INPUT_MODELS)  # every model that takes images (not the translation ones)
+# every model that takes images (not the translation ones) with every image dataset; the fast tier takes
+# model i with dataset i (mod 7), so that each model and each dataset is there
+MODEL_DATASET = [(name, dataset) for dataset in IMAGE_DATASETS for name in FIXED_INPUT_MODELS]
+MODEL_DATASET_IDS = [f"{name}-{dataset}" for name, dataset in MODEL_DATASET]
+DIAGONAL = {f"{name}-{IMAGE_DATASETS[i % len(IMAGE_DATASETS)]}" for i, name in enumerate(FIXED_INPUT_MODELS)}
+
+
+@pytest.mark.parametrize("name, dataset", tiered(MODEL_DATASET, fast=DIAGONAL, ids=MODEL_DATASET_IDS))
 def test_every_model_composes_with_every_image_dataset(name, dataset, tiny_datasets, monkeypatch):
     """With the default dataset.resize=auto, images smaller than a model's minimum are resized up to it."""
     from dlexp.data import load_data
@@ -261,6 +269,7 @@ def test_constant_init_keeps_the_hidden_units_identical(run_train, tmp_path):
     assert read_json(tmp_path / "constant" / "summary.json")["init_value"] == 0.05
 
 
+@pytest.mark.slow  # 13 epochs at 28x28
 def test_lenet_bn_beats_95_percent_where_sigmoid_lenet_starts_slowly(run_train, tmp_path):
     """The README's quality bar: digits at 28x28, 10 epochs of Adam at a constant lr 1e-3."""
     textbook = ("optim.lr=0.001", "scheduler=none")
@@ -300,8 +309,8 @@ def test_summary_depth_shows_nested_blocks():
     assert rows[-1].shape == (1, 10)
 
 
-def test_summary_command_prints_the_table_and_writes_nothing(tmp_path):
-    proc = run_cli("model=lenet", "dataset.resize=28", "model.init=xavier_uniform", cwd=tmp_path, module="dlexp.summary")
+def test_summary_command_prints_the_table_and_writes_nothing(tmp_path, in_process):
+    proc = in_process("model=lenet", "dataset.resize=28", "model.init=xavier_uniform", cwd=tmp_path, module="dlexp.summary")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "model=lenet dataset=digits input=(1, 1, 28, 28) outputs=10 init=xavier_uniform" in lines[0]
@@ -347,10 +356,11 @@ MODEL_OPTIONS = sorted(
 )
 
 
-def test_every_model_yaml_trains_a_smoke_epoch_through_the_cli(tmp_path):
+@pytest.mark.slow  # NiN and VGG at 68x68; the fast tier builds and steps every model (above), and trains several
+def test_every_model_yaml_trains_a_smoke_epoch_through_the_cli(tmp_path, in_process):
     """One multirun over every conf/model option: digits resized past the largest minimum (NiN: 67)."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli(
+    proc = in_process(
         "-m", f"model={','.join(MODEL_OPTIONS)}", "dataset.resize=68", "trainer=smoke", "trainer.epochs=1",
         "trainer.batch_size=8", "trainer.limit_train_batches=2", "trainer.limit_eval_batches=1",
         "trainer.checkpoints=false", "trainer.progress=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,

@@ -153,7 +153,7 @@ def test_a_plugin_runs_in_a_sweep_on_slots_and_in_a_search_and_a_killed_trial_re
     assert all(read_json(t)["plugins"]["my_plugin.py"].startswith(str(root / "my_plugin.py")) for t in trials)
 
 
-@pytest.mark.slow
+@pytest.mark.services  # a SLURM cluster
 def test_a_plugin_runs_in_a_slurm_job(tmp_path, slurm_env):
     root = make_project(tmp_path)
     env = {**slurm_env, "PYTHONUNBUFFERED": "1"}
@@ -306,9 +306,9 @@ def test_a_plugins_data_or_model_that_does_not_fit_is_one_line_not_a_bug_report(
         assert "my layer is not finished" in log.read_text()
 
 
-def test_a_sweep_whose_plugin_is_missing_is_refused_before_its_first_job(tmp_path):
+def test_a_sweep_whose_plugin_is_missing_is_refused_before_its_first_job(tmp_path, in_process):
     root = make_project(tmp_path)
-    proc = run_cli("-m", "--config-dir", str(root / "conf"), "plugins=[gone.py]", *FAST, "seed=0,1", cwd=root)
+    proc = in_process("-m", "--config-dir", str(root / "conf"), "plugins=[gone.py]", *FAST, "seed=0,1", cwd=root)
     assert proc.returncode == 2 and "plugin file 'gone.py' not found" in proc.stderr
     assert not (root / "outputs").exists()
 

@@ -1,11 +1,14 @@
-"""Exact resume, atomic checkpoints under kill -9, graceful SIGTERM, divergence, and bad inputs."""
+"""Exact resume, atomic checkpoints under kill -9, graceful SIGTERM, divergence, and bad inputs.
+
+Kills, signals, a limit on file size and the exit code of a diverged run (set by ``os._exit``) are a real
+process's; the other commands run in this process, the resumes after a kill included, on copies of runs
+trained once (``finished_run``, ``reference``)."""
 from __future__ import annotations
 
 import multiprocessing
 import os
 import random
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_one_line_error, read_json, run_cli, untimed_rows
+from conftest import assert_one_line_error, copied, read_json, run_cli, run_in, untimed_rows
 from dlexp.runs.checkpoint import load_checkpoint, save_checkpoint
 
 # Big enough that an epoch takes a fraction of a second, so signals land mid-run.
@@ -59,13 +62,14 @@ def _wait_for_rows(run_dir: Path, proc: subprocess.Popen, rows: int, timeout: fl
 def reference(tmp_path_factory) -> Path:
     """An uninterrupted run of the SLOW config."""
     root = tmp_path_factory.mktemp("reference")
-    proc = run_cli(*SLOW, f"hydra.run.dir={root / 'run'}", cwd=root)
+    proc = run_in(root, *SLOW, f"hydra.run.dir={root / 'run'}")
     assert proc.returncode == 0, proc.stderr
     return root / "run"
 
 
+@pytest.mark.slow  # the fast tier kills a sweep and signals a run (test_lifecycle.py); here a slower run, killed or stopped
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
-def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, reference, sig):
+def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, in_process, reference, sig):
     run_dir = tmp_path / "run"
     proc = _start(run_dir, tmp_path)
     _wait_for_rows(run_dir, proc, 1)  # the kill lands in epoch 2, or between epoch 1's row and its checkpoint:
@@ -83,7 +87,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, refere
     else:
         assert proc.returncode == -signal.SIGKILL
 
-    resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    resumed = in_process(f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from epoch" in resumed.stdout or "starting that run again" in resumed.stdout
     assert _metrics(run_dir) == _metrics(reference)  # no duplicate, no missing epoch, same numbers
@@ -119,6 +123,7 @@ def test_repeated_kills_during_checkpoint_writes_leave_a_loadable_checkpoint(tmp
     assert all(name.startswith(".last.pt.") and name.endswith(".tmp") for name in stray)  # only killed temp files
 
 
+@pytest.mark.slow  # exit code 3 through os._exit in a real process; in the fast tier: test_honest_runs.py, in this process
 def test_huge_lr_stops_with_status_diverged(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("optim=sgd", "optim.lr=1e4", "model.dropout=0", "scheduler=none", "trainer.progress=false", "trainer.epochs=5",
@@ -139,9 +144,9 @@ def test_grad_clip_is_applied(run_train):
     assert read_json(run_dir / "summary.json")["status"] == "completed"  # tiny steps: no divergence
 
 
-def test_diverged_job_is_a_result_in_a_sweep(tmp_path):
+def test_diverged_job_is_a_result_in_a_sweep(tmp_path, in_process):
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", *SMOKE, "optim=sgd", "optim.lr=1e4,0.01", "trainer.limit_train_batches=null", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = in_process("-m", *SMOKE, "optim=sgd", "optim.lr=1e4,0.01", "trainer.limit_train_batches=null", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     statuses = {read_json(p)["status"] for p in sweep.glob("*/summary.json")}
     assert statuses == {"diverged", "completed"}
@@ -150,34 +155,28 @@ def test_diverged_job_is_a_result_in_a_sweep(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("finished")
-    proc = run_cli(*SMOKE, f"hydra.run.dir={root / 'run'}", cwd=root)
+    proc = run_in(root, *SMOKE, f"hydra.run.dir={root / 'run'}")
     assert proc.returncode == 0, proc.stderr
     return root / "run"
 
 
-def _copy(run: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "run"
-    shutil.copytree(run, target)
-    return target
-
-
-def test_corrupt_checkpoint_on_resume(tmp_path, finished_run):
-    run_dir = _copy(finished_run, tmp_path)
+def test_corrupt_checkpoint_on_resume(tmp_path, in_process, finished_run):
+    run_dir = copied(finished_run, tmp_path / "run")
     last = run_dir / "checkpoints" / "last.pt"
     damaged = last.read_bytes()[:1000]
     last.write_bytes(damaged)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    proc = run_cli(f"resume={run_dir}", "trainer.epochs=4", cwd=tmp_path)
+    proc = in_process(f"resume={run_dir}", "trainer.epochs=4", cwd=tmp_path)
     assert_one_line_error(proc, "is corrupt or truncated")
     assert last.read_bytes() == damaged
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
-def test_resume_refuses_a_conflicting_config_and_accepts_more_epochs(tmp_path, finished_run):
-    run_dir = _copy(finished_run, tmp_path)
-    assert_one_line_error(run_cli(f"resume={run_dir}", "model=softmax", cwd=tmp_path), "cannot resume with model=softmax: the checkpoint was trained with model=mlp")
-    assert_one_line_error(run_cli(f"resume={run_dir}", "optim.lr=0.5", cwd=tmp_path), "cannot resume with optim.lr=0.5")
-    proc = run_cli(f"resume={run_dir / 'checkpoints' / 'last.pt'}", "trainer.epochs=3", cwd=tmp_path)
+def test_resume_refuses_a_conflicting_config_and_accepts_more_epochs(tmp_path, in_process, finished_run):
+    run_dir = copied(finished_run, tmp_path / "run")
+    assert_one_line_error(in_process(f"resume={run_dir}", "model=softmax", cwd=tmp_path), "cannot resume with model=softmax: the checkpoint was trained with model=mlp")
+    assert_one_line_error(in_process(f"resume={run_dir}", "optim.lr=0.5", cwd=tmp_path), "cannot resume with optim.lr=0.5")
+    proc = in_process(f"resume={run_dir / 'checkpoints' / 'last.pt'}", "trainer.epochs=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [int(r["epoch"]) for r in _metrics(run_dir)] == [1, 2, 3]
     assert read_json(run_dir / "summary.json")["epochs_run"] == 3
@@ -189,8 +188,9 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # writes past 20 kB fail: a full disk
 
 
+@pytest.mark.slow  # a real process under a file-size limit; in the fast tier: tests/test_checkpoint.py
 def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, finished_run):
-    run_dir = _copy(finished_run, tmp_path)
+    run_dir = copied(finished_run, tmp_path / "run")
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
     proc = subprocess.run(
         [sys.executable, "-m", "dlexp", f"resume={run_dir}", "trainer.epochs=3"],
@@ -212,7 +212,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, finishe
         (["dataset=synthetic_linear", "model=linreg", "dataset.num_examples=0"], "dataset.num_examples must be >= 1"),
     ],
 )
-def test_bad_inputs_fail_cleanly(tmp_path, args, message):
-    proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_bad_inputs_fail_cleanly(tmp_path, in_process, args, message):
+    proc = in_process(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, message)
     assert not (tmp_path / "does").exists()

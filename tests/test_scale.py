@@ -1,4 +1,5 @@
-"""Scale on the CPU: bf16 autocast, torch.compile, and torchrun with 2 processes over gloo."""
+"""Scale on the CPU: bf16 autocast, torch.compile, and torchrun with 2 processes over gloo (each torchrun
+test starts its processes: ``services``, outside the fast tier)."""
 from __future__ import annotations
 
 import csv
@@ -36,6 +37,7 @@ def test_float16_needs_a_gpu(run_train):
         run_train("trainer.precision=16", "trainer.device=cpu")
 
 
+@pytest.mark.slow  # torch.compile's code generation
 def test_a_compiled_run_saves_the_raw_model_and_resumes_without_compiling(run_train, tmp_path):
     common = ["model.hidden=[16]", "model.dropout=0", "trainer.limit_train_batches=3", "trainer.early_stopping.patience=null"]
     run_train("trainer.compile=true", "trainer.epochs=1", *common)
@@ -66,6 +68,7 @@ def _env() -> dict:
     return env
 
 
+@pytest.mark.services
 def test_two_processes_train_exactly_like_one_at_the_same_global_batch(arrays_file, tmp_path):
     args = _common(arrays_file, "trainer.epochs=3")
     one = subprocess.run([sys.executable, "-m", "dlexp", *args, "hydra.run.dir=one"], cwd=tmp_path, env=_env(),
@@ -85,6 +88,7 @@ def test_two_processes_train_exactly_like_one_at_the_same_global_batch(arrays_fi
     assert two.stdout.count("Run summary") == 1  # only rank 0 prints
 
 
+@pytest.mark.services
 def test_two_nodes_of_one_process_train_exactly_like_one_process(arrays_file, tmp_path):
     """Multi-node torchrun on localhost: 2 nodes x 1 process, c10d rendezvous, one launcher per node (as a
     SLURM job script starts them), against 1 process at the same global batch: the same metrics and weights,
@@ -115,6 +119,7 @@ def test_two_nodes_of_one_process_train_exactly_like_one_process(arrays_file, tm
     assert sum(out.count("Run summary") for out, _ in outputs) == 1  # only the global rank 0 prints
 
 
+@pytest.mark.services
 def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(arrays_file, tmp_path):
     proc = subprocess.run([*TORCHRUN, "-m", "dlexp", *_common(arrays_file, "trainer.batch_size=15")], cwd=tmp_path,
                           env=_env(), capture_output=True, text=True, timeout=300)
@@ -134,6 +139,7 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+@pytest.mark.services
 def test_killing_one_rank_fails_the_job_and_leaves_a_resumable_checkpoint(arrays_file, tmp_path):
     args = _common(arrays_file, "trainer.epochs=400", "hydra.run.dir=run")
     job = subprocess.Popen([*TORCHRUN, "-m", "dlexp", *args], cwd=tmp_path, env=_env(),

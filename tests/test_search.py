@@ -1,6 +1,8 @@
 """Optuna searches (``-m hparams_search=optuna``) and parallel slots: the search space, the budget shared by
 workers, leases, pruning, storages (journal, SQLite, a real PostgreSQL), reruns, the slots launcher, and the
-study in optuna-dashboard. End-to-end runs are smoke-sized (1 to 3 epochs of a few batches)."""
+study in optuna-dashboard. End-to-end runs are smoke-sized (1 to 3 epochs of a few batches); a search runs its
+trials in slot processes, so each is a slow test, and the three workers on one study (PostgreSQL or a journal
+file) start several search processes (``services``). Commands refused before any trial run in this process."""
 from __future__ import annotations
 
 import json
@@ -312,9 +314,9 @@ def test_the_old_sweeper_keys_and_mistyped_search_keys_get_a_one_line_hint(tmp_p
         preflight(["-m", "hparams_search=optuna", "hparams_search.n_trial=5"])
 
 
-def test_a_search_setting_in_a_single_run_or_a_bad_one_is_a_one_line_error(tmp_path):
-    assert_one_line_error(run_cli("hparams_search=optuna", *SMOKE, cwd=tmp_path), "hparams_search is a search over many runs: add -m")
-    proc = run_cli(*SEARCH, "hparams_search.pruner=medain", "sweep.name=bad", cwd=tmp_path)
+def test_a_search_setting_in_a_single_run_or_a_bad_one_is_a_one_line_error(tmp_path, in_process):
+    assert_one_line_error(in_process("hparams_search=optuna", *SMOKE, cwd=tmp_path), "hparams_search is a search over many runs: add -m")
+    proc = in_process(*SEARCH, "hparams_search.pruner=medain", "sweep.name=bad", cwd=tmp_path)
     assert_one_line_error(proc, "hparams_search.pruner must be one of none, median")
     assert not (tmp_path / "outputs" / "multirun" / "bad" / "trial_0").exists()
 
@@ -346,7 +348,7 @@ def _assert_each_trial_ran_once(tmp_path: Path, study: optuna.Study, trials: int
     assert len(owners) >= 2  # the workers shared the work
 
 
-@pytest.mark.slow
+@pytest.mark.services
 def test_three_workers_share_one_journal_study(tmp_path):
     procs = _workers(tmp_path, None)
     assert [p.returncode for p in procs] == [0, 0, 0], [p.stderr for p in procs]
@@ -354,7 +356,7 @@ def test_three_workers_share_one_journal_study(tmp_path):
     _assert_each_trial_ran_once(tmp_path, study, 6)
 
 
-@pytest.mark.slow
+@pytest.mark.services
 def test_three_workers_share_one_postgresql_study(tmp_path, postgres_url):
     procs = _workers(tmp_path, postgres_url)
     assert [p.returncode for p in procs] == [0, 0, 0], [p.stderr for p in procs]
@@ -387,8 +389,8 @@ def test_sqlite_storage_and_the_study_in_optuna_dashboard(tmp_path):
     assert [s["study_name"] for s in listed] == ["search"]
 
 
-def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
-    proc = run_cli(*SEARCH, "hparams_search.storage=postgresql://nobody@127.0.0.1:1/none", "sweep.name=nostore", cwd=tmp_path)
+def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path, in_process):
+    proc = in_process(*SEARCH, "hparams_search.storage=postgresql://nobody@127.0.0.1:1/none", "sweep.name=nostore", cwd=tmp_path)
     assert_one_line_error(proc, "cannot open hparams_search.storage=postgresql://nobody@127.0.0.1:1/none")
-    proc = run_cli(*SEARCH, "hparams_search.storage=study.db", "sweep.name=nostore", cwd=tmp_path)
+    proc = in_process(*SEARCH, "hparams_search.storage=study.db", "sweep.name=nostore", cwd=tmp_path)
     assert_one_line_error(proc, "is neither a database URL")

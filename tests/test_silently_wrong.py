@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_in_process, read_json, run_cli, untimed_rows
+from conftest import cli_in_process, copied, read_json, run_cli, run_in, tiered, untimed_rows
 from datafiles import write_arrays, write_png_folder
 from dlexp.runs.diagnostics import diagnose
 
@@ -115,8 +115,12 @@ def test_extending_a_cosine_run_rebuilds_its_schedule_over_the_new_length(run_tr
     assert summary["schedule"] == {"scheduler": "cosine", "interval": "epoch", "horizon": 6, "extended_from": 4}
 
 
-@pytest.mark.parametrize("schedule", [["scheduler=step", "scheduler.step_size=2"], ["scheduler=exponential"],
-                                      ["scheduler=multistep", "scheduler.milestones=[3,5]"]])
+SCHEDULES = [["scheduler=step", "scheduler.step_size=2"], ["scheduler=exponential"],
+             ["scheduler=multistep", "scheduler.milestones=[3,5]"]]
+
+
+# the fast tier extends a step schedule; the other schedules that continue are marked slow
+@pytest.mark.parametrize("schedule", tiered(SCHEDULES, fast={"step"}, ids=["step", "exponential", "multistep"]))
 def test_extending_a_schedule_that_does_not_depend_on_the_length_continues_it_and_says_so(run_train, capsys, tmp_path,
                                                                                           schedule):
     lrs, said, summary = _extend(run_train, capsys, 4, 6, *schedule, "trainer.early_stopping.patience=null")
@@ -215,14 +219,14 @@ def _hinted(text: str, after: str) -> list[str]:
     return words[3:]
 
 
-def test_an_interrupted_sweep_without_a_name_hints_the_command_that_continues_it_in_its_own_dir(tmp_path):
+def test_an_interrupted_sweep_without_a_name_hints_the_command_that_continues_it_in_its_own_dir(tmp_path, in_process):
     args = ["-m", *SMOKE, "optim.lr=0.003,0.01"]
     stopped = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@1:SIGTERM"})
     assert stopped.returncode == 143, stopped.stderr
     hint = _hinted(stopped.stderr, "continue the sweep with: ")
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert hint == [*args, f"hydra.sweep.dir={sweep_dir.relative_to(tmp_path)}"]
-    again = run_cli(*hint, cwd=tmp_path)
+    again = in_process(*hint, cwd=tmp_path)  # the signal needs a real process; the hint, followed, runs in this one
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("completed earlier, skipped") == 1 and list((tmp_path / "outputs" / "multirun").glob("*/*")) == [sweep_dir]
 
@@ -313,10 +317,19 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+@pytest.fixture(scope="module")
+def earlier_outputs(tmp_path_factory) -> Path:
+    """An outputs/ folder holding one finished run (outputs/earlier), trained once; tests copy it."""
+    root = tmp_path_factory.mktemp("earlier")
+    proc = run_in(root, *SMOKE, "hydra.run.dir=outputs/earlier")
+    assert proc.returncode == 0, proc.stderr
+    return root / "outputs"
+
+
 @pytest.mark.parametrize("case", ["cifar10 files missing", "mnist files missing", "no CUDA", "k larger than the data",
                                   "resize too small for LeNet", "truncated npz", "npz without y", "string labels",
                                   "corrupt png", "negative lr", "unknown key", "a file that is not data"])
-def test_a_refused_command_leaves_the_outputs_tree_as_it_was(tmp_path, monkeypatch, capfd, case):
+def test_a_refused_command_leaves_the_outputs_tree_as_it_was(tmp_path, monkeypatch, capfd, earlier_outputs, case):
     if case == "no CUDA" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     data = tmp_path / "data"
@@ -324,8 +337,7 @@ def test_a_refused_command_leaves_the_outputs_tree_as_it_was(tmp_path, monkeypat
     args, says = _bad_inputs(data)[case]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DLEXP_DATA_DIR", str(tmp_path / "no_data_here"))
-    earlier = cli_in_process("dlexp", [*SMOKE, "hydra.run.dir=outputs/earlier"], capfd)  # a run the refusal must not touch
-    assert earlier.returncode == 0, earlier.stderr
+    copied(earlier_outputs, tmp_path / "outputs")  # a run the refusal must not touch
     before = _tree(tmp_path / "outputs")
     for run_dir in ([], ["hydra.run.dir=outputs/new/run"]):  # a dated dir under outputs/, and a named one
         refused = cli_in_process("dlexp", [*SMOKE, *args, *run_dir], capfd)
@@ -406,6 +418,7 @@ def test_a_search_given_without_m_hints_the_same_command_with_m(tmp_path):
     assert run_cli(*hint, cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.slow  # a signal to a sweep of 3 jobs; the fast tier follows an interrupted sweep's hint (above)
 def test_the_report_of_a_sweep_stopped_before_some_jobs_hints_the_command_that_runs_them(tmp_path, monkeypatch, capfd):
     args = ["-m", *SMOKE, "optim.lr=0.003,0.01,0.03"]
     stopped = run_cli(*args, cwd=tmp_path, env={"DLEXP_SIGNAL_AT": "job_end@1:SIGTERM"})
@@ -417,7 +430,7 @@ def test_the_report_of_a_sweep_stopped_before_some_jobs_hints_the_command_that_r
     words = shlex.split(pending.split("continue the sweep with ", 1)[1])
     assert report.returncode == 0 and words[:3] == ["python", "-m", "dlexp"]
     assert words[3:] == [*args, f"hydra.sweep.dir={sweep_dir.relative_to(tmp_path)}"]
-    again = run_cli(*words[3:], cwd=tmp_path)
+    again = cli_in_process("dlexp", words[3:], capfd)  # the hint, followed, in this process
     assert again.returncode == 0 and again.stdout.count("completed earlier, skipped") == 1
 
 

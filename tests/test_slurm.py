@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_json, run_cli
+from conftest import read_json
 from dlexp.training.throughput import is_timing
 from services import wait_for
 
@@ -25,8 +25,8 @@ def _metrics(run_dir: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if not is_timing(k)} for row in csv.DictReader(handle)]
 
 
-@pytest.mark.slow
-def test_a_slurm_sweep_whose_requeued_job_resumes_and_ends_as_if_never_stopped(tmp_path, slurm_env):
+@pytest.mark.services
+def test_a_slurm_sweep_whose_requeued_job_resumes_and_ends_as_if_never_stopped(tmp_path, in_process, slurm_env):
     hold = tmp_path / "held_job"
     env = {**slurm_env, "PYTHONUNBUFFERED": "1", "DLEXP_HOLD_AT": "end_epoch@2", "DLEXP_HOLD_FILE": str(hold)}
     env.pop("DLEXP_TRACEBACK", None)
@@ -61,10 +61,11 @@ def test_a_slurm_sweep_whose_requeued_job_resumes_and_ends_as_if_never_stopped(t
     assert len(resumed) == 1, list(logs)  # the requeued job continued from its checkpoint (of 2 epochs, as a rule)
     seeds = {j: next(o for o in (j / ".hydra" / "overrides.yaml").read_text().split() if "seed=" in o) for j in jobs}
 
-    # each job (the requeued one included) against a run of its config that nobody stopped: the same numbers, weights
+    # each job (the requeued one included) against a run of its config that nobody stopped (in this process):
+    # the same numbers, the same weights
     for job in jobs:
         seed = seeds[job].split("=", 1)[1]
-        plain = run_cli(*COMMON, f"seed={seed}", f"hydra.run.dir=plain_{seed}", cwd=tmp_path, env=slurm_env)
+        plain = in_process(*COMMON, f"seed={seed}", f"hydra.run.dir=plain_{seed}", cwd=tmp_path)
         assert plain.returncode == 0, plain.stderr
         assert _metrics(job) == _metrics(tmp_path / f"plain_{seed}")
         ours = torch.load(job / "checkpoints" / "last.pt", weights_only=True)["model"]

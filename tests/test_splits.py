@@ -68,6 +68,7 @@ def test_the_digits_are_scikit_learns_digits_and_split():
     assert np.array_equal(source.test[1].numpy(), bunch.target[test_idx])
 
 
+@pytest.mark.slow  # a whole run in a new process; the fast tier checks the imports of the registries (test_cli.py)
 def test_a_default_run_never_imports_scikit_learn(tmp_path):
     code = ("import sys; from dlexp.cli.entry import cli; sys.argv = ['dlexp', 'trainer.epochs=1', 'trainer.progress=false', "
             f"'hydra.run.dir={tmp_path / 'run'}']\n"

@@ -54,6 +54,7 @@ def test_a_value_for_a_key_the_config_lacks_is_refused_as_hydra_refuses_it():
     GlobalHydra.instance().clear()
 
 
+@pytest.mark.slow  # 16 jobs; the fast tier's grid sweep (test_sweeps.py) checks the files of 8 jobs
 def test_every_job_of_a_16_job_sweep_ends_with_the_files_a_user_relies_on(tmp_path, monkeypatch, capfd):
     """Whatever moved for speed, each job's dir holds its record, metrics, summary, checkpoints, TensorBoard
     events and run log, and the sweep its tables; a job's curves are drawn on demand by dlexp.report."""

@@ -1,5 +1,6 @@
 """Sweeps end to end through the real CLI: the summary table, the report command, plots, TensorBoard, failures
-(Optuna searches: tests/test_search.py)."""
+(Optuna searches: tests/test_search.py). A sweep with the default launcher (serial) runs in this process; the joblib
+launcher's worker processes, a traceback printed at exit and the report command's imports need real ones."""
 from __future__ import annotations
 
 import csv
@@ -53,11 +54,11 @@ def _assert_plotted(path: Path, min_size=(400, 200)) -> None:
     assert not_white > 0.02 and colours > 20, (path, not_white, colours)
 
 
-def test_grid_sweep_summary_run_files_plots_tensorboard_and_report(tmp_path):
+def test_grid_sweep_summary_run_files_plots_tensorboard_and_report(tmp_path, in_process):
     """A real 2 x 2 configs x 2 seeds multirun on digits, smoke-sized, run once (one test, so that
     parallel test workers do not repeat it); then every check on the files it wrote."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli("-m", *SMOKE, *GRID, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    proc = in_process("-m", *SMOKE, *GRID, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     grid_sweep = (sweep_dir, proc)
     _check_summary_groups_seeds_with_mean_and_std(grid_sweep)
@@ -205,6 +206,7 @@ def _check_report_command_rebuilds_identical_tables_without_torch(grid_sweep):
     assert "Sweep summary: 8 jobs in 4 configs: 8 completed" in proc.stdout
 
 
+@pytest.mark.slow  # the joblib launcher's worker processes; the fast tier's sweeps run in this process
 def test_failed_job_is_reported_while_the_others_complete_with_joblib(tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = run_cli(
@@ -226,6 +228,7 @@ def test_failed_job_is_reported_while_the_others_complete_with_joblib(tmp_path):
     assert config["trainer"]["num_threads"] == max(1, available_cores() // 2)
 
 
+@pytest.mark.slow  # the traceback printed at exit: a real process
 def test_failures_that_reach_hydra_are_all_recorded_and_summarized(tmp_path):
     """With DLEXP_TRACEBACK=1 a job's error reaches Hydra, which re-raises only the first failure at the end."""
     sweep_dir = tmp_path / "sweep"
@@ -290,6 +293,7 @@ def test_a_grids_pending_jobs_are_the_basic_sweepers_jobs_in_its_order(params, a
     assert [entry["overrides"] for entry in pending_jobs(config).values()] == expected
 
 
+@pytest.mark.slow  # 32 jobs of a bare Hydra app in a process of its own; the fast tier compares with Hydra's sweeper (above)
 def test_a_grids_pending_jobs_are_the_jobs_a_real_multirun_launches(tmp_path):
     """A real ``-m`` run of a bare Hydra app (no training): a group sweep, a glob over a group, choice(),
     range() and the sweeper's own params; each job's overrides as Hydra recorded them, by job number."""

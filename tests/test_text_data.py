@@ -6,7 +6,7 @@ import urllib.error
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error
 from datafiles import write_fra_eng
 from dlexp.data import DATASETS
 from dlexp.data.text import EOS_ID, PAD_ID, UNK_ID, Vocab, detokenize, encode_pairs, lengths, preprocess, tokenize
@@ -121,9 +121,9 @@ def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch):
         DATASETS.build("translation", root=str(tmp_path), download=False)
 
 
-def test_bad_file_through_the_cli_is_one_line(tmp_path):
+def test_bad_file_through_the_cli_is_one_line(tmp_path, in_process):
     (tmp_path / "pairs.txt").write_text("Go.\tVa !\nno tab here\n")
-    proc = run_cli("dataset=translation", "dataset.path=pairs.txt", "model=seq2seq", "trainer.progress=false", cwd=tmp_path)
+    proc = in_process("dataset=translation", "dataset.path=pairs.txt", "model=seq2seq", "trainer.progress=false", cwd=tmp_path)
     assert_one_line_error(proc, "pairs.txt line 2 has no tab")
 
 

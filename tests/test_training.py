@@ -18,6 +18,7 @@ def _metrics(run_dir):
     return untimed_rows(run_dir)
 
 
+@pytest.mark.slow  # three full runs of the default experiment (40 epochs, early stopping)
 def test_default_experiment_reaches_97_percent_on_digits(run_train, tmp_path):
     """The headline number: mean test accuracy over seeds 0, 1, 2 (each run is deterministic on the CPU)."""
     accuracies = []

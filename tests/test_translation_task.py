@@ -1,5 +1,6 @@
 """Translation as a task on the shared training core: loss, metrics, decoding settings, outputs,
-resume, sweeps and the user's mistakes, on tiny ``numbers`` data (a few hundred pairs, 1-2 epochs)."""
+resume, sweeps and the user's mistakes, on tiny ``numbers`` data (a few hundred pairs, 1-2 epochs). The
+commands run in this process; the run the translate command reads is trained once (``cli_run``)."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_cli, untimed_rows
+from conftest import FAST, assert_one_line_error, compose_cfg, read_json, run_in, untimed_rows
 from dlexp.config.schema import DecodeConfig
 from dlexp.data.text import PAD_ID, numbers
 from dlexp.models.decoding import beam_search
@@ -33,7 +34,7 @@ def _tsv(path: Path) -> list[dict[str, str]]:
 def cli_run(tmp_path_factory) -> tuple[Path, str]:
     """One tiny attention run through the CLI, shared by the output checks."""
     root = tmp_path_factory.mktemp("mt")
-    proc = run_cli(*FAST, *TINY, "trainer.epochs=2", f"hydra.run.dir={root / 'run'}", cwd=root)
+    proc = run_in(root, *FAST, *TINY, "trainer.epochs=2", f"hydra.run.dir={root / 'run'}")
     assert proc.returncode == 0, proc.stderr
     return root / "run", proc.stdout
 
@@ -128,10 +129,10 @@ def test_mid_epoch_resume_of_a_translation_run_is_exact(run_train, tmp_path, mon
     assert _tsv(run_dir / "translations.tsv") == _tsv(tmp_path / "reference" / "translations.tsv")
 
 
-def test_two_job_sweep_over_models_ranks_by_bleu(tmp_path):
+def test_two_job_sweep_over_models_ranks_by_bleu(tmp_path, in_process):
     sweep_dir = tmp_path / "sweep"
     tiny = [f"++{o}" if o.startswith("model.") else o for o in TINY if not o.startswith("model=")]  # ++: see the error
-    proc = run_cli("-m", *FAST, *tiny, "trainer.epochs=1", "model=seq2seq,seq2seq_attention",
+    proc = in_process("-m", *FAST, *tiny, "trainer.epochs=1", "model=seq2seq,seq2seq_attention",
                    f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     with open(sweep_dir / "summary.csv", newline="") as handle:
@@ -164,7 +165,7 @@ def _file(tmp_path: Path, name: str, text: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["no_tab", "empty", "language", "decode", "model"])
-def test_user_mistakes_get_one_line(tmp_path, case):
+def test_user_mistakes_get_one_line(tmp_path, in_process, case):
     no_tab = _file(tmp_path, "a.txt", "Go.\tVa !\nHi. Salut.\n")
     empty = _file(tmp_path, "b.txt", "")
     args = {
@@ -178,7 +179,7 @@ def test_user_mistakes_get_one_line(tmp_path, case):
         "no_tab": "line 2 has no tab", "empty": "has no sentence pairs", "language": "num2words has no language 'xx'",
         "decode": "decode.beam_size=3 is set, but a classification task", "model": "model mlp does not translate",
     }[case]
-    proc = run_cli(*FAST, "trainer.epochs=1", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = in_process(*FAST, "trainer.epochs=1", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, message)
 
 
@@ -191,11 +192,11 @@ def test_decode_keys_are_validated():
         validate(compose_cfg("+decode.beam=2"))
 
 
-def test_translate_command_reproduces_the_runs_test_translations(cli_run, tmp_path):
+def test_translate_command_reproduces_the_runs_test_translations(cli_run, tmp_path, in_process):
     run_dir, _ = cli_run
     rows = _tsv(run_dir / "translations.tsv")[:3]
-    proc = run_cli(str(run_dir), *(r["source"].replace(" - ", "-") for r in rows), "--beam", "1", cwd=tmp_path,
-                   module="dlexp.translate")
+    proc = in_process(str(run_dir), *(r["source"].replace(" - ", "-") for r in rows), "--beam", "1", cwd=tmp_path,
+                      module="dlexp.translate")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     # sentences are preprocessed as in training (hyphens split), and the output's hyphens are joined again
@@ -203,9 +204,9 @@ def test_translate_command_reproduces_the_runs_test_translations(cli_run, tmp_pa
     assert "warning" not in proc.stderr  # every word is known
 
 
-def test_translate_warns_of_words_outside_the_vocabulary(cli_run, tmp_path):
+def test_translate_warns_of_words_outside_the_vocabulary(cli_run, tmp_path, in_process):
     run_dir, _ = cli_run
-    proc = run_cli(str(run_dir), "I like the mouse.", "twelve", cwd=tmp_path, module="dlexp.translate")
+    proc = in_process(str(run_dir), "I like the mouse.", "twelve", cwd=tmp_path, module="dlexp.translate")
     assert proc.returncode == 0, proc.stderr
     said = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(said) == 1 and said[0].startswith("warning: not in the training vocabulary")
@@ -214,11 +215,11 @@ def test_translate_warns_of_words_outside_the_vocabulary(cli_run, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "no_checkpoint"])
-def test_translate_command_errors_in_one_line(tmp_path, case):
+def test_translate_command_errors_in_one_line(tmp_path, in_process, case):
     run_dir = tmp_path / "run"
     if case == "no_checkpoint":
         run_dir.mkdir()
-    proc = run_cli(str(run_dir), "go .", cwd=tmp_path, module="dlexp.translate")
+    proc = in_process(str(run_dir), "go .", cwd=tmp_path, module="dlexp.translate")
     assert_one_line_error(proc, "is not a directory" if case == "missing" else "has no checkpoints/best.pt")
 
 
@@ -299,14 +300,14 @@ def test_several_numbers_per_line_come_from_one_split():
             assert len(src.split(" ; ")) == 3 == len(tgt.split(" ; ")) and set(src.split(" ; ")) <= allowed
 
 
-def test_translate_writes_number_words_as_the_training_data_did(cli_run, tmp_path):
+def test_translate_writes_number_words_as_the_training_data_did(cli_run, tmp_path, in_process):
     """Without num2words' commas and hyphens ("four thousand three hundred and twelve", "forty two"), a
     sentence of the numbers data gets the translation of its training spelling, and no warning."""
     run_dir, _ = cli_run
     rows = _tsv(run_dir / "translations.tsv")[:3]
     loose = [r["source"].replace(",", "").replace(" - ", " ") for r in rows]
     assert any("," in r["source"] or " - " in r["source"] for r in rows)  # the rows do test a normalization
-    proc = run_cli(str(run_dir), *loose, "--beam", "1", cwd=tmp_path, module="dlexp.translate")
+    proc = in_process(str(run_dir), *loose, "--beam", "1", cwd=tmp_path, module="dlexp.translate")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"{s} => {r['prediction'].replace(' - ', '-')}" for s, r in zip(loose, rows)]
     assert "warning" not in proc.stderr

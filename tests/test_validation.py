@@ -12,7 +12,7 @@ from annotated_types import Ge
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from conftest import assert_one_line_error, compose_cfg, run_cli
+from conftest import assert_one_line_error, compose_cfg
 from dlexp.cli.preflight import preflight
 from dlexp.config.schema import FIXED_GROUPS
 from dlexp.train import OPEN_GROUPS, validate
@@ -71,8 +71,8 @@ def test_declared_limits_fail_at_compose_time_with_the_full_key(overrides, messa
         (["seed=-1"], "seed must be >= 0"),
     ],
 )
-def test_declared_limits_through_the_cli(tmp_path, args, message):
-    proc = run_cli(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_declared_limits_through_the_cli(tmp_path, in_process, args, message):
+    proc = in_process(*SMOKE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, message)
 
 
@@ -161,8 +161,8 @@ def test_a_grammar_error_is_one_line_naming_the_argument(arg, hint):
     assert str(err.value).startswith(f"cannot parse the override '{arg}'") and hint in str(err.value)
 
 
-def test_a_grammar_error_on_the_cli(tmp_path):
-    proc = run_cli("optim.lr=1e-2,", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_a_grammar_error_on_the_cli(tmp_path, in_process):
+    proc = in_process("optim.lr=1e-2,", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, "cannot parse the override 'optim.lr=1e-2,'")
     assert not (tmp_path / "run").exists()
 
@@ -174,8 +174,8 @@ def test_a_grammar_error_on_the_cli(tmp_path):
         (["optim.betas=[0.9]"], "optim.betas must have 2 values"),  # a value the schema refuses
     ],
 )
-def test_cfg_job_gets_the_checks_of_a_run(tmp_path, args, message):
-    shown = run_cli("--cfg", "job", *args, cwd=tmp_path)
+def test_cfg_job_gets_the_checks_of_a_run(tmp_path, in_process, args, message):
+    shown = in_process("--cfg", "job", *args, cwd=tmp_path)
     assert_one_line_error(shown, message)
     assert not (tmp_path / "outputs").exists()
 
@@ -189,14 +189,14 @@ def test_a_valid_cfg_job_still_prints():
 # -- run dirs -----------------------------------------------------------------------
 
 
-def test_a_run_dir_under_a_regular_file_is_one_line(tmp_path):
+def test_a_run_dir_under_a_regular_file_is_one_line(tmp_path, in_process):
     blocker = tmp_path / "results"
     blocker.write_text("a file, not a folder")
     with pytest.raises(ConfigError, match=f"{blocker} is not a directory; set hydra.run.dir="):
         preflight([f"hydra.run.dir={blocker}/run"])
     with pytest.raises(ConfigError, match=f"{blocker} is not a directory; set hydra.sweep.dir="):
         preflight(["-m", f"hydra.sweep.dir={blocker}/" + "${now:%H-%M-%S}"])
-    proc = run_cli(*SMOKE, f"hydra.run.dir={blocker}/" + "${now:%H-%M-%S}", cwd=tmp_path)
+    proc = in_process(*SMOKE, f"hydra.run.dir={blocker}/" + "${now:%H-%M-%S}", cwd=tmp_path)
     assert_one_line_error(proc, f"{blocker} is not a directory")
 
 
@@ -261,9 +261,9 @@ def test_missing_values_of_tabular_data_are_left_to_its_encoder(tiny_datasets, m
     assert torch.isnan(folds.source.train[0]).any()  # the raw pool did hold missing values
 
 
-def test_a_nan_input_fails_before_training_via_the_cli(tmp_path):
+def test_a_nan_input_fails_before_training_via_the_cli(tmp_path, in_process):
     x, y = np.ones((20, 3), np.float32), np.arange(20) % 2
     x[0, 0] = np.nan
-    proc = run_cli(*SMOKE, *_arrays(tmp_path, x=x, y=y), "model=softmax", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = in_process(*SMOKE, *_arrays(tmp_path, x=x, y=y), "model=softmax", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_one_line_error(proc, "train inputs of dataset 'arrays' hold 1 NaN or inf value(s)")
     assert "optim.lr" not in proc.stderr
