@@ -35,8 +35,8 @@ def test_the_group_table_names_each_groups_real_default():
     table, defaults = _group_table(), default_choices([CONFIG_DIR])
     assert {"model", "optim", "scheduler", "regularizer", "hydra/launcher"} <= set(table)
     for group, cell in table.items():
-        if group == "hydra/launcher":
-            continue  # Hydra's own group: below
+        if group in ("hydra/launcher", "hydra/sweeper"):
+            continue  # Hydra's own groups: below
         options = cell.split(" | ")[0]
         assert re.findall(r"`(\w+)` \(default\)", options) == [defaults[group]], (group, options)
         assert set(re.findall(r"`(\w+)`", options)) <= set(group_options([CONFIG_DIR], group)), group
@@ -55,6 +55,18 @@ def test_the_launcher_row_lists_every_launcher_hydra_finds_and_its_default():
     assert set(re.findall(r"`(\w+)`", cell)) == set(options)
     assert {"serial", "basic", "joblib", "slots", "slurm", "submitit_slurm"} <= set(options)
     assert re.findall(r"`(\w+)` \(default\)", cell) == [default] == ["serial"]
+
+
+def test_the_sweeper_row_lists_dlexps_sweepers_and_the_default_is_dlexps_grid():
+    from hydra import compose, initialize_config_dir
+
+    cell = _group_table()["hydra/sweeper"].split(" | ")[0]
+    assert set(re.findall(r"`(\w+)`", cell)) == {"basic", *group_options([CONFIG_DIR], "hydra/sweeper")}
+    assert re.findall(r"`(\w+)` \(default\)", cell) == ["basic"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        chosen = {ov: compose("train", overrides=[ov] if ov else [], return_hydra_config=True).hydra.sweeper._target_
+                  for ov in ("", "hparams_search=optuna")}
+    assert chosen[""].endswith("GridSweeper") and chosen["hparams_search=optuna"].endswith("DlexpSearchSweeper")
 
 
 def test_what_the_docs_say_of_plateaus_keys_is_in_its_file():

@@ -24,7 +24,7 @@ from dlexp.runs.record import RunDir
 from dlexp.tracking.store import git_commit
 from services import MlflowServer, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.services  # a real mlflow server (one per session), outside the fast tier
 
 RUN = ["trainer.progress=false", "trainer.num_threads=1"]
 

@@ -274,8 +274,8 @@ def test_a_killed_search_resumes_its_abandoned_trial_in_the_same_dir(tmp_path):
     assert [row.split(",")[0] for row in metrics[1:]] == ["1", "2", "3"]  # no epoch run twice
 
 
-@pytest.mark.slow
 def test_a_failed_trial_is_told_as_failed_and_the_search_goes_on(tmp_path):
+    """The fast tier's whole search: two trials of one epoch on a slot, one of which fails."""
     args = [*SEARCH, "trainer.epochs=1", "hparams_search.slots=1", "hparams_search.sampler=grid", "~hparams_search.params",
             "optim.lr=0.001,-1", "hparams_search.n_trials=5", "sweep.name=failing"]
     proc = run_cli(*args, cwd=tmp_path)  # the range's first value runs: its key is one a trial takes

@@ -321,3 +321,46 @@ def test_a_grids_pending_jobs_are_the_jobs_a_real_multirun_launches(tmp_path):
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):  # glob() lists the group's options
         pending = pending_jobs(OmegaConf.load(sweep_dir / "multirun.yaml"))
     assert [entry["overrides"] for entry in pending.values()] == launched
+
+
+def test_a_range_to_search_in_a_grid_sweep_is_one_line_naming_the_search():
+    from dlexp.cli.preflight import preflight
+    from dlexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'optim.lr=interval\(0.001,0.1\)' is a range to search, not values to list: "
+                                          r"a grid sweep takes optim.lr=a,b,c .* 'hparams_search.params.optim.lr=interval"):
+        preflight(["-m", "optim.lr=interval(0.001,0.1)"])
+    preflight(["-m", "hparams_search=optuna", "hparams_search.params.optim.lr=interval(0.001,0.1)"])  # the search's own
+
+
+def test_the_grid_sweepers_jobs_and_batches_are_the_commands_product(tmp_path, monkeypatch):
+    """dlexp's grid sweeper hands the launcher the product of the values, in max_batch_size batches, each
+    job's config checked (and composed once) before the first batch."""
+    from hydra import compose, initialize_config_dir
+    from hydra.types import HydraContext
+
+    from dlexp.config.files import CONFIG_DIR
+    from hydra_plugins.dlexp_search.grid import GridSweeper
+
+    launched = []
+
+    class Recorder:
+        def launch(self, batch, initial_job_idx):
+            launched.append((initial_job_idx, [list(job) for job in batch]))
+            return []
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        from hydra.core.global_hydra import GlobalHydra
+
+        config = compose("train", overrides=[f"hydra.sweep.dir={tmp_path / 's'}"], return_hydra_config=True)
+        sweeper = GridSweeper(max_batch_size=3, params={"seed": "0,1"})
+        sweeper.hydra_context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=None)
+        sweeper.config, sweeper.launcher = config, Recorder()
+        sweeper.sweep(["optim.lr=0.1,0.01"])
+    assert launched == [(0, [["seed=0", "optim.lr=0.1"], ["seed=0", "optim.lr=0.01"], ["seed=1", "optim.lr=0.1"]]),
+                        (3, [["seed=1", "optim.lr=0.01"]])]
+    assert (tmp_path / "s" / "multirun.yaml").is_file()
+    from dlexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hydra.sweeper.max_batch_size must be >= 1"):
+        GridSweeper(max_batch_size=0)

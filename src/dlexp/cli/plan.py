@@ -20,7 +20,6 @@ from typing import Any, Optional
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from dlexp.cli.preflight import CHDIR_REFUSED, check_run_config
@@ -189,19 +188,24 @@ def search_dir(name: Optional[str], overrides: Any) -> str:
 
 
 def pending_jobs(config: DictConfig) -> dict[str, dict[str, Any]]:
-    """The jobs of a basic (grid) sweep, from its config before any has started: dir name -> entry.
-
-    The same jobs in the same order as Hydra's basic sweeper: ``hydra.sweeper.params`` and then the
-    command line, one list of values per key (a key named twice keeps its first place and takes its last
-    values), and their product with the last key changing fastest."""
+    """The jobs of a grid sweep, from its config before any has started: dir name -> entry."""
     loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    jobs = grid_jobs(config.hydra.sweeper.get("params") or {}, list(config.hydra.overrides.task), loader)
+    return {sweep.job_dir_name(job): {"overrides": job, "status": Status.PENDING} for job in jobs}
+
+
+def grid_jobs(params: Any, arguments: list[str], loader: Any = None) -> list[list[str]]:
+    """Each job's overrides, in the order of Hydra's basic sweeper: ``params`` (``hydra.sweeper.params``) and
+    then the command line, one list of values per key (a key named twice keeps its first place and takes its
+    last values), and their product with the last key changing fastest. ``loader`` lists a group's options
+    for ``glob()``."""
     choices: dict[str, list[str]] = {}
-    for override in OverridesParser.create(config_loader=loader).parse_overrides([*params, *config.hydra.overrides.task]):
+    for override in OverridesParser.create(config_loader=loader).parse_overrides([*(f"{k}={v}" for k, v in params.items()),
+                                                                                  *arguments]):
         key = override.get_key_element()
         if override.is_sweep_override() and not override.is_discrete_sweep():
-            raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+            raise ConfigError(f"'{override.input_line}' is a range to search, not values to list: a grid sweep takes "
+                              f"{key}=a,b,c or {key}=range(...); search it with hparams_search=optuna")
         values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
         choices[key] = [f"{key}={value}" for value in values]
-    jobs = [list(job) for job in itertools.product(*choices.values())]
-    return {sweep.job_dir_name(job): {"overrides": job, "status": Status.PENDING} for job in jobs}
+    return [list(job) for job in itertools.product(*choices.values())]

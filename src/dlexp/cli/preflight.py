@@ -89,6 +89,8 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     if str(last_value(argv, "hydra.job.chdir")).lower() == "true":
         raise ConfigError(CHDIR_REFUSED)
     _check_search_keys(argv)
+    if multirun and chosen.get("hparams_search") in (None, "null") and not any(a.startswith("hydra/sweeper=") for a in argv):
+        _check_grid_values(overrides)
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     check_top_level_keys(overrides, dirs, groups, chosen)
     if writes_outputs and not shows_config:
@@ -246,6 +248,26 @@ def _check_key_exists(dirs: list[str], group: str, option: str, dotted: str) -> 
             return
         node = node[part]
         walked += "." + part
+
+
+def _check_grid_values(overrides: list[str]) -> None:
+    """A grid lists values: ``interval(...)`` (a range to search) in a plain ``-m`` sweep is one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    for arg in overrides:
+        if "interval(" not in arg:
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([arg])
+        except HydraException:
+            continue  # Hydra's own grammar error, left to Hydra
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            key = override.get_key_element()
+            value = arg.split("=", 1)[1]
+            raise ConfigError(f"'{arg}' is a range to search, not values to list: a grid sweep takes {key}=a,b,c or "
+                              f"{key}=range(...); search it with -m hparams_search=optuna "
+                              f"'hparams_search.params.{key}={value}'")
 
 
 def _check_sweep_key(dirs: list[str], group: str, default: str, swept: str, arg: str) -> None:

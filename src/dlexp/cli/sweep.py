@@ -16,6 +16,7 @@ Importing this module must stay light (no torch): Hydra imports it in every run.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import math
 import os
@@ -42,6 +43,8 @@ from dlexp.search.slots import THREADS_VARIABLE, available_cores, job_error
 from dlexp.tracking.loggers import MlflowSettings, check, settings_of
 from dlexp.tracking.sweeps import end_sweep, start_sweep_of
 from dlexp.training.interrupt import STOP
+
+GRID_SWEEPERS = ("GridSweeper", "BasicSweeper")  # dlexp's (the default) and Hydra's: the jobs known at the start
 
 
 class SweepSummary(Callback):
@@ -70,8 +73,9 @@ class SweepSummary(Callback):
         if hints.command() is not None:  # kept in jobs.json as it is first written (by this process, or a job's)
             os.environ[sweep.COMMAND_VARIABLE] = json.dumps(hints.command())
         self.tracker = start_tracking(config, self.sweep_dir)  # refused in one line before anything is written
-        if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # a grid: its jobs are known now
-            sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)
+        if str(config.hydra.sweeper.get("_target_", "")).endswith(GRID_SWEEPERS):  # a grid: its jobs are known now
+            with contextlib.suppress(UserError):  # values a grid cannot list: the sweeper says so, in one line
+                sweep.update_manifest(self.sweep_dir, pending_jobs(config), only_new=True)
         atexit.register(self._summarize_stopped_sweep)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -163,7 +167,7 @@ def failed_objective(error: BaseException) -> float:
     raising job as a failed trial and go on; there the error is raised again.
     """
     target = str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
-    if not target or target.endswith(("BasicSweeper", "DlexpSearchSweeper")):
+    if not target or target.endswith((*GRID_SWEEPERS, "DlexpSearchSweeper")):
         return math.nan
     raise error
 

@@ -21,6 +21,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 _MISSING = object()
+_SHARED: dict[int, tuple[DictConfig, "SweepComposer"]] = {}  # id(sweep config) -> (it, its composer)
 
 
 class SweepComposer:
@@ -32,8 +33,25 @@ class SweepComposer:
         self.parser = OverridesParser.create()
         self.bases: dict[tuple[str, ...], DictConfig] = {}
         self.groups: dict[str, bool] = {}
+        self.checked: dict[tuple[str, ...], DictConfig] = {}  # composed by ``check``, not yet handed out
+
+    @classmethod
+    def of(cls, loader: Any, master: DictConfig) -> "SweepComposer":
+        """The composer of this sweep config in this process: the sweeper's check and the launcher's jobs
+        share its bases and the configs it checked."""
+        held = _SHARED.get(id(master))
+        if held is None or held[0] is not master or held[1].loader is not loader:
+            held = _SHARED[id(master)] = (master, cls(loader, master))
+        return held[1]
+
+    def check(self, overrides: Sequence[str]) -> None:
+        """Compose a job's config now (raising what Hydra would), and keep it for the launcher's call."""
+        self.checked[tuple(overrides)] = self(overrides)
 
     def __call__(self, overrides: Sequence[str]) -> DictConfig:
+        checked = self.checked.pop(tuple(overrides), None)
+        if checked is not None:
+            return checked
         parsed = self.parser.parse_overrides(list(overrides))
         structural = [o for o in parsed if self._structural(o)]
         values = [o for o in parsed if not self._structural(o)]

@@ -48,7 +48,7 @@ class SerialLauncher(_DlexpLauncher):
 
         setup_globals()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        composer = SweepComposer(self.hydra_context.config_loader, self.config)
+        composer = SweepComposer.of(self.hydra_context.config_loader, self.config)  # the configs the sweeper checked
         runs = []
         for num, overrides in enumerate(job_overrides, initial_job_idx):
             sweep_config = composer(list(overrides))
