@@ -282,6 +282,9 @@ def run_step(step: Step, folder: Path) -> list[str]:
         step.setup(folder)
     extra, argv = step.argv()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    if any(name.startswith("DLEXP_") and name.endswith("_AT") for name in extra):  # a fault at a named moment:
+        support = str(ROOT / "tests" / "support")  # the tests' hook arms it (dlexp itself reads no fault)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (support, env.get("PYTHONPATH", "")) if p)
     env.pop("DLEXP_TRACEBACK", None)
     env.pop("COLUMNS", None)  # piped output has the widths the code gives it, not this terminal's
     proc = subprocess.run(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
