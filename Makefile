@@ -53,11 +53,11 @@ docs-outputs: $(STAMP)
 # Benchmarks (not part of the tests): the data path (BENCH_ARGS="--model lenet --repeats 3"), the whole
 # epoch against a bare loop, MLP and LeNet (EPOCH_BENCH_ARGS="--model mlp --repeats 7"), then a 16-job
 # sweep against a bare loop over the same configs, default launcher and slots (SWEEP_BENCH_ARGS="--repeats 3"),
-# recorded in docs/_generated/bench_sweep.txt for the benchmarks page.
+# recorded in docs/benchmarks/bench_sweep.txt for the benchmarks page.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py $(BENCH_ARGS)
 	$(PY) benchmarks/bench_epoch.py $(EPOCH_BENCH_ARGS)
-	$(PY) benchmarks/bench_sweep.py --slots --record docs/_generated/bench_sweep.txt $(SWEEP_BENCH_ARGS)
+	$(PY) benchmarks/bench_sweep.py --slots --record docs/benchmarks/bench_sweep.txt $(SWEEP_BENCH_ARGS)
 
 # GPU benchmark: images/s and MFU for ResNet-18 and LeNet, eager / bf16 / bf16+compile (skips without a GPU).
 bench-gpu: $(STAMP)

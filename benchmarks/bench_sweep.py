@@ -17,7 +17,7 @@ checkpoints, plots, the jobs manifest, the sweep's own summary): seconds per job
 the run's own training, val and test.
 
 ``--record FILE`` also writes what it prints to FILE, under a line naming the machine, its load and the
-commit (``make bench`` records docs/_generated/bench_sweep.txt, which the benchmarks page shows).
+commit (``make bench`` records docs/benchmarks/bench_sweep.txt, which the benchmarks page shows).
 
 Usage:
     python benchmarks/bench_sweep.py [--jobs 16] [--epochs 2 10] [--repeats 2] [--slots] [--no-breakdown]

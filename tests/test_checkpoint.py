@@ -38,13 +38,15 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, damage):
+@pytest.mark.parametrize("damage, says", [("truncate", "is corrupt or truncated"),
+                                          ("garbage", "is not a checkpoint .not a file torch.save wrote."),
+                                          ("empty", "is not a checkpoint .not a file torch.save wrote.")])
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, damage, says):
     path = tmp_path / "last.pt"
     save_checkpoint(path, _state(1.0))
     data = path.read_bytes()
     path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage])
-    with pytest.raises(UserError, match="is corrupt or truncated"):
+    with pytest.raises(UserError, match=says):
         load_checkpoint(path)
 
 

@@ -89,8 +89,9 @@ def preflight(argv: list[str], *, writes_outputs: bool = True) -> None:
     if str(last_value(argv, "hydra.job.chdir")).lower() == "true":
         raise ConfigError(CHDIR_REFUSED)
     _check_search_keys(argv)
-    if multirun and chosen.get("hparams_search") in (None, "null") and not any(a.startswith("hydra/sweeper=") for a in argv):
-        _check_grid_values(overrides)
+    if multirun and chosen.get("hparams_search") in (None, "null") and not any(  # a grid (an experiment may pick
+            a.lstrip("+").startswith(("hydra/sweeper=", "experiment=")) for a in argv):  # its own sweeper)
+        _check_grid_values([a for a in overrides if not a.lstrip("+").startswith("hparams_search.")])
     chosen = _with_experiment_choices(dirs, chosen, explicit={a.lstrip("+").split("=", 1)[0] for a in overrides})
     check_top_level_keys(overrides, dirs, groups, chosen)
     if writes_outputs and not shows_config:
