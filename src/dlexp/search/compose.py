@@ -21,7 +21,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 _MISSING = object()
-_SHARED: dict[int, tuple[DictConfig, "SweepComposer"]] = {}  # id(sweep config) -> (it, its composer)
+_SHARED: dict[str, tuple[DictConfig, "SweepComposer"]] = {}  # the sweep config of this process's sweep, its composer
 
 
 class SweepComposer:
@@ -39,9 +39,9 @@ class SweepComposer:
     def of(cls, loader: Any, master: DictConfig) -> "SweepComposer":
         """The composer of this sweep config in this process: the sweeper's check and the launcher's jobs
         share its bases and the configs it checked."""
-        held = _SHARED.get(id(master))
+        held = _SHARED.get("current")
         if held is None or held[0] is not master or held[1].loader is not loader:
-            held = _SHARED[id(master)] = (master, cls(loader, master))
+            held = _SHARED["current"] = (master, cls(loader, master))  # one sweep at a time: the last one's
         return held[1]
 
     def check(self, overrides: Sequence[str]) -> None:
